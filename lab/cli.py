@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from lab import model
+
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
 DESCRIPTION = """\
@@ -38,6 +40,50 @@ def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
         return EXIT_CANNOT_RUN
 
     return run
+
+
+def _run_cas(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from pathlib import Path
+
+    from mockcas.config import CasConfig  # imports mockcas before aiohttp (RPC/HTTP needs that)
+    from mockcas.server import serve_forever
+
+    if bool(args.cert) != bool(args.key):
+        print("caslab cas: --cert and --key go together", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        farm_key = bytes.fromhex(args.farm_key) if args.farm_key else None
+    except ValueError:
+        print("caslab cas: --farm-key must be hex", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    config = CasConfig(
+        name=args.name,
+        host=args.host,
+        http_port=args.http_port,
+        https_port=args.https_port,
+        mapi_port=args.mapi_port,
+        ab_port=args.ab_port,
+        admin_port=args.admin_port,
+        key_seed=args.key_seed,
+        time_scale=args.time_scale,
+        users=args.users,
+        password=args.password,
+        vip_host=args.vip_host,
+        cert_file=Path(args.cert) if args.cert else None,
+        key_file=Path(args.key) if args.key else None,
+        oab_skew=args.oab_skew,
+    )
+    if farm_key:
+        config.farm_key = farm_key
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        asyncio.run(serve_forever(config))
+    except OSError as err:
+        print(f"caslab cas: cannot listen on {args.host}: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,10 +127,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("down", help="stop the lab started by 'caslab up'")
     p.set_defaults(func=_not_built("down", "the 'caslab run' issue"))
 
-    p = sub.add_parser("cas", help="run one mock CAS in the foreground (container entry point)")
-    p.add_argument("--name", default="CAS01")
-    p.add_argument("--host", default="127.0.1.11")
-    p.set_defaults(func=_not_built("cas", "the mockcas issue"))
+    p = sub.add_parser(
+        "cas",
+        help="run one mock CAS in the foreground (container entry point)",
+        description="Run one mock Exchange 2010 CAS until SIGTERM/Ctrl-C. Ports are the same on every "
+        "CAS; each CAS has its own address. The admin port serves /caslab/health, /caslab/ledger, "
+        "/caslab/stats and /caslab/fault?health=up|down|drain.",
+    )
+    p.add_argument("--name", default="CAS01", help="server name, sent as X-CasLab-Server (default CAS01)")
+    p.add_argument("--host", default="127.0.1.11", help="address to listen on (default 127.0.1.11)")
+    p.add_argument("--http-port", type=int, default=model.HTTP_PORT)
+    p.add_argument("--https-port", type=int, default=model.HTTPS_PORT, help="used with --cert/--key")
+    p.add_argument("--mapi-port", type=int, default=model.MAPI_PORT)
+    p.add_argument("--ab-port", type=int, default=model.AB_PORT)
+    p.add_argument("--admin-port", type=int, default=model.ADMIN_PORT)
+    p.add_argument("--farm-key", help="hex key shared by the farm (mailbox state); random if omitted")
+    p.add_argument("--key-seed", help="derive this CAS's own key from a seed, for reproducible runs")
+    p.add_argument("--time-scale", type=float, default=1.0, help="protocol timers run this much faster")
+    p.add_argument("--users", type=int, default=100_000, help="number of users userN@<domain>")
+    p.add_argument("--password", default="caslab")
+    p.add_argument("--vip-host", default="mail.caslab.test", help="host name Autodiscover hands out")
+    p.add_argument("--cert", help="PEM certificate chain for HTTPS")
+    p.add_argument("--key", help="PEM private key for HTTPS")
+    p.add_argument("--oab-skew", action="store_true", help="serve an OAB version unlike the other CAS")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=_run_cas)
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios")
     p.set_defaults(func=_not_built("scenarios", "the 'caslab run' issue"))

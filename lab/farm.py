@@ -1,0 +1,177 @@
+"""The local farm: each mock CAS as its own `caslab cas` process on its own 127.x address.
+
+`LocalFarm` starts the processes, waits until each answers its admin health URL, fires faults (stop,
+start, health down/up/drain) and collects the ledgers. It is used by the local backend, by tests and by
+benchmarks; it never leaves a process behind (stop() kills what did not exit on SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lab.model import CasEndpoint, TlsFiles
+
+
+class FarmError(RuntimeError):
+    """The farm could not be started or reached."""
+
+
+def http_get_json(url: str, timeout: float = 5.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_until_healthy(
+    endpoint: CasEndpoint, deadline: float, process: subprocess.Popen | None = None
+) -> None:
+    """Poll the CAS's admin health URL until it answers (its admin port opens after all others)."""
+    url = f"{endpoint.admin_url}/caslab/health"
+    while True:
+        if process is not None and process.poll() is not None:
+            raise FarmError(f"{endpoint.name} exited with code {process.returncode} while starting")
+        try:
+            http_get_json(url, timeout=1.0)
+            return
+        except (OSError, urllib.error.URLError, ValueError):
+            if time.monotonic() > deadline:
+                raise FarmError(f"{endpoint.name} did not answer {url} in time") from None
+            time.sleep(0.05)
+
+
+class LocalFarm:
+    def __init__(
+        self,
+        endpoints: list[CasEndpoint],
+        *,
+        farm_key: bytes,
+        run_dir: Path,
+        time_scale: float = 1.0,
+        key_seed: str | None = None,
+        tls_files: TlsFiles | None = None,
+        vip_host: str = "mail.caslab.test",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.farm_key = farm_key
+        self.run_dir = run_dir
+        self.time_scale = time_scale
+        self.key_seed = key_seed
+        self.tls_files = tls_files
+        self.vip_host = vip_host
+        self.extra_args = extra_args or []
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._ledger_next: dict[str, int] = {}
+        self.ledger_rows: list[dict] = []
+
+    def endpoint(self, name: str) -> CasEndpoint:
+        for e in self.endpoints:
+            if e.name == name:
+                return e
+        raise FarmError(f"no server {name!r} in this farm ({', '.join(e.name for e in self.endpoints)})")
+
+    def _command(self, e: CasEndpoint) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "lab.cli", "cas",
+            "--name", e.name, "--host", e.host,
+            "--http-port", str(e.http_port), "--https-port", str(e.https_port),
+            "--mapi-port", str(e.mapi_port), "--ab-port", str(e.ab_port),
+            "--admin-port", str(e.admin_port),
+            "--farm-key", self.farm_key.hex(),
+            "--time-scale", str(self.time_scale),
+            "--vip-host", self.vip_host,
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if self.key_seed:
+            cmd += ["--key-seed", self.key_seed]
+        if self.tls_files:
+            cmd += ["--cert", str(self.tls_files.server_cert), "--key", str(self.tls_files.server_key)]
+        return cmd + self.extra_args
+
+    def start(self, names: list[str] | None = None, timeout: float = 20.0) -> None:
+        """Start the named servers (all by default) and wait until each is healthy."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        todo = [self.endpoint(n) for n in names] if names else self.endpoints
+        for e in todo:
+            if e.name in self.processes and self.processes[e.name].poll() is None:
+                continue
+            log = open(self.run_dir / f"{e.name}.log", "ab")  # noqa: SIM115 - owned by the child
+            self.processes[e.name] = subprocess.Popen(
+                self._command(e), stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+            )
+            log.close()
+            self._ledger_next[e.name] = 0  # a new process starts a new ledger
+        deadline = time.monotonic() + timeout
+        for e in todo:
+            wait_until_healthy(e, deadline, self.processes[e.name])
+
+    def stop(self, names: list[str] | None = None, timeout: float = 5.0) -> None:
+        """Stop the named servers (all by default): SIGTERM, then SIGKILL after `timeout`.
+        Their ledgers are collected first, so a stopped CAS's rows are not lost."""
+        chosen = names or list(self.processes)
+        for name in chosen:
+            self.collect_ledger(name)
+        for name in chosen:
+            proc = self.processes.get(name)
+            if proc and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name in chosen:
+            proc = self.processes.pop(name, None)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill(self, name: str) -> None:
+        """Stop one server abruptly, as a crash would (its unread ledger rows are collected first)."""
+        self.collect_ledger(name)
+        proc = self.processes.pop(name, None)
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def set_health(self, name: str, value: str) -> None:
+        e = self.endpoint(name)
+        http_get_json(f"{e.admin_url}/caslab/fault?health={value}")
+
+    def stats(self, name: str) -> dict:
+        return http_get_json(f"{self.endpoint(name).admin_url}/caslab/stats")
+
+    def collect_ledger(self, name: str | None = None) -> list[dict]:
+        """Read new ledger rows of the named server (or all running ones) into `ledger_rows`."""
+        names = [name] if name else list(self.processes)
+        new: list[dict] = []
+        for n in names:
+            proc = self.processes.get(n)
+            if proc is None or proc.poll() is not None:
+                continue
+            e = self.endpoint(n)
+            while True:
+                since = self._ledger_next.get(n, 0)
+                try:
+                    page = http_get_json(f"{e.admin_url}/caslab/ledger?since={since}", timeout=10)
+                except (OSError, urllib.error.URLError, ValueError):
+                    break
+                new.extend(page["rows"])
+                self._ledger_next[n] = page["next"]
+                if not page["rows"]:
+                    break
+        self.ledger_rows.extend(new)
+        return new
+
+    def __enter__(self) -> LocalFarm:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,161 @@
+"""Plain data shared by the lab's parts: services, persistence methods, the farm's addresses, the VIP.
+
+Data flows one way (scenario -> lab -> farm, balancer, loadgen -> ledgers -> verifier -> report); these
+types are what travels. They hold no behaviour beyond validation of their own fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The nine services of DESIGN.md section 2, in the order reports list them.
+SERVICES: tuple[str, ...] = (
+    "owa",
+    "ecp",
+    "ews",
+    "eas",
+    "rpchttp",
+    "oab",
+    "autodiscover",
+    "mapi",
+    "addressbook",
+)
+HTTP_SERVICES: tuple[str, ...] = SERVICES[:7]
+TCP_SERVICES: tuple[str, ...] = ("mapi", "addressbook")
+
+# Persistence methods of DESIGN.md section 5. Methods marked True take a NAME (cookie or header).
+METHODS: dict[str, bool] = {
+    "none": False,
+    "leastconn": False,
+    "source-ip": False,
+    "lb-cookie": False,
+    "app-cookie": True,
+    "cookie-hash": True,
+    "header": True,
+    "ssl-session-id": False,
+}
+TLS_MODES: tuple[str, ...] = ("none", "offload", "bridge", "passthrough")
+TOPOLOGIES: tuple[str, ...] = ("single-vip", "vip-per-service")
+
+# Path prefixes (lower case; Exchange clients send /OWA as well as /owa) that route to each HTTP service.
+SERVICE_PATHS: dict[str, tuple[str, ...]] = {
+    "owa": ("/owa",),
+    "ecp": ("/ecp",),
+    "ews": ("/ews",),
+    "eas": ("/microsoft-server-activesync",),
+    "rpchttp": ("/rpc",),
+    "oab": ("/oab",),
+    "autodiscover": ("/autodiscover",),
+}
+
+# Default ports, the same on every CAS (each on its own address) and on the VIP (DESIGN.md section 3).
+HTTP_PORT, HTTPS_PORT, MAPI_PORT, AB_PORT, ADMIN_PORT, STATS_PORT = 8080, 8443, 59531, 59532, 8099, 8404
+
+# The URL balancers probe: Exchange 2010 has no healthcheck.htm, so guides probe a real vdir page.
+HEALTH_PATH = "/owa/auth/logon.aspx"
+HEALTH_BODY = "Outlook Web App"
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """How the balancer keeps one service's clients on one CAS."""
+
+    method: str = "none"
+    name: str | None = None  # cookie or header name, for methods that take one
+    timeout_s: float = 1800.0  # idle lifetime of a stick entry or balancer cookie
+    fallback: Persistence | None = None  # e.g. cookie-hash falling back to source-ip
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown persistence method {self.method!r}; allowed: {', '.join(METHODS)}")
+        if METHODS[self.method] and not self.name:
+            raise ValueError(f"persistence method {self.method!r} needs a name (cookie or header)")
+        if not METHODS[self.method] and self.name:
+            raise ValueError(f"persistence method {self.method!r} takes no name")
+
+    def __str__(self) -> str:
+        text = f"{self.method} {self.name}" if self.name else self.method
+        return f"{text} (fallback {self.fallback})" if self.fallback else text
+
+
+@dataclass(frozen=True)
+class CasEndpoint:
+    """Where one mock CAS listens. The admin port is never put behind the balancer."""
+
+    name: str
+    host: str
+    http_port: int = HTTP_PORT
+    https_port: int = HTTPS_PORT
+    mapi_port: int = MAPI_PORT
+    ab_port: int = AB_PORT
+    admin_port: int = ADMIN_PORT
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+
+def local_farm(servers: int, base: str = "127.0.1") -> list[CasEndpoint]:
+    """The local backend's farm: CAS01 on <base>.11, CAS02 on <base>.12, ..."""
+    if not 1 <= servers <= 99:
+        raise ValueError("a farm has 1 to 99 servers")
+    return [CasEndpoint(name=f"CAS{n:02d}", host=f"{base}.{10 + n}") for n in range(1, servers + 1)]
+
+
+@dataclass(frozen=True)
+class Vip:
+    """Where the balancer listens: clients use these addresses and nothing else."""
+
+    host: str = "127.0.1.1"
+    http_port: int = HTTP_PORT
+    https_port: int = HTTPS_PORT
+    mapi_port: int = MAPI_PORT
+    ab_port: int = AB_PORT
+    stats_port: int = STATS_PORT
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    interval_s: float = 1.0
+    fall: int = 2
+    rise: int = 2
+    path: str = HEALTH_PATH
+    body: str = HEALTH_BODY
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the run's trustme CA. `server_pem` holds key + chain (HAProxy's form)."""
+
+    ca_pem: Path
+    server_cert: Path
+    server_key: Path
+    server_pem: Path
+    server_name: str = "mail.caslab.test"
+
+
+@dataclass(frozen=True)
+class BalancerSpec:
+    """Everything a balancer driver needs to render its config (DESIGN.md section 5)."""
+
+    driver: str
+    persistence: dict[str, Persistence]  # one entry per service id
+    servers: list[CasEndpoint]
+    vip: Vip = field(default_factory=Vip)
+    topology: str = "single-vip"
+    tls: str = "none"
+    health: HealthCheck = field(default_factory=HealthCheck)
+    tls_files: TlsFiles | None = None
+    preset: str | None = None  # the preset the persistence came from, for reports
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"unknown topology {self.topology!r}; allowed: {', '.join(TOPOLOGIES)}")
+        if self.tls not in TLS_MODES:
+            raise ValueError(f"unknown tls mode {self.tls!r}; allowed: {', '.join(TLS_MODES)}")
+        missing = [s for s in SERVICES if s not in self.persistence]
+        if missing:
+            raise ValueError(f"no persistence given for: {', '.join(missing)}")
+        if self.tls != "none" and self.tls_files is None:
+            raise ValueError(f"tls mode {self.tls!r} needs the run's certificate files")

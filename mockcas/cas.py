@@ -1,0 +1,92 @@
+"""One mock CAS: its keys, users, ledger, fault switches and services (state only; no sockets here)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import Counter
+
+from mockcas.config import CasConfig
+from mockcas.ledger import Ledger, LedgerRow
+from mockcas.sealing import Sealer
+from mockcas.services import HTTP_SERVICES, TCP_SERVICES, HttpService, TcpService, load_all
+from mockcas.users import Users
+
+# Health switch values: 'down' fails the balancer's probe with 503 while the services keep answering
+# (a soft failure); 'drain' answers the probe 404, which HAProxy's `http-check disable-on-404` reads as
+# "no new sessions, keep the persistent ones" and other balancers read as down.
+HEALTH_STATES = ("up", "down", "drain")
+
+
+class Cas:
+    def __init__(self, config: CasConfig) -> None:
+        self.config = config
+        self.name = config.name
+        seed = config.key_seed
+        server_key = (
+            hashlib.sha256(f"{seed}:{config.name}".encode()).digest() if seed else secrets.token_bytes(32)
+        )
+        self.server_sealer = Sealer(server_key)  # state only this CAS can read
+        self.farm_sealer = Sealer(config.farm_key)  # state in the mailbox: any CAS can read it
+        self.users = Users(config.users, config.password, config.domain)
+        self.ledger = Ledger(config.name)
+        self.health = "up"
+        self.started = time.time()
+        self.inflight = 0
+        self.peak_inflight = 0
+        self.counts: Counter[tuple[str, str]] = Counter()  # (service, state) -> requests
+        load_all()
+        self.http_services: dict[str, HttpService] = {sid: cls(self) for sid, cls in HTTP_SERVICES.items()}
+        self.tcp_services: dict[str, TcpService] = {sid: cls(self) for sid, cls in TCP_SERVICES.items()}
+
+    def scaled(self, seconds: float) -> float:
+        return self.config.scaled(seconds)
+
+    def record(
+        self,
+        *,
+        ts: float,
+        service: str,
+        session_key: str,
+        client_ip: str,
+        state: str,
+        status: int,
+        request_id: str = "",
+        detail: str = "",
+    ) -> LedgerRow:
+        """Append one ledger row (services call this for TCP exchanges; HTTP rows are written for them)."""
+        self.counts[(service, state)] += 1
+        return self.ledger.record(
+            ts=ts,
+            service=service,
+            session_key=session_key,
+            client_ip=client_ip,
+            state=state,
+            status=status,
+            request_id=request_id,
+            detail=detail,
+        )
+
+    def set_health(self, value: str) -> None:
+        if value not in HEALTH_STATES:
+            raise ValueError(f"health must be one of {', '.join(HEALTH_STATES)}")
+        self.health = value
+
+    def stats(self) -> dict:
+        by_service: dict[str, dict[str, int]] = {}
+        for (service, state), n in sorted(self.counts.items()):
+            by_service.setdefault(service, {})[state] = n
+        return {
+            "server": self.name,
+            "health": self.health,
+            "uptime_s": round(time.time() - self.started, 3),
+            "requests": len(self.ledger),
+            "inflight": self.inflight,
+            "peak_inflight": self.peak_inflight,
+            "services": by_service,
+        }
+
+    async def close(self) -> None:
+        for service in [*self.http_services.values(), *self.tcp_services.values()]:
+            await service.close()

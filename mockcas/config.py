@@ -1,0 +1,39 @@
+"""The settings of one mock CAS (the flags of `caslab cas`)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.model import AB_PORT, ADMIN_PORT, HTTP_PORT, HTTPS_PORT, MAPI_PORT
+
+
+@dataclass
+class CasConfig:
+    name: str = "CAS01"
+    host: str = "127.0.1.11"
+    http_port: int = HTTP_PORT
+    https_port: int = HTTPS_PORT  # used only when cert_file is set
+    mapi_port: int = MAPI_PORT
+    ab_port: int = AB_PORT
+    admin_port: int = ADMIN_PORT
+    # State that lives in the mailbox (EAS policy/sync keys, OAB content): any CAS of the farm can read it.
+    farm_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # State only this CAS can read (OWA/ECP logon cookies, MAPI context handles). Random unless seeded.
+    key_seed: str | None = None
+    time_scale: float = 1.0  # protocol timers (idle expiry, heartbeats, keep-alives) run this much faster
+    users: int = 100_000  # user1..userN@caslab.test
+    password: str = "caslab"
+    domain: str = "caslab.test"
+    vip_host: str = "mail.caslab.test"  # what Autodiscover hands out (EXCH/EXPR and EAS URLs)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    oab_skew: bool = False  # CAS differ in OAB version: a download spread over two CAS fails its checksum
+    eas_cold_cost_ms: float = 40.0  # extra cost when a device is new to this CAS (assumed size)
+    rpc_pairing_wait_s: float = 10.0  # not time-scaled: a lone RPC/HTTP channel is closed after this
+    max_body_bytes: int = 1 << 20  # bodies above this are refused (RPC_IN_DATA streams, it is not read whole)
+
+    def scaled(self, seconds: float) -> float:
+        """A protocol timer of `seconds` real Exchange time, in this lab's time."""
+        return seconds / self.time_scale

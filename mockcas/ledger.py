@@ -1,0 +1,76 @@
+"""The per-CAS ledger: one row per request (or TCP exchange) this CAS saw (DESIGN.md section 7).
+
+Rows are kept in memory in arrival order with a sequence number, so the lab can read them
+incrementally (`/caslab/ledger?since=N`) while a run goes on, and none is lost between reads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+# new: the request created server state; own: it used state this CAS holds; foreign: it carried state
+# another CAS made (a hard break); cold: served, but this CAS had to warm up (a soft break); expired:
+# its state timed out; invalid: malformed input answered with the protocol's own error.
+STATES = ("new", "own", "foreign", "cold", "expired", "invalid", "none")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    seq: int
+    ts: float  # when the request arrived (epoch seconds)
+    server: str
+    service: str
+    session_key: str  # what the server keyed state on (user, device, subscription, channel cookie...)
+    client_ip: str  # X-Forwarded-For's first address, else the TCP peer
+    state: str
+    status: int  # HTTP status, or the TCP protocol's own code (0 = ok)
+    request_id: str  # the client's X-CasLab-Request, for reconciliation with client events
+    detail: str  # e.g. "channel-split", "context-handle-unknown", "invalid canary"
+    latency_ms: float
+
+
+class Ledger:
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self._rows: list[LedgerRow] = []
+
+    def record(
+        self,
+        *,
+        ts: float,
+        service: str,
+        session_key: str,
+        client_ip: str,
+        state: str,
+        status: int,
+        request_id: str = "",
+        detail: str = "",
+    ) -> LedgerRow:
+        if state not in STATES:
+            raise ValueError(f"unknown ledger state {state!r}")
+        row = LedgerRow(
+            seq=len(self._rows),
+            ts=ts,
+            server=self.server,
+            service=service,
+            session_key=session_key,
+            client_ip=client_ip,
+            state=state,
+            status=status,
+            request_id=request_id,
+            detail=detail,
+            latency_ms=round((time.time() - ts) * 1000, 3),
+        )
+        self._rows.append(row)
+        return row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def since(self, seq: int, limit: int = 50_000) -> list[dict]:
+        """Rows with sequence number >= seq, oldest first, as plain dicts (JSON-ready)."""
+        return [asdict(r) for r in self._rows[max(seq, 0) : max(seq, 0) + limit]]
+
+    def rows(self) -> list[LedgerRow]:
+        return list(self._rows)

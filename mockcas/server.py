@@ -1,0 +1,241 @@
+"""The sockets of one mock CAS: HTTP and HTTPS service ports, the TCP MAPI and Address Book ports, and
+the admin port (never behind the balancer). `CasServer` starts and stops them all; `main` is the
+`caslab cas` entry point.
+
+Every HTTP response carries `X-CasLab-Server: <name>`. The ledger row of an HTTP request is written by
+an aiohttp access logger, because aiohttp calls it for every request, including those its parser
+rejected before any handler ran (oversized headers, bogus request lines): nothing escapes the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from lab.model import HEALTH_BODY, HEALTH_PATH, SERVICE_PATHS
+from mockcas.cas import Cas
+from mockcas.config import CasConfig
+from mockcas.services import HttpService, RequestContext
+
+log = logging.getLogger("mockcas")
+
+SERVER_HEADER = "X-CasLab-Server"
+REQUEST_ID_HEADER = "X-CasLab-Request"
+_CTX = web.RequestKey("caslab_ctx", RequestContext)
+_T0 = web.RequestKey("caslab_t0", float)
+
+# Longest prefix first, so '/owa/auth' style nesting could never pick a shorter match by accident.
+_ROUTES: list[tuple[str, str]] = sorted(
+    ((prefix, sid) for sid, prefixes in SERVICE_PATHS.items() for prefix in prefixes),
+    key=lambda item: -len(item[0]),
+)
+
+
+def client_ip(request: web.BaseRequest) -> str:
+    """The client as the balancer reported it (first X-Forwarded-For entry), else the TCP peer."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    first = forwarded.split(",", 1)[0].strip()
+    return first or (request.remote or "")
+
+
+def service_for(path: str) -> str | None:
+    lowered = path.lower()
+    for prefix, sid in _ROUTES:
+        if lowered == prefix or lowered.startswith(prefix + "/") or lowered.startswith(prefix + "?"):
+            return sid
+    return None
+
+
+def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
+    class LedgerAccessLogger(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time_taken: float) -> None:
+            ctx = request.get(_CTX)
+            if ctx is None:  # rejected by the parser, or no service owns the path
+                path = request.path if request.message is not None else ""
+                ctx = RequestContext(service_for(path) or "unknown", path.lower())
+                ctx.note("", "invalid", f"http {response.status}")
+            if ctx.recorded:
+                return
+            cas.record(
+                ts=request.get(_T0, time.time() - time_taken),
+                service=ctx.service,
+                session_key=ctx.session_key,
+                client_ip=client_ip(request),
+                state=ctx.state,
+                status=response.status,
+                request_id=request.headers.get(REQUEST_ID_HEADER, ""),
+                detail=ctx.detail,
+            )
+
+    return LedgerAccessLogger
+
+
+def build_service_app(cas: Cas) -> web.Application:
+    """The aiohttp application behind the service ports (HTTP and HTTPS)."""
+    app = web.Application(client_max_size=cas.config.max_body_bytes)
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        request[_T0] = time.time()
+        sid = service_for(request.path)
+        ctx = RequestContext(sid or "unknown", request.path.lower())
+        request[_CTX] = ctx
+        if sid is None or sid not in cas.http_services:
+            ctx.note("", "invalid", "no such virtual directory")
+            return web.Response(status=404, text="404 - File or directory not found.")
+        if ctx.path == HEALTH_PATH.lower() and cas.health != "up":
+            ctx.note("", "none", f"health {cas.health}")
+            status = 503 if cas.health == "down" else 404
+            return web.Response(status=status, text=f"{status} - {HEALTH_BODY} is {cas.health}")
+        service: HttpService = cas.http_services[sid]  # type: ignore[index]
+        cas.inflight += 1
+        cas.peak_inflight = max(cas.peak_inflight, cas.inflight)
+        try:
+            return await service.handle(request, ctx)
+        except asyncio.CancelledError:
+            # The client vanished mid-request: aiohttp will not log it, so write the row here.
+            cas.record(
+                ts=request[_T0],
+                service=sid,
+                session_key=ctx.session_key,
+                client_ip=client_ip(request),
+                state=ctx.state,
+                status=499,
+                request_id=request.headers.get(REQUEST_ID_HEADER, ""),
+                detail="client-gone",
+            )
+            ctx.recorded = True
+            raise
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("%s: unhandled error in %s", cas.name, sid)
+            ctx.note(ctx.session_key, "invalid", "bug")
+            return web.Response(status=500, text="500 - Internal server error.")
+        finally:
+            cas.inflight -= 1
+
+    async def add_server_header(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[SERVER_HEADER] = cas.name
+
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.on_response_prepare.append(add_server_header)
+    return app
+
+
+def build_admin_app(cas: Cas) -> web.Application:
+    """The admin listener: health, incremental ledger, stats and fault switches. Never behind the VIP."""
+    app = web.Application()
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"server": cas.name, "health": cas.health, "ok": True})
+
+    async def ledger(request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return web.json_response({"error": "since must be an integer"}, status=400)
+        rows = cas.ledger.since(since)
+        return web.json_response({"server": cas.name, "next": since + len(rows), "rows": rows})
+
+    async def stats(_request: web.Request) -> web.Response:
+        return web.json_response(cas.stats())
+
+    async def fault(request: web.Request) -> web.Response:
+        value = request.query.get("health", "")
+        try:
+            cas.set_health(value)
+        except ValueError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        log.info("%s: health %s", cas.name, value)
+        return web.json_response({"server": cas.name, "health": cas.health})
+
+    app.router.add_get("/caslab/health", health)
+    app.router.add_get("/caslab/ledger", ledger)
+    app.router.add_get("/caslab/stats", stats)
+    app.router.add_route("*", "/caslab/fault", fault)
+    return app
+
+
+def server_ssl_context(config: CasConfig) -> ssl.SSLContext | None:
+    if not config.cert_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.cert_file, config.key_file)
+    return ctx
+
+
+class CasServer:
+    """All listeners of one CAS. `await start()`, then `await stop()`; usable as an async context."""
+
+    def __init__(self, config: CasConfig) -> None:
+        self.config = config
+        self.cas = Cas(config)
+        self._runners: list[web.AppRunner] = []
+        self._tcp_servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        service_runner = web.AppRunner(
+            build_service_app(self.cas),
+            access_log_class=_ledger_logger_class(self.cas),
+            access_log=log,
+            handle_signals=False,
+        )
+        admin_runner = web.AppRunner(build_admin_app(self.cas), access_log=None, handle_signals=False)
+        for runner in (service_runner, admin_runner):
+            await runner.setup()
+            self._runners.append(runner)
+        await web.TCPSite(service_runner, cfg.host, cfg.http_port, reuse_address=True).start()
+        ssl_ctx = server_ssl_context(cfg)
+        if ssl_ctx:
+            await web.TCPSite(
+                service_runner, cfg.host, cfg.https_port, ssl_context=ssl_ctx, reuse_address=True
+            ).start()
+        for service in self.cas.tcp_services.values():
+            port = getattr(cfg, service.port_attr)
+            self._tcp_servers.append(
+                await asyncio.start_server(service.handle_connection, cfg.host, port, reuse_address=True)
+            )
+        # The admin port opens last: when /caslab/health answers, every other listener is up.
+        await web.TCPSite(admin_runner, cfg.host, cfg.admin_port, reuse_address=True).start()
+        log.info("%s: listening on %s (http %s, admin %s)", cfg.name, cfg.host, cfg.http_port, cfg.admin_port)
+
+    async def stop(self) -> None:
+        await self.cas.close()
+        for server in self._tcp_servers:
+            server.close()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        for server in self._tcp_servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        self._runners.clear()
+        self._tcp_servers.clear()
+
+    async def __aenter__(self) -> CasServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+async def serve_forever(config: CasConfig) -> None:
+    """Run one CAS until SIGTERM or SIGINT."""
+    server = CasServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,99 @@
+"""The protocol handlers of the mock CAS, one module per service, registered by name.
+
+Contract for an HTTP service (like an httpx transport: one narrow interface):
+- subclass `HttpService`, set `id` (a service id of lab.model.SERVICES) and decorate with `@register`;
+- the CAS routes every request whose lower-cased path starts with one of `lab.model.SERVICE_PATHS[id]`
+  to `await handle(request, ctx)`; `ctx.path` is the lower-cased path (IIS matches case-insensitively);
+- `handle` returns the response (or streams it and returns it) and calls `ctx.note(session_key, state,
+  detail)` once it knows what server state the request used; the CAS writes the ledger row, with the
+  response status, when the response is done. A request that notes nothing is recorded as state "none";
+- bad input gets the protocol's own error (and a note with state "invalid" or "foreign"), never an
+  exception: anything that escapes `handle` becomes a bare 500 and a ledger row with detail "bug";
+- state lives on the service instance, so it is this CAS's alone; `self.cas` gives the shared parts
+  (config, keys, users, ledger, clock);
+- `close()` ends hanging requests (Pings, RPC channels) when the CAS stops.
+
+A TCP service (MAPI, Address Book) subclasses `TcpService`, sets `id` and `port_attr` (the CasConfig
+field with its port), handles one connection in `handle_connection`, and records its own ledger rows
+with `self.cas.record(...)`.
+
+Adding a service is adding a module here: every module in this package is imported by `load_all()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from mockcas.cas import Cas
+
+
+class RequestContext:
+    """What the CAS knows about one HTTP request while a service handles it."""
+
+    __slots__ = ("detail", "path", "recorded", "service", "session_key", "state")
+
+    def __init__(self, service: str, path: str) -> None:
+        self.service = service
+        self.path = path
+        self.session_key = ""
+        self.state = "none"
+        self.detail = ""
+        self.recorded = False  # the ledger row is written already
+
+    def note(self, session_key: str, state: str, detail: str = "") -> None:
+        """Say which server state this request used, for the ledger."""
+        self.session_key, self.state, self.detail = session_key, state, detail
+
+
+class HttpService:
+    id: ClassVar[str]
+
+    def __init__(self, cas: Cas) -> None:
+        self.cas = cas
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """End anything this service keeps open (hanging requests, timers)."""
+
+
+class TcpService:
+    id: ClassVar[str]
+    port_attr: ClassVar[str]
+
+    def __init__(self, cas: Cas) -> None:
+        self.cas = cas
+
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """End anything this service keeps open."""
+
+
+HTTP_SERVICES: dict[str, type[HttpService]] = {}
+TCP_SERVICES: dict[str, type[TcpService]] = {}
+
+
+_S = TypeVar("_S", type[HttpService], type[TcpService])
+
+
+def register(cls: _S) -> _S:
+    registry: dict = HTTP_SERVICES if issubclass(cls, HttpService) else TCP_SERVICES
+    if cls.id in registry:
+        raise ValueError(f"service {cls.id!r} registered twice")
+    registry[cls.id] = cls
+    return cls
+
+
+def load_all() -> None:
+    """Import every service module of this package, so each registers itself."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
