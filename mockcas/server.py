@@ -2,7 +2,8 @@
 the admin port (never behind the balancer). `CasServer` starts and stops them all; `main` is the
 `caslab cas` entry point.
 
-Every HTTP response carries `X-CasLab-Server: <name>`. The ledger row of an HTTP request is written by
+Every HTTP response carries `X-CasLab-Server: <name>` and `X-CasLab-State: <ledger state>` (noted by the
+service before it starts the response). The ledger row of an HTTP request is written by
 an aiohttp access logger, because aiohttp calls it for every request, including those its parser
 rejected before any handler ran (oversized headers, bogus request lines): nothing escapes the ledger.
 """
@@ -27,6 +28,9 @@ from mockcas.services import HttpService, RequestContext
 log = logging.getLogger("mockcas")
 
 SERVER_HEADER = "X-CasLab-Server"
+# The ledger state of the request (new, own, foreign, cold...), so the client's event log can be checked
+# against the ledger. A real client could not see a cold cache; the lab reads it here.
+STATE_HEADER = "X-CasLab-State"
 REQUEST_ID_HEADER = "X-CasLab-Request"
 _CTX = web.RequestKey("caslab_ctx", RequestContext)
 _T0 = web.RequestKey("caslab_t0", float)
@@ -86,13 +90,13 @@ def build_service_app(cas: Cas) -> web.Application:
         sid = service_for(request.path)
         ctx = RequestContext(sid or "unknown", request.path.lower())
         request[_CTX] = ctx
-        if sid is None or sid not in cas.http_services:
-            ctx.note("", "invalid", "no such virtual directory")
-            return web.Response(status=404, text="404 - File or directory not found.")
         if ctx.path == HEALTH_PATH.lower() and cas.health != "up":
             ctx.note("", "none", f"health {cas.health}")
             status = 503 if cas.health == "down" else 404
             return web.Response(status=status, text=f"{status} - {HEALTH_BODY} is {cas.health}")
+        if sid is None or sid not in cas.http_services:
+            ctx.note("", "invalid", "no such virtual directory")
+            return web.Response(status=404, text="404 - File or directory not found.")
         service: HttpService = cas.http_services[sid]  # type: ignore[index]
         cas.inflight += 1
         cas.peak_inflight = max(cas.peak_inflight, cas.inflight)
@@ -121,11 +125,14 @@ def build_service_app(cas: Cas) -> web.Application:
         finally:
             cas.inflight -= 1
 
-    async def add_server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    async def add_server_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers[SERVER_HEADER] = cas.name
+        ctx = request.get(_CTX)
+        if ctx is not None:
+            response.headers[STATE_HEADER] = ctx.state
 
     app.router.add_route("*", "/{tail:.*}", dispatch)
-    app.on_response_prepare.append(add_server_header)
+    app.on_response_prepare.append(add_server_headers)
     return app
 
 

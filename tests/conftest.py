@@ -1,0 +1,34 @@
+"""Shared fixtures: an in-process mock CAS farm on a chosen 127.x block."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import mockcas  # noqa: F401 - must come before aiohttp (RPC/HTTP methods need the pure-Python parser)
+from lab.model import local_farm
+from mockcas.config import CasConfig
+from mockcas.embedded import EmbeddedFarm
+
+
+@pytest.fixture
+def make_farm() -> Iterator[Callable[..., EmbeddedFarm]]:
+    """`make_farm(base="127.0.11", servers=2, time_scale=60, ...)` starts CAS01.. on base.11, base.12..
+    sharing one farm key; extra keyword arguments go to every CasConfig. Stopped after the test."""
+    farms: list[EmbeddedFarm] = []
+
+    def make(base: str, servers: int = 2, **config: object) -> EmbeddedFarm:
+        farm_key = secrets.token_bytes(32)
+        configs = [
+            CasConfig(name=e.name, host=e.host, farm_key=farm_key, **config)  # type: ignore[arg-type]
+            for e in local_farm(servers, base=base)
+        ]
+        farm = EmbeddedFarm(configs).start()
+        farms.append(farm)
+        return farm
+
+    yield make
+    for farm in farms:
+        farm.stop()

@@ -1,0 +1,100 @@
+"""The CAS core: routing, headers, the ledger (including requests the parser rejects) and the admin port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mockcas.sealing import Sealer
+from mockcas.users import Users, parse_basic
+
+BASE = "127.0.10"
+
+
+def _get(url: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def _ledger(host: str) -> list[dict]:
+    return json.loads(_get(f"http://{host}:8099/caslab/ledger?since=0")[2])["rows"]
+
+
+def test_unknown_vdir_is_404_with_server_header_and_ledger_row(make_farm):
+    make_farm(BASE, servers=1)
+    status, headers, _ = _get(f"http://{BASE}.11:8080/nosuchvdir/")
+    assert status == 404
+    assert headers["X-CasLab-Server"] == "CAS01"
+    rows = _ledger(f"{BASE}.11")
+    assert [(r["service"], r["state"], r["status"]) for r in rows] == [("unknown", "invalid", 404)]
+
+
+def test_request_the_parser_rejects_still_gets_a_ledger_row(make_farm):
+    make_farm(BASE, servers=1)
+    with socket.create_connection((f"{BASE}.11", 8080), timeout=5) as s:
+        s.sendall(b"GET /owa/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        reply = s.recv(100)
+    assert reply.split(b" ")[1].startswith(b"4")  # a 4xx from the parser, not a crash
+    rows = _ledger(f"{BASE}.11")
+    assert len(rows) == 1 and rows[0]["state"] == "invalid" and rows[0]["status"] >= 400
+
+
+def test_health_switch_fails_the_probe_url_and_drain_answers_404(make_farm):
+    make_farm(BASE, servers=1)
+    host = f"{BASE}.11"
+    _get(f"http://{host}:8099/caslab/fault?health=down")
+    assert _get(f"http://{host}:8080/owa/auth/logon.aspx")[0] == 503
+    _get(f"http://{host}:8099/caslab/fault?health=drain")
+    assert _get(f"http://{host}:8080/OWA/auth/logon.aspx")[0] == 404
+    assert _get(f"http://{host}:8099/caslab/fault?health=sideways")[0] == 400
+    stats = json.loads(_get(f"http://{host}:8099/caslab/stats")[2])
+    assert stats["health"] == "drain" and stats["server"] == "CAS01"
+
+
+def test_ledger_reads_incrementally(make_farm):
+    make_farm(BASE, servers=1)
+    host = f"{BASE}.11"
+    for _ in range(3):
+        _get(f"http://{host}:8080/nosuchvdir/")
+    page = json.loads(_get(f"http://{host}:8099/caslab/ledger?since=2")[2])
+    assert page["next"] == 3 and [r["seq"] for r in page["rows"]] == [2]
+
+
+@given(st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=20), max_size=5))
+def test_sealed_token_opens_only_with_its_key(data):
+    mine, other = Sealer(b"a" * 32), Sealer(b"b" * 32)
+    token = mine.seal(data)
+    assert mine.unseal(token) == data
+    assert other.open(token) == ("foreign", None)
+
+
+@given(st.text(max_size=300))
+def test_unseal_never_raises_on_garbage(token):
+    assert Sealer(b"k" * 32).open(token)[0] in ("own", "foreign", "expired")
+
+
+def test_sealed_token_expires():
+    sealer = Sealer(b"k" * 32)
+    assert sealer.open(sealer.seal({"u": 1}, ttl_s=-1)) == ("expired", None)
+
+
+def test_users_accept_the_usual_spellings_and_reject_others():
+    users = Users(10, "caslab", "caslab.test")
+    assert users.check("user7@caslab.test", "caslab") == "user7@caslab.test"
+    assert users.check("CASLAB\\User7", "caslab") == "user7@caslab.test"
+    assert users.check("user7", "wrong") is None
+    assert users.check("user11", "caslab") is None
+    assert users.check("user7@other.test", "caslab") is None
+
+
+@given(st.text(max_size=100))
+def test_parse_basic_never_raises(header):
+    result = parse_basic(header)
+    assert result is None or isinstance(result, tuple)
