@@ -23,9 +23,7 @@ class Sealer:
         self._key = key
 
     def seal(self, data: dict[str, Any], ttl_s: float | None = None) -> str:
-        payload = dict(data)
-        if ttl_s is not None:
-            payload["_exp"] = time.time() + ttl_s
+        payload = {"d": data, "e": None if ttl_s is None else time.time() + ttl_s}
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         mac = hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
@@ -48,12 +46,10 @@ class Sealer:
         if not hmac.compare_digest(mac, hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]):
             return "foreign", None
         try:
-            data = json.loads(body)
-        except ValueError:
+            payload = json.loads(body)
+            data, exp = payload["d"], payload["e"]
+        except (ValueError, KeyError, TypeError):
             return "foreign", None
-        if not isinstance(data, dict):
-            return "foreign", None
-        exp = data.pop("_exp", None)
-        if isinstance(exp, int | float) and exp < time.time():
+        if exp is not None and exp < time.time():
             return "expired", None
         return "own", data
