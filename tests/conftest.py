@@ -32,3 +32,13 @@ def make_farm() -> Iterator[Callable[..., EmbeddedFarm]]:
     yield make
     for farm in farms:
         farm.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Locust monkey-patches the whole process with gevent when imported, which would change how every
+    later in-process farm runs. Tests drive Locust in subprocesses only; this keeps it that way."""
+    import sys
+
+    if "locust" in sys.modules and exitstatus == 0:
+        session.exitstatus = 1
+        print("\nERROR: a test imported locust into the pytest process; drive Locust in a subprocess")

@@ -1,0 +1,164 @@
+"""The base of every caslab client kind: a Locust user that is one client program of one person.
+
+A `CasUser` has its identity (population, user number, user name, session id), its own connections
+bound to its source address, and its own cookie jar (FastHttpSession keeps one per user; a kind that
+keeps no cookies clears it). It makes requests through `call()`, which tags each with a request id
+(`X-CasLab-Request`, for reconciliation with the CAS ledgers), classifies the answer with the kind's
+protocol knowledge and puts an `EventContext` in Locust's request event for the event log.
+Kinds that speak TCP or hold raw sockets (MAPI, RPC/HTTP) report through `report()` instead.
+
+Subclasses set `client_kind` and write Locust tasks; `user_classes()` in loadgen/plan.py makes one
+concrete class per (population, client kind) with `plan`, `population` and `fixed_count` filled in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from locust import FastHttpUser
+from locust.contrib.fasthttp import ResponseContextManager
+
+from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
+from loadgen.eventlog import EventContext
+from loadgen.plan import LoadPlan, PopulationPlan
+
+REQUEST_ID_HEADER = "X-CasLab-Request"
+STATE_HEADER = "X-CasLab-State"
+
+Classifier = Callable[[ResponseContextManager], tuple[str, str]]
+
+
+def classify_by_status(response: ResponseContextManager) -> tuple[str, str]:
+    """ok below 400 (cold when the CAS says its cache was cold), error otherwise; 0 = no answer."""
+    if not response.status_code:
+        return "transport", type(response.error).__name__ if response.error else ""
+    if response.status_code >= 400:
+        return "error", f"http {response.status_code}"
+    if response.headers.get(STATE_HEADER) == "cold":
+        return "cold", ""
+    return "ok", ""
+
+
+class CasUser(FastHttpUser):
+    abstract = True
+    client_kind: ClassVar[str] = ""
+    keeps_cookies: ClassVar[bool] = True
+    # Filled in by loadgen.plan.user_classes:
+    plan: ClassVar[LoadPlan]
+    population: ClassVar[PopulationPlan]
+    identities: ClassVar[itertools.count]
+    host = "http://127.0.0.1"  # replaced per request by the plan's endpoints (absolute URLs)
+    network_timeout = 60.0
+    connection_timeout = 10.0
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        runner = environment.runner
+        workers = max(1, getattr(runner, "worker_count", 1) or 1) if runner else 1
+        worker = getattr(runner, "worker_index", 0) or 0
+        # Users 0..n-1 of this client kind; with Locust workers, worker w takes w, w+W, w+2W, ...
+        self.index = (next(self.identities) * workers + worker) % max(1, self.fixed_count)
+        self.username = f"user{self.index + 1}@{self.plan.domain}"
+        self.password = self.plan.password
+        self.instance = f"{worker}.{id(self) & 0xFFFF:04x}"
+        self.session = f"{self.population.name}/{self.client_kind}/{self.index + 1}"
+        self.rng = random.Random(f"{self.plan.seed}:{self.session}")
+        self.source = SourceAddress(self.population.addresses.address_of(self.index, 0.0))
+        bind_fast_session(self.client, self.source)
+        self._request_ids = itertools.count(1)
+
+    # -- identity and addresses -------------------------------------------------------------------
+    def url(self, service: str, path: str) -> str:
+        return self.plan.endpoints.base_urls[service] + path
+
+    def follow_address(self) -> None:
+        """Move to the address the population's plan gives now (mobile devices change address)."""
+        elapsed = time.time() - (self.plan.start_time or time.time())
+        ip = self.population.addresses.address_of(self.index, elapsed)
+        if ip != self.source.ip:
+            self.source.ip = ip
+            close_fast_session(self.client)  # the next request connects from the new address
+
+    def new_context(self, service: str) -> EventContext:
+        return EventContext(
+            population=self.population.name,
+            user=self.username,
+            client_kind=self.client_kind,
+            service=service,
+            session=self.session,
+            source_ip=self.source.ip,
+            request_id=f"{self.instance}-{self.index + 1}-{next(self._request_ids)}",
+        )
+
+    def think(self) -> float:
+        return self.plan.think_time(self.population.profile, self.rng)
+
+    def wait_time(self) -> float:
+        return self.think()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def call(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        *,
+        name: str | None = None,
+        classify: Classifier = classify_by_status,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> ResponseContextManager:
+        """One HTTP request of this client, classified and logged. Returns the response."""
+        self.follow_address()
+        ctx = self.new_context(service)
+        all_headers = {REQUEST_ID_HEADER: ctx.request_id, **(headers or {})}
+        if not self.keeps_cookies:
+            self.client.cookiejar.clear()
+        with self.client.request(
+            method,
+            self.url(service, path),
+            name=name or f"{service} {method} {path.split('?')[0]}",
+            headers=all_headers,
+            catch_response=True,
+            allow_redirects=False,
+            context={"caslab": ctx},
+            **kwargs,
+        ) as response:
+            ctx.outcome, ctx.detail = classify(response)
+            if ctx.outcome in ("ok", "cold"):
+                response.success()
+            else:
+                response.failure(f"{ctx.outcome}: {ctx.detail or response.status_code}")
+        return response
+
+    def report(
+        self,
+        ctx: EventContext,
+        *,
+        name: str,
+        started: float,
+        server: str,
+        status: int,
+        outcome: str,
+        detail: str = "",
+        length: int = 0,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Fire Locust's request event for an exchange that did not go through Locust's HTTP client."""
+        ctx.server, ctx.status, ctx.outcome, ctx.detail = server, status, outcome, detail
+        failed = outcome not in ("ok", "cold")
+        self.environment.events.request.fire(
+            request_type=ctx.service.upper(),
+            name=name,
+            response_time=(time.time() - started) * 1000,
+            response_length=length,
+            response=None,
+            context={"caslab": ctx},
+            exception=exception or (RuntimeError(f"{outcome}: {detail}") if failed else None),
+            start_time=started,
+            url=name,
+        )

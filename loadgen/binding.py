@@ -1,0 +1,69 @@
+"""Binding a simulated client's connections to its source address.
+
+Neither Locust client has an option for it (locust#376, #1412), so we use the hooks that exist:
+- FastHttpUser: geventhttpclient's connection pool creates sockets in `_create_tcp_socket`, which the
+  library documents as the "tcp socket factory"; each per-host pool's factory is wrapped to bind
+  the socket before it connects.
+- plain sockets (RPC/HTTP channels, MAPI): `bound_connection`.
+IP_BIND_ADDRESS_NO_PORT delays the choice of the local port to connect(), so thousands of clients
+sharing one address (a NAT-ed tenant) don't exhaust ports at bind() time.
+
+A `SourceAddress` is mutable: a mobile device that changes address sets a new one and its pools are
+closed, so its next request opens a connection from the new address, as a phone moving cells would.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geventhttpclient.client import HTTPClient
+    from locust.contrib.fasthttp import FastHttpSession
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+class SourceAddress:
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+
+    def bind(self, sock: socket.socket) -> socket.socket:
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((self.ip, 0))
+        return sock
+
+
+def bind_fast_session(session: FastHttpSession, source: SourceAddress) -> None:
+    """Make every connection a Locust FastHttpSession opens come from `source`."""
+    pool = session.client.clientpool
+    get_client = pool.get_client
+
+    def bound_get_client(url: object) -> HTTPClient:
+        client = get_client(url)
+        connections = client._connection_pool
+        if not getattr(connections, "caslab_bound", False):
+            create = connections._create_tcp_socket
+            connections._create_tcp_socket = lambda *args: source.bind(create(*args))
+            connections.caslab_bound = True
+        return client
+
+    pool.get_client = bound_get_client
+
+
+def close_fast_session(session: FastHttpSession) -> None:
+    """Drop the session's open connections (the next request connects anew)."""
+    session.client.clientpool.close()
+
+
+def bound_connection(address: tuple[str, int], source: SourceAddress, timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to `address` from `source` (works under gevent's monkey-patching)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        source.bind(sock)
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock

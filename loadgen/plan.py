@@ -1,0 +1,95 @@
+"""What the load generator runs: populations of client kinds, their addresses and the VIP's URLs.
+
+A `LoadPlan` is plain data built from a scenario (`from_scenario`) or by hand in tests. `user_classes`
+turns it into Locust user classes — one per (population, client kind), each with a fixed number of
+users — which Locust runs as usual, on its own or driven by the lab.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lab.model import SERVICES, Vip
+from loadgen.addresses import AddressPlan
+
+if TYPE_CHECKING:
+    from locust import User
+
+# LoadGen-style activity profiles: actions per simulated 8-hour day (Exchange LoadGen 2010 sized its
+# Outlook profiles the same way; Heavy was 132 tasks per user-day).
+PROFILES: dict[str, int] = {"light": 50, "medium": 100, "heavy": 150}
+DAY_S = 8 * 3600
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where clients send each service: one VIP (single-vip) or one address per service."""
+
+    base_urls: dict[str, str]  # service -> "https://127.0.1.1:8443"
+    tcp: dict[str, tuple[str, int]]  # "mapi"/"addressbook" -> (host, port)
+
+    @classmethod
+    def single_vip(cls, vip: Vip, tls: bool) -> Endpoints:
+        base = f"https://{vip.host}:{vip.https_port}" if tls else f"http://{vip.host}:{vip.http_port}"
+        return cls(
+            base_urls={s: base for s in SERVICES[:7]},
+            tcp={"mapi": (vip.host, vip.mapi_port), "addressbook": (vip.host, vip.ab_port)},
+        )
+
+
+@dataclass(frozen=True)
+class PopulationPlan:
+    name: str  # e.g. "tenant-nat#0"
+    addresses: AddressPlan
+    clients: dict[str, int]  # client kind -> number of users running it
+    profile: str = "medium"
+
+    @property
+    def kind(self) -> str:
+        return self.addresses.kind
+
+
+@dataclass
+class LoadPlan:
+    populations: list[PopulationPlan]
+    endpoints: Endpoints
+    time_scale: float = 1.0
+    seed: int = 0
+    domain: str = "caslab.test"
+    password: str = "caslab"
+    start_time: float = 0.0  # epoch seconds when the load started (mobile address schedules count from it)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def think_time(self, profile: str, rng: random.Random) -> float:
+        """Seconds between two actions of one user: exponential around the profile's mean, scaled."""
+        mean = DAY_S / PROFILES[profile] / self.time_scale
+        return min(rng.expovariate(1 / mean), 4 * mean)
+
+
+def user_classes(plan: LoadPlan) -> list[type[User]]:
+    """One Locust user class per (population, client kind), each with `fixed_count` users."""
+    from loadgen.kinds import KINDS  # imports locust (gevent); keep plain imports of this module light
+
+    classes: list[type[User]] = []
+    for population in plan.populations:
+        for kind, count in population.clients.items():
+            if count <= 0:
+                continue
+            base = KINDS[kind]
+            classes.append(
+                type(
+                    f"{base.__name__}_{population.name.replace('#', '_').replace('-', '_')}",
+                    (base,),
+                    {
+                        "fixed_count": count,
+                        "plan": plan,
+                        "population": population,
+                        "identities": itertools.count(),
+                        "__module__": base.__module__,
+                    },
+                )
+            )
+    return classes

@@ -1,0 +1,114 @@
+"""Locust as a library: run a LoadPlan for a while, log every request, and check the generator itself.
+
+The lab calls `run_load`; `locust -f loadgen/locustfile.py` runs the same user classes with Locust's own
+command line, web UI and master/worker mode.
+
+Self-check: a run whose load generator saturated measures the generator, not the balancer, so it is
+marked invalid (not failed). Two signs are watched while it runs: the process's CPU use (pegged above
+90% of a core for most samples) and the lag of a greenlet that asks to wake every 100 ms (when gevent's
+hub cannot keep that schedule, users cannot keep theirs either: requests are dispatched late).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gevent
+import psutil
+from locust.env import Environment
+
+from loadgen.eventlog import EventLog
+from loadgen.plan import LoadPlan, user_classes
+
+CPU_PEGGED = 90.0  # percent of one core
+LAG_LIMIT_S = 0.5  # a 100 ms tick that wakes this late means the hub is overloaded
+
+
+@dataclass
+class Progress:
+    elapsed_s: float
+    users: int
+    requests: int
+    failures: int
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    failures: int
+    events: int
+    users: int
+    cpu_samples: list[float] = field(default_factory=list)
+    max_lag_s: float = 0.0
+    saturated: bool = False
+    saturation_reason: str = ""
+
+
+def _watch(result: LoadResult, stop: list[bool]) -> None:
+    process = psutil.Process()
+    process.cpu_percent(None)
+    last = time.monotonic()
+    ticks = 0
+    while not stop:
+        gevent.sleep(0.1)
+        now = time.monotonic()
+        result.max_lag_s = max(result.max_lag_s, now - last - 0.1)
+        last = now
+        ticks += 1
+        if ticks % 10 == 0:
+            result.cpu_samples.append(process.cpu_percent(None))
+
+
+def run_load(
+    plan: LoadPlan,
+    events_path: Path,
+    duration_s: float,
+    ramp_s: float = 0.0,
+    on_progress: Callable[[Progress], None] | None = None,
+    between: Callable[[float], None] | None = None,
+) -> LoadResult:
+    """Spawn every user of the plan over `ramp_s`, keep them running `duration_s` more, stop them.
+
+    `on_progress` is called about once a second; `between(elapsed)` too, for the lab's fault schedule."""
+    classes = user_classes(plan)
+    users = sum(c.fixed_count for c in classes)
+    env = Environment(user_classes=classes)
+    log = EventLog(events_path)
+    env.events.request.add_listener(log.on_request)
+    runner = env.create_local_runner()
+    result = LoadResult(requests=0, failures=0, events=0, users=users)
+    stop: list[bool] = []
+    watcher = gevent.spawn(_watch, result, stop)
+    plan.start_time = time.time()
+    runner.start(users, spawn_rate=users / ramp_s if ramp_s > 0 else users)
+    started = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - started) < ramp_s + duration_s:
+            gevent.sleep(min(1.0, ramp_s + duration_s - elapsed))
+            elapsed = time.monotonic() - started
+            if between:
+                between(elapsed)
+            if on_progress:
+                total = env.stats.total
+                on_progress(Progress(elapsed, runner.user_count, total.num_requests, total.num_failures))
+    finally:
+        runner.quit()
+        runner.greenlet.join(timeout=30)
+        stop.append(True)
+        watcher.join(timeout=2)
+        log.close()
+    result.requests = env.stats.total.num_requests
+    result.failures = env.stats.total.num_failures
+    result.events = log.written
+    pegged = [c for c in result.cpu_samples if c >= CPU_PEGGED]
+    if result.cpu_samples and len(pegged) > len(result.cpu_samples) / 2:
+        result.saturated = True
+        result.saturation_reason = f"load generator CPU above {CPU_PEGGED:.0f}% in {len(pegged)} of "
+        result.saturation_reason += f"{len(result.cpu_samples)} samples"
+    elif result.max_lag_s > LAG_LIMIT_S:
+        result.saturated = True
+        result.saturation_reason = f"load generator fell {result.max_lag_s:.2f}s behind its schedule"
+    return result
