@@ -18,6 +18,8 @@ from loadgen.addresses import AddressPlan
 if TYPE_CHECKING:
     from locust import User
 
+    from lab.scenario import Scenario
+
 # LoadGen-style activity profiles: actions per simulated 8-hour day (Exchange LoadGen 2010 sized its
 # Outlook profiles the same way; Heavy was 132 tasks per user-day).
 PROFILES: dict[str, int] = {"light": 50, "medium": 100, "heavy": 150}
@@ -46,6 +48,7 @@ class PopulationPlan:
     addresses: AddressPlan
     clients: dict[str, int]  # client kind -> number of users running it
     profile: str = "medium"
+    keeps_cookies: bool = True  # for kinds where keeping cookies is a setting (ews-app)
 
     @property
     def kind(self) -> str:
@@ -67,6 +70,26 @@ class LoadPlan:
         """Seconds between two actions of one user: exponential around the profile's mean, scaled."""
         mean = DAY_S / PROFILES[profile] / self.time_scale
         return min(rng.expovariate(1 / mean), 4 * mean)
+
+
+def plan_from_scenario(scenario: Scenario, endpoints: Endpoints) -> LoadPlan:
+    """The load of a scenario: its populations with their addresses, clients and timers.
+
+    `ip_change_every` is Exchange time like the other protocol timers, so it runs `time_scale` faster."""
+    populations = []
+    for index, p in enumerate(scenario.populations):
+        change = p.ip_change_every_s / scenario.time_scale if p.ip_change_every_s else None
+        populations.append(
+            PopulationPlan(
+                name=p.name,
+                addresses=AddressPlan(index, p.kind, p.users, p.source_ips, change),
+                clients=p.client_counts(),
+                keeps_cookies=p.keeps_cookies,
+            )
+        )
+    return LoadPlan(
+        populations=populations, endpoints=endpoints, time_scale=scenario.time_scale, seed=scenario.seed
+    )
 
 
 def user_classes(plan: LoadPlan) -> list[type[User]]:
