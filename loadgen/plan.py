@@ -11,8 +11,9 @@ import itertools
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from lab.model import SERVICES, Vip
+from lab.model import AB_PORT, MAPI_PORT, SERVICES, Vip
 from loadgen.addresses import AddressPlan
 
 if TYPE_CHECKING:
@@ -39,6 +40,15 @@ class Endpoints:
         return cls(
             base_urls={s: base for s in SERVICES[:7]},
             tcp={"mapi": (vip.host, vip.mapi_port), "addressbook": (vip.host, vip.ab_port)},
+        )
+
+    @classmethod
+    def from_url(cls, base_url: str) -> Endpoints:
+        """Every HTTP service at `base_url` (e.g. Locust's --host), MAPI and Address Book on its host."""
+        host = urlsplit(base_url).hostname or "127.0.1.1"
+        return cls(
+            base_urls=dict.fromkeys(SERVICES[:7], base_url.rstrip("/")),
+            tcp={"mapi": (host, MAPI_PORT), "addressbook": (host, AB_PORT)},
         )
 
 
