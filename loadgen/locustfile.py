@@ -28,7 +28,8 @@ from loadgen.eventlog import EventLog
 from loadgen.plan import Endpoints, plan_from_scenario, user_classes
 
 scenario = load_scenario(os.environ.get("CASLAB_SCENARIO", "quickstart"))
-plan = plan_from_scenario(scenario, Endpoints.single_vip(Vip(), tls=scenario.farm.tls != "none"))
+endpoints = Endpoints.for_vip(Vip(), scenario.farm.tls != "none", scenario.balancer.topology)
+plan = plan_from_scenario(scenario, endpoints)
 for _cls in user_classes(plan):
     globals()[_cls.__name__] = _cls
 

@@ -35,11 +35,15 @@ class Endpoints:
     tcp: dict[str, tuple[str, int]]  # "mapi"/"addressbook" -> (host, port)
 
     @classmethod
-    def single_vip(cls, vip: Vip, tls: bool) -> Endpoints:
-        base = f"https://{vip.host}:{vip.https_port}" if tls else f"http://{vip.host}:{vip.http_port}"
+    def for_vip(cls, vip: Vip, tls: bool, topology: str = "single-vip") -> Endpoints:
+        """The VIP's URLs: one address for all (single-vip) or one per service group (vip-per-service)."""
+        scheme, port = ("https", vip.https_port) if tls else ("http", vip.http_port)
         return cls(
-            base_urls={s: base for s in SERVICES[:7]},
-            tcp={"mapi": (vip.host, vip.mapi_port), "addressbook": (vip.host, vip.ab_port)},
+            base_urls={s: f"{scheme}://{vip.service_host(s, topology)}:{port}" for s in SERVICES[:7]},
+            tcp={
+                "mapi": (vip.service_host("mapi", topology), vip.mapi_port),
+                "addressbook": (vip.service_host("addressbook", topology), vip.ab_port),
+            },
         )
 
     @classmethod
