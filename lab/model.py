@@ -103,6 +103,20 @@ def local_farm(servers: int, base: str = "127.0.1") -> list[CasEndpoint]:
     return [CasEndpoint(name=f"CAS{n:02d}", host=f"{base}.{10 + n}") for n in range(1, servers + 1)]
 
 
+# The VIP groups of the `vip-per-service` topology, in address order (VIP host + 1, + 2, ...). ECP lives
+# on the OWA host name in Exchange (OWA links to /ecp and both share the logon cookie), and Outlook reaches
+# MAPI and the Address Book on one RPC Client Access name, so those pairs share one address.
+VIP_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("owa", "ecp"),
+    ("ews",),
+    ("eas",),
+    ("rpchttp",),
+    ("oab",),
+    ("autodiscover",),
+    ("mapi", "addressbook"),
+)
+
+
 @dataclass(frozen=True)
 class Vip:
     """Where the balancer listens: clients use these addresses and nothing else."""
@@ -113,6 +127,29 @@ class Vip:
     mapi_port: int = MAPI_PORT
     ab_port: int = AB_PORT
     stats_port: int = STATS_PORT
+
+    def service_host(self, service: str, topology: str = "single-vip") -> str:
+        """The address clients use for `service`: the VIP itself on `single-vip`; on `vip-per-service`
+        the VIP's last octet plus 1 + the index of the service's group in VIP_GROUPS (127.0.1.1 ->
+        owa/ecp on 127.0.1.2 ... mapi/addressbook on 127.0.1.8)."""
+        if topology == "single-vip":
+            return self.host
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"unknown topology {topology!r}; allowed: {', '.join(TOPOLOGIES)}")
+        index = next((i for i, group in enumerate(VIP_GROUPS) if service in group), None)
+        if index is None:
+            raise ValueError(f"unknown service {service!r}; allowed: {', '.join(SERVICES)}")
+        prefix, last = self.host.rsplit(".", 1)
+        octet = int(last) + 1 + index
+        if octet > 254:
+            raise ValueError(f"VIP {self.host} leaves no room for {len(VIP_GROUPS)} per-service addresses")
+        return f"{prefix}.{octet}"
+
+    def hosts(self, topology: str = "single-vip") -> list[str]:
+        """Every address the balancer listens on for this topology (the stats port is on `host`)."""
+        if topology == "single-vip":
+            return [self.host]
+        return [self.service_host(group[0], topology) for group in VIP_GROUPS]
 
 
 @dataclass(frozen=True)
