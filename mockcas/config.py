@@ -31,6 +31,7 @@ class CasConfig:
     key_file: Path | None = None
     oab_skew: bool = False  # CAS differ in OAB version: a download spread over two CAS fails its checksum
     eas_cold_cost_ms: float = 40.0  # extra cost when a device is new to this CAS (assumed size)
+    ab_referral_cost_ms: float = 20.0  # an Address Book bind referred to the user's CAS (assumed size)
     rpc_pairing_wait_s: float = 10.0  # not time-scaled: a lone RPC/HTTP channel is closed after this
     max_body_bytes: int = 1 << 20  # bodies above this are refused (RPC_IN_DATA streams, it is not read whole)
 

@@ -1,0 +1,175 @@
+"""A blocking client for the mock CAS's MAPI and Address Book ports (the JSON line protocol documented in
+mockcas/services/mapi.py), for Locust users and tests.
+
+Blocking on purpose: Locust runs users as greenlets and monkey-patches the stdlib with gevent, which
+makes a plain socket cooperative. This module looks `socket.socket` up when it connects, never at
+import, so it is cooperative whether it was imported before or after the patching.
+
+Each exchange returns an `Exchange` holding what a Locust request event and the run's event log need
+(the answering server, outcome, latency, reply size); failures are returned, not raised, so a user
+can report them like any other exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE_BYTES = 64 * 1024  # the server's limit (mockcas.services.mapi.MAX_LINE_BYTES)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its reply (or the lack of one)."""
+
+    op: str
+    rid: str
+    started: float  # epoch seconds when the exchange began (Locust's start_time)
+    latency_ms: float  # connecting (when this exchange had to) + sending + the reply
+    server: str  # the CAS that answered; "" when none did
+    status: int  # the protocol's status (0 = ok); -1 when no reply arrived
+    outcome: str  # ok | cold | foreign | error | transport (DESIGN.md section 7)
+    detail: str  # the error's name, or what went wrong on the wire
+    length: int  # bytes of the reply line
+    reply: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("ok", "cold")
+
+
+def outcome_of(reply: dict[str, Any]) -> str:
+    """ok or cold for a success; foreign for another CAS's handle (a hard break); error otherwise."""
+    if reply.get("status") == 0:
+        return "cold" if reply.get("state") == "cold" else "ok"
+    return "foreign" if reply.get("state") == "foreign" else "error"
+
+
+class LineConnection:
+    """One TCP connection to a MAPI or Address Book port. It connects on first use, from `source_ip`
+    when given, and again on the next call after any failure (as Outlook reconnects); every request
+    carries the client's `session` id."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        source_ip: str | None = None,
+        session: str = "",
+        timeout: float = 10.0,
+    ) -> None:
+        self.address = address
+        self.source_ip = source_ip
+        self.session = session
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._replies: Any = None  # the socket's buffered reader
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.source_ip:
+                # Pick the local port at connect(), not bind(): many clients behind one address
+                # (a NAT-ed tenant, a Citrix farm) would otherwise run out of ports early.
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.source_ip, 0))
+            sock.settimeout(self.timeout)
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._replies = sock, sock.makefile("rb")
+
+    def call(self, op: str, *, rid: str | None = None, **fields: Any) -> Exchange:
+        """Send one request and read its reply."""
+        rid = rid or secrets.token_hex(8)
+        request = {"op": op, "rid": rid, **fields}
+        if self.session:
+            request["session"] = self.session
+        line = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        started, t0 = time.time(), time.perf_counter()
+
+        def failed(detail: str) -> Exchange:
+            self.close()
+            ms = (time.perf_counter() - t0) * 1000
+            return Exchange(op, rid, started, ms, "", -1, "transport", detail, 0)
+
+        try:
+            if self._sock is None:
+                self._connect()
+            self._sock.sendall(line)
+            raw = self._replies.readline(MAX_LINE_BYTES + 1)
+        except OSError as err:
+            return failed(f"{type(err).__name__}: {err}")
+        if not raw.endswith(b"\n"):
+            return failed("no complete reply line (connection closed)")
+        try:
+            reply = json.loads(raw)
+            server, status = reply["server"], reply["status"]
+        except (ValueError, TypeError, KeyError):
+            return failed("reply is not a protocol line")
+        latency_ms = (time.perf_counter() - t0) * 1000
+        return Exchange(
+            op,
+            rid,
+            started,
+            latency_ms,
+            server,
+            status,
+            outcome_of(reply),
+            reply.get("error", ""),
+            len(raw),
+            reply,
+        )
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._replies.close()
+            self._sock.close()
+            self._sock = self._replies = None
+
+    def __enter__(self) -> LineConnection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class MapiConnection(LineConnection):
+    """A connection to the RPC Client Access port. Outlook opens several per session: the first logs on
+    and gets the context handle, the others `connect` with it."""
+
+    def logon(self, user: str, password: str, *, rid: str | None = None) -> Exchange:
+        """Start a session; the reply's `handle` is the context handle for every later op."""
+        return self.call("logon", rid=rid, user=user, password=password)
+
+    def connect(self, handle: str, *, rid: str | None = None) -> Exchange:
+        return self.call("connect", rid=rid, handle=handle)
+
+    def rop(self, handle: str, payload: str = "", *, rid: str | None = None) -> Exchange:
+        return self.call("rop", rid=rid, handle=handle, payload=payload)
+
+    def ping(self, handle: str | None = None, *, rid: str | None = None) -> Exchange:
+        return self.call("ping", rid=rid, **({"handle": handle} if handle else {}))
+
+    def logoff(self, handle: str, *, rid: str | None = None) -> Exchange:
+        return self.call("logoff", rid=rid, handle=handle)
+
+
+class AddressBookConnection(LineConnection):
+    """A connection to the Address Book port: bind once, then resolve names."""
+
+    def bind(self, user: str, password: str, *, rid: str | None = None) -> Exchange:
+        """Outcome cold when the CAS had to refer the bind (it holds no MAPI session of the user)."""
+        return self.call("bind", rid=rid, user=user, password=password)
+
+    def resolve(self, names: list[str], *, rid: str | None = None) -> Exchange:
+        return self.call("resolve", rid=rid, names=names)
+
+    def ping(self, *, rid: str | None = None) -> Exchange:
+        return self.call("ping", rid=rid)
