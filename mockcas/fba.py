@@ -1,0 +1,161 @@
+"""Forms-based logon (FBA), shared by the OWA and ECP services of one CAS.
+
+Exchange 2010 runs forms logon for the whole web site: the logon page and `POST /owa/auth.owa` issue a
+`cadata` cookie that only the issuing CAS can read (its keys are made on that server), and OWA and ECP
+both accept it, which is why the two must share one CAS behind a balancer. Here `cadata` is sealed with
+the CAS's server key and names a logon session that `FormsAuth` keeps; each logon also holds what the
+applications made for it on this CAS: OWA's `UserContext` and ECP's `msExchEcpCanary`.
+
+A request's logon is one of:
+- own: a cadata this CAS issued, for a logon still alive (its idle timer restarts);
+- foreign: a cadata this CAS cannot read: another server's, tampered or malformed;
+- expired: a cadata this CAS issued, for a logon that idled out (15 min, the public-computer default;
+  the private 8-hour timeout is not modelled) or was logged off;
+- none: no cadata at all (a client that has not logged on).
+Pages answer foreign and expired logons with a 302 to the logon page (`reason=0`), script calls with
+440 Login Timeout, as Exchange does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from mockcas.cas import Cas
+
+LOGON_PAGE = "/owa/auth/logon.aspx"
+LOGON_POST = "/owa/auth.owa"
+AUTH_COOKIE = "cadata"
+SESSION_COOKIE = "sessionid"  # the logon session id in clear, as 2007/2010 FBA set it beside cadata
+PUBLIC_IDLE_S = 15 * 60
+# The reason codes of logon.aspx: 0 = log on (again), 2 = wrong user name or password.
+REASON_LOGON, REASON_BAD_CREDENTIALS = 0, 2
+# A request made by script rather than by the browser's navigation (our chosen marker, besides each
+# service's own script paths): it gets 440 instead of a redirect a script could not follow.
+XHR_HEADER = "X-Requested-With"
+_MAX_KEY_CHARS = 64  # a client-sent session id longer than this is not one of ours; keep ledger rows small
+
+
+@dataclass(slots=True)
+class Logon:
+    """One forms logon session on this CAS."""
+
+    sid: str  # the logon session id: the `sessionid` cookie and the ledger's session key
+    user: str
+    token: str  # the cadata value issued for it
+    last_seen: float  # FormsAuth.clock() of its latest request
+    user_context: str | None = None  # OWA's server session, made by the first OWA page on this CAS
+    canary: str | None = None  # ECP's msExchEcpCanary, made by the first ECP page on this CAS
+
+
+@dataclass(frozen=True, slots=True)
+class LogonCheck:
+    """What a request's cookies say about its logon (see the module docstring for the states)."""
+
+    state: str  # own | foreign | expired | none
+    session_key: str
+    detail: str = ""
+    logon: Logon | None = None
+
+
+class FormsAuth:
+    """The logon sessions of one CAS. Issued cadata values are kept with their logon, so a known value
+    skips the unsealing (the hot path); any other value is unsealed to tell foreign from ended."""
+
+    def __init__(self, cas: Cas) -> None:
+        self._sealer = cas.server_sealer
+        self.idle_s = cas.scaled(PUBLIC_IDLE_S)
+        self.clock: Callable[[], float] = time.monotonic  # tests may swap it to move time
+        self._by_token: dict[str, Logon] = {}
+        self._last_sweep = self.clock()
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+    def logon(self, user: str) -> Logon:
+        """Open a logon session for a user whose credentials were checked."""
+        now = self.clock()
+        self._sweep(now)
+        sid = str(uuid.uuid4())
+        token = self._sealer.seal({"u": user, "s": sid, "t": int(time.time())})
+        logon = Logon(sid=sid, user=user, token=token, last_seen=now)
+        self._by_token[token] = logon
+        return logon
+
+    def logoff(self, logon: Logon) -> None:
+        self._by_token.pop(logon.token, None)
+
+    def check(self, cookies: Mapping[str, str]) -> LogonCheck:
+        """Read the request's cadata; an own, live logon has its idle timer restarted."""
+        token = cookies.get(AUTH_COOKIE, "")
+        logon = self._by_token.get(token) if token else None
+        if logon is None:
+            return self._check_unknown(token, cookies.get(SESSION_COOKIE, ""))
+        now = self.clock()
+        if now - logon.last_seen > self.idle_s:
+            self.logoff(logon)
+            return LogonCheck("expired", logon.sid, "idle timeout")
+        logon.last_seen = now
+        return LogonCheck("own", logon.sid, logon=logon)
+
+    def _check_unknown(self, token: str, sent_sid: str) -> LogonCheck:
+        # The session key of a cadata we cannot read is the sessionid the client sent beside it, so the
+        # lab can still tell whose session broke.
+        key = sent_sid if len(sent_sid) <= _MAX_KEY_CHARS else ""
+        if not token:
+            return LogonCheck("none", key, "not logged on")
+        state, data = self._sealer.open(token)
+        if state == "foreign":
+            return LogonCheck("foreign", key, "cadata not issued by this server")
+        sid = data.get("s") if isinstance(data, dict) else None
+        return LogonCheck("expired", sid if isinstance(sid, str) else key, "logon session ended")
+
+    def _sweep(self, now: float) -> None:
+        """Forget logons idle for longer than the timeout, at most once per timeout period."""
+        if now - self._last_sweep < self.idle_s:
+            return
+        self._last_sweep = now
+        for token in [t for t, lg in self._by_token.items() if now - lg.last_seen > self.idle_s]:
+            del self._by_token[token]
+
+
+# IIS runs forms logon once for the web site, so OWA and ECP of one CAS share one FormsAuth.
+_BY_CAS: weakref.WeakKeyDictionary[Cas, FormsAuth] = weakref.WeakKeyDictionary()
+
+
+def forms_auth(cas: Cas) -> FormsAuth:
+    """The logon sessions of this CAS (made on first use)."""
+    auth = _BY_CAS.get(cas)
+    if auth is None:
+        auth = _BY_CAS[cas] = FormsAuth(cas)
+    return auth
+
+
+def logon_url(host: str, vdir: str, reason: int) -> str:
+    """The logon page URL Exchange redirects to, naming the application to return to. Exchange 2010
+    writes https here whatever the client used (OWA requires TLS by default); the logon only uses the
+    path of it, so a plain-HTTP lab still works."""
+    back = quote(f"https://{host}{vdir}", safe="")
+    return f"{LOGON_PAGE}?url={back}&reason={reason}"
+
+
+def request_host(request: web.BaseRequest, default: str) -> str:
+    """The Host the client asked for (aiohttp's own fallback would look the machine's name up)."""
+    return request.headers.get("Host") or default
+
+
+def logon_redirect(host: str, vdir: str, reason: int = REASON_LOGON) -> web.Response:
+    return web.Response(status=302, headers={"Location": logon_url(host, vdir, reason)})
+
+
+def login_timeout() -> web.Response:
+    """Exchange's non-standard 440: the script's logon is gone; the page must log on again."""
+    return web.Response(status=440, reason="Login Timeout", text="440 - Login Timeout")

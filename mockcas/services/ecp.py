@@ -1,0 +1,75 @@
+"""Exchange Control Panel 2010 (OWA's Options): pages and web-service calls behind OWA's forms logon.
+
+ECP accepts the `cadata` of OWA's logon (mockcas.fba), so OWA and ECP must share one CAS. Against
+cross-site requests it issues a canary: a page (`GET /ecp/...`) sets `msExchEcpCanary` for the logon
+(one per logon session, made by this CAS), and every web-service call (`POST /ecp/<x>.svc/<method>`, any
+POST, or a request with `X-Requested-With`) must echo it in the `msExchEcpCanary` query parameter or
+header, equal to the cookie. Exchange 2010 SP1 logs the failure as event 38 "invalid canary".
+
+Without an own logon, a page goes to the logon page (`reason=0`, returning to `/ecp/`) and a call gets
+440, as in OWA. With an own logon, a call whose canary is unknown to this CAS or differs from the cookie
+gets 403 "invalid canary" (ledger `foreign`); a call with no canary at all is ledger `invalid`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from mockcas.fba import XHR_HEADER, Logon, forms_auth, login_timeout, logon_redirect, request_host
+from mockcas.services import HttpService, RequestContext, register
+
+CANARY = "msExchEcpCanary"  # the cookie, the query parameter and the header share this name
+TITLE = "Options"
+_PAGE_HTML = (
+    f"<!DOCTYPE html><html><head><title>{TITLE}</title></head>"
+    "<body><h1>Exchange Control Panel</h1></body></html>"
+)
+# The shape of ECP's JSON (WCF) answers; the mock has no settings to return.
+_SERVICE_JSON = '{"d":{"__type":"PowerShellResults","ErrorRecords":[],"Output":[]}}'
+
+
+@register
+class EcpService(HttpService):
+    id = "ecp"
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        method = request.method
+        if method not in ("GET", "HEAD", "POST"):
+            ctx.note("", "invalid", f"method {method}")
+            return web.Response(status=405, text="405 - Method not allowed", headers={"Allow": "GET, POST"})
+        call = method == "POST" or ".svc" in ctx.path or XHR_HEADER in request.headers
+        check = forms_auth(self.cas).check(request.cookies)
+        if check.state != "own" or check.logon is None:
+            ctx.note(check.session_key, check.state, check.detail)
+            if call:
+                return login_timeout()
+            return logon_redirect(request_host(request, self.cas.config.vip_host), "/ecp/")
+        if call:
+            return self._call(request, ctx, check.logon)
+        return self._page(request, ctx, check.logon)
+
+    def _page(self, request: web.Request, ctx: RequestContext, logon: Logon) -> web.Response:
+        detail = ""
+        if logon.canary is None:
+            logon.canary, detail = str(uuid.uuid4()), "canary issued"
+        ctx.note(logon.sid, "own", detail)
+        response = web.Response(text=_PAGE_HTML, content_type="text/html")
+        if request.cookies.get(CANARY) != logon.canary:
+            response.set_cookie(CANARY, logon.canary, path="/ecp")
+        return response
+
+    def _call(self, request: web.Request, ctx: RequestContext, logon: Logon) -> web.Response:
+        cookie = request.cookies.get(CANARY)
+        echoed = request.query.get(CANARY) or request.headers.get(CANARY)
+        if cookie is None and echoed is None:
+            ctx.note(logon.sid, "invalid", "no canary")
+        elif cookie != echoed:
+            ctx.note(logon.sid, "foreign", "invalid canary: cookie differs from query/header")
+        elif logon.canary is None or cookie != logon.canary:
+            ctx.note(logon.sid, "foreign", "invalid canary: not issued by this server")
+        else:
+            ctx.note(logon.sid, "own")
+            return web.Response(text=_SERVICE_JSON, content_type="application/json")
+        return web.Response(status=403, text="403 - invalid canary")
