@@ -107,8 +107,8 @@ def test_session_expires_when_idle_and_pings_keep_it_alive(make_farm):
     idle_s = SESSION_IDLE_S / 3600
     with mapi() as conn:
         kept = conn.logon("user3", PASSWORD).reply["handle"]
-        for _ in range(4):  # 4 x idle/2: longer than the idle period in all, never idle for a whole one
-            time.sleep(idle_s / 2)
+        for _ in range(6):  # 6 x idle/4: longer than the idle period in all, never idle for a whole one
+            time.sleep(idle_s / 4)
             assert conn.ping(kept).outcome == "ok"
         assert conn.rop(kept).reply["state"] == "own"
         time.sleep(idle_s * 1.5)  # the timer under test, not a wait for readiness
