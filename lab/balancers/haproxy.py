@@ -1,0 +1,294 @@
+"""HAProxy 2.6 (Debian package): the one balancer here that does every persistence method.
+
+How each method is rendered (one backend per pool of lab.balancers.layout), and where its users are
+after their CAS failed and came back:
+- none / leastconn: `balance roundrobin` / `balance leastconn`.
+- source-ip: a stick table on `src` (learned; `expire` = the timeout). Users stay where they moved.
+- lb-cookie: `cookie lb_<pool> insert indirect nocache httponly maxidle <timeout>`. Stay (rewritten).
+- app-cookie NAME: `stick store-response res.cook(NAME)` + `stick on req.cook(NAME)`. Stay (re-learned).
+- cookie-hash NAME: `balance hash req.cook(NAME)`, consistent. With a source-ip fallback the hash key is
+  a variable holding the cookie, or `src` when the client sent none. Users move back (a second break).
+- header NAME: a stick table on `req.hdr(NAME)` (learned; a source-ip fallback sticks on `src` in a
+  second table, since a table has one key type). Stay.
+- ssl-session-id (TCP passthrough only): stick on the ClientHello's session ID (`payload_lv(43,1)`;
+  2.6 has no `req.ssl_sid`), stored from the ServerHello. Holds only for TLS 1.2 resumed by session ID:
+  TLS 1.3 sends a fresh ID in every hello, and with session tickets the ID never matches.
+
+Health: one `health` backend probes each CAS (`GET /owa/auth/logon.aspx`, status 200 and the body
+string; `disable-on-404` turns a draining CAS' 404 into "no new sessions, keep the persistent ones");
+every other backend `track`s it, so each CAS gets one probe per interval, not one per backend.
+`option redispatch 1` + `retries 2` send a request whose CAS refuses the connection to another CAS, so a
+dead CAS costs no errors even before its probe fails. MAPI and Address Book share one stick table when
+they share one source-IP rule (servers have the same ids in both backends). Counters come from the
+stats socket (`show stat`, per-server `stot`); the stats page is on the VIP's stats port.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from lab.balancers import BalancerError, ProcessBalancer, register
+from lab.balancers.layout import Listener, Pool
+from lab.model import METHODS, Persistence
+
+STICK_STRING_LEN = 200  # msExchEcpCanary values run to ~76 characters, Basic credentials far less
+
+
+def duration(seconds: float) -> str:
+    """An HAProxy time value, in whole seconds when exact, else milliseconds (time-scaled runs)."""
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{max(1, round(seconds * 1000))}ms"
+
+
+def cookie_name(pool: Pool) -> str:
+    """The balancer cookie of a pool; one per pool, so services on separate pools never overwrite
+    each other's choice of CAS."""
+    return f"lb_{pool.name}"
+
+
+def haproxy_binary() -> str:
+    return shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+@register
+class HAProxy(ProcessBalancer):
+    name = "haproxy"
+    methods = frozenset(METHODS)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.config_dir / "haproxy.sock"
+
+    def command(self) -> list[str]:
+        return [haproxy_binary(), "-db", "-f", str(self.config_dir / "haproxy.cfg")]
+
+    def validate_command(self) -> list[str]:
+        return [haproxy_binary(), "-c", "-q", "-f", str(self.config_dir / "haproxy.cfg")]
+
+    def version(self) -> str:
+        out = subprocess.run([haproxy_binary(), "-v"], capture_output=True, text=True, check=True).stdout
+        return out.split()[2]  # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
+
+    # -- rendering ------------------------------------------------------------------------------------
+
+    def render(self) -> dict[str, str]:
+        spec = self.spec
+        layout = self.layout
+        web = [listener for listener in layout.listeners if listener.kind != "tcp"]
+        tcp = [listener for listener in layout.listeners if listener.kind == "tcp"]
+        http_pools = [p for p in layout.pools if not p.tcp]
+        tcp_pools = [p for p in layout.pools if p.tcp]
+        lines = [
+            f"# caslab: HAProxy config for preset {spec.preset or '(custom)'}, topology {spec.topology}, "
+            f"tls {spec.tls}",
+            "global",
+            f"    stats socket {self.socket_path} mode 600 level admin",
+            "    log stdout format short local0 notice",
+            "",
+            "defaults",
+            "    mode http",
+            "    log global",
+            "    option dontlog-normal",
+            "    option redispatch 1",
+            "    retries 2",
+            "    timeout connect 2s",
+            "    timeout check 2s",
+            # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes.
+            "    timeout client 1h",
+            "    timeout server 1h",
+            "    timeout tunnel 1h",
+            "    timeout http-request 30s",
+            "",
+            "listen stats",
+            f"    bind {spec.vip.host}:{spec.vip.stats_port}",
+            "    stats enable",
+            "    stats uri /",
+            "    stats refresh 5s",
+            "",
+            *self._health_backend(),
+        ]
+        for listener in web:
+            lines += self._frontend(listener)
+        for pool in http_pools:
+            lines += self._backend(pool)
+            if pool.persistence.method == "header" and pool.persistence.fallback:
+                # A stick table has one key type: the source-address fallback needs a table of its own.
+                expire = duration(pool.persistence.timeout_s)
+                lines += [
+                    f"backend {pool.name}_by_src",
+                    f"    stick-table type ip size 1m expire {expire}",
+                    "",
+                ]
+        lines += ["defaults", "    mode tcp", "    log global", "    option dontlog-normal",
+                  "    option redispatch 1", "    retries 2", "    timeout connect 2s",
+                  "    timeout client 1h", "    timeout server 1h", ""]  # fmt: skip
+        for listener in tcp:
+            lines += [f"frontend {listener.name}", f"    bind {listener.host}:{listener.port}",
+                      f"    default_backend {listener.default.name}", ""]  # fmt: skip
+        for pool in tcp_pools:
+            lines += self._backend(pool)
+        return {"haproxy.cfg": "\n".join(lines) + "\n"}
+
+    def _health_backend(self) -> list[str]:
+        h = self.spec.health
+        host = self.spec.tls_files.server_name if self.spec.tls_files else "mail.caslab.test"
+        over_tls = self.spec.tls in ("bridge", "passthrough")
+        lines = [
+            "backend health",
+            "    option httpchk",
+            f"    http-check send meth GET uri {h.path} ver HTTP/1.1 hdr Host {host}",
+            "    http-check disable-on-404",
+            "    http-check expect status 200",
+            f'    http-check expect string "{h.body}"',
+            f"    default-server check inter {duration(h.interval_s)} fall {h.fall} rise {h.rise}",
+        ]
+        for cas in self.spec.servers:
+            if over_tls:
+                files = self.spec.tls_files
+                lines.append(
+                    f"    server {cas.name} {cas.host}:{cas.https_port} check-ssl verify required "
+                    f"ca-file {files.ca_pem} check-sni {files.server_name}"
+                )
+            else:
+                lines.append(f"    server {cas.name} {cas.host}:{cas.http_port}")
+        return [*lines, ""]
+
+    def _frontend(self, listener: Listener) -> list[str]:
+        bind = f"    bind {listener.host}:{listener.port}"
+        if listener.kind == "https":
+            bind += f" ssl crt {self.spec.tls_files.server_pem} ssl-min-ver TLSv1.2 alpn http/1.1"
+        lines = [f"frontend {listener.name}", bind]
+        if listener.kind == "tcp":  # passthrough on the HTTPS port
+            lines[1:1] = ["    mode tcp"]
+        else:
+            lines += ["    option forwardfor"]
+            if listener.kind == "https":
+                lines += ["    http-request set-header X-Forwarded-Proto https"]
+            for route in listener.routes:
+                for prefix in route.prefixes:
+                    lines += [f"    acl is_{route.service} path -i {prefix}",
+                              f"    acl is_{route.service} path_beg -i {prefix}/"]  # fmt: skip
+            lines += [f"    use_backend {r.pool.name} if is_{r.service}" for r in listener.routes]
+        return [*lines, f"    default_backend {listener.default.name}", ""]
+
+    def _backend(self, pool: Pool) -> list[str]:
+        p = pool.persistence
+        lines = [f"backend {pool.name}"]
+        if pool.tcp:
+            lines.append("    mode tcp")
+        lines.append("    http-check disable-on-404")  # tracking needs the same drain rule as `health`
+        lines += self._persistence(pool, p)
+        for cas in self.spec.servers:
+            server = f"    server {cas.name} {cas.host}:{pool.port(cas)} track health/{cas.name}"
+            if p.method == "lb-cookie":
+                server += f" cookie {cas.name}"
+            if pool.tls:
+                files = self.spec.tls_files
+                server += f" ssl verify required ca-file {files.ca_pem} sni str({files.server_name})"
+            lines.append(server)
+        return [*lines, ""]
+
+    def _persistence(self, pool: Pool, p: Persistence) -> list[str]:
+        expire = duration(p.timeout_s)
+        if p.method == "leastconn":
+            return ["    balance leastconn"]
+        if p.method == "none":
+            return ["    balance roundrobin"]
+        if p.method == "source-ip":
+            if pool.rule_owner:  # the owner's table holds the client's CAS, whichever port it used first
+                return ["    balance roundrobin", f"    stick on src table {pool.rule_owner}"]
+            return [
+                "    balance roundrobin",
+                f"    stick-table type ip size 1m expire {expire}",
+                "    stick on src",
+            ]
+        if p.method == "lb-cookie":
+            return [
+                "    balance roundrobin",
+                f"    cookie {cookie_name(pool)} insert indirect nocache httponly "
+                f"maxidle {max(1, round(p.timeout_s))}s",
+            ]
+        if p.method == "app-cookie":
+            return [
+                "    balance roundrobin",
+                f"    stick-table type string len {STICK_STRING_LEN} size 1m expire {expire}",
+                f"    stick on req.cook({p.name})",
+                f"    stick store-response res.cook({p.name})",
+            ]
+        if p.method == "cookie-hash":
+            if p.fallback is None:
+                return [f"    balance hash req.cook({p.name})", "    hash-type consistent"]
+            return [
+                f"    http-request set-var(txn.affinity) req.cook({p.name})",
+                "    http-request set-var(txn.affinity) src if !{ var(txn.affinity) -m found }",
+                "    balance hash var(txn.affinity)",
+                "    hash-type consistent",
+            ]
+        if p.method == "header":
+            lines = [
+                "    balance roundrobin",
+                f"    stick-table type string len {STICK_STRING_LEN} size 1m expire {expire}",
+                f"    stick on req.hdr({p.name})",
+            ]
+            if p.fallback is not None:  # a second table: a stick table has one key type
+                lines += [f"    stick on src table {pool.name}_by_src"]
+            return lines
+        if p.method == "ssl-session-id":
+            return [
+                "    balance roundrobin",
+                "    tcp-request inspect-delay 5s",
+                "    tcp-request content accept if { req.ssl_hello_type 1 }",
+                "    tcp-response inspect-delay 5s",
+                "    tcp-response content accept if { res.ssl_hello_type 2 }",
+                f"    stick-table type binary len 32 size 1m expire {expire}",
+                # 'req.ssl_sid' does not exist in 2.6: the session ID is the length-prefixed field at
+                # offset 43 of both hellos.
+                "    stick on payload_lv(43,1) if { req.ssl_hello_type 1 }",
+                "    stick store-response payload_lv(43,1) if { res.ssl_hello_type 2 }",
+            ]
+        raise AssertionError(f"unhandled method {p.method}")  # refusals() stops unknown methods earlier
+
+    # -- running --------------------------------------------------------------------------------------
+
+    def admin(self, command: str, timeout: float = 5.0) -> str:
+        """Send one command to the stats socket and return its answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket_path))
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Listening on every VIP port, and the stats socket answers (the config is fully loaded)."""
+        deadline = time.monotonic() + timeout
+        super().wait_ready(timeout)
+        while True:
+            self._check_alive()
+            try:
+                self.admin("show info")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BalancerError(f"haproxy stats socket {self.socket_path} did not answer") from None
+                time.sleep(0.02)
+
+    def stats(self) -> list[dict[str, str]]:
+        """`show stat` as rows (pxname, svname, status, stot, ...)."""
+        text = self.admin("show stat").lstrip("# ")
+        return list(csv.DictReader(io.StringIO(text)))
+
+    def counters(self) -> dict[str, int]:
+        names = {cas.name for cas in self.spec.servers}
+        totals = dict.fromkeys(sorted(names), 0)
+        for row in self.stats():
+            if row["svname"] in names and row["pxname"] != "health":
+                totals[row["svname"]] += int(row["stot"] or 0)
+        return totals

@@ -1,0 +1,441 @@
+"""What the balancer tests share: clients bound to chosen source addresses, the farm, and the checks
+that each persistence method puts clients where it says.
+
+Addresses (this part's block): CAS on 127.0.16.11-13, the VIP on 127.0.16.1 (127.0.16.2-8 for
+vip-per-service), clients on 127.16.x.y. Every request opens a new connection (keep-alive gives no
+affinity, and a new connection is what makes source-address and TLS methods observable) and reads
+which CAS answered from `X-CasLab-Server`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import mockcas  # noqa: F401 - before aiohttp anywhere (the CAS processes need the pure-Python parser)
+from lab.balancers import Balancer, get_driver
+from lab.balancers.presets import resolve
+from lab.certs import make_tls_files
+from lab.farm import LocalFarm
+from lab.model import (
+    HTTP_SERVICES,
+    BalancerSpec,
+    HealthCheck,
+    Persistence,
+    TlsFiles,
+    Vip,
+    local_farm,
+)
+
+VIP = Vip("127.0.16.1")
+SERVERS = local_farm(3, "127.0.16")
+NAMES = [s.name for s in SERVERS]
+# Quick probes, so failover tests take a second or two; the CAS answer the probe in well under 100 ms.
+FAST_HEALTH = HealthCheck(interval_s=0.2, fall=2, rise=2)
+NAMED = {"app-cookie": "OutlookSession", "cookie-hash": "OutlookSession", "header": "Authorization"}
+
+
+@dataclass
+class Reply:
+    status: int
+    server: str  # X-CasLab-Server, "" when no CAS answered (the balancer's own error page)
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def set_cookies(self) -> list[str]:
+        return [SimpleCookie(v).popitem()[0] for v in self.headers.get_all("Set-Cookie") or []]
+
+
+class Client:
+    """One client program: its own source address and (optionally) its own cookie jar."""
+
+    def __init__(
+        self,
+        source_ip: str,
+        *,
+        keep_cookies: bool = True,
+        tls: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+        cookies: dict[str, str] | None = None,
+    ) -> None:
+        self.source_ip = source_ip
+        self.keep_cookies = keep_cookies
+        self.tls = tls
+        self.headers = headers or {}
+        self.cookies = dict(cookies or {})
+        self.seen: list[str] = []  # the CAS that answered each request, in order
+
+    def request(
+        self,
+        path: str = "/owa/",
+        *,
+        host: str = VIP.host,
+        port: int | None = None,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Reply:
+        port = port or (VIP.https_port if self.tls else VIP.http_port)
+        source = (self.source_ip, 0)
+        if self.tls:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, context=self.tls, source_address=source, timeout=timeout
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, source_address=source, timeout=timeout)
+        sent = {"Host": "mail.caslab.test", **self.headers, **(headers or {})}
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        try:
+            conn.request(method, path, headers=sent)
+            response = conn.getresponse()
+            reply = Reply(
+                response.status, response.getheader("X-CasLab-Server", ""), response.headers, response.read()
+            )
+        finally:
+            conn.close()
+        if self.keep_cookies:
+            for value in reply.headers.get_all("Set-Cookie") or []:
+                for name, morsel in SimpleCookie(value).items():
+                    self.cookies[name] = morsel.value
+        self.seen.append(reply.server)
+        return reply
+
+    def servers(self, n: int, path: str = "/owa/", **kw) -> list[str]:
+        return [self.request(path, **kw).server for _ in range(n)]
+
+
+def tls_client_context(files: TlsFiles, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(files.ca_pem))
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    return ctx
+
+
+def tls_get(
+    ctx: ssl.SSLContext, source_ip: str, session: ssl.SSLSession | None = None
+) -> tuple[str, ssl.SSLSession | None, bool]:
+    """One GET over a new TLS connection to the VIP's HTTPS port, offering `session` for resumption:
+    (the CAS that answered, the session to resume next time, whether this one was resumed)."""
+    raw = socket.create_connection((VIP.host, VIP.https_port), timeout=10, source_address=(source_ip, 0))
+    with ctx.wrap_socket(raw, server_hostname=VIP.host, session=session) as tls:
+        tls.sendall(b"GET /owa/ HTTP/1.1\r\nHost: mail.caslab.test\r\nConnection: close\r\n\r\n")
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        server = response.getheader("X-CasLab-Server", "")
+        response.read()
+        return server, tls.session, tls.session_reused
+
+
+def basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}@caslab.test:caslab".encode()).decode()
+
+
+# -- the farm and the balancer ------------------------------------------------------------------------
+
+
+@contextmanager
+def local_farm_running(run_dir: Path) -> Iterator[tuple[LocalFarm, TlsFiles]]:
+    """Three CAS processes on 127.0.16.11-13 that serve HTTPS too (with the run's certificate)."""
+    tls = make_tls_files(run_dir / "tls", VIP, SERVERS)
+    farm = LocalFarm(
+        SERVERS, farm_key=secrets.token_bytes(32), run_dir=run_dir / "farm", time_scale=60, tls_files=tls
+    )
+    farm.start()
+    try:
+        yield farm, tls
+    finally:
+        farm.stop()
+
+
+def spec_for(
+    driver: str,
+    *,
+    preset: str = "none-all",
+    http: Persistence | None = None,
+    overrides: dict[str, Persistence] | None = None,
+    tls: str = "none",
+    topology: str = "single-vip",
+    tls_files: TlsFiles | None = None,
+    servers: list | None = None,
+    health: HealthCheck = FAST_HEALTH,
+) -> BalancerSpec:
+    """A spec from a preset, with `http` applied to every HTTP service and `overrides` on top."""
+    methods = dict.fromkeys(HTTP_SERVICES, http) if http else {}
+    methods.update(overrides or {})
+    return BalancerSpec(
+        driver,
+        resolve(preset, methods),
+        servers or SERVERS,
+        VIP,
+        topology,
+        tls,
+        health,
+        tls_files if tls != "none" else None,
+        preset,
+    )
+
+
+@contextmanager
+def balancer_running(spec: BalancerSpec, run_dir: Path) -> Iterator[Balancer]:
+    driver = get_driver(spec, run_dir)
+    try:
+        driver.start()
+        driver.wait_ready(20)
+        wait_until_all_serve(spec)
+        yield driver
+    finally:
+        driver.stop()
+
+
+def wait_until_all_serve(spec: BalancerSpec, timeout: float = 10.0) -> None:
+    """Poll until the farm's health is up on every CAS (admin port), then until requests reach a CAS
+    through the VIP: a balancer that probes before it routes (Envoy) answers 503 until its first
+    probe round is done."""
+    deadline = time.monotonic() + timeout
+    for cas in spec.servers:
+        set_health(cas.name, "up")
+    tls = tls_client_context(spec.tls_files) if spec.tls != "none" else None
+    host = spec.vip.service_host("owa", spec.topology)
+    while True:
+        try:
+            reply = Client("127.16.255.1", keep_cookies=False, tls=tls).request("/", host=host)
+            if reply.server:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("no CAS answered through the VIP in time")
+        time.sleep(0.05)
+
+
+def set_health(name: str, value: str) -> None:
+    cas = next(s for s in SERVERS if s.name == name)
+    with urllib.request.urlopen(f"{cas.admin_url}/caslab/fault?health={value}", timeout=5) as r:
+        assert json.loads(r.read())["health"] == value
+
+
+def ledger_count(name: str, client_prefix: str = "127.16.") -> int:
+    """Rows in a CAS's ledger from test clients (the balancers' probes come from 127.0.0.1)."""
+    cas = next(s for s in SERVERS if s.name == name)
+    with urllib.request.urlopen(f"{cas.admin_url}/caslab/ledger?since=0", timeout=10) as r:
+        rows = json.loads(r.read())["rows"]
+    return sum(1 for row in rows if row["client_ip"].startswith(client_prefix))
+
+
+def poll(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# -- the checks ---------------------------------------------------------------------------------------
+
+
+def check_round_robin() -> None:
+    """`none`: one client's nine requests go three to each CAS."""
+    client = Client("127.16.1.1")
+    assert Counter(client.servers(9)) == dict.fromkeys(NAMES, 3)
+
+
+def check_source_ip() -> None:
+    """Clients on distinct addresses (one /24, then one address per /24) each keep one CAS and together
+    use more than one; clients sharing one address (NAT) all land on one CAS."""
+    for addresses in ([f"127.16.1.{i}" for i in range(1, 13)], [f"127.16.{i}.7" for i in range(10, 22)]):
+        homes = []
+        for ip in addresses:
+            seen = Client(ip, keep_cookies=False).servers(3)
+            assert len(set(seen)) == 1, f"{ip} moved: {seen}"
+            homes.append(seen[0])
+        assert len(set(homes)) > 1, f"12 addresses all went to {homes[0]}"
+    behind_nat = [Client("127.16.2.1") for _ in range(6)]
+    assert len({s for c in behind_nat for s in c.servers(2)}) == 1
+
+
+def check_sticky_clients(make_client: Callable[[int], Client], path: str = "/owa/", n: int = 12) -> list[str]:
+    """Each client keeps one CAS for six requests, and the clients use more than one CAS."""
+    homes = []
+    for i in range(n):
+        client = make_client(i)
+        seen = client.servers(6, path)
+        assert all(seen) and len(set(seen)) == 1, f"client {i} moved: {seen}"
+        homes.append(seen[0])
+    assert len(set(homes)) > 1, f"all {n} clients went to {homes[0]}"
+    return homes
+
+
+def check_spread_without_key(make_client: Callable[[int], Client], path: str = "/owa/") -> None:
+    """Clients that never present the key are balanced, not stuck: some client sees several CAS."""
+    assert any(len(set(make_client(i).servers(6, path))) > 1 for i in range(3))
+
+
+NAT = "127.16.3.1"
+
+
+def check_method(method: str) -> None:
+    """The clients of `method` land where it says (all HTTP services of the balancer have `method`)."""
+    if method == "none":
+        check_round_robin()
+    elif method == "source-ip":
+        check_source_ip()
+    elif method == "lb-cookie":
+        check_sticky_clients(lambda i: Client(NAT))
+        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
+    elif method == "app-cookie":
+        # OWA sets OutlookSession on its first answer; the balancer must learn it from that answer.
+        check_sticky_clients(lambda i: Client(NAT))
+        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
+    elif method == "cookie-hash":
+        # Outlook 2010 makes its own OutlookSession and sends it from the first request.
+        check_sticky_clients(
+            lambda i: Client(NAT, keep_cookies=False, cookies={"OutlookSession": str(uuid.uuid4())})
+        )
+        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
+    elif method == "header":
+        check_sticky_clients(
+            lambda i: Client(NAT, keep_cookies=False, headers={"Authorization": basic(f"user{i}")})
+        )
+        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
+    else:
+        raise AssertionError(f"no check for {method}")
+
+
+def persistence(method: str, timeout_s: float = 1800.0) -> Persistence:
+    return Persistence(method, NAMED.get(method), timeout_s)
+
+
+def check_failover(
+    method: str, is_up: Callable[[str], bool], back_home: bool, make_client: Callable[[int], Client]
+) -> None:
+    """Health down on the CAS with the most clients: its clients move to the others and nobody else
+    moves; when it is healthy again the balancer sees it (is_up) and its former clients either stay
+    where they moved (cookies, stick tables) or go back (hashes): `back_home`."""
+    clients = [make_client(i) for i in range(12)]
+    homes = [c.request().server for c in clients]
+    victim = Counter(homes).most_common(1)[0][0]
+    set_health(victim, "down")
+    try:
+        poll(lambda: not is_up(victim), what=f"the balancer to mark {victim} down")
+        moved = {}
+        for client, home in zip(clients, homes, strict=True):
+            seen = client.servers(3)
+            if home == victim:
+                assert victim not in seen and len(set(seen)) == 1, (
+                    f"{method}: a client of {victim} got {seen}"
+                )
+                moved[id(client)] = seen[0]
+            else:
+                assert set(seen) == {home}, f"{method}: a client of {home} moved to {seen}"
+    finally:
+        set_health(victim, "up")
+    poll(lambda: is_up(victim), what=f"the balancer to mark {victim} up again")
+    for client, home in zip(clients, homes, strict=True):
+        seen = client.servers(3)
+        if home == victim:
+            expected = victim if back_home else moved[id(client)]
+            assert set(seen) == {expected}, f"{method}: after {victim} returned, a moved client got {seen}"
+        else:
+            assert set(seen) == {home}
+
+
+def client_for(method: str) -> Callable[[int], Client]:
+    """Clients that present the key of `method` (distinct addresses for source-ip, else one NAT)."""
+    if method == "source-ip":
+        return lambda i: Client(f"127.16.4.{i + 1}", keep_cookies=False)
+    if method == "cookie-hash":
+        return lambda i: Client(NAT, keep_cookies=False, cookies={"OutlookSession": str(uuid.uuid4())})
+    if method == "header":
+        return lambda i: Client(NAT, keep_cookies=False, headers={"Authorization": basic(f"user{i}")})
+    return lambda i: Client(NAT)  # lb-cookie, app-cookie: a browser's cookie jar
+
+
+def check_least_connections(farm: LocalFarm) -> None:
+    """`leastconn`: a CAS that holds a request (its process is stopped, so the request hangs) gets no
+    second one while the others are idle; round robin would give it every third. (Ties may be broken at
+    random, so the busy CAS may get none at all.)"""
+    import threading
+
+    busy = farm.processes["CAS01"]
+    os.kill(busy.pid, signal.SIGSTOP)
+    answers: list[str] = []
+    pending: list[threading.Thread] = []
+    try:
+        for i in range(12):
+            done = threading.Event()
+
+            def ask(i: int = i, done: threading.Event = done) -> None:
+                answers.append(Client(f"127.16.5.{i + 1}").request("/owa/", timeout=30).server)
+                done.set()
+
+            thread = threading.Thread(target=ask, daemon=True)
+            thread.start()
+            if not done.wait(1.0):  # this one is stuck on the stopped CAS; keep it open
+                pending.append(thread)
+    finally:
+        os.kill(busy.pid, signal.SIGCONT)
+    for thread in pending:
+        thread.join(30)
+    assert len(pending) <= 1, f"{len(pending)} requests went to the busy CAS"
+    assert Counter(answers)["CAS01"] == len(pending) and len(answers) == 12
+
+
+def tcp_ping(host: str, port: int, source_ip: str) -> str:
+    """Open a connection to a MAPI or Address Book port, ping, and return the CAS that answered."""
+    with socket.create_connection((host, port), timeout=10, source_address=(source_ip, 0)) as sock:
+        sock.sendall(b'{"op":"ping","rid":"t"}\n')
+        line = sock.makefile("rb").readline()
+    return json.loads(line)["server"]
+
+
+def check_mapi_and_addressbook_together(host: str = VIP.host) -> None:
+    """MAPI and Address Book as one source-IP rule: each client's connections to both ports reach one
+    CAS, and clients on distinct addresses use more than one CAS."""
+    homes = []
+    for i in range(12):
+        ip = f"127.16.6.{i + 1}"
+        seen = {
+            tcp_ping(host, VIP.mapi_port, ip),
+            tcp_ping(host, VIP.ab_port, ip),
+            tcp_ping(host, VIP.mapi_port, ip),
+        }
+        assert len(seen) == 1, f"{ip}: MAPI and Address Book on {seen}"
+        homes.append(seen.pop())
+    assert len(set(homes)) > 1
+
+
+def check_rpc_in_channel_streams(host: str = VIP.host, port: int = VIP.http_port) -> None:
+    """Outlook Anywhere's IN channel: RPC_IN_DATA declaring a 1 GB body reaches a CAS, which answers
+    (401: no credentials) while the body is still being sent. A balancer that rejects the method or
+    buffers the body first never gets an answer from a CAS."""
+    with socket.create_connection((host, port), timeout=5, source_address=("127.16.7.1", 0)) as sock:
+        sock.sendall(
+            b"RPC_IN_DATA /rpc/rpcproxy.dll?CAS01:6001 HTTP/1.1\r\nHost: mail.caslab.test\r\n"
+            b"User-Agent: MSRPC\r\nContent-Length: 1073741824\r\n\r\n" + b"\0" * 1024
+        )
+        reply = sock.makefile("rb")
+        status = reply.readline()
+        headers = b"".join(iter(reply.readline, b"\r\n")).lower()
+    assert status.split()[1] == b"401", status
+    assert b"x-caslab-server" in headers
+
+
+def dead_port(spec_servers: list, attr: str) -> list:
+    """The farm's endpoints with one port pointing nowhere, to prove which port a TLS mode uses."""
+    return [replace(s, **{attr: 9}) for s in spec_servers]
