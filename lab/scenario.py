@@ -219,15 +219,16 @@ class Scenario:
     ) -> Scenario:
         """This scenario with the command line's --driver/--preset/--duration applied and checked again."""
         from lab.balancers import DRIVERS as REGISTERED
+        from lab.balancers import load_all
         from lab.balancers.presets import PRESETS
 
         given = {k: v for k, v in (("driver", driver), ("preset", preset), ("duration", duration)) if v}
         if not given:
             return self
+        load_all()
         if driver and driver not in DRIVERS and driver not in REGISTERED:
-            raise ScenarioError(
-                self.origin, "--driver", f"unknown driver {driver!r}; allowed: {', '.join(DRIVERS)}"
-            )
+            allowed = ", ".join(sorted(set(DRIVERS) | set(REGISTERED)))
+            raise ScenarioError(self.origin, "--driver", f"unknown driver {driver!r}; allowed: {allowed}")
         if preset and preset not in PRESETS:
             raise ScenarioError(
                 self.origin, "--preset", f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}"
@@ -460,7 +461,7 @@ def _read_balancer(r: _Reader) -> BalancerSection:
         overrides[service] = _read_persistence(table, service, allow_fallback=True)
     health = r.table_at("health", ("interval", "fall", "rise"))
     return BalancerSection(
-        driver=r.text("driver", "envoy", DRIVERS),
+        driver=r.text("driver", "envoy"),  # checked against the installed drivers by _check_driver
         topology=r.text("topology", "single-vip", TOPOLOGIES),
         preset=r.text("preset", "recommended", tuple(PRESETS)),
         persistence=overrides,
@@ -514,7 +515,7 @@ def _read_populations(top: _Reader) -> list[Population]:
                 r.fail("source_ips", f"{kind} users each have their own address; leave source_ips out")
             source_ips = users
         else:
-            source_ips = r.integer("source_ips", spec.default_source_ips, minimum=1)
+            source_ips = r.integer("source_ips", min(spec.default_source_ips, users), minimum=1)
             if source_ips > users:
                 r.fail(
                     "source_ips", f"{source_ips} addresses for {users} users: at most one address per user"
@@ -551,11 +552,10 @@ def _read_populations(top: _Reader) -> list[Population]:
 def _read_clients(r: _Reader, kind: str, spec: PopulationKind) -> dict[str, float]:
     if not r.has("clients"):
         return dict(spec.default_clients)
-    table = r.table_at("clients", spec.allowed_clients)
-    if spec.allowed_clients != tuple(CLIENT_KINDS):
-        for key in table.table:  # a known client kind this population kind cannot have
-            if key not in spec.allowed_clients:
-                table.fail(key, f"{kind} has only {', '.join(spec.allowed_clients)}")
+    table = r.table_at("clients", tuple(CLIENT_KINDS))
+    for key in table.table:  # a known client kind this population kind cannot have
+        if key not in spec.allowed_clients:
+            table.fail(key, f"{kind} has only {', '.join(spec.allowed_clients)}")
     shares = {}
     for client in table.table:
         share = table.number(client)
@@ -663,10 +663,9 @@ def _check_driver(s: Scenario, origin: str) -> None:
     except Unsupported:
         if s.balancer.driver in DRIVERS:
             return  # a driver of the design that is not installed here: the run says so when it starts
+        allowed = ", ".join(sorted(set(DRIVERS) | set(REGISTERED)))
         raise ScenarioError(
-            origin,
-            "balancer.driver",
-            f"unknown driver; allowed: {', '.join(sorted(set(DRIVERS) | set(REGISTERED)))}",
+            origin, "balancer.driver", f"{s.balancer.driver!r} is not allowed; allowed: {allowed}"
         ) from None
     dummy = Path("unused.pem")
     tls_files = TlsFiles(dummy, dummy, dummy, dummy) if s.farm.tls != "none" else None
