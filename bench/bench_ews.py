@@ -1,0 +1,138 @@
+"""How fast one mock CAS answers EWS, Autodiscover and OAB requests (prints figures, asserts nothing).
+
+The CAS runs on core 0 (`taskset -c 0`), wrk on core 1 with a small Lua script for the POST bodies.
+Every request is authenticated (Basic) and writes a ledger row, as in a lab run:
+- EWS GetEvents on one pull subscription held by this CAS (StatusEvent answers: the subscription
+  watches only CreatedEvent, so no made-up mail grows the answers);
+- EWS GetFolder (stateless);
+- Autodiscover, outlook schema;
+- OAB: a 64 KB range of the Full Details file.
+Prints requests/s and the server's CPU time per request (from /proc, steadier on a shared machine).
+Runs about 25 s.
+
+    .venv/bin/python bench/bench_ews.py [--seconds 4] [--connections 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
+from lab.farm import wait_until_healthy  # noqa: E402
+from lab.model import CasEndpoint  # noqa: E402
+from loadgen.wire import autodiscover, ews, oab  # noqa: E402
+
+CAS_HOST, PORT = "127.0.12.41", 8080
+BASE = f"http://{CAS_HOST}:{PORT}"
+AUTHORIZATION = "Basic " + base64.b64encode(b"user1@caslab.test:caslab").decode()
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def post(path: str, body: bytes) -> bytes:
+    request = urllib.request.Request(
+        BASE + path, data=body, headers={**ews.HEADERS, "Authorization": AUTHORIZATION}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read()
+
+
+def get(path: str) -> bytes:
+    request = urllib.request.Request(BASE + path, headers={"Authorization": AUTHORIZATION})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read()
+
+
+def lua_script(method: str, body: bytes, headers: dict[str, str]) -> str:
+    lines = [f'wrk.method = "{method}"', f"wrk.body = [==[{body.decode()}]==]"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, int, int]:
+    """(requests/s, requests, answers not 2xx/3xx) of one wrk run on core 1."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
+        f.write(script)
+        f.flush()
+        command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", f.name, url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, total, int(not_ok.group(1)) if not_ok else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=4, help="length of each measured wrk run")
+    parser.add_argument("--connections", type=int, default=20)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
+    command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST]
+    cas = subprocess.Popen(
+        ["taskset", "-c", "0", *command, "--log-level", "WARNING"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_healthy(CasEndpoint(name="CAS01", host=CAS_HOST), time.monotonic() + 20, cas)
+        sub = ews.parse(post(ews.PATH, ews.subscribe(event_types=("CreatedEvent",), timeout_minutes=1440)))
+        answer = autodiscover.parse(
+            post(autodiscover.PATH, autodiscover.outlook_request("user1@caslab.test"))
+        )
+        files = oab.parse_manifest(get(oab.manifest_path(answer.oab_url)))
+        full = next(f for f in files if f.kind == "Full")
+        soap = {**ews.HEADERS, "Authorization": AUTHORIZATION}
+        targets = [
+            ("EWS GetEvents (subscription held here)", BASE + ews.PATH,
+             lua_script("POST", ews.get_events(sub.subscription_id, sub.watermark), soap)),
+            ("EWS GetFolder inbox", BASE + ews.PATH, lua_script("POST", ews.get_folder(), soap)),
+            ("Autodiscover, outlook schema", BASE + autodiscover.PATH,
+             lua_script("POST", autodiscover.outlook_request("user1@caslab.test"), soap)),
+            ("OAB 64 KB range of the Full file", BASE + oab.oab_path(answer.oab_url) + full.name,
+             lua_script("GET", b"", {"Authorization": AUTHORIZATION, "Range": "bytes=65536-131071"})),
+        ]  # fmt: skip
+        print(f"wrk -t1 -c{args.connections} on core 1, one mock CAS on core 0; {args.seconds} s per target")
+        print(f"{'':<42} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8}")
+        for label, url, script in targets:
+            wrk(url, script, 1, args.connections)  # warm-up
+            before = cpu_seconds(cas.pid)
+            rps, total, not_ok = wrk(url, script, args.seconds, args.connections)
+            cpu_us = (cpu_seconds(cas.pid) - before) / max(total, 1) * 1e6
+            print(f"{label:<42} {rps:8.0f} {cpu_us:11.1f} {not_ok:8d}")
+    finally:
+        cas.terminate()
+        try:
+            cas.wait(5)
+        except subprocess.TimeoutExpired:
+            cas.kill()
+            cas.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
