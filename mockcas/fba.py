@@ -23,7 +23,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 from aiohttp import web
@@ -56,8 +56,7 @@ class Logon:
     canary: str | None = None  # ECP's msExchEcpCanary, made by the first ECP page on this CAS
 
 
-@dataclass(frozen=True, slots=True)
-class LogonCheck:
+class LogonCheck(NamedTuple):  # a tuple: made on every request, and cheaper than a frozen dataclass
     """What a request's cookies say about its logon (see the module docstring for the states)."""
 
     state: str  # own | foreign | expired | none
@@ -125,6 +124,22 @@ class FormsAuth:
         self._last_sweep = now
         for token in [t for t, lg in self._by_token.items() if now - lg.last_seen > self.idle_s]:
             del self._by_token[token]
+
+
+def request_cookies(request: web.BaseRequest) -> dict[str, str]:
+    """The request's cookies as name -> value (the first of a repeated name wins, as browsers send the
+    most specific path first). aiohttp's `request.cookies` builds a Morsel per cookie, which was the
+    largest cost of an authenticated OWA page here (about 14% of the CAS's time); the Cookie header
+    of RFC 6265 needs only this split."""
+    jar: dict[str, str] = {}
+    for pair in request.headers.get("Cookie", "").split(";"):
+        name, sep, value = pair.partition("=")
+        if sep:
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            jar.setdefault(name.strip(), value)
+    return jar
 
 
 # IIS runs forms logon once for the web site, so OWA and ECP of one CAS share one FormsAuth.

@@ -20,7 +20,7 @@ from lab.model import HEALTH_BODY, HEALTH_PATH
 from loadgen.wire import owa as wire
 from mockcas.config import CasConfig
 from mockcas.embedded import EmbeddedFarm
-from mockcas.fba import forms_auth
+from mockcas.fba import forms_auth, request_cookies
 from mockcas.services.owa import FORM_FIELDS, FORM_MAX_BYTES, parse_logon_form, return_path
 
 BASE = "127.0.11"
@@ -69,6 +69,11 @@ class Browser:
     def state(self) -> tuple[str, int]:
         row = self.row()
         return row["state"], row["status"]
+
+    def replace_cookie(self, name: str, value: str) -> None:
+        """Overwrite a cookie the server set, keeping its domain and path (so it is sent once)."""
+        old = next(c for c in self.http.cookies if c.name == name)
+        self.http.cookies.set(name, value, domain=old.domain, path=old.path)
 
     def cookie(self, name: str) -> str:
         value = self.http.cookies.get(name)
@@ -297,7 +302,7 @@ def test_cadata_from_cas01_is_foreign_on_cas02(make_farm):
 def test_tampered_cadata_is_foreign(make_farm):
     browser = logged_on(make_farm(BASE, servers=1))
     cadata = browser.cookie("cadata")
-    browser.http.cookies.set("cadata", cadata[:-2] + ("AA" if cadata[-2:] != "AA" else "BB"))
+    browser.replace_cookie("cadata", cadata[:-2] + ("AA" if cadata[-2:] != "AA" else "BB"))
     assert browser.get(wire.HOME).status_code == 302
     assert browser.state() == ("foreign", 302)
 
@@ -308,7 +313,7 @@ def test_ecp_canary_from_cas01_fails_on_cas02(make_farm):
     cas01.get(wire.ECP_HOME)
     cas02.get(wire.ECP_HOME)
     foreign_canary = cas01.cookie(wire.CANARY_COOKIE)
-    cas02.http.cookies.set(wire.CANARY_COOKIE, foreign_canary, path="/ecp")
+    cas02.replace_cookie(wire.CANARY_COOKIE, foreign_canary)
     r = cas02.post(wire.ecp_call("PersonalSettings/Accounts", "GetObject", foreign_canary))
     assert r.status_code == 403 and "invalid canary" in r.text
     row = cas02.row()
@@ -425,6 +430,32 @@ def test_logon_form_parses_back_what_a_browser_encodes(fields):
 def test_logon_form_parser_never_raises(body, content_type):
     form = parse_logon_form(body, content_type)
     assert form is None or all(isinstance(k, str) and isinstance(v, str) for k, v in form.items())
+
+
+class _Headers:
+    """Just enough of an aiohttp request for `request_cookies`."""
+
+    def __init__(self, cookie: str) -> None:
+        self.headers = {"Cookie": cookie}
+
+
+_token = st.text(
+    st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."), min_size=1
+)
+_value = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='";,\\'), max_size=40
+)
+
+
+@given(st.dictionaries(_token, _value, max_size=6))
+def test_cookie_header_parses_back_what_a_browser_sends(jar):
+    header = "; ".join(f"{name}={value}" for name, value in jar.items())
+    assert request_cookies(_Headers(header)) == jar
+
+
+@given(st.text(max_size=300))
+def test_cookie_parser_never_raises(header):
+    assert all(isinstance(v, str) for v in request_cookies(_Headers(header)).values())
 
 
 @given(st.text(max_size=200))

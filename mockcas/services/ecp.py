@@ -14,11 +14,23 @@ gets 403 "invalid canary" (ledger `foreign`); a call with no canary at all is le
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mockcas.fba import XHR_HEADER, Logon, forms_auth, login_timeout, logon_redirect, request_host
+from mockcas.fba import (
+    XHR_HEADER,
+    Logon,
+    forms_auth,
+    login_timeout,
+    logon_redirect,
+    request_cookies,
+    request_host,
+)
 from mockcas.services import HttpService, RequestContext, register
+
+if TYPE_CHECKING:
+    from mockcas.cas import Cas
 
 CANARY = "msExchEcpCanary"  # the cookie, the query parameter and the header share this name
 TITLE = "Options"
@@ -34,34 +46,40 @@ _SERVICE_JSON = '{"d":{"__type":"PowerShellResults","ErrorRecords":[],"Output":[
 class EcpService(HttpService):
     id = "ecp"
 
+    def __init__(self, cas: Cas) -> None:
+        super().__init__(cas)
+        self.forms = forms_auth(cas)
+
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         method = request.method
         if method not in ("GET", "HEAD", "POST"):
             ctx.note("", "invalid", f"method {method}")
             return web.Response(status=405, text="405 - Method not allowed", headers={"Allow": "GET, POST"})
         call = method == "POST" or ".svc" in ctx.path or XHR_HEADER in request.headers
-        check = forms_auth(self.cas).check(request.cookies)
+        cookies = request_cookies(request)
+        check = self.forms.check(cookies)
         if check.state != "own" or check.logon is None:
             ctx.note(check.session_key, check.state, check.detail)
             if call:
                 return login_timeout()
             return logon_redirect(request_host(request, self.cas.config.vip_host), "/ecp/")
         if call:
-            return self._call(request, ctx, check.logon)
-        return self._page(request, ctx, check.logon)
+            return self._call(request, ctx, cookies.get(CANARY), check.logon)
+        return self._page(ctx, cookies.get(CANARY), check.logon)
 
-    def _page(self, request: web.Request, ctx: RequestContext, logon: Logon) -> web.Response:
+    def _page(self, ctx: RequestContext, cookie: str | None, logon: Logon) -> web.Response:
         detail = ""
         if logon.canary is None:
             logon.canary, detail = str(uuid.uuid4()), "canary issued"
         ctx.note(logon.sid, "own", detail)
         response = web.Response(text=_PAGE_HTML, content_type="text/html")
-        if request.cookies.get(CANARY) != logon.canary:
+        if cookie != logon.canary:
             response.set_cookie(CANARY, logon.canary, path="/ecp")
         return response
 
-    def _call(self, request: web.Request, ctx: RequestContext, logon: Logon) -> web.Response:
-        cookie = request.cookies.get(CANARY)
+    def _call(
+        self, request: web.Request, ctx: RequestContext, cookie: str | None, logon: Logon
+    ) -> web.Response:
         echoed = request.query.get(CANARY) or request.headers.get(CANARY)
         if cookie is None and echoed is None:
             ctx.note(logon.sid, "invalid", "no canary")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import secrets
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
@@ -34,9 +35,13 @@ from mockcas.fba import (
     forms_auth,
     login_timeout,
     logon_redirect,
+    request_cookies,
     request_host,
 )
 from mockcas.services import HttpService, RequestContext, register
+
+if TYPE_CHECKING:
+    from mockcas.cas import Cas
 
 USER_CONTEXT_COOKIE = "UserContext"
 OUTLOOK_SESSION_COOKIE = "OutlookSession"
@@ -119,9 +124,14 @@ async def _read_body(request: web.Request) -> bytes | None:
 class OwaService(HttpService):
     id = "owa"
 
+    def __init__(self, cas: Cas) -> None:
+        super().__init__(cas)
+        self.forms = forms_auth(cas)
+
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         path = ctx.path
         host = request_host(request, self.cas.config.vip_host)
+        cookies = request_cookies(request)
         if path == LOGON_PAGE:
             response = self._logon_page(request, ctx, host)
         elif path == LOGON_POST:
@@ -130,9 +140,9 @@ class OwaService(HttpService):
             ctx.note("", "invalid", "no such page")
             response = web.Response(status=404, text="404 - File or directory not found.")
         else:
-            response = self._application(request, ctx, host, path)
+            response = self._application(request, ctx, host, cookies)
         response.headers["X-OWA-Version"] = OWA_VERSION
-        if OUTLOOK_SESSION_COOKIE not in request.cookies:
+        if OUTLOOK_SESSION_COOKIE not in cookies:
             response.set_cookie(OUTLOOK_SESSION_COOKIE, secrets.token_hex(16), path="/")
         return response
 
@@ -167,15 +177,17 @@ class OwaService(HttpService):
         if user is None:
             ctx.note(username[:_CREDENTIAL_MAX_CHARS], "none", "bad credentials")
             return logon_redirect(host, "/owa/", REASON_BAD_CREDENTIALS)
-        logon = forms_auth(self.cas).logon(user)
+        logon = self.forms.logon(user)
         ctx.note(logon.sid, "new", "logon")
         response = web.Response(status=302, headers={"Location": return_path(form.get("destination", ""))})
         response.set_cookie(AUTH_COOKIE, logon.token, path="/", httponly=True)
         response.set_cookie(SESSION_COOKIE, logon.sid, path="/", httponly=True)
         return response
 
-    def _application(self, request: web.Request, ctx: RequestContext, host: str, path: str) -> web.Response:
-        method = request.method
+    def _application(
+        self, request: web.Request, ctx: RequestContext, host: str, cookies: dict[str, str]
+    ) -> web.Response:
+        method, path = request.method, ctx.path
         if method not in ("GET", "HEAD", "POST"):
             ctx.note("", "invalid", f"method {method}")
             return web.Response(status=405, text="405 - Method not allowed", headers={"Allow": "GET, POST"})
@@ -184,14 +196,14 @@ class OwaService(HttpService):
             or XHR_HEADER in request.headers
             or (path.endswith(".owa") and path != LOGOFF_PATH)
         )
-        check = forms_auth(self.cas).check(request.cookies)
+        check = self.forms.check(cookies)
         if check.state != "own" or check.logon is None:
             ctx.note(check.session_key, check.state, check.detail)
             return login_timeout() if script else logon_redirect(host, "/owa/")
         logon = check.logon
         if path == LOGOFF_PATH:
             return self._logoff(ctx, logon)
-        sent = request.cookies.get(USER_CONTEXT_COOKIE)
+        sent = cookies.get(USER_CONTEXT_COOKIE)
         if sent is not None and sent == logon.user_context:
             ctx.note(logon.sid, "own")
             return _script_reply() if script else _page(logon)
@@ -211,7 +223,7 @@ class OwaService(HttpService):
         return response
 
     def _logoff(self, ctx: RequestContext, logon: Logon) -> web.Response:
-        forms_auth(self.cas).logoff(logon)
+        self.forms.logoff(logon)
         ctx.note(logon.sid, "own", "logoff")
         response = web.Response(text=_SIGNED_OUT_HTML, content_type="text/html")
         for name in (AUTH_COOKIE, SESSION_COOKIE, USER_CONTEXT_COOKIE):

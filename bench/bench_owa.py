@@ -1,0 +1,220 @@
+"""How fast one mock CAS serves authenticated OWA pages, against a bare aiohttp hello app (prints figures).
+
+Every server runs on core 0 (`taskset -c 0`), wrk on core 1. wrk sends a logged-on browser's cookies
+(cadata, sessionid, UserContext, OutlookSession) via -H, so every request passes the full logon and
+server-session checks and writes a ledger row. The mock needs aiohttp's pure-Python parser (for
+RPC_IN_DATA), so the fair reference is the hello app on the same parser; the C-parser hello is printed
+for scale. Goal: OWA pages >= 0.6 x the same-parser hello. A 404 from the same CAS shows what its core
+(routing, state headers, ledger) costs before OWA adds its part.
+
+The machine is shared, so the targets are measured in turns (OWA, core, both hellos, OWA, ...) and the best
+run of each kept. The server's CPU time per request (from /proc) moves much less with other people's
+load than requests per second do, so the goal is judged on it; both ratios are printed. Runs about 50 s.
+
+    .venv/bin/python bench/bench_owa.py [--seconds 5] [--runs 2] [--connections 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
+from lab.farm import wait_until_healthy  # noqa: E402
+from lab.model import CasEndpoint  # noqa: E402
+from loadgen.wire import owa as wire  # noqa: E402
+
+CAS_HOST, HELLO_PURE_HOST, HELLO_C_HOST = "127.0.11.41", "127.0.11.42", "127.0.11.43"
+PORT = 8080
+PAGE = wire.folder_page("IPF.Note")
+HELLO_APP = """
+import sys
+from aiohttp import web
+async def hello(request):
+    return web.Response(text="Hello, world")
+app = web.Application()
+app.router.add_get("/{tail:.*}", hello)
+web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
+"""
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    label: str
+    process: subprocess.Popen
+    url: str
+    headers: list[str] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # server CPU time per request, per run
+    requests: int = 0
+    not_ok: int = 0
+
+
+def pinned(core: int, command: list[str], *, pure_parser: bool = True) -> subprocess.Popen:
+    """Start a process on one core (taskset execs it, so the pid is the server's own). aiohttp takes
+    any non-empty AIOHTTP_NO_EXTENSIONS (even "0") as "use the pure-Python parser"."""
+    env = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}
+    if pure_parser:
+        env["AIOHTTP_NO_EXTENSIONS"] = "1"
+    return subprocess.Popen(
+        ["taskset", "-c", str(core), *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_url(url: str, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"server for {url} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # an HTTP answer, even an error, means the server is up
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not answer in time") from None
+            time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> tuple[float, int, int]:
+    """(requests/s, requests, answers not 2xx/3xx) of one wrk run on core 1."""
+    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for header in headers:
+        command += ["-H", header]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, total, int(not_ok.group(1)) if not_ok else 0
+
+
+def run(target: Target, seconds: int, connections: int, keep: bool = True) -> None:
+    cpu_before = cpu_seconds(target.process.pid)
+    rps, total, not_ok = wrk(target.url, seconds, connections, target.headers)
+    target.requests += total
+    target.not_ok += not_ok
+    if keep:
+        target.rps.append(rps)
+        target.cpu_us.append((cpu_seconds(target.process.pid) - cpu_before) / max(total, 1) * 1e6)
+
+
+def owa_session_cookies(base: str) -> str:
+    """Log on and open OWA once, the way a browser does; returns the Cookie header it then sends."""
+    import requests  # only needed once, and slow to import
+
+    http = requests.Session()
+    form = wire.logon_form("user1", "caslab", f"{base}/owa/")
+    logon = http.post(base + wire.LOGON_POST, data=form, allow_redirects=False, timeout=5)
+    page = http.get(base + wire.HOME, allow_redirects=False, timeout=5)
+    if logon.status_code != 302 or page.status_code != 200:
+        raise SystemExit(f"logon failed: {logon.status_code} then {page.status_code}")
+    return "; ".join(f"{k}={v}" for k, v in http.cookies.get_dict().items())
+
+
+def owa_own_rows(endpoint: CasEndpoint) -> int:
+    """Ledger rows of this CAS for OWA requests that used its own session state."""
+    with urllib.request.urlopen(f"{endpoint.admin_url}/caslab/stats", timeout=5) as r:
+        return json.loads(r.read())["services"].get("owa", {}).get("own", 0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measured wrk run")
+    parser.add_argument("--runs", type=int, default=2, help="measured runs per target; the best is kept")
+    parser.add_argument("--connections", type=int, default=20)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    endpoint = CasEndpoint(name="CAS01", host=CAS_HOST)
+    hello = [sys.executable, "-c", HELLO_APP]
+    processes = [
+        pinned(0, [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST,
+                   "--log-level", "WARNING"]),
+        pinned(0, [*hello, HELLO_PURE_HOST, str(PORT)]),
+        pinned(0, [*hello, HELLO_C_HOST, str(PORT)], pure_parser=False),
+    ]  # fmt: skip
+    try:
+        wait_until_healthy(endpoint, time.monotonic() + 20, processes[0])
+        cas_base = f"http://{CAS_HOST}:{PORT}"
+        targets = [
+            Target("owa", processes[0], cas_base + PAGE, [f"Cookie: {owa_session_cookies(cas_base)}"]),
+            Target("core", processes[0], cas_base + "/nosuchvdir/"),
+            Target("hello-pure", processes[1], f"http://{HELLO_PURE_HOST}:{PORT}/"),
+            Target("hello-c", processes[2], f"http://{HELLO_C_HOST}:{PORT}/"),
+        ]
+        for target in targets[1:]:
+            wait_for_url(target.url, target.process)
+        own_before = owa_own_rows(endpoint)
+        for target in targets:  # warm-up: connections, caches, first allocations
+            run(target, 1, args.connections, keep=False)
+        for _ in range(args.runs):
+            for target in targets:
+                run(target, args.seconds, args.connections)
+        own_rows = owa_own_rows(endpoint) - own_before
+    finally:
+        for process in processes:
+            stop(process)
+
+    owa, core, pure, c_parser = targets
+    print(f"wrk -t1 -c{args.connections} on core 1, servers on core 0; {args.runs} x {args.seconds} s each")
+    print(f"{'':<66}{'best req/s':>10}{'CPU us/req':>12}")
+    rows = [
+        (f"OWA page {PAGE} (logon + UserContext, ledger)", owa),
+        ("mock CAS core alone (404 of an unknown vdir, ledger)", core),
+        ("hello, pure-Python parser (AIOHTTP_NO_EXTENSIONS=1)", pure),
+        ("hello, C parser (reference)", c_parser),
+    ]
+    for label, t in rows:
+        print(f"{label:<66}{max(t.rps):10.0f}{min(t.cpu_us):12.1f}")
+    print(
+        f"OWA: {owa.requests} answers counted by wrk (warm-up included), {owa.not_ok} not 2xx/3xx; ", end=""
+    )
+    print(f"{own_rows} ledger rows 'own' (wrk does not count requests in flight as a run ends)")
+    by_rps = max(owa.rps) / max(pure.rps)
+    by_cpu = min(pure.cpu_us) / min(owa.cpu_us)
+    verdict = "met" if by_cpu >= 0.6 else "NOT met"
+    print(f"ratio OWA / same-parser hello: {by_rps:.2f} by req/s, {by_cpu:.2f} by CPU time", end="")
+    print(f" (goal >= 0.60 by CPU time: {verdict})")
+    print(f"ratio OWA / C-parser hello:    {max(owa.rps) / max(c_parser.rps):.2f} by req/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
