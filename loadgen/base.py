@@ -13,11 +13,13 @@ concrete class per (population, client kind) with `plan`, `population` and `fixe
 
 from __future__ import annotations
 
+import http.cookiejar
 import itertools
 import random
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from locust import FastHttpUser
 from locust.contrib.fasthttp import ResponseContextManager
@@ -29,18 +31,28 @@ from loadgen.plan import LoadPlan, PopulationPlan
 REQUEST_ID_HEADER = "X-CasLab-Request"
 STATE_HEADER = "X-CasLab-State"
 
-Classifier = Callable[[ResponseContextManager], tuple[str, str]]
+Response = ResponseContextManager  # what Locust's FastHttpSession answers with catch_response
+Classifier = Callable[[Response], tuple[str, str]]
 
 
 def classify_by_status(response: ResponseContextManager) -> tuple[str, str]:
-    """ok below 400 (cold when the CAS says its cache was cold), error otherwise; 0 = no answer."""
+    """ok below 400, error otherwise, transport when no answer came."""
     if not response.status_code:
         return "transport", type(response.error).__name__ if response.error else ""
     if response.status_code >= 400:
         return "error", f"http {response.status_code}"
-    if response.headers.get(STATE_HEADER) == "cold":
-        return "cold", ""
     return "ok", ""
+
+
+def transport_or(classify: Classifier) -> Classifier:
+    """`classify`, except that a request that got no answer at all is a transport failure."""
+
+    def wrapped(response: ResponseContextManager) -> tuple[str, str]:
+        if not response.status_code:
+            return classify_by_status(response)
+        return classify(response)
+
+    return wrapped
 
 
 class CasUser(FastHttpUser):
@@ -128,12 +140,29 @@ class CasUser(FastHttpUser):
             context={"caslab": ctx},
             **kwargs,
         ) as response:
-            ctx.outcome, ctx.detail = classify(response)
+            ctx.outcome, ctx.detail = transport_or(classify)(response)
+            if ctx.outcome == "ok" and response.headers.get(STATE_HEADER) == "cold":
+                ctx.outcome = "cold"  # served, but the CAS had to warm up for this client (a soft break)
             if ctx.outcome in ("ok", "cold"):
                 response.success()
             else:
                 response.failure(f"{ctx.outcome}: {ctx.detail or response.status_code}")
         return response
+
+    def set_cookie(self, name: str, value: str) -> None:
+        """Put a cookie the client makes itself (Outlook's OutlookSession) in its jar, for every VIP host."""
+        for base in set(self.plan.endpoints.base_urls.values()):
+            host = urlsplit(base).hostname or ""
+            self.client.cookiejar.set_cookie(
+                http.cookiejar.Cookie(
+                    0, name, value, None, False, host, False, False, "/", True, False, None, False,
+                    None, None, {},
+                )
+            )  # fmt: skip
+
+    def cookie_header(self) -> str:
+        """The Cookie header a client that keeps cookies sends on a raw socket (RPC/HTTP channels)."""
+        return "; ".join(f"{c.name}={c.value}" for c in self.client.cookiejar)
 
     def report(
         self,

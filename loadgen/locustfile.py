@@ -30,8 +30,7 @@ from loadgen.plan import Endpoints, plan_from_scenario, user_classes
 scenario = load_scenario(os.environ.get("CASLAB_SCENARIO", "quickstart"))
 endpoints = Endpoints.for_vip(Vip(), scenario.farm.tls != "none", scenario.balancer.topology)
 plan = plan_from_scenario(scenario, endpoints)
-for _cls in user_classes(plan):
-    globals()[_cls.__name__] = _cls
+globals().update({cls.__name__: cls for cls in user_classes(plan)})  # Locust collects module-level users
 
 
 @events.init.add_listener

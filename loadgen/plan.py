@@ -81,9 +81,12 @@ class LoadPlan:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def think_time(self, profile: str, rng: random.Random) -> float:
-        """Seconds between two actions of one user: exponential around the profile's mean, scaled."""
+        """Seconds between two actions of one user: exponential around the profile's mean, scaled.
+
+        Capped at twice the mean (at most 576 s of Exchange time), below the shortest idle expiry a
+        session has (OWA's 15 minutes), so that a break in a run means affinity, not a user who left."""
         mean = DAY_S / PROFILES[profile] / self.time_scale
-        return min(rng.expovariate(1 / mean), 4 * mean)
+        return min(rng.expovariate(1 / mean), 2 * mean)
 
 
 def plan_from_scenario(scenario: Scenario, endpoints: Endpoints) -> LoadPlan:
