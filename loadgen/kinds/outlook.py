@@ -66,7 +66,12 @@ class OutlookHttp(CasUser):
                 return oab.classify(r.status_code)
 
             self.call(
-                "GET", "oab", oab.manifest_path(self.oab_url), name="oab manifest", classify=read_manifest
+                "GET",
+                "oab",
+                oab.manifest_path(self.oab_url),
+                name="oab manifest",
+                auth=(self.username, self.password),
+                classify=read_manifest,
             )
             self.oab_files = files
             return

@@ -1,0 +1,110 @@
+"""A phone on Exchange ActiveSync: Autodiscover (mobilesync), OPTIONS, Provision, FolderSync, a first
+Sync, then the Direct Push loop — a Ping that hangs until its heartbeat ends or mail arrives, a Sync
+when it did, and the next Ping at once.
+
+A device keeps no cookies (balancer cookies are lost on it) and presents only Basic `Authorization`
+and its address. Its keys live in the mailbox, so any CAS serves it; a CAS new to the device is `cold`
+(a soft break). Devices of a mobile carrier change address on their population's schedule: each
+request connects from the address the device has now.
+"""
+
+from __future__ import annotations
+
+from locust import task
+
+from loadgen.base import CasUser, Response
+from loadgen.kinds import register
+from loadgen.wire import autodiscover, eas
+
+HEARTBEAT_S = 480  # what a phone asks for (Exchange 2010 allows 60..3540 s); the CAS scales it
+
+
+@register
+class EasDevice(CasUser):
+    client_kind = "eas-device"
+    keeps_cookies = False
+    network_timeout = 3600.0  # a Ping hangs for the whole heartbeat
+    policy_key = ""
+    inbox = ""
+    inbox_key = "0"
+
+    def wait_time(self) -> float:
+        return 0.0  # Direct Push: the next Ping goes out as soon as the last one returns
+
+    def on_start(self) -> None:
+        population = self.plan.populations.index(self.population)
+        self.device = eas.Device(
+            self.username, self.password, device_id=f"CASLAB{population}D{self.index + 1}"
+        )
+        self.call(
+            "POST",
+            "autodiscover",
+            autodiscover.PATH,
+            data=autodiscover.mobilesync_request(self.username),
+            headers=autodiscover.HEADERS,
+            auth=(self.username, self.password),
+            classify=lambda r: autodiscover.classify(r.status_code, r.content),
+        )
+        self.send(eas.options(self.device))
+        self.set_up()
+
+    def send(self, request: eas.EasRequest) -> tuple[int, eas.Answer | None]:
+        """One EAS request: (HTTP status, the parsed answer or None)."""
+        parsed: list[eas.Answer | None] = []
+
+        def classify(r: Response) -> tuple[str, str]:
+            outcome, detail, answer = eas.read(request, r.status_code, "", r.content or b"")
+            parsed.append(answer)
+            return outcome, detail
+
+        response = self.call(
+            request.method,
+            "eas",
+            request.path,
+            name=f"eas {request.command}",
+            data=request.body,
+            headers=request.headers,
+            classify=classify,
+        )
+        return response.status_code, (parsed[0] if parsed else None)
+
+    def set_up(self) -> None:
+        """Provision, then find the inbox and start syncing it (what a phone does when added)."""
+        self.policy_key = self.inbox = ""
+        _, answer = self.send(eas.provision(self.device))
+        if not isinstance(answer, eas.ProvisionAnswer) or not answer.ok:
+            return
+        _, answer = self.send(eas.provision_ack(self.device, answer.policy_key or ""))
+        if not isinstance(answer, eas.ProvisionAnswer) or not answer.ok:
+            return
+        self.policy_key = answer.policy_key or ""
+        _, answer = self.send(eas.folder_sync(self.device, self.policy_key))
+        if isinstance(answer, eas.FolderSyncAnswer) and answer.inbox:
+            self.inbox, self.inbox_key = answer.inbox.server_id, "0"
+            self.sync_inbox()
+
+    def sync_inbox(self) -> None:
+        for _ in range(5):  # again while the server has more, as a device does
+            status, answer = self.send(eas.sync(self.device, self.policy_key, [(self.inbox, self.inbox_key)]))
+            if status == eas.NEEDS_PROVISIONING or not isinstance(answer, eas.SyncAnswer):
+                return
+            collection = next(iter(answer.collections), None)
+            if collection is None or collection.status == 3:  # invalid sync key: start the folder again
+                self.inbox_key = "0"
+                return
+            self.inbox_key = collection.sync_key or self.inbox_key
+            if not collection.more_available and self.inbox_key != "0":
+                return
+
+    @task
+    def direct_push(self) -> None:
+        if not self.policy_key or not self.inbox:
+            self.set_up()
+            return
+        status, answer = self.send(
+            eas.ping(self.device, self.policy_key, HEARTBEAT_S, [(self.inbox, "Email")])
+        )
+        if status == eas.NEEDS_PROVISIONING:
+            self.set_up()
+        elif isinstance(answer, eas.PingAnswer) and answer.status == 2:
+            self.sync_inbox()
