@@ -1,0 +1,183 @@
+"""The report files of a run exist and parse: summary.json (its schema), junit.xml, a self-contained
+report.html; `caslab report` re-renders them from the stored data (DESIGN.md section 9)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import pytest
+
+from lab import balancers
+from lab.cli import main
+from lab.model import METHODS
+from lab.report import SCHEMA, render_report, write_run
+from lab.scenario import parse_scenario
+from lab.verifier import FaultFact, RunFacts
+from tests.test_verifier import FAILOVER, T0, events, ledger_of
+
+SCENARIO = """
+name = "report-test"
+description = "a hand-made run for the report tests"
+expect = "fail"
+duration = "40s"
+[farm]
+servers = 3
+[balancer]
+driver = "stand-in"
+[[population]]
+kind = "direct"
+users = 5
+[[fault]]
+at = "10s"
+server = "CAS02"
+action = "stop"
+[[fault]]
+at = "20s"
+server = "CAS02"
+action = "start"
+[thresholds]
+hard_breaks = 0
+fault_collateral_breaks = 0
+balance_max_over_mean = 3
+"""
+
+
+class StandInDriver(balancers.Balancer):
+    name = "stand-in"
+    methods: ClassVar[frozenset[str]] = frozenset(METHODS)
+
+    def refusals(self) -> list[str]:
+        return []
+
+
+@pytest.fixture(autouse=True)
+def stand_in_driver(monkeypatch):
+    balancers.load_all()
+    monkeypatch.setitem(balancers.DRIVERS, "stand-in", StandInDriver)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A finished run's folder, written once by write_run from the failover events of the verifier tests."""
+    folder = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as patch:
+        balancers.load_all()
+        patch.setitem(balancers.DRIVERS, "stand-in", StandInDriver)
+        scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test").with_overrides(duration="30s")
+    ev = events(*FAILOVER)
+    facts = RunFacts(
+        driver="stand-in",
+        driver_version="9.9",
+        preset="recommended",
+        started_ts=T0,
+        faults=[FaultFact("CAS02", "stop", T0 + 10), FaultFact("CAS02", "start", T0 + 20)],
+        notes=["a note for the reader"],
+    )
+    (folder / "balancer").mkdir()
+    (folder / "balancer" / "stand-in.cfg").write_text("backend owa <cookie insert>\n")
+    analysis = write_run(folder, ev, ledger_of(ev), scenario, facts)
+    assert analysis.verdict == "fail"
+    return folder
+
+
+@pytest.fixture
+def run_dir(written, tmp_path):
+    """A copy of the written run that a test may change."""
+    return Path(shutil.copytree(written, tmp_path / "run"))
+
+
+def strict_json(text: str) -> dict:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_summary_has_the_schema_keys(written):
+    summary = strict_json((written / "summary.json").read_text())
+    assert summary["schema"] == SCHEMA == "caslab.summary/1"
+    assert summary["verdict"] == "fail" and summary["expected"] == "fail"
+    assert summary["scenario"]["name"] == "report-test" and summary["scenario"]["duration_s"] == 30
+    assert summary["balancer"]["driver"] == "stand-in" and summary["balancer"]["version"] == "9.9"
+    assert summary["balancer"]["methods"]["eas"] == "header Authorization"
+    assert summary["farm"]["servers"] == ["CAS01", "CAS02", "CAS03"]
+    assert {c["name"]: c["pass"] for c in summary["checks"]} == {
+        "answered_requests": True,
+        "hard_breaks": False,
+        "balance_max_over_mean": True,
+        "fault_collateral_breaks": False,
+    }
+    assert set(summary["checks"][0]) >= {"name", "value", "limit", "pass"}
+    mapi = summary["services"]["mapi"]
+    assert (mapi["requests"], mapi["sessions"], mapi["split_sessions"], mapi["hard_breaks"]) == (7, 1, 1, 2)
+    assert set(mapi) >= {"soft_breaks", "errors"} and set(mapi["latency_ms"]) == {"p50", "p95", "p99"}
+    assert set(summary["servers"]["CAS02"]) >= {"requests", "share", "sessions", "peak_connections"}
+    assert set(summary["balance"]) >= {"max_over_mean", "cv", "jain", "random_placement_pct"}
+    assert summary["populations"]["direct"]["requests"] == 14
+    assert summary["reconciliation"]["matched"] == 14
+    assert summary["faults"][0]["after_return"]["moved_back"] == 1
+    assert summary["notes"] == ["a note for the reader"]
+
+
+def test_junit_has_a_test_case_per_check_and_failures_for_failed_ones(written):
+    root = ET.parse(written / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == [
+        "answered_requests", "hard_breaks", "balance_max_over_mean", "fault_collateral_breaks",
+    ]  # fmt: skip
+    failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
+    assert failed == {
+        "hard_breaks": "hard_breaks = 3, must be <= 0",
+        "fault_collateral_breaks": "fault_collateral_breaks = 1, must be <= 0",
+    }
+    assert suite.get("tests") == "4" and suite.get("failures") == "2" == root.get("failures")
+
+
+def test_the_html_report_is_self_contained_with_its_plots_inlined(written):
+    page = (written / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 4, "load per CAS, population heat map, timeline, affinity per service"
+    assert all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
+    assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page), "nothing is fetched from elsewhere"
+    assert "class='banner fail'" in page and "This scenario is meant to fail: as expected." in page
+    for text in ("fault_collateral_breaks", "CAS02 stop at 10s, start at 20s", "a note for the reader"):
+        assert text in page
+    assert "stand-in.cfg" in page and "backend owa &lt;cookie insert&gt;" in page, "the config, escaped"
+
+
+def test_render_report_rebuilds_the_files_from_the_stored_data(run_dir):
+    before = strict_json((run_dir / "summary.json").read_text())
+    for name in ("summary.json", "junit.xml", "report.html"):
+        (run_dir / name).unlink()
+    analysis = render_report(run_dir)
+    after = strict_json((run_dir / "summary.json").read_text())
+    before.pop("generated"), after.pop("generated")
+    assert after == before and analysis.verdict == "fail"
+    assert (run_dir / "junit.xml").exists() and (run_dir / "report.html").exists()
+    stored = pd.read_parquet(run_dir / "events.parquet")
+    assert len(stored) == len(FAILOVER) and stored["server"].tolist()[2] == ""
+
+
+def test_caslab_report_exits_with_the_verdict(run_dir, tmp_path_factory, capsys):
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 1
+    assert (run_dir / "report.html").exists()
+    assert capsys.readouterr().out.strip() == f"fail: {run_dir / 'report.html'}"
+    empty = tmp_path_factory.mktemp("not-a-run")
+    assert main(["report", str(empty)]) == 2
+    assert "is not a finished run" in capsys.readouterr().err
+
+
+def test_caslab_scenarios_lists_the_bundled_ones(capsys):
+    assert main(["scenarios"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("quickstart ") and "healthy run" in line for line in lines)
+    assert len(lines) >= 9

@@ -1,0 +1,313 @@
+"""The verifier's figures on small hand-made runs whose answers are known (DESIGN.md sections 7 and 9)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from lab.scenario import BalancerSection, Farm, Fault, Population, Scenario, Thresholds
+from lab.verifier import EVENT_COLUMNS, LEDGER_COLUMNS, FaultFact, RunFacts, read_events, verify
+
+T0 = 1_000_000.0  # epoch seconds at which the hand-made runs start
+
+
+def scenario(
+    thresholds: Thresholds | None = None, faults: tuple[Fault, ...] = (), ramp_s: float = 0
+) -> Scenario:
+    return Scenario(
+        name="hand-made",
+        duration_s=60,
+        ramp_s=ramp_s,
+        time_scale=60,
+        seed=7,
+        farm=Farm(servers=3),
+        balancer=BalancerSection(),
+        populations=(Population("direct", "direct", 10, 10, {"browser": 1.0}),),
+        faults=faults,
+        thresholds=thresholds or Thresholds(),
+    )
+
+
+def events(*rows: dict) -> pd.DataFrame:
+    """Client events; each row gives what matters to the test, the rest has plain defaults."""
+    defaults = {
+        "population": "direct", "user": "u1", "client_kind": "browser", "service": "owa", "session": "s1",
+        "source_ip": "127.0.18.50", "server": "CAS01", "status": 200, "outcome": "ok", "latency_ms": 10.0,
+        "detail": "",
+    }  # fmt: skip
+    out = []
+    for i, row in enumerate(rows):
+        event = {**defaults, "request_id": f"r{i}", **row}
+        event["ts"] = T0 + row.get("t", i)
+        if event["outcome"] == "transport":
+            event.update(server="", status=0)
+        out.append({c: event[c] for c in EVENT_COLUMNS})
+    return pd.DataFrame(out, columns=list(EVENT_COLUMNS))
+
+
+def ledger_of(ev: pd.DataFrame) -> pd.DataFrame:
+    """The ledger rows the CAS would have written: one per answered event."""
+    answered = ev[ev["outcome"] != "transport"]
+    return pd.DataFrame(
+        {
+            "seq": range(len(answered)),
+            "ts": answered["ts"].to_numpy(),
+            "server": answered["server"].to_numpy(),
+            "service": answered["service"].to_numpy(),
+            "session_key": answered["session"].to_numpy(),
+            "client_ip": answered["source_ip"].to_numpy(),
+            "state": "own",
+            "status": answered["status"].to_numpy(),
+            "request_id": answered["request_id"].to_numpy(),
+            "detail": "",
+            "latency_ms": 1.0,
+        },
+        columns=list(LEDGER_COLUMNS),
+    )
+
+
+def run(ev: pd.DataFrame, sc: Scenario | None = None, facts: RunFacts | None = None, ledger=None):
+    return verify(
+        ev,
+        ledger_of(ev) if ledger is None else ledger,
+        sc or scenario(),
+        facts or RunFacts("test", started_ts=T0),
+    )
+
+
+def check(analysis, name: str):
+    return next(c for c in analysis.checks if c.name == name)
+
+
+def test_a_session_that_reached_two_cas_is_split():
+    ev = events(
+        {"session": "s1", "server": "CAS01"},
+        {"session": "s1", "server": "CAS01"},
+        {"session": "s1", "server": "CAS02"},
+        {"session": "s2", "user": "u2", "server": "CAS03"},
+        {"session": "s2", "user": "u2", "server": "CAS03"},
+        {"session": "s1", "user": "u3", "server": "CAS03"},  # same session id, another user: another session
+        {"session": "s1", "service": "ecp", "server": "CAS02"},  # same session, another service: its own unit
+        {"session": "s1", "service": "owa", "outcome": "transport"},  # no answer: does not split anything
+    )
+    a = run(ev, scenario(Thresholds(split_sessions_pct={"owa": 10, "ecp": 0})))
+    owa, ecp = a.services.loc["owa"], a.services.loc["ecp"]
+    assert (owa.requests, owa.sessions, owa.split_sessions, owa.split_pct) == (7, 3, 1, 33.333)
+    assert (ecp.sessions, ecp.split_sessions) == (1, 0)
+    assert a.servers["sessions"].to_dict() == {"CAS01": 1, "CAS02": 2, "CAS03": 2}
+    assert a.totals["split_sessions"] == 1 and a.totals["hard_breaks"] == 0
+    assert not check(a, "split_sessions_pct.owa").passed and check(a, "split_sessions_pct.ecp").passed
+    assert a.verdict == "fail"
+
+
+def test_hard_and_soft_breaks_and_errors():
+    ev = events(
+        {"service": "owa", "outcome": "foreign", "server": "CAS02"},
+        # An EAS device: cold on its first CAS (a warm-up), then moves twice (two soft breaks).
+        {"service": "eas", "session": "d1", "outcome": "cold", "server": "CAS01"},
+        {"service": "eas", "session": "d1", "server": "CAS01"},
+        {"service": "eas", "session": "d1", "outcome": "cold", "server": "CAS02"},
+        {"service": "eas", "session": "d1", "server": "CAS02"},
+        {"service": "eas", "session": "d1", "server": "CAS01"},
+        # An Address Book bind on a CAS without the user's MAPI session: a soft break, first or not.
+        {"service": "addressbook", "outcome": "cold", "server": "CAS03"},
+        {"service": "ews", "outcome": "error", "status": 500},
+        {"service": "ews", "outcome": "transport"},
+    )
+    a = run(ev, scenario(Thresholds(hard_breaks={"owa": 0, "ews": 0}, error_rate_pct=10)))
+    s = a.services
+    assert s["hard_breaks"].to_dict() == {"owa": 1, "ews": 0, "eas": 0, "addressbook": 0}
+    assert s["soft_breaks"].to_dict() == {"owa": 0, "ews": 0, "eas": 2, "addressbook": 1}
+    assert (s.loc["ews", "errors"], s.loc["ews", "transport"], s.loc["eas", "split_sessions"]) == (2, 1, 1)
+    assert a.totals["error_rate_pct"] == pytest.approx(100 * 2 / 9, abs=1e-3)
+    assert [(c.name, c.passed) for c in a.checks] == [
+        ("answered_requests", True),
+        ("hard_breaks.owa", False),
+        ("hard_breaks.ews", True),
+        ("error_rate_pct", False),
+    ]
+
+
+def test_a_nat_ed_tenant_on_one_cas_is_a_skew_beyond_random_placement():
+    tenant = [
+        {"population": "tenant-nat", "user": f"t{i}", "session": f"t{i}", "server": "CAS01"}
+        for i in range(30)
+    ]
+    direct = [{"user": f"d{i}", "session": f"d{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)]
+    a = run(events(*tenant, *direct), scenario(Thresholds(balance_max_over_mean=1.25)))
+    assert a.servers["requests"].to_dict() == {"CAS01": 40, "CAS02": 10, "CAS03": 10}
+    b = a.balance
+    assert (b["max_over_mean"], b["cv"], b["jain"]) == (2.0, pytest.approx(0.7071, abs=1e-4), 0.6667)
+    assert b["random_placement_pct"] > 99 and b["exceeds_random"]
+    assert a.population_shares.loc["tenant-nat"].to_dict() == {"CAS01": 1.0, "CAS02": 0.0, "CAS03": 0.0}
+    assert a.population_shares.loc["direct"].to_dict() == pytest.approx(
+        {"CAS01": 1 / 3, "CAS02": 1 / 3, "CAS03": 1 / 3}, abs=1e-4
+    )
+    assert a.population_requests.loc["tenant-nat", "CAS01"] == 30
+    assert not check(a, "balance_max_over_mean").passed
+
+
+def test_a_skew_from_few_heavy_sessions_is_not_blamed_on_the_balancer():
+    # Two sessions of 50 requests each, both on CAS01: random placement does that a third of the time.
+    ev = events(*({"user": f"u{i % 2}", "session": f"s{i % 2}", "server": "CAS01"} for i in range(100)))
+    b = run(ev).balance
+    assert b["max_over_mean"] == 3.0
+    assert 70 < b["random_placement_pct"] < 95 and not b["exceeds_random"]
+
+
+FAILOVER = (
+    # A (mapi) lives on CAS02, breaks when it stops, moves to CAS01, and is moved back after CAS02 returns.
+    {"service": "mapi", "user": "a", "session": "A", "server": "CAS02", "t": 1},
+    {"service": "mapi", "user": "a", "session": "A", "server": "CAS02", "t": 9},
+    {"service": "mapi", "user": "a", "session": "A", "outcome": "transport", "t": 10.5},
+    {"service": "mapi", "user": "a", "session": "A", "server": "CAS01", "outcome": "foreign", "t": 11},
+    {"service": "mapi", "user": "a", "session": "A", "server": "CAS01", "t": 19},
+    {"service": "mapi", "user": "a", "session": "A", "server": "CAS02", "outcome": "foreign", "t": 21},
+    {"service": "mapi", "user": "a", "session": "A", "server": "CAS02", "t": 22},
+    # B (owa) lives on CAS02, moves to CAS03 without breaking and stays there.
+    {"service": "owa", "user": "b", "session": "B", "server": "CAS02", "t": 5},
+    {"service": "owa", "user": "b", "session": "B", "server": "CAS03", "t": 12},
+    {"service": "owa", "user": "b", "session": "B", "server": "CAS03", "t": 22},
+    # C (owa) lives on CAS01 and is never touched.
+    {"service": "owa", "user": "c", "session": "C", "server": "CAS01", "t": 5},
+    {"service": "owa", "user": "c", "session": "C", "server": "CAS01", "t": 15},
+    # D (ews) lives on CAS03 and breaks while CAS02 is out: collateral damage.
+    {"service": "ews", "user": "d", "session": "D", "server": "CAS03", "t": 5},
+    {"service": "ews", "user": "d", "session": "D", "server": "CAS03", "outcome": "foreign", "t": 14},
+    # E (eas) starts while CAS02 is out.
+    {"service": "eas", "user": "e", "session": "E", "server": "CAS01", "t": 12},
+)
+FAILOVER_ENTRY = {
+    "server": "CAS02",
+    "action": "stop",
+    "at_s": 10.0,
+    "back_action": "start",
+    "back_at_s": 20.0,
+    "sessions_on_server": 2,
+    "sessions_lost": 1,
+    "sessions_moved": 2,
+    "failover_s_median": 1.5,
+    "failover_s_max": 2.0,
+    "collateral_sessions": 1,
+    "errors_in_window": 1,
+    "after_return": {
+        "stayed": 1,
+        "moved_back": 1,
+        "second_breaks": 1,
+        "by_service": {"owa": {"stayed": 1, "moved_back": 0}, "mapi": {"stayed": 0, "moved_back": 1}},
+    },
+}
+
+
+def test_a_failover_only_its_own_sessions_break_and_who_moves_back():
+    facts = RunFacts(
+        "test",
+        started_ts=T0,
+        faults=[FaultFact("CAS02", "stop", T0 + 10), FaultFact("CAS02", "start", T0 + 20)],
+    )
+    a = run(events(*FAILOVER), scenario(Thresholds(fault_collateral_breaks=0)), facts)
+    assert a.faults == [FAILOVER_ENTRY]
+    assert check(a, "fault_collateral_breaks").value == 1 and a.verdict == "fail"
+    assert int(a.timeline.to_numpy().sum()) == a.totals["answered"] == 14
+
+
+def test_fault_times_come_from_the_schedule_when_the_run_did_not_record_them():
+    faults = (Fault(8, "CAS02", "stop"), Fault(18, "CAS02", "start"))  # `at` counts after the ramp
+    a = run(events(*FAILOVER), scenario(faults=faults, ramp_s=2), RunFacts("test", started_ts=T0))
+    assert a.faults == [FAILOVER_ENTRY]
+
+
+def test_reconciliation_counts_every_event_and_every_ledger_row():
+    ev = events(
+        {"request_id": "r1"},
+        {"request_id": "r2"},  # the ledger says CAS02 answered it
+        {"request_id": "r3"},  # two ledger rows: the balancer retried it
+        {"request_id": "r4", "outcome": "transport"},  # never reached a CAS
+        {"request_id": "r5"},  # answered, but its ledger row is missing
+        {"request_id": ""},  # no request id at all
+        {"request_id": "r6", "outcome": "transport"},  # reached a CAS, the answer was lost
+    )
+    ledger = pd.DataFrame(
+        [(rid, server) for rid, server in
+         [("r1", "CAS01"), ("r2", "CAS02"), ("r3", "CAS01"), ("r3", "CAS01"), ("r9", "CAS03"), ("", "CAS01"),
+          ("r6", "CAS02")]],
+        columns=["request_id", "server"],
+    ).assign(ts=T0, latency_ms=1.0)  # fmt: skip
+    r = run(ev, ledger=ledger).reconciliation
+    assert r == {
+        "events": 7,
+        "matched": 4,
+        "transport_failures": 2,
+        "transport_seen_by_cas": 1,
+        "unmatched": 1,
+        "without_request_id": 1,
+        "unknown_outcome": 0,
+        "server_differs": 1,
+        "ledger_rows": 7,
+        "ledger_without_request_id": 1,
+        "ledger_not_in_events": 1,
+        "ledger_duplicate_ids": 1,
+    }
+    not_matched_transport = r["transport_failures"] - r["transport_seen_by_cas"]
+    assert r["matched"] + r["unmatched"] + r["without_request_id"] + not_matched_transport == r["events"]
+
+
+def test_peak_connections_from_the_ledger_unless_the_cas_counted_them():
+    ledger = pd.DataFrame(
+        {
+            "server": ["CAS01", "CAS01", "CAS01", "CAS02", "CAS02"],
+            "ts": [T0, T0 + 0.5, T0 + 2, T0, T0 + 0.1],
+            "latency_ms": [1000.0, 1000.0, 100.0, 100.0, 100.0],  # CAS02's second starts as its first ends
+            "request_id": ["a", "b", "c", "d", "e"],
+        }
+    )
+    ev = events({"request_id": "a"})
+    assert run(ev, ledger=ledger).servers["peak_connections"].to_dict() == {
+        "CAS01": 2,
+        "CAS02": 1,
+        "CAS03": 0,
+    }
+    facts = RunFacts("test", started_ts=T0, server_stats={"CAS01": {"peak_inflight": 7}})
+    assert run(ev, facts=facts, ledger=ledger).servers.loc["CAS01", "peak_connections"] == 7
+
+
+def test_latency_percentiles_leave_transport_failures_out():
+    ev = events(
+        *({"latency_ms": float(ms)} for ms in range(1, 101)), {"outcome": "transport", "latency_ms": 6e4}
+    )
+    owa = run(ev).services.loc["owa"]
+    assert (owa.p50_ms, owa.p95_ms, owa.p99_ms) == (50.5, 95.05, 99.01)
+
+
+def test_a_run_where_nothing_was_answered_never_passes():
+    a = run(events({"outcome": "transport"}, {"outcome": "transport"}), scenario(Thresholds()))
+    assert [(c.name, c.value, c.passed) for c in a.checks] == [("answered_requests", 0, False)]
+    assert a.verdict == "fail" and math.isnan(a.balance["max_over_mean"])
+
+
+def test_a_clean_run_passes_its_thresholds():
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    thresholds = Thresholds(hard_breaks=0, split_sessions_pct=5, balance_max_over_mean=1.1, error_rate_pct=0)
+    a = run(ev, scenario(thresholds))
+    assert a.verdict == "pass", a.checks
+    assert [c.name for c in a.checks] == [
+        "answered_requests", "hard_breaks", "split_sessions_pct", "balance_max_over_mean", "error_rate_pct",
+    ]  # fmt: skip
+
+
+def test_event_csv_files_keep_text_as_text(tmp_path):
+    ev = events({"request_id": "007", "user": "1"}, {"outcome": "transport", "request_id": "008"})
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    ev.iloc[:1].to_csv(paths[0], index=False)
+    ev.iloc[1:].to_csv(paths[1], index=False)
+    back = read_events(paths)
+    assert back["request_id"].tolist() == ["007", "008"] and back["user"].tolist() == ["1", "u1"]
+    assert back["server"].tolist() == ["CAS01", ""]
+    assert run(back, ledger=ledger_of(ev)).reconciliation["matched"] == 1
+
+
+def test_events_without_a_needed_column_are_refused_by_name():
+    with pytest.raises(ValueError, match="lack the columns: outcome"):
+        run(events({}).drop(columns=["outcome"]), ledger=pd.DataFrame())
