@@ -86,6 +86,37 @@ def _run_cas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _list_scenarios(_args: argparse.Namespace) -> int:
+    from lab.scenario import bundled_scenarios
+
+    scenarios = bundled_scenarios()
+    width = max(map(len, scenarios), default=0)
+    for name, description in scenarios.items():
+        print(f"{name:<{width}}  {description}")
+    return EXIT_OK
+
+
+def _rerender_report(args: argparse.Namespace) -> int:
+    """Re-render report.html, junit.xml and summary.json from a run's stored data; exit as the verdict."""
+    from pathlib import Path
+
+    from lab.report import RUN_FACTS, render_report
+    from lab.scenario import ScenarioError
+
+    run_dir = Path(args.run_dir)
+    missing = [n for n in (RUN_FACTS, "events.parquet", "ledger.parquet") if not (run_dir / n).is_file()]
+    if missing:
+        print(f"caslab report: {run_dir} is not a finished run (no {', '.join(missing)})", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        analysis = render_report(run_dir)
+    except (ScenarioError, ValueError, OSError) as err:
+        print(f"caslab report: cannot render {run_dir}: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    print(f"{analysis.verdict}: {run_dir / 'report.html'}")
+    return EXIT_OK if analysis.verdict == "pass" else EXIT_CHECK_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caslab",
@@ -154,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run_cas)
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios")
-    p.set_defaults(func=_not_built("scenarios", "the 'caslab run' issue"))
+    p.set_defaults(func=_list_scenarios)
 
     p = sub.add_parser("report", help="re-render the report of a finished run")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.set_defaults(func=_not_built("report", "the 'caslab run' issue"))
+    p.set_defaults(func=_rerender_report)
     return parser
 
 
