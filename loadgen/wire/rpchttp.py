@@ -12,7 +12,7 @@ plain sockets cooperative. Only `socket`/`ssl` are used, looked up when a channe
 import), so this works whether it was imported before or after the patching. Each socket is bound to
 the user's source address (loadgen.binding).
 
-`connect()` returns a `Connect` result (a split is an expected outcome in the lab, not an exception);
+`connect()` returns a `ConnectResult` (a split is an expected outcome in the lab, not an exception);
 `call()` raises `RpcHttpError` when the virtual connection is broken, `RpcFault` when the server faults
 the call. Flow-control acknowledgements are not sent (the mock CAS does not enforce windows) and
 channels are not recycled: a virtual connection ends when its 1 GB IN body is used up.
@@ -68,7 +68,7 @@ class ChannelResult:
 
 
 @dataclass
-class Connect:
+class ConnectResult:
     """The outcome of opening a virtual connection."""
 
     started: float  # epoch seconds
@@ -208,7 +208,9 @@ class VirtualConnection:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def connect(self, *, out_request_id: str | None = None, in_request_id: str | None = None) -> Connect:
+    def connect(
+        self, *, out_request_id: str | None = None, in_request_id: str | None = None
+    ) -> ConnectResult:
         """Open both channels and wait until the server joins them (CONN/C2 on OUT)."""
         if self._out is not None:
             raise RpcHttpError("this virtual connection was opened already")
@@ -217,10 +219,10 @@ class VirtualConnection:
         out = ChannelResult("RPC_OUT_DATA", out_request_id or secrets.token_hex(8))
         in_ = ChannelResult("RPC_IN_DATA", in_request_id or secrets.token_hex(8))
 
-        def result(outcome: str, detail: str = "") -> Connect:
+        def result(outcome: str, detail: str = "") -> ConnectResult:
             if outcome != "ok":
                 self.close()
-            return Connect(started, (time.perf_counter() - t0) * 1000, outcome, detail, out, in_)
+            return ConnectResult(started, (time.perf_counter() - t0) * 1000, outcome, detail, out, in_)
 
         try:
             self._out = self._open(self.out_address)
@@ -232,7 +234,9 @@ class VirtualConnection:
             connection_timeout_ms = rts.parse_conn_a3(self._out.read_pdu(deadline))
             self.keepalive_s = connection_timeout_ms / 1000
             self._in = self._open(self.address)
-            b1 = rts.conn_b1(self.vc_cookie, rts.new_cookie(), rts.new_cookie(), IN_CONTENT_LENGTH)
+            b1 = rts.conn_b1(
+                self.vc_cookie, rts.new_cookie(), rts.new_cookie(), IN_CONTENT_LENGTH, CLIENT_KEEPALIVE_MS
+            )
             self._in.send(self._request_head(in_.method, IN_CONTENT_LENGTH, in_.request_id) + b1)
             self._in_sent, self._last_in_send = len(b1), time.monotonic()
         except (OSError, rts.RtsError, RpcHttpError) as err:

@@ -20,11 +20,14 @@ client pings at lab speed). Pings, Keep-Alive and FlowControlAck RTS PDUs on IN 
 Not modelled: flow control windows (nothing here sends enough to fill one), channel recycling, binds and
 RPC-level authentication. A request's stub is echoed back as the response's.
 
-Ledger rows, one per channel, written when the channel ends:
-    joined and served       new/own   OUT 200, IN 200 (the CAS closed it), detail "" or partner-closed
-    its client went away    new/own   499, client-gone
-    partner never came      foreign   OUT 200 (the stream is cut short), IN 503; channel-split
-    bad input               invalid   400/404/405/403/411 (401 without good credentials: state none)
+Ledger rows, one per channel, written when the channel ends (state, status, detail):
+    joined, then its partner ended    new/own   OUT 200, IN 200 (cut by the CAS)   partner-closed
+    joined, then its client left      new/own   499                                 client-gone
+    IN body used up (no recycling)    new/own   200                                 in-stream-ended
+    partner never came                foreign   OUT 200 (cut short), IN 503         channel-split
+    the CAS closed                    new/own   as above                            cas-closing
+    bad input                         invalid   400/403/404/405/411, or 499 if the client left mid-PDU
+    no good credentials               none      401                                 unauthenticated
 """
 
 from __future__ import annotations
@@ -55,10 +58,10 @@ IN_CONTENT_LENGTH_RANGE = (128 * 1024, 2 * 1024**3)  # what an IN channel may de
 OUT_KEEPALIVE_S = 900.0  # the CAS pings OUT after this much silence (Exchange time)
 IN_KEEPALIVE_S = 720.0  # the client must ping IN this often (told in CONN/A3 and CONN/C2)
 RECEIVE_WINDOW = 65536  # what CONN/C2 announces for the IN channel
-MAX_CALL_STUB = 4 * 1024 * 1024  # [MS-RPCE]: a call's stub above this gets a fault
-FAULT_TOO_BIG = 0x5  # the status [MS-RPCE] 3.3.3.5 names for an oversized call
-# The IN channel's error answer: RPC_S_SERVER_UNAVAILABLE (1722) in [MS-RPCH] 2.1.2.1.3's reason form.
-SPLIT_REASON = "RPC Error: 6ba"
+MAX_CALL_STUB = 4 * 1024 * 1024  # [MS-RPCE]: a call whose stub is longer gets a fault ...
+FAULT_TOO_BIG = 0x5  # ... with this status
+# The reason phrase of an IN channel's error answer ([MS-RPCH] 2.1.2.1.3): RPC_S_SERVER_UNAVAILABLE (1722).
+UNAVAILABLE_REASON = "RPC Error: 6ba"
 
 
 class _OutGone(Exception):
@@ -85,8 +88,7 @@ class _VirtualConnection:
     out_response: web.StreamResponse | None = None
     out_ctx: RequestContext | None = None
     out_ready: bool = False  # CONN/A3 is on the wire: CONN/C2 may follow
-    in_ctx: RequestContext | None = None
-    in_ready: bool = False
+    in_ctx: RequestContext | None = None  # set once CONN/B1 is read: the IN half is ready at once
     joined: bool = False
     last_out_send: float = field(default_factory=time.monotonic)
     decided: asyncio.Event = field(default_factory=asyncio.Event)  # joined, or ended
@@ -144,7 +146,7 @@ class RpcHttpService(HttpService):
             return _fail(ctx, 400, f"IN channel Content-Length {length}")
         if self._closed.is_set():
             ctx.note("", "none", "cas-closing")
-            return web.Response(status=503, reason=SPLIT_REASON)
+            return web.Response(status=503, reason=UNAVAILABLE_REASON)
         return None
 
     async def _opening(
@@ -162,7 +164,7 @@ class RpcHttpService(HttpService):
             return None, _Unanswered(status=499)
         except _CasClosing:
             ctx.note("", "none", "cas-closing")
-            return None, web.Response(status=503, reason=SPLIT_REASON)
+            return None, web.Response(status=503, reason=UNAVAILABLE_REASON)
         if first.vc_cookie == bytes(rts.COOKIE_LENGTH):
             return None, _fail(ctx, 400, "protocol-error: nil virtual-connection cookie")
         return first, None
@@ -219,7 +221,7 @@ class RpcHttpService(HttpService):
             await response.prepare(request)
             await self._send_out(vc, rts.conn_a3(self._ms(IN_KEEPALIVE_S)))
             vc.out_ready = True
-            if vc.in_ready:
+            if vc.in_ctx is not None:
                 await self._join(vc)
         except (_OutGone, ConnectionError):
             self._finish(vc, out_detail="client-gone", in_detail="partner-closed")
@@ -249,14 +251,13 @@ class RpcHttpService(HttpService):
         vc = self._register(b1.vc_cookie, ctx, out=False)
         if vc is None:
             return _fail(ctx, 400, "protocol-error: a second IN channel for one virtual connection")
-        vc.in_ready = True
         if vc.out_ready:
             try:
                 await self._join(vc)
             except _OutGone:
                 self._finish(vc, out_detail="client-gone", in_detail="partner-closed")
         if not await self._paired(vc, ctx):  # split, or the OUT half went away before the join
-            return web.Response(status=503, reason=SPLIT_REASON, text=ctx.detail)
+            return web.Response(status=503, reason=UNAVAILABLE_REASON, text=ctx.detail)
         pump = asyncio.create_task(self._pump_in(vc, request.content))
         try:
             await vc.ended.wait()
@@ -343,14 +344,16 @@ class RpcHttpService(HttpService):
             return True
         if not vc.decided.is_set():
             ctx.note(vc.key, "foreign", "channel-split")
-            self._finish(vc)
+            self._finish(vc, out_detail="partner-closed", in_detail="partner-closed")  # a late partner
         return False
 
     async def _send_out(self, vc: _VirtualConnection, data: bytes) -> None:
-        if vc.out_response is None or vc.ended.is_set():
-            raise _OutGone
+        """Write down OUT; nothing once the virtual connection has ended. _OutGone if the write fails."""
+        response = vc.out_response
+        if response is None or vc.ended.is_set():
+            return
         try:
-            await vc.out_response.write(data)
+            await response.write(data)
         except ConnectionError:
             raise _OutGone from None
         vc.last_out_send = time.monotonic()
