@@ -2,8 +2,9 @@
 that RPC over HTTP v2 adds to set up and keep alive a virtual connection ([MS-RPCH] sections 2.2.3, 2.2.4).
 
 Every PDU starts with the 16-byte common header: rpc_vers 5, rpc_vers_minor 0, PTYPE, pfc_flags, the
-data representation (only little-endian/ASCII/IEEE, `10 00 00 00`, as Windows always sends), frag_length,
-auth_length and call_id, all little-endian. An RTS PDU (PTYPE 20) adds Flags and NumberOfCommands and then
+data representation, frag_length, auth_length and call_id. Only the little-endian/ASCII/IEEE data
+representation (`10 00 00 00`) is read or written: [MS-RPCH] requires it for RTS PDUs and Windows uses it
+for all. An RTS PDU (PTYPE 20) adds Flags and NumberOfCommands and then
 that many commands, each a 4-byte command type and its fixed or counted body.
 
 `decode_pdu` turns the bytes of one PDU into an `RtsPdu`, `RequestPdu`, `ResponsePdu` or `FaultPdu`;
