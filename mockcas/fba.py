@@ -18,6 +18,7 @@ Pages answer foreign and expired logons with a 302 to the logon page (`reason=0`
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 import weakref
@@ -41,7 +42,7 @@ REASON_LOGON, REASON_BAD_CREDENTIALS = 0, 2
 # A request made by script rather than by the browser's navigation (our chosen marker, besides each
 # service's own script paths): it gets 440 instead of a redirect a script could not follow.
 XHR_HEADER = "X-Requested-With"
-_MAX_KEY_CHARS = 64  # a client-sent session id longer than this is not one of ours; keep ledger rows small
+SESSION_KEY_MAX_CHARS = 64  # client-sent names beyond this are not ours; keeps ledger rows small
 
 
 @dataclass(slots=True)
@@ -74,7 +75,7 @@ class FormsAuth:
         self.idle_s = cas.scaled(PUBLIC_IDLE_S)
         self.clock: Callable[[], float] = time.monotonic  # tests may swap it to move time
         self._by_token: dict[str, Logon] = {}
-        self._last_sweep = self.clock()
+        self._last_sweep = -math.inf  # the first logon sweeps (nothing) and starts the period
 
     def __len__(self) -> int:
         return len(self._by_token)
@@ -108,7 +109,7 @@ class FormsAuth:
     def _check_unknown(self, token: str, sent_sid: str) -> LogonCheck:
         # The session key of a cadata we cannot read is the sessionid the client sent beside it, so the
         # lab can still tell whose session broke.
-        key = sent_sid if len(sent_sid) <= _MAX_KEY_CHARS else ""
+        key = sent_sid if len(sent_sid) <= SESSION_KEY_MAX_CHARS else ""
         if not token:
             return LogonCheck("none", key, "not logged on")
         state, data = self._sealer.open(token)

@@ -142,6 +142,8 @@ def test_wrong_password_goes_back_to_the_logon_page_with_reason_2(make_farm):
     )
     row = browser.row()
     assert (row["state"], row["session_key"]) == ("none", "user1")
+    page = browser.get(r.headers["Location"])
+    assert "user name or password you entered isn't correct" in page.text
 
 
 def test_first_owa_page_makes_the_user_context_and_later_requests_use_it(make_farm):
@@ -210,6 +212,19 @@ def test_logon_idles_out_after_15_scaled_minutes_and_activity_keeps_it(make_farm
     assert browser.row()["detail"] == "idle timeout"
     ecp = browser.post(wire.ecp_call("PersonalSettings/Accounts", "GetObject", "x"))
     assert ecp.status_code == 440 and browser.state() == ("expired", 440)
+
+
+def test_idle_logons_are_forgotten_so_memory_stays_bounded(make_farm):
+    farm = make_farm(BASE, servers=1, time_scale=60)
+    auth = forms_auth(farm["CAS01"])
+    now = [1000.0]
+    auth.clock = lambda: now[0]
+    for user in ("user1", "user2"):
+        assert Browser(farm).logon(user).status_code == 302
+    assert len(auth) == 2
+    now[0] += auth.idle_s + 1
+    assert Browser(farm).logon("user3").status_code == 302  # a logon sweeps the idle ones away
+    assert len(auth) == 1
 
 
 def test_ecp_page_issues_a_canary_that_calls_must_echo(make_farm):
@@ -350,6 +365,7 @@ def test_broken_logon_forms_get_400_or_a_failed_logon_and_a_ledger_row(make_farm
         assert browser.state() == (state, status), body[:40]
     assert browser.get(wire.LOGON_POST).status_code == 302 and browser.state() == ("invalid", 302)
     assert browser.request("PUT", wire.HOME).status_code == 405 and browser.state() == ("invalid", 405)
+    assert browser.request("DELETE", "/ecp/").status_code == 405 and browser.state() == ("invalid", 405)
     r = browser.post(wire.LOGON_POST, data=wire.logon_form("user1", "caslab", "https://evil.example//x"))
     assert r.status_code == 302 and r.headers["Location"] == "/owa/"  # never off to another host
 

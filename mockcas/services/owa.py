@@ -30,6 +30,7 @@ from mockcas.fba import (
     LOGON_POST,
     REASON_BAD_CREDENTIALS,
     SESSION_COOKIE,
+    SESSION_KEY_MAX_CHARS,
     XHR_HEADER,
     Logon,
     forms_auth,
@@ -175,7 +176,7 @@ class OwaService(HttpService):
         if len(username) <= _CREDENTIAL_MAX_CHARS and len(password) <= _CREDENTIAL_MAX_CHARS:
             user = self.cas.users.check(username, password)
         if user is None:
-            ctx.note(username[:_CREDENTIAL_MAX_CHARS], "none", "bad credentials")
+            ctx.note(username[:SESSION_KEY_MAX_CHARS], "none", "bad credentials")
             return logon_redirect(host, "/owa/", REASON_BAD_CREDENTIALS)
         logon = self.forms.logon(user)
         ctx.note(logon.sid, "new", "logon")
