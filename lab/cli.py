@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from lab import model
 
@@ -117,6 +118,22 @@ def _rerender_report(args: argparse.Namespace) -> int:
     return EXIT_OK if analysis.verdict == "pass" else EXIT_CHECK_FAILED
 
 
+def _run(args: argparse.Namespace) -> int:
+    from lab.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario).with_overrides(
+            driver=args.driver, preset=args.preset, duration=args.duration
+        )
+    except ScenarioError as err:
+        print(f"caslab run: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    from lab.run import run_scenario  # imports Locust, which patches the process with gevent
+
+    code, _run_dir = run_scenario(scenario, Path(args.out), backend=args.backend)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caslab",
@@ -132,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="persistence preset: article, recommended, source-ip-all, ...")
     p.add_argument("--backend", choices=["local", "docker"], default="local")
     p.add_argument("--duration", help="override the load phase, e.g. 30s")
-    p.add_argument("--out", help="reports folder (default: reports/)")
-    p.set_defaults(func=_not_built("run", "the 'caslab run' issue"))
+    p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
+    p.set_defaults(func=_run)
 
     p = sub.add_parser("matrix", help="run one scenario on several drivers x presets, side by side")
     p.add_argument("scenario", metavar="SCENARIO")

@@ -80,6 +80,16 @@ class LocalLab:
         self.farm.collect_ledger()
         return self.farm.ledger_rows
 
+    def server_stats(self) -> dict[str, dict]:
+        """Each running CAS's /caslab/stats (peak in-flight requests, counts per service and state)."""
+        stats = {}
+        for name in self.farm.processes:
+            try:
+                stats[name] = self.farm.stats(name)
+            except OSError as err:
+                log.warning("could not read %s stats: %s", name, err)
+        return stats
+
     def counters(self) -> dict[str, int]:
         try:
             return self.balancer.counters()

@@ -1,0 +1,191 @@
+"""`caslab run`: one scenario from start to verdict (DESIGN.md sections 8-10).
+
+    scenario -> lab (farm + balancer) -> load (Locust populations, faults on schedule)
+             -> ledgers + client events -> verifier -> report files -> exit code
+
+Everything the run makes goes into reports/<name>-<UTC time>/. The lab is torn down on every path out
+(success, failure, Ctrl-C, SIGTERM), so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from lab.backends.local import LocalLab
+from lab.model import BalancerSpec, Vip, local_farm
+from lab.report import write_run
+from lab.scenario import Scenario
+from lab.verifier import FaultFact, RunFacts, read_events
+
+log = logging.getLogger("caslab.lab")
+
+EXIT_PASS, EXIT_FAIL, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+class LabError(RuntimeError):
+    """The lab could not run (exit code 2); the message says why."""
+
+
+def new_run_dir(out: Path, name: str) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out / f"{name}-{stamp}"
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = out / f"{name}-{stamp}-{n}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _log_to(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "lab.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def _raise_on_sigterm() -> None:
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class ProgressLine:
+    """One status line, rewritten in place on a terminal and printed every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, text: str, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or now - self._last >= 5:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self._last = now
+
+
+def run_scenario(
+    scenario: Scenario,
+    out: Path,
+    *,
+    backend: str = "local",
+    say: Callable[[str], None] = print,
+) -> tuple[int, Path]:
+    """Run one scenario; returns (exit code, run folder)."""
+    from loadgen.runner import Progress, run_load  # imports locust, which patches sockets with gevent
+
+    run_dir = new_run_dir(out, scenario.name)
+    handler = _log_to(run_dir)
+    _raise_on_sigterm()
+    progress = ProgressLine()
+    lab = None
+    try:
+        say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
+        (run_dir / "scenario.toml").write_text(scenario.source_text or "")
+        servers = local_farm(scenario.farm.servers)
+        vip = Vip()
+        tls_files = None
+        if scenario.farm.tls != "none":
+            from lab.certs import make_tls_files
+
+            tls_files = make_tls_files(run_dir / "tls", vip, servers)
+            (run_dir / "ca.pem").write_bytes(tls_files.ca_pem.read_bytes())
+        spec = scenario.balancer_spec(servers, vip, tls_files)
+        lab = _make_lab(backend, spec, run_dir, scenario)
+        progress("phase: starting farm and balancer")
+        lab.start()
+        from loadgen.plan import Endpoints, plan_from_scenario
+
+        endpoints = Endpoints.for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
+        plan = plan_from_scenario(scenario, endpoints)
+        schedule = list(scenario.fault_schedule())
+        fired: list[dict] = []
+
+        def fire_faults(elapsed: float) -> None:
+            while schedule and schedule[0][0] <= elapsed:
+                _at, fault = schedule.pop(0)
+                lab.fault(fault.action, fault.server)
+                fired.append({"ts": time.time(), "server": fault.server, "action": fault.action})
+
+        total = scenario.ramp_s + scenario.duration_s
+
+        def show(p: Progress) -> None:
+            phase = "ramp" if p.elapsed_s < scenario.ramp_s else "load"
+            progress(
+                f"phase: {phase} {p.elapsed_s:4.0f}s/{total:.0f}s · users {p.users} · "
+                f"requests {p.requests} · failures {p.failures}"
+            )
+
+        load_started = time.time()
+        result = run_load(
+            plan, run_dir / "events.csv", scenario.duration_s, scenario.ramp_s, on_progress=show,
+            between=fire_faults,
+        )  # fmt: skip
+        progress(f"phase: collecting ledgers ({result.requests} requests)", final=True)
+        ledger = lab.collect_ledgers()
+        facts = RunFacts(
+            driver=spec.driver,
+            driver_version=lab.balancer.version(),
+            methods={service: str(p) for service, p in spec.persistence.items()},
+            preset=spec.preset,
+            started_ts=load_started,
+            ended_ts=time.time(),
+            faults=[FaultFact(f["server"], f["action"], f["ts"]) for f in fired],
+            server_stats=lab.server_stats(),
+            balancer_counters=lab.counters(),
+        )
+        if result.saturated:
+            facts.notes.append(f"invalid run: {result.saturation_reason}")
+    except KeyboardInterrupt:
+        say("caslab: interrupted; tearing the lab down")
+        return EXIT_CANNOT_RUN, run_dir
+    except Exception as err:  # any failure to run is exit 2, with the reason
+        log.exception("the lab could not run")
+        say(f"caslab: the lab could not run: {err}")
+        return EXIT_CANNOT_RUN, run_dir
+    finally:
+        if lab is not None:
+            lab.stop()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    progress("phase: verifying", final=True)
+    analysis = write_run(
+        run_dir, read_events([run_dir / "events.csv"]), pd.DataFrame(ledger), scenario, facts
+    )
+    (run_dir / "events.csv").unlink()
+    failed = [c.name for c in analysis.checks if not c.passed]
+    say(f"caslab: verdict {analysis.verdict.upper()}" + (f" (failed: {', '.join(failed)})" if failed else ""))
+    say(f"caslab: report {run_dir / 'report.html'}")
+    if result.saturated:
+        say(f"caslab: the run is INVALID: {result.saturation_reason}")
+        return EXIT_CANNOT_RUN, run_dir
+    return (EXIT_PASS if analysis.verdict == "pass" else EXIT_FAIL), run_dir
+
+
+def _make_lab(backend: str, spec: BalancerSpec, run_dir: Path, scenario: Scenario) -> LocalLab:
+    if backend == "local":
+        return LocalLab(
+            spec,
+            run_dir,
+            time_scale=scenario.time_scale,
+            key_seed=str(scenario.seed),
+            oab_skew=scenario.farm.oab_skew,
+        )
+    raise LabError(f"backend {backend!r} is not built yet; allowed: local")
