@@ -62,21 +62,22 @@ def synthetic_run(n: int, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
         np.array(["ok", "foreign", "cold", "error", "transport"]), n, p=[0.95, 0.01, 0.02, 0.01, 0.01]
     )
     server = np.where(outcome == "transport", "", servers[server_code])
-    users = np.char.add("user", unit_user[unit].astype(str))
+    user_names = np.array([f"user{i}" for i in range(20_000)])
+    session_names = np.array([f"s{i}" for i in range(n_units)])
     events = pd.DataFrame(
         {
             "ts": ts,
             "population": np.where(unit_user[unit] < 12_000, "tenant-nat", "intranet"),
-            "user": users,
+            "user": user_names[unit_user[unit]],
             "client_kind": "browser",
             "service": np.array(SERVICES)[unit_svc[unit]],
-            "session": np.char.add("s", unit.astype(str)),
+            "session": session_names[unit],
             "source_ip": "127.64.1.10",
             "server": server,
             "status": 200,
             "outcome": outcome,
             "latency_ms": rng.gamma(2.0, 10.0, n),
-            "request_id": np.char.add("r", np.arange(n).astype(str)),
+            "request_id": [f"r{i}" for i in range(n)],
             "detail": "",
         }
     )

@@ -221,10 +221,10 @@ def _plots(analysis: Analysis) -> dict[str, str]:
         )
         bottom += values
     if bottom.sum():
-        ax.axhline(bottom[: len(servers)].mean(), color="#444", linestyle="--", linewidth=1, label="mean")
+        ax.axhline(bottom.mean(), color="#444", linestyle="--", linewidth=1, label="mean")
+        ax.legend(fontsize=7, frameon=False)
     ax.set_ylabel("answered requests")
     ax.set_title("Load per CAS (by population)")
-    ax.legend(fontsize=7, frameon=False)
     out["load"] = _png(ax.figure)
 
     # Population x CAS heat map of shares.

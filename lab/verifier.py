@@ -122,7 +122,6 @@ class Analysis:
     reconciliation: dict[str, int]
     totals: dict[str, Any]
     checks: list[Check]
-    t0: float  # epoch seconds of the timeline's zero
 
     @property
     def verdict(self) -> str:
@@ -241,7 +240,8 @@ def verify(
     weights = np.bincount(unit[answered], minlength=n_units)
     balance = _balance(requests_per_srv[: len(farm)], weights[weights > 0], trials, scenario.seed)
     pop_requests, pop_shares = _population_tables(events["population"], srv, servers, answered)
-    timeline = _timeline(ts[answered], srv[answered], servers, t0)
+    end = facts.ended_ts if facts.ended_ts is not None else t0
+    timeline = _timeline(ts[answered], srv[answered], servers, t0, end)
     faults = _faults(facts, scenario, t0, servers, unit, ts, hard, error, answered, srv, unit_svc, svc_names,
                      (su, ss, st), n_units)  # fmt: skip
     reconciliation = _reconcile(events, ledger, srv, led_srv, outcome)
@@ -270,7 +270,6 @@ def verify(
         reconciliation=reconciliation,
         totals=totals,
         checks=checks,
-        t0=t0,
     )
 
 
@@ -388,16 +387,14 @@ def _population_tables(population: pd.Series, srv, servers, answered) -> tuple[p
     return requests, shares
 
 
-def _timeline(ts: np.ndarray, srv: np.ndarray, servers: list[str], t0: float) -> pd.DataFrame:
-    """Answered requests per CAS per time bin (about 80 bins over the run, at a round width)."""
+def _timeline(ts: np.ndarray, srv: np.ndarray, servers: list[str], t0: float, end: float) -> pd.DataFrame:
+    """Answered requests per CAS per time bin (about 80 bins from t0 to the run's end, at a round width)."""
     n_srv = len(servers)
-    if len(ts) == 0:
-        return pd.DataFrame(columns=servers, dtype=np.int64)
     rel = np.maximum(ts - t0, 0)
-    span = float(rel.max()) or 1.0
+    span = max(float(rel.max(initial=0)), end - t0) or 1.0
     width = next((w for w in (0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600) if span / w <= 80), 1800)
     bins = (rel // width).astype(np.int64)
-    n_bins = int(bins.max()) + 1
+    n_bins = int(span // width) + 1
     counts = np.bincount(bins * n_srv + srv, minlength=n_bins * n_srv).reshape(n_bins, n_srv)
     return pd.DataFrame(counts, index=pd.Index(np.arange(n_bins) * width, name="t_s"), columns=servers)
 
