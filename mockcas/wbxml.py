@@ -282,8 +282,12 @@ def decode(data: bytes) -> Element:
     page = 0
     open_elements: list[_Open] = []
     root: Element | None = None
+    data, size = reader.data, len(reader.data)
     while root is None:
-        token = reader.byte()
+        if reader.pos >= size:  # reader.byte() inlined: this loop runs once per token
+            raise WbxmlError("truncated document")
+        token = data[reader.pos]
+        reader.pos += 1
         if token == SWITCH_PAGE:
             page = reader.byte()
             continue
