@@ -134,6 +134,27 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+def _up(args: argparse.Namespace) -> int:
+    if args.backend != "local":
+        print("caslab up: the docker backend is not built yet; use --backend local", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    from lab.balancers import Unsupported
+    from lab.run import new_run_dir
+    from lab.up import up
+
+    try:
+        return up(args.servers, args.driver, args.preset, args.tls, new_run_dir(Path(args.out), "up"))
+    except (Unsupported, KeyError, ValueError) as err:
+        print(f"caslab up: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+
+def _down(_args: argparse.Namespace) -> int:
+    from lab.up import down
+
+    return down()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caslab",
@@ -167,13 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--scenario")
     pc.set_defaults(func=_not_built("balancer config", "the balancer drivers issue"))
 
-    p = sub.add_parser("up", help="start a lab to explore by hand (farm + balancer)")
+    p = sub.add_parser(
+        "up",
+        help="start a lab to explore by hand (farm + balancer, no load)",
+        description="Start a farm of mock CAS behind a real balancer on loopback and wait; point a browser, "
+        "curl or Outlook at the VIP. Stops on Ctrl-C or `caslab down`.",
+    )
     p.add_argument("--backend", choices=["local", "docker"], default="local")
-    p.add_argument("--servers", type=int, default=3)
-    p.set_defaults(func=_not_built("up", "the 'caslab run' issue"))
+    p.add_argument("--servers", type=int, default=3, help="number of CAS (default 3)")
+    p.add_argument("--driver", default="envoy", help="balancer driver (default envoy)")
+    p.add_argument("--preset", default="recommended", help="persistence preset (default recommended)")
+    p.add_argument("--tls", default="offload", choices=model.TLS_MODES, help="TLS mode (default offload)")
+    p.add_argument("--out", default="reports", help="where the lab's folder goes (default reports/)")
+    p.set_defaults(func=_up)
 
     p = sub.add_parser("down", help="stop the lab started by 'caslab up'")
-    p.set_defaults(func=_not_built("down", "the 'caslab run' issue"))
+    p.set_defaults(func=_down)
 
     p = sub.add_parser(
         "cas",

@@ -36,6 +36,7 @@ class LabError(RuntimeError):
 
 
 def new_run_dir(out: Path, name: str) -> Path:
+    out = out.resolve()  # the balancers run with their own working directory
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out / f"{name}-{stamp}"
     n = 1

@@ -1,0 +1,92 @@
+"""`caslab up` / `caslab down`: a lab to explore by hand — a farm behind a real balancer, no load.
+
+`up` starts the farm and the balancer on the local backend, prints where to point a browser, curl or
+Outlook, and stays in the foreground until Ctrl-C or `caslab down` (which signals it through the state
+file .caslab/lab.json); either way it tears everything down, as a run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.backends.local import LocalLab
+from lab.balancers.presets import resolve
+from lab.certs import make_tls_files
+from lab.model import BalancerSpec, Vip, local_farm
+
+STATE = Path(".caslab") / "lab.json"
+
+
+def up(
+    servers: int, driver: str, preset: str, tls: str, run_dir: Path, say: Callable[[str], None] = print
+) -> int:
+    if STATE.exists():
+        pid = json.loads(STATE.read_text()).get("pid")
+        if pid and _alive(pid):
+            say(f"caslab up: a lab is already running (pid {pid}); stop it with `caslab down`")
+            return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    endpoints, vip = local_farm(servers), Vip()
+    tls_files = make_tls_files(run_dir / "tls", vip, endpoints) if tls != "none" else None
+    spec = BalancerSpec(driver=driver, persistence=resolve(preset), servers=endpoints, vip=vip, tls=tls,
+                        tls_files=tls_files, preset=preset)  # fmt: skip
+    lab = LocalLab(spec, run_dir)
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    try:
+        lab.start()
+        STATE.parent.mkdir(exist_ok=True)
+        STATE.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}))
+        scheme, port = ("https", vip.https_port) if tls != "none" else ("http", vip.http_port)
+        say(f"caslab up: {servers} CAS behind {driver} ({preset}), config in {run_dir / 'balancer'}")
+        say(f"  OWA          {scheme}://{vip.host}:{port}/owa/   (user1@caslab.test / caslab)")
+        say(f"  MAPI / AB    {vip.host}:{vip.mapi_port} / {vip.ab_port}")
+        for e in endpoints:
+            say(f"  {e.name}        {e.host}  admin {e.admin_url}/caslab/stats")
+        if tls_files:
+            say(f"  CA           {tls_files.ca_pem}")
+        say("  stop with Ctrl-C or `caslab down`")
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        lab.stop()
+        if STATE.exists() and json.loads(STATE.read_text()).get("pid") == os.getpid():
+            STATE.unlink()
+    say("caslab up: stopped")
+    return 0
+
+
+def down(say: Callable[[str], None] = print, timeout: float = 30.0) -> int:
+    if not STATE.exists():
+        say("caslab down: no lab is running here (no .caslab/lab.json)")
+        return 0
+    pid = json.loads(STATE.read_text()).get("pid")
+    if not pid or not _alive(pid):
+        STATE.unlink()
+        say("caslab down: the lab was gone already")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        say(f"caslab down: pid {pid} did not stop in {timeout:.0f}s")
+        return 2
+    say("caslab down: stopped")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
