@@ -134,6 +134,22 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    from lab.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario).with_overrides(duration=args.duration)
+    except ScenarioError as err:
+        print(f"caslab matrix: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    from lab.matrix import run_matrix  # imports Locust, which patches the process with gevent
+
+    drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    code, _folder = run_matrix(scenario, drivers, presets, Path(args.out))
+    return code
+
+
 def _up(args: argparse.Namespace) -> int:
     if args.backend != "local":
         print("caslab up: the docker backend is not built yet; use --backend local", file=sys.stderr)
@@ -175,10 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("matrix", help="run one scenario on several drivers x presets, side by side")
     p.add_argument("scenario", metavar="SCENARIO")
-    p.add_argument("--drivers", default="envoy,haproxy,nginx")
-    p.add_argument("--presets", default="recommended")
-    p.add_argument("--out")
-    p.set_defaults(func=_not_built("matrix", "the 'caslab run' issue"))
+    p.add_argument("--drivers", default="envoy,haproxy,nginx", help="comma-separated (default: %(default)s)")
+    p.add_argument("--presets", default="recommended", help="comma-separated (default: %(default)s)")
+    p.add_argument("--duration", help="override the load phase of every run, e.g. 30s")
+    p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
+    p.set_defaults(func=_matrix)
 
     p = sub.add_parser("balancer", help="balancer helpers: print a rendered config")
     bsub = p.add_subparsers(dest="balancer_command", metavar="ACTION", required=True)

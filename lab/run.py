@@ -88,11 +88,12 @@ def run_scenario(
     *,
     backend: str = "local",
     say: Callable[[str], None] = print,
+    run_name: str | None = None,
 ) -> tuple[int, Path]:
-    """Run one scenario; returns (exit code, run folder)."""
+    """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>."""
     from loadgen.runner import Progress, run_load  # imports locust, which patches sockets with gevent
 
-    run_dir = new_run_dir(out, scenario.name)
+    run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
     _raise_on_sigterm()
     progress = ProgressLine()
