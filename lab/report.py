@@ -195,7 +195,7 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _plots(analysis: Analysis) -> dict[str, str]:
+def _plots(analysis: Analysis, ramp_s: float) -> dict[str, str]:
     """The four plots of DESIGN.md section 9, as data: URLs."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
@@ -255,6 +255,8 @@ def _plots(analysis: Analysis) -> dict[str, str]:
         ax.plot(
             timeline.index, timeline[server] / width, label=server, color=colors.get(server), linewidth=1.4
         )
+    if ramp_s:
+        ax.axvspan(0, ramp_s, color="#d0d7de", alpha=0.5, linewidth=0, label="ramp")
     for fault in analysis.faults:
         marks = [
             (fault["at_s"], fault["action"], "#cf222e"),
@@ -342,7 +344,7 @@ pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px;max-height:480p
 
 
 def report_html(analysis: Analysis, scenario: Scenario, facts: RunFacts, configs: dict[str, str]) -> str:
-    plots = _plots(analysis)
+    plots = _plots(analysis, scenario.ramp_s)
     verdict = analysis.verdict
     e = html.escape
     expected = ""
@@ -449,13 +451,24 @@ def _fault_table(faults: list[dict[str, Any]]) -> str:
 
 def _reconciliation(r: dict[str, int]) -> str:
     frame = pd.DataFrame({"count": r}).rename_axis("")
-    complete = r["unmatched"] == 0 and r["without_request_id"] == 0 and r["unknown_outcome"] == 0
-    verdict = (
-        "Every client request is accounted for."
-        if complete
-        else "Some client requests are not accounted for: the lab lost data, see the counts."
-    )
-    return _table(frame) + f"<p class='note'>{verdict}</p>"
+    notes = [
+        f"{r['unmatched']} requests answered by a CAS have no ledger row: the lab lost ledger rows "
+        "(for example a CAS stopped before its last rows were read)."
+        if r["unmatched"]
+        else "Every request a CAS answered has its ledger row."
+    ]
+    if r["without_request_id"]:
+        notes.append(
+            f"{r['without_request_id']} events carry no request id (exchanges inside an open connection, "
+            "such as RPC calls on an RPC/HTTP channel); they are counted, not matched."
+        )
+    if r["ledger_duplicate_ids"]:
+        notes.append(
+            f"{r['ledger_duplicate_ids']} requests reached more than one CAS: the balancer retried them."
+        )
+    if r["unknown_outcome"]:
+        notes.append(f"{r['unknown_outcome']} events have an outcome the verifier does not know.")
+    return _table(frame) + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
 
 
 def _balancer(scenario: Scenario, facts: RunFacts, configs: dict[str, str]) -> str:

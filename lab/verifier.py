@@ -23,8 +23,11 @@ so a run of a million requests is judged in seconds. Definitions, in the words o
   returns, a session that had moved away either stays where it went or **moves back** (a second break
   for a service with state).
 - **Reconciliation**: each client event carrying a request id is matched to the ledger row of that id.
-  Unmatched events, transport failures, ledger rows no client asked for (health probes), duplicated ids
-  (a balancer retry) and events whose answering server differs from the ledger's are all counted.
+  What does not match is counted by why: transport failures (no answer), answers the balancer gave
+  itself (no CAS named, e.g. Envoy's 503 with no healthy CAS), answers of a CAS without a ledger row
+  (the lab lost rows: `unmatched`), events without a request id (exchanges inside an open connection),
+  ledger rows no client asked for (health probes), ids seen more than once (a balancer retry) and
+  events whose answering server differs from the ledger's.
 """
 
 from __future__ import annotations
@@ -497,7 +500,8 @@ def _reconcile(events, ledger, srv, led_srv, outcome) -> dict[str, int]:
         "matched": int(matched.sum()),
         "transport_failures": int(transport.sum()),
         "transport_seen_by_cas": int((transport & matched).sum()),
-        "unmatched": int((has_id & ~matched & ~transport).sum()),
+        "unmatched": int((has_id & ~matched & ~transport & (srv >= 0)).sum()),
+        "answered_by_balancer": int((has_id & ~matched & ~transport & (srv < 0)).sum()),
         "without_request_id": int((~has_id).sum()),
         "unknown_outcome": int(n_ev - sum(int(m.sum()) for m in outcome.values())),
         "server_differs": int(differs.sum()),

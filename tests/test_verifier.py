@@ -228,6 +228,7 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         {"request_id": "r5"},  # answered, but its ledger row is missing
         {"request_id": ""},  # no request id at all
         {"request_id": "r6", "outcome": "transport"},  # reached a CAS, the answer was lost
+        {"request_id": "r7", "server": "", "status": 503, "outcome": "error"},  # the balancer's own answer
     )
     ledger = pd.DataFrame(
         [(rid, server) for rid, server in
@@ -237,11 +238,12 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
     ).assign(ts=T0, latency_ms=1.0)  # fmt: skip
     r = run(ev, ledger=ledger).reconciliation
     assert r == {
-        "events": 7,
+        "events": 8,
         "matched": 4,
         "transport_failures": 2,
         "transport_seen_by_cas": 1,
         "unmatched": 1,
+        "answered_by_balancer": 1,
         "without_request_id": 1,
         "unknown_outcome": 0,
         "server_differs": 1,
@@ -251,7 +253,8 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "ledger_duplicate_ids": 1,
     }
     not_matched_transport = r["transport_failures"] - r["transport_seen_by_cas"]
-    assert r["matched"] + r["unmatched"] + r["without_request_id"] + not_matched_transport == r["events"]
+    accounted = r["matched"] + r["unmatched"] + r["answered_by_balancer"] + r["without_request_id"]
+    assert accounted + not_matched_transport == r["events"]
 
 
 def test_peak_connections_from_the_ledger_unless_the_cas_counted_them():
