@@ -274,8 +274,9 @@ def check_sticky_clients(make_client: Callable[[int], Client], path: str = "/owa
     homes = []
     for i in range(n):
         client = make_client(i)
-        seen = client.servers(6, path)
-        assert all(seen) and len(set(seen)) == 1, f"client {i} moved: {seen}"
+        replies = [client.request(path) for _ in range(6)]
+        seen = [r.server or f"(no CAS: {r.status} {r.body[:80]!r})" for r in replies]
+        assert len(set(seen)) == 1, f"client {i} moved: {seen}"
         homes.append(seen[0])
     assert len(set(homes)) > 1, f"all {n} clients went to {homes[0]}"
     return homes
@@ -439,3 +440,106 @@ def check_rpc_in_channel_streams(host: str = VIP.host, port: int = VIP.http_port
 def dead_port(spec_servers: list, attr: str) -> list:
     """The farm's endpoints with one port pointing nowhere, to prove which port a TLS mode uses."""
     return [replace(s, **{attr: 9}) for s in spec_servers]
+
+
+# -- whole checks a driver's test module runs against its balancer ----------------------------------------
+
+
+def check_stopped_cas_costs_no_errors(driver: str, farm: LocalFarm, run_dir: Path) -> None:
+    """CAS03's process ends while its probe still says up: the balancer's retry (to another CAS) answers
+    every request, and clients of the other CAS stay where they are."""
+    spec = spec_for(driver, http=persistence("lb-cookie"), health=HealthCheck(interval_s=10))
+    with balancer_running(spec, run_dir):
+        browsers = [Client(NAT) for _ in range(6)]
+        homes = [b.request().server for b in browsers]
+        assert "CAS03" in homes
+        farm.stop(["CAS03"])
+        try:
+            for browser, home in zip(browsers, homes, strict=True):
+                replies = [browser.request() for _ in range(2)]
+                assert all(r.server for r in replies), [r.status for r in replies]
+                assert "CAS03" not in {r.server for r in replies}
+                if home != "CAS03":
+                    assert {r.server for r in replies} == {home}
+        finally:
+            farm.start(["CAS03"])
+
+
+def check_recommended_per_path(spec: BalancerSpec, run_dir: Path) -> None:
+    """The recommended preset's per-path rules on one VIP (any path case), the RPC/HTTP IN channel, and
+    MAPI + Address Book as one source-IP rule."""
+    with balancer_running(spec, run_dir):
+        # OWA and ECP: one balancer cookie for both, whatever the case of the path.
+        browser = Client(NAT)
+        first = browser.request("/OWA/")
+        assert "lb_owa_ecp" in first.set_cookies()
+        paths = ("/owa/", "/ecp/", "/ECP/", "/Owa/auth/logon.aspx")
+        assert {browser.request(p).server for p in paths} == {first.server}
+        # EWS: its own cookie, so a browser's EWS choice never moves its OWA session.
+        assert "lb_ews" in browser.request("/EWS/Exchange.asmx").set_cookies()
+        assert browser.request("/owa/").server == first.server
+        # EAS: the Authorization header, for devices that keep no cookies.
+        check_sticky_clients(
+            lambda i: Client(NAT, keep_cookies=False, headers={"Authorization": basic(f"user{i}")}),
+            "/Microsoft-Server-ActiveSync?Cmd=Ping",
+        )
+        # RPC/HTTP: the client-made OutlookSession cookie, else the source address (Outlook 2007).
+        check_sticky_clients(
+            lambda i: Client(NAT, keep_cookies=False, cookies={"OutlookSession": f"{{{uuid.uuid4()}}}"}),
+            "/rpc/rpcproxy.dll",
+        )
+        check_sticky_clients(lambda i: Client(f"127.16.8.{i + 1}", keep_cookies=False), "/rpc/rpcproxy.dll")
+        check_rpc_in_channel_streams()
+        check_mapi_and_addressbook_together()
+
+
+def check_counters_agree_with_ledgers(
+    spec: BalancerSpec, run_dir: Path, read: Callable[[Balancer], dict]
+) -> None:
+    """30 requests over several pools: the balancer's per-CAS counts equal the CAS' ledger rows."""
+    before = {name: ledger_count(name) for name in NAMES}
+    with balancer_running(spec, run_dir) as driver:
+        for i in range(30):
+            Client(f"127.16.9.{i + 1}").request(["/owa/", "/EWS/Exchange.asmx", "/oab/x", "/nothing"][i % 4])
+        counted = read(driver)
+    after = {name: ledger_count(name) for name in NAMES}
+    assert sum(counted.values()) == 30 + 1  # and balancer_running's one readiness request
+    assert counted == {name: after[name] - before[name] for name in NAMES}
+
+
+def check_tls_mode(driver: str, files: TlsFiles, run_dir: Path, mode: str, http: Persistence) -> None:
+    """Offload and bridge use the CAS port they should (the other one points nowhere; passthrough needs
+    no such proof: the client's TLS handshake could not finish on the plain port), clients verify the
+    run's CA with TLS 1.2 and 1.3, and the CAS sees the client's address only when the balancer ends TLS
+    (X-Forwarded-For); through passthrough it sees the balancer."""
+    dead = {"offload": "https_port", "bridge": "http_port"}
+    servers = dead_port(SERVERS, dead[mode]) if mode in dead else SERVERS
+    spec = spec_for(driver, http=http, tls=mode, tls_files=files, servers=servers)
+    before = sum(ledger_count(name, "127.16.10.1") for name in NAMES)
+    with balancer_running(spec, run_dir):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            client = Client("127.16.10.1", tls=tls_client_context(files, maximum=version))
+            seen = client.servers(3, "/owa/")
+            assert seen[0] and len(set(seen)) == 1, seen
+    rows_with_client_address = sum(ledger_count(name, "127.16.10.1") for name in NAMES) - before
+    assert rows_with_client_address == (0 if mode == "passthrough" else 6)
+
+
+def check_vip_per_service(spec: BalancerSpec, run_dir: Path, tcp: bool = True) -> None:
+    """Each service group on its own address: OWA and ECP share one (and one cookie), every other HTTP
+    service answers on its own, MAPI and Address Book share one."""
+    topology = "vip-per-service"
+    with balancer_running(spec, run_dir):
+        browser = Client(NAT)
+        owa_host = VIP.service_host("owa", topology)
+        first = browser.request("/owa/", host=owa_host)
+        assert first.server and "lb_owa_ecp" in first.set_cookies()
+        assert browser.request("/ecp/", host=owa_host).server == first.server
+        for service in ("ews", "eas", "rpchttp", "oab", "autodiscover"):
+            assert Client(NAT).request("/", host=VIP.service_host(service, topology)).server
+        with_refusal = socket.socket()
+        with_refusal.settimeout(2)
+        assert with_refusal.connect_ex((VIP.host, VIP.http_port)) != 0, "nothing listens on the bare VIP"
+        with_refusal.close()
+        if tcp:
+            check_mapi_and_addressbook_together(VIP.service_host("mapi", topology))
