@@ -61,9 +61,8 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
     class LedgerAccessLogger(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time_taken: float) -> None:
             ctx = request.get(_CTX)
-            if ctx is None:  # rejected by the parser, or no service owns the path
-                path = request.path if request.message is not None else ""
-                ctx = RequestContext(service_for(path) or "unknown", path.lower())
+            if ctx is None:  # rejected by the parser before any handler ran
+                ctx = RequestContext(service_for(request.path) or "unknown", request.path.lower())
                 ctx.note("", "invalid", f"http {response.status}")
             if ctx.recorded:
                 return
@@ -103,7 +102,8 @@ def build_service_app(cas: Cas) -> web.Application:
         try:
             return await service.handle(request, ctx)
         except asyncio.CancelledError:
-            # The client vanished mid-request: aiohttp will not log it, so write the row here.
+            # The CAS is stopping with this request in flight: aiohttp will not log it, so write the row
+            # here. (A client that vanishes does not cancel the handler; services see a reset instead.)
             cas.record(
                 ts=request[_T0],
                 service=sid,
@@ -112,7 +112,7 @@ def build_service_app(cas: Cas) -> web.Application:
                 state=ctx.state,
                 status=499,
                 request_id=request.headers.get(REQUEST_ID_HEADER, ""),
-                detail="client-gone",
+                detail="cancelled",
             )
             ctx.recorded = True
             raise
