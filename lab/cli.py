@@ -118,6 +118,44 @@ def _rerender_report(args: argparse.Namespace) -> int:
     return EXIT_OK if analysis.verdict == "pass" else EXIT_CHECK_FAILED
 
 
+def _balancer_config(args: argparse.Namespace) -> int:
+    """Print the config a driver renders for a preset (or a scenario's balancer section), for a local farm.
+    Paths in it (stats socket, certificates) are relative to a run folder: balancer/, tls/."""
+    from pathlib import Path
+
+    from lab.balancers import BalancerError, Unsupported, driver_class
+    from lab.balancers.presets import PRESETS, resolve
+    from lab.model import BalancerSpec, TlsFiles, Vip, local_farm
+    from lab.scenario import ScenarioError, load_scenario
+
+    tls_dir = Path("tls")
+    tls_files = TlsFiles(
+        tls_dir / "ca.pem", tls_dir / "server.crt", tls_dir / "server.key", tls_dir / "server.pem"
+    )
+    try:
+        if args.scenario:
+            scenario = load_scenario(args.scenario).with_overrides(driver=args.driver, preset=args.preset)
+            servers = local_farm(scenario.farm.servers)
+            spec = scenario.balancer_spec(
+                servers, tls_files=tls_files if scenario.farm.tls != "none" else None
+            )
+        else:
+            if args.preset not in PRESETS:
+                raise Unsupported(f"unknown preset {args.preset!r}; allowed: {', '.join(PRESETS)}")
+            spec = BalancerSpec(args.driver, resolve(args.preset), local_farm(3), Vip(), preset=args.preset)
+        driver = driver_class(spec.driver)(spec, Path("."))
+        driver.check()
+        rendered = driver.render()
+    except (ScenarioError, Unsupported, BalancerError) as err:
+        print(f"caslab balancer config: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    for name, text in rendered.items():
+        if len(rendered) > 1:
+            print(f"# ---- {name} ----")
+        print(text, end="" if text.endswith("\n") else "\n")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace) -> int:
     from lab.scenario import ScenarioError, load_scenario
 
@@ -203,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--driver", required=True)
     pc.add_argument("--preset", required=True)
     pc.add_argument("--scenario")
-    pc.set_defaults(func=_not_built("balancer config", "the balancer drivers issue"))
+    pc.set_defaults(func=_balancer_config)
 
     p = sub.add_parser(
         "up",

@@ -88,7 +88,7 @@ class Envoy(ProcessBalancer):
     name = "envoy"
     methods = frozenset({"none", "leastconn", "source-ip", "lb-cookie", "cookie-hash", "header"})
     reasons: ClassVar[dict[str, str]] = {
-        "app-cookie": "Envoy cannot learn a cookie from the server's Set-Cookie (hashing is not learning)",
+        "app-cookie": "Envoy cannot learn a cookie from the server's Set-Cookie; hashing is not learning",
         "ssl-session-id": "Envoy cannot key on the TLS session ID",
     }
 
