@@ -217,7 +217,10 @@ class Envoy(ProcessBalancer):
             action["hash_policy"] = hash_policy
         route = {"match": match, "route": action}
         if p.method == "lb-cookie":
-            cookie = {"name": cookie_name(pool), "path": "/", "ttl": seconds(p.timeout_s)}
+            # A session cookie, without ttl: Envoy does not refresh this cookie while it is used, so a ttl
+            # would end every session when it runs out, however busy the user (measured: every OWA user
+            # of a run was logged off at once). HAProxy's `maxidle` is an idle timeout; Envoy has none.
+            cookie = {"name": cookie_name(pool), "path": "/"}
             state = typed(
                 "envoy.http.stateful_session.cookie",
                 "http.stateful_session.cookie.v3.CookieBasedSessionState",
