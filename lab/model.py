@@ -36,6 +36,16 @@ METHODS: dict[str, bool] = {
     "ssl-session-id": False,
 }
 TLS_MODES: tuple[str, ...] = ("none", "offload", "bridge", "passthrough")
+# Client programs with their own wire habits (DESIGN.md section 4), and what a scenario's faults can do.
+CLIENT_KINDS: tuple[str, ...] = (
+    "browser",
+    "outlook2010-rpchttp",
+    "outlook2007-rpchttp",
+    "outlook-mapi",
+    "eas-device",
+    "ews-app",
+)
+FAULT_ACTIONS: tuple[str, ...] = ("stop", "start", "drain", "health-down", "health-up")
 TOPOLOGIES: tuple[str, ...] = ("single-vip", "vip-per-service")
 
 # Path prefixes (lower case; Exchange clients send /OWA as well as /owa) that route to each HTTP service.

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lab.model import (
+    CLIENT_KINDS,
+    FAULT_ACTIONS,
     METHODS,
     SERVICES,
     TCP_SERVICES,
@@ -51,18 +53,8 @@ from lab.model import (
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
 DRIVERS = ("envoy", "haproxy", "nginx", "traefik", "external")  # DESIGN.md section 5; envoy is the default
-FAULT_ACTIONS = ("stop", "start", "drain", "health-down", "health-up")
 EXPECTATIONS = ("pass", "fail")
 
-# DESIGN.md section 4.
-CLIENT_KINDS = (
-    "browser",
-    "outlook2010-rpchttp",
-    "outlook2007-rpchttp",
-    "outlook-mapi",
-    "eas-device",
-    "ews-app",
-)
 
 
 @dataclass(frozen=True)

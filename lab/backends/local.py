@@ -14,11 +14,9 @@ from pathlib import Path
 
 from lab.balancers import Balancer, get_driver
 from lab.farm import LocalFarm
-from lab.model import BalancerSpec, CasEndpoint
+from lab.model import FAULT_ACTIONS, BalancerSpec, CasEndpoint
 
 log = logging.getLogger("caslab.lab")
-
-FAULT_ACTIONS = ("stop", "start", "drain", "health-down", "health-up")
 
 
 class LocalLab:

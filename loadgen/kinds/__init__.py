@@ -9,17 +9,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from lab.model import CLIENT_KINDS
 from loadgen.base import CasUser
 
 KINDS: dict[str, type[CasUser]] = {}
-CLIENT_KINDS = (
-    "browser",
-    "outlook2010-rpchttp",
-    "outlook2007-rpchttp",
-    "outlook-mapi",
-    "eas-device",
-    "ews-app",
-)
 
 
 def register(cls: type[CasUser]) -> type[CasUser]:
