@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from collections import Counter
+from typing import Any
 
 from mockcas.config import CasConfig
 from mockcas.ledger import Ledger, LedgerRow
@@ -43,30 +44,11 @@ class Cas:
     def scaled(self, seconds: float) -> float:
         return self.config.scaled(seconds)
 
-    def record(
-        self,
-        *,
-        ts: float,
-        service: str,
-        session_key: str,
-        client_ip: str,
-        state: str,
-        status: int,
-        request_id: str = "",
-        detail: str = "",
-    ) -> LedgerRow:
-        """Append one ledger row (services call this for TCP exchanges; HTTP rows are written for them)."""
+    def record(self, *, service: str, state: str, **row: Any) -> LedgerRow:
+        """Append one ledger row (fields of Ledger.record). Services call this for TCP exchanges; HTTP
+        rows are written for them by the server's access logger."""
         self.counts[(service, state)] += 1
-        return self.ledger.record(
-            ts=ts,
-            service=service,
-            session_key=session_key,
-            client_ip=client_ip,
-            state=state,
-            status=status,
-            request_id=request_id,
-            detail=detail,
-        )
+        return self.ledger.record(service=service, state=state, **row)
 
     def set_health(self, value: str) -> None:
         if value not in HEALTH_STATES:
