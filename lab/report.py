@@ -462,9 +462,15 @@ def _reconciliation(r: dict[str, int]) -> str:
             f"{r['without_request_id']} events carry no request id (exchanges inside an open connection, "
             "such as RPC calls on an RPC/HTTP channel); they are counted, not matched."
         )
+    if r["event_duplicate_ids"]:
+        notes.append(
+            f"{r['event_duplicate_ids']} request ids were sent by more than one client request: the load "
+            "generator's ids are not unique, so those events may be matched to the wrong ledger row."
+        )
     if r["ledger_duplicate_ids"]:
         notes.append(
-            f"{r['ledger_duplicate_ids']} requests reached more than one CAS: the balancer retried them."
+            f"{r['ledger_duplicate_ids']} request ids are on more than one ledger row: a balancer retried "
+            "them" + (", or clients reused them (above)." if r["event_duplicate_ids"] else ".")
         )
     if r["unknown_outcome"]:
         notes.append(f"{r['unknown_outcome']} events have an outcome the verifier does not know.")

@@ -26,8 +26,9 @@ so a run of a million requests is judged in seconds. Definitions, in the words o
   What does not match is counted by why: transport failures (no answer), answers the balancer gave
   itself (no CAS named, e.g. Envoy's 503 with no healthy CAS), answers of a CAS without a ledger row
   (the lab lost rows: `unmatched`), events without a request id (exchanges inside an open connection),
-  ledger rows no client asked for (health probes), ids seen more than once (a balancer retry) and
-  events whose answering server differs from the ledger's.
+  ledger rows no client asked for (health probes), ids on several ledger rows (a balancer retry) or
+  on several events (clients whose ids are not unique) and events whose answering server differs
+  from the ledger's.
 """
 
 from __future__ import annotations
@@ -503,6 +504,7 @@ def _reconcile(events, ledger, srv, led_srv, outcome) -> dict[str, int]:
         "unmatched": int((has_id & ~matched & ~transport & (srv >= 0)).sum()),
         "answered_by_balancer": int((has_id & ~matched & ~transport & (srv < 0)).sum()),
         "without_request_id": int((~has_id).sum()),
+        "event_duplicate_ids": int(has_id.sum() - np.count_nonzero(in_events)),
         "unknown_outcome": int(n_ev - sum(int(m.sum()) for m in outcome.values())),
         "server_differs": int(differs.sum()),
         "ledger_rows": len(led_id),

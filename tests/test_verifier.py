@@ -229,6 +229,7 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         {"request_id": ""},  # no request id at all
         {"request_id": "r6", "outcome": "transport"},  # reached a CAS, the answer was lost
         {"request_id": "r7", "server": "", "status": 503, "outcome": "error"},  # the balancer's own answer
+        {"request_id": "r1", "server": "CAS01"},  # another client used the same id
     )
     ledger = pd.DataFrame(
         [(rid, server) for rid, server in
@@ -238,13 +239,14 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
     ).assign(ts=T0, latency_ms=1.0)  # fmt: skip
     r = run(ev, ledger=ledger).reconciliation
     assert r == {
-        "events": 8,
-        "matched": 4,
+        "events": 9,
+        "matched": 5,
         "transport_failures": 2,
         "transport_seen_by_cas": 1,
         "unmatched": 1,
         "answered_by_balancer": 1,
         "without_request_id": 1,
+        "event_duplicate_ids": 1,
         "unknown_outcome": 0,
         "server_differs": 1,
         "ledger_rows": 7,
