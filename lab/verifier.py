@@ -114,9 +114,10 @@ class Check:
 
 @dataclass
 class Analysis:
-    services: (
-        pd.DataFrame
-    )  # index service: requests, sessions, split_sessions, split_pct, hard/soft breaks...
+    """The verifier's result: tables for the report, plain dicts for summary.json, checks for the verdict."""
+
+    # index service: requests, sessions, split_sessions, split_pct, hard/soft breaks, errors, p50/95/99
+    services: pd.DataFrame
     servers: pd.DataFrame  # index server: requests, share, sessions, peak_connections, ledger_rows
     balance: dict[str, Any]
     population_requests: pd.DataFrame  # population x server: answered requests
@@ -165,10 +166,10 @@ def _recode(codes: np.ndarray, names: list[str], wanted: list[str]) -> np.ndarra
     return np.array([position.get(n, -1) for n in names] + [-1], dtype=np.int64)[codes]
 
 
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    if name not in frame.columns:
-        raise ValueError(f"missing column {name!r}")
-    return frame[name]
+def _ledger_column(ledger: pd.DataFrame, name: str) -> pd.Series:
+    if name not in ledger.columns:
+        raise ValueError(f"the ledger lacks the column {name!r}")
+    return ledger[name]
 
 
 def _numbers(series: pd.Series) -> np.ndarray:
@@ -236,7 +237,7 @@ def verify(
     services = _service_table(svc, svc_names, unit_svc, split_unit, hard, soft, error, outcome, latency)
     t0 = facts.started_ts if facts.started_ts is not None else (float(np.nanmin(ts)) if len(ts) else 0.0)
     requests_per_srv = np.bincount(srv[answered], minlength=n_srv)
-    led_srv_raw, led_srv_names = _codes(_column(ledger, "server"))
+    led_srv_raw, led_srv_names = _codes(_ledger_column(ledger, "server"))
     led_srv = _recode(led_srv_raw, led_srv_names, servers)
     server_table = _server_table(
         servers, requests_per_srv, np.bincount(pair_srv, minlength=n_srv), ledger, led_srv, facts
@@ -246,8 +247,8 @@ def verify(
     pop_requests, pop_shares = _population_tables(events["population"], srv, servers, answered)
     end = facts.ended_ts if facts.ended_ts is not None else t0
     timeline = _timeline(ts[answered], srv[answered], servers, t0, end)
-    faults = _faults(facts, scenario, t0, servers, unit, ts, hard, error, answered, srv, unit_svc, svc_names,
-                     (su, ss, st), n_units)  # fmt: skip
+    coded = _Coded(ts, unit, srv, hard, error, unit_svc, svc_names, su, ss, st)
+    faults = _faults(facts, scenario, t0, servers, coded)
     reconciliation = _reconcile(events, ledger, srv, led_srv, outcome)
 
     n_requests = len(ts)
@@ -328,8 +329,8 @@ def _server_table(servers, requests, sessions, ledger, led_srv, facts: RunFacts)
 
 def _peak_concurrency(ledger: pd.DataFrame, led_srv: np.ndarray, n_srv: int) -> np.ndarray:
     """Most requests in progress at once on each CAS, from arrival time + latency of its ledger rows."""
-    start = _numbers(ledger["ts"])
-    end = start + np.nan_to_num(_numbers(ledger["latency_ms"])) / 1000
+    start = _numbers(_ledger_column(ledger, "ts"))
+    end = start + np.nan_to_num(_numbers(_ledger_column(ledger, "latency_ms"))) / 1000
     peaks = np.zeros(n_srv, dtype=np.int64)
     for s in range(n_srv):  # per CAS (a few), each with whole-array operations
         starts, ends = np.sort(start[led_srv == s]), np.sort(end[led_srv == s])
@@ -403,14 +404,39 @@ def _timeline(ts: np.ndarray, srv: np.ndarray, servers: list[str], t0: float, en
     return pd.DataFrame(counts, index=pd.Index(np.arange(n_bins) * width, name="t_s"), columns=servers)
 
 
-def _faults(facts, scenario, t0, servers, unit, ts, hard, error, answered, srv, unit_svc, svc_names,
-            sorted_answers, n_units) -> list[dict[str, Any]]:  # fmt: skip
-    """One entry per outage (a CAS taken out, until it is back or the run ends)."""
+@dataclass(frozen=True)
+class _Coded:
+    """The events as integer-coded columns, and per session unit what the fault analysis needs."""
+
+    ts: np.ndarray
+    unit: np.ndarray  # session unit of each event
+    srv: np.ndarray  # position in the server list, -1 when nobody answered
+    hard: np.ndarray
+    error: np.ndarray
+    unit_svc: np.ndarray  # service code of each unit
+    svc_names: list[str]
+    # Answered events sorted by (unit, time): their unit, server and time.
+    sorted_unit: np.ndarray
+    sorted_srv: np.ndarray
+    sorted_ts: np.ndarray
+
+    @property
+    def n_units(self) -> int:
+        return len(self.unit_svc)
+
+    def units_with(self, mask: np.ndarray) -> np.ndarray:
+        """Per unit: does any event selected by `mask` belong to it?"""
+        out = np.zeros(self.n_units, dtype=bool)
+        out[self.unit[mask]] = True
+        return out
+
+
+def _faults(facts: RunFacts, scenario: Scenario, t0: float, servers: list[str], ev: _Coded) -> list[dict]:
+    """One entry per outage: a CAS taken out, until it is back or the run ends."""
     fired = list(facts.faults)
     if not fired and scenario.faults and facts.started_ts is not None:  # not recorded: use the schedule
         fired = [FaultFact(f.server, f.action, facts.started_ts + t) for t, f in scenario.fault_schedule()]
     fired.sort(key=lambda f: f.ts)
-    su, ss, st = sorted_answers
     out = []
     for i, fault in enumerate(fired):  # a handful of faults; each one is analysed with column operations
         if fault.action not in OUT_ACTIONS or fault.server not in servers:
@@ -418,73 +444,71 @@ def _faults(facts, scenario, t0, servers, unit, ts, hard, error, answered, srv, 
         back = next(
             (g for g in fired[i + 1 :] if g.server == fault.server and g.action in BACK_ACTIONS), None
         )
-        start, end = fault.ts, back.ts if back else math.inf
-        s = servers.index(fault.server)
-
-        # Each session's home: the CAS of its last answer before the fault.
-        before = st < start
-        bu, bs = su[before], ss[before]
-        last = np.r_[bu[1:] != bu[:-1], True] if len(bu) else np.zeros(0, dtype=bool)
-        home = np.full(n_units, -1)
-        home[bu[last]] = bs[last]
-        on_server = home == s
-
-        window = (ts >= start) & (ts < end)
-        broke = np.zeros(n_units, dtype=bool)
-        broke[unit[window & (hard | error)]] = True
-        hard_in_window = np.zeros(n_units, dtype=bool)
-        hard_in_window[unit[window & hard]] = True
-        elsewhere = window & answered & (srv != s)
-        first_elsewhere = pd.Series(ts[elsewhere]).groupby(unit[elsewhere]).min()
-        moved = first_elsewhere[on_server[first_elsewhere.index.to_numpy()]]
-        failover = moved - start
-        entry: dict[str, Any] = {
-            "server": fault.server,
-            "action": fault.action,
-            "at_s": round(start - t0, 3),
-            "back_action": back.action if back else None,
-            "back_at_s": round(end - t0, 3) if back else None,
-            "sessions_on_server": int(on_server.sum()),
-            "sessions_lost": int((on_server & broke).sum()),
-            "sessions_moved": len(moved),
-            "failover_s_median": round(float(failover.median()), 3) if len(failover) else None,
-            "failover_s_max": round(float(failover.max()), 3) if len(failover) else None,
-            "collateral_sessions": int((~on_server & hard_in_window).sum()),
-            "errors_in_window": int((window & error).sum()),
-        }
-        if back:
-            moved_mask = np.zeros(n_units, dtype=bool)
-            moved_mask[moved.index.to_numpy()] = True
-            after = (ts >= end) & answered
-            reached = np.zeros(n_units, dtype=bool)
-            reached[unit[after]] = True
-            came_back = np.zeros(n_units, dtype=bool)
-            came_back[unit[after & (srv == s)]] = True
-            moved_back = moved_mask & came_back
-            stayed = moved_mask & reached & ~came_back
-            second = np.zeros(n_units, dtype=bool)
-            second[unit[(ts >= end) & hard]] = True
-            n_svc = len(svc_names)
-            back_by_svc = np.bincount(unit_svc[moved_back], minlength=n_svc)
-            stay_by_svc = np.bincount(unit_svc[stayed], minlength=n_svc)
-            entry["after_return"] = {
-                "stayed": int(stayed.sum()),
-                "moved_back": int(moved_back.sum()),
-                "second_breaks": int((moved_back & second).sum()),
-                "by_service": {
-                    name: {"stayed": int(stay_by_svc[k]), "moved_back": int(back_by_svc[k])}
-                    for k, name in enumerate(svc_names)
-                    if stay_by_svc[k] or back_by_svc[k]
-                },
+        entry = _outage(ev, servers.index(fault.server), fault.ts, back.ts if back else math.inf)
+        out.append(
+            {
+                "server": fault.server,
+                "action": fault.action,
+                "at_s": round(fault.ts - t0, 3),
+                "back_action": back.action if back else None,
+                "back_at_s": round(back.ts - t0, 3) if back else None,
+                **entry,
             }
-        out.append(entry)
+        )
     return out
+
+
+def _outage(ev: _Coded, s: int, start: float, end: float) -> dict[str, Any]:
+    """What happened to the sessions while server `s` was out (start..end) and after it returned."""
+    # Each session's home: the CAS of its last answer before the fault.
+    before = ev.sorted_ts < start
+    bu, bs = ev.sorted_unit[before], ev.sorted_srv[before]
+    last = np.r_[bu[1:] != bu[:-1], True] if len(bu) else np.zeros(0, dtype=bool)
+    home = np.full(ev.n_units, -1)
+    home[bu[last]] = bs[last]
+    on_server = home == s
+
+    window = (ev.ts >= start) & (ev.ts < end)
+    answered_elsewhere = window & (ev.srv >= 0) & (ev.srv != s)
+    first_elsewhere = pd.Series(ev.ts[answered_elsewhere]).groupby(ev.unit[answered_elsewhere]).min()
+    failover = first_elsewhere[on_server[first_elsewhere.index.to_numpy()]] - start
+    entry: dict[str, Any] = {
+        "sessions_on_server": int(on_server.sum()),
+        "sessions_lost": int((on_server & ev.units_with(window & (ev.hard | ev.error))).sum()),
+        "sessions_moved": len(failover),
+        "failover_s_median": round(float(failover.median()), 3) if len(failover) else None,
+        "failover_s_max": round(float(failover.max()), 3) if len(failover) else None,
+        "collateral_sessions": int((~on_server & ev.units_with(window & ev.hard)).sum()),
+        "errors_in_window": int((window & ev.error).sum()),
+    }
+    if math.isfinite(end):
+        moved = np.zeros(ev.n_units, dtype=bool)
+        moved[failover.index.to_numpy()] = True
+        after = ev.ts >= end
+        came_back = ev.units_with(after & (ev.srv == s))
+        moved_back = moved & came_back
+        stayed = moved & ev.units_with(after & (ev.srv >= 0)) & ~came_back
+        back_by_svc = np.bincount(ev.unit_svc[moved_back], minlength=len(ev.svc_names))
+        stay_by_svc = np.bincount(ev.unit_svc[stayed], minlength=len(ev.svc_names))
+        entry["after_return"] = {
+            "stayed": int(stayed.sum()),
+            "moved_back": int(moved_back.sum()),
+            "second_breaks": int((moved_back & ev.units_with(after & ev.hard)).sum()),
+            "by_service": {
+                name: {"stayed": int(stay_by_svc[k]), "moved_back": int(back_by_svc[k])}
+                for k, name in enumerate(ev.svc_names)
+                if stay_by_svc[k] or back_by_svc[k]
+            },
+        }
+    return entry
 
 
 def _reconcile(events, ledger, srv, led_srv, outcome) -> dict[str, int]:
     """Match every client event to the ledger row of its request id; count whatever does not match."""
     n_ev = len(events)
-    ids, no_id = _keys(pd.concat([events["request_id"], _column(ledger, "request_id")], ignore_index=True))
+    ids, no_id = _keys(
+        pd.concat([events["request_id"], _ledger_column(ledger, "request_id")], ignore_index=True)
+    )
     ev_id, led_id = ids[:n_ev], ids[n_ev:]
     has_id, led_has = ~no_id[ev_id], ~no_id[led_id]
     in_ledger = np.bincount(led_id[led_has], minlength=len(no_id)) > 0
