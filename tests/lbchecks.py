@@ -323,15 +323,23 @@ def persistence(method: str, timeout_s: float = 1800.0) -> Persistence:
 
 
 def check_failover(
-    method: str, is_up: Callable[[str], bool], back_home: bool, make_client: Callable[[int], Client]
+    method: str,
+    is_up: Callable[[str], bool],
+    back_home: bool,
+    make_client: Callable[[int], Client],
+    farm: LocalFarm | None = None,
 ) -> None:
-    """Health down on the CAS with the most clients: its clients move to the others and nobody else
-    moves; when it is healthy again the balancer sees it (is_up) and its former clients either stay
-    where they moved (cookies, stick tables) or go back (hashes): `back_home`."""
+    """The CAS with the most clients fails: its health goes down (or, given the farm, its process
+    stops). Its clients move to one other CAS each and nobody else moves; when it is back and the
+    balancer sees it (is_up), its former clients either stay where they moved (cookies, stick tables)
+    or go back (hashes): `back_home`."""
     clients = [make_client(i) for i in range(12)]
     homes = [c.request().server for c in clients]
     victim = Counter(homes).most_common(1)[0][0]
-    set_health(victim, "down")
+    if farm:
+        farm.stop([victim])
+    else:
+        set_health(victim, "down")
     try:
         poll(lambda: not is_up(victim), what=f"the balancer to mark {victim} down")
         moved = {}
@@ -345,7 +353,10 @@ def check_failover(
             else:
                 assert set(seen) == {home}, f"{method}: a client of {home} moved to {seen}"
     finally:
-        set_health(victim, "up")
+        if farm:
+            farm.start([victim])
+        else:
+            set_health(victim, "up")
     poll(lambda: is_up(victim), what=f"the balancer to mark {victim} up again")
     for client, home in zip(clients, homes, strict=True):
         seen = client.servers(3)
@@ -354,6 +365,12 @@ def check_failover(
             assert set(seen) == {expected}, f"{method}: after {victim} returned, a moved client got {seen}"
         else:
             assert set(seen) == {home}
+
+
+def reached_by_new_clients(name: str) -> bool:
+    """Whether fresh clients (new addresses, no cookies) reach CAS `name`: how a test sees that a
+    balancer without a health API (nginx) routes to it."""
+    return any(Client(f"127.16.12.{i}", keep_cookies=False).request().server == name for i in range(1, 25))
 
 
 def client_for(method: str) -> Callable[[int], Client]:

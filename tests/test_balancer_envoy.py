@@ -5,7 +5,13 @@ no panic mode, counters."""
 from __future__ import annotations
 
 import pytest
-from lbchecks import (
+
+from lab.balancers import Unsupported
+from lab.balancers.envoy import Envoy
+
+pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
+
+from lbchecks import (  # noqa: E402
     NAMES,
     NAT,
     Client,
@@ -26,9 +32,6 @@ from lbchecks import (
     set_health,
     spec_for,
 )
-
-from lab.balancers import Unsupported
-from lab.balancers.envoy import Envoy
 
 pytestmark = pytest.mark.slow
 

@@ -6,22 +6,25 @@ from __future__ import annotations
 import ssl
 
 import pytest
-from lbchecks import (
-    NAMES,
+
+from lab.balancers.haproxy import HAProxy
+
+pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
+
+from lbchecks import (  # noqa: E402
     NAT,
-    VIP,
     Client,
     HealthCheck,
     balancer_running,
-    basic,
+    check_counters_agree_with_ledgers,
     check_failover,
     check_least_connections,
-    check_mapi_and_addressbook_together,
     check_method,
-    check_rpc_in_channel_streams,
+    check_recommended_per_path,
+    check_stopped_cas_costs_no_errors,
+    check_tls_mode,
+    check_vip_per_service,
     client_for,
-    dead_port,
-    ledger_count,
     local_farm_running,
     persistence,
     poll,
@@ -30,9 +33,6 @@ from lbchecks import (
     tls_client_context,
     tls_get,
 )
-
-from lab.balancers.haproxy import HAProxy
-from lab.model import SERVICES
 
 pytestmark = pytest.mark.slow
 
@@ -101,83 +101,21 @@ def test_drain_keeps_persistent_clients_and_sends_new_ones_elsewhere(farm, tmp_p
 
 
 def test_a_stopped_cas_costs_no_errors(farm, tmp_path):
-    """CAS03's process ends while its probe still says up: `redispatch` sends its requests elsewhere."""
-    local, _ = farm
-    spec = spec_for("haproxy", http=persistence("lb-cookie"), health=HealthCheck(interval_s=10))
-    with balancer_running(spec, tmp_path):
-        browsers = [Client(NAT) for _ in range(6)]
-        homes = [b.request().server for b in browsers]
-        assert "CAS03" in homes
-        local.stop(["CAS03"])
-        try:
-            for browser, home in zip(browsers, homes, strict=True):
-                replies = [browser.request() for _ in range(2)]
-                assert all(r.server for r in replies), [r.status for r in replies]
-                assert "CAS03" not in {r.server for r in replies}
-                if home != "CAS03":
-                    assert {r.server for r in replies} == {home}
-        finally:
-            local.start(["CAS03"])
+    check_stopped_cas_costs_no_errors("haproxy", farm[0], tmp_path)
 
 
 def test_recommended_preset_per_path_rules_on_one_vip(farm, tmp_path):
-    with balancer_running(spec_for("haproxy", preset="recommended"), tmp_path):
-        # OWA and ECP: one balancer cookie for both, whatever the case of the path.
-        browser = Client(NAT)
-        first = browser.request("/OWA/")
-        assert "lb_owa_ecp" in first.set_cookies()
-        assert {browser.request(p).server for p in ("/owa/", "/ecp/", "/ECP/", "/Owa/auth/logon.aspx")} == {
-            first.server
-        }
-        # EWS: its own cookie, so a browser's EWS choice never moves its OWA session.
-        assert "lb_ews" in browser.request("/EWS/Exchange.asmx").set_cookies()
-        assert browser.request("/owa/").server == first.server
-        # EAS: the Authorization header, for devices that keep no cookies.
-        for i in range(4):
-            device = Client(NAT, keep_cookies=False, headers={"Authorization": basic(f"user{i}")})
-            assert len(set(device.servers(4, "/Microsoft-Server-ActiveSync?Cmd=Ping"))) == 1
-        # RPC/HTTP: the client-made OutlookSession cookie, else the source address (Outlook 2007).
-        outlook = Client(
-            NAT, keep_cookies=False, cookies={"OutlookSession": "{6F9619FF-8B86-D011-B42D-00C04FC964FF}"}
-        )
-        assert len(set(outlook.servers(4, "/rpc/rpcproxy.dll"))) == 1
-        homes = {
-            len(set(Client(f"127.16.8.{i}", keep_cookies=False).servers(3, "/rpc/rpcproxy.dll")))
-            for i in range(1, 7)
-        }
-        assert homes == {1}
-        check_rpc_in_channel_streams()
-        check_mapi_and_addressbook_together()
+    check_recommended_per_path(spec_for("haproxy", preset="recommended"), tmp_path)
 
 
 def test_counters_agree_with_the_ledgers(farm, tmp_path):
-    before = {name: ledger_count(name) for name in NAMES}
-    with balancer_running(spec_for("haproxy", preset="recommended"), tmp_path) as driver:
-        for i in range(30):
-            Client(f"127.16.9.{i + 1}").request(["/owa/", "/EWS/Exchange.asmx", "/oab/x", "/nothing"][i % 4])
-        counted = driver.counters()
-    after = {name: ledger_count(name) for name in NAMES}
-    assert sum(counted.values()) == 30 + 1  # and balancer_running's one readiness request
-    assert counted == {name: after[name] - before[name] for name in NAMES}
+    check_counters_agree_with_ledgers(spec_for("haproxy", preset="recommended"), tmp_path, HAProxy.counters)
 
 
 @pytest.mark.parametrize("mode", ["offload", "bridge", "passthrough"])
 def test_tls_modes(farm, tmp_path, mode):
-    """Each mode uses the CAS port it should (the other one points nowhere), clients verify the run's CA
-    with TLS 1.2 and 1.3, and the CAS sees the client's address only when the balancer ends TLS
-    (X-Forwarded-For); through passthrough it sees the balancer."""
-    _, files = farm
-    servers = dead_port(spec_for("haproxy").servers, "https_port" if mode == "offload" else "http_port")
     http = persistence("source-ip") if mode == "passthrough" else persistence("lb-cookie")
-    spec = spec_for("haproxy", http=http, tls=mode, tls_files=files, servers=servers)
-    before = sum(ledger_count(name, "127.16.10.1") for name in NAMES)
-    with balancer_running(spec, tmp_path):
-        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-            client = Client("127.16.10.1", tls=tls_client_context(files, maximum=version))
-            seen = client.servers(3, "/owa/")
-            assert seen[0] and len(set(seen)) == 1
-    rows_with_client_address = sum(ledger_count(name, "127.16.10.1") for name in NAMES) - before
-    assert rows_with_client_address == (0 if mode == "passthrough" else 6)
+    check_tls_mode("haproxy", farm[1], tmp_path, mode, http)
 
 
 def test_ssl_session_id_holds_for_tls12_resumption_only(farm, tmp_path):
@@ -205,16 +143,7 @@ def test_ssl_session_id_holds_for_tls12_resumption_only(farm, tmp_path):
 
 
 def test_vip_per_service(farm, tmp_path):
-    spec = spec_for("haproxy", preset="recommended", topology="vip-per-service")
-    with balancer_running(spec, tmp_path):
-        browser = Client(NAT)
-        owa_host = VIP.service_host("owa", "vip-per-service")
-        first = browser.request("/owa/", host=owa_host)
-        assert first.server and "lb_owa_ecp" in first.set_cookies()
-        assert browser.request("/ecp/", host=owa_host).server == first.server
-        for service in SERVICES[2:7]:
-            assert Client(NAT).request("/", host=VIP.service_host(service, "vip-per-service")).server
-        check_mapi_and_addressbook_together(VIP.service_host("mapi", "vip-per-service"))
+    check_vip_per_service(spec_for("haproxy", preset="recommended", topology="vip-per-service"), tmp_path)
 
 
 def test_refuses_nothing_of_the_design(tmp_path):

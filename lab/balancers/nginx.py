@@ -1,0 +1,306 @@
+"""nginx 1.22 OSS (Debian nginx-light + libnginx-mod-stream): HTTP in `http {}`, MAPI, Address Book and
+TLS passthrough in `stream {}`. One upstream per pool of lab.balancers.layout.
+
+How each method is rendered, and where its users are after their CAS failed and came back:
+- none: round robin. leastconn: `least_conn`.
+- source-ip: `hash $remote_addr` on the whole address (`ip_hash` keys on the first three octets only,
+  so every client of one /24 would land on one CAS). A plain hash, not `consistent`: the farm's members
+  are fixed (a failed CAS is skipped, not removed), and a plain hash maps an address to the same CAS in
+  every upstream, whatever the port, where ketama points depend on the port: that is how MAPI and
+  Address Book get one source-IP rule across both ports. Users move back.
+- lb-cookie: nginx OSS has no `sticky` (Plus only), so the balancer cookie is built from parts: the
+  cookie `lb_<pool>` names a CAS; a `map` sends its holder to an upstream where that CAS is primary and
+  the others are `backup`; every answer sets the cookie to the CAS that answered (`$upstream_addr`), with
+  Max-Age = the timeout, so it is an idle timeout. Users stay where they moved (the cookie is rewritten).
+- cookie-hash NAME / header NAME: `hash $cookie_NAME` / `hash $http_name`; a source-ip fallback is a
+  `map` that yields the cookie, or the address when the client sent none. Users move back.
+- app-cookie is refused: nginx OSS cannot learn a cookie from the server's Set-Cookie (hashing it is not
+  learning it: measured, 64 of 72 requests went to a foreign CAS). ssl-session-id is refused: the stream
+  module sees the SNI and ALPN of a ClientHello, not its session ID.
+nginx OSS has no active health checks (Plus only): a CAS whose probe URL fails while it still answers
+(health down, drain) keeps its traffic. Only refused connections and timeouts count (`max_fails=1`,
+`fail_timeout` = the probe interval x fall), and `proxy_next_upstream` retries them on another CAS, so a
+dead CAS costs no errors.
+
+Pitfalls handled: paths match in regex locations, case-insensitive, whole segments (a prefix location
+`/owa` would send `/OWA/` elsewhere); request and response bodies stream (`proxy_request_buffering off`,
+`proxy_buffering off`, `client_max_body_size 0`: the RPC/HTTP IN channel declares ~1 GB and would
+otherwise be buffered before any CAS sees it); TLS 1.3 is enabled (1.22's default has none). One
+worker process, so round robin is exact. Counters are read from the access logs (`$upstream_addr`:
+the last CAS tried is the one that answered); TCP connections are logged, so counted, when they end.
+`stub_status` (totals only) is on the VIP's stats port.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import ClassVar
+
+from lab.balancers import ProcessBalancer, register
+from lab.balancers.layout import Listener, Pool
+from lab.model import CasEndpoint
+
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+LONG = "3600s"  # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes
+# Access logs: the last entry of $upstream_addr is the CAS that answered (earlier ones were retried),
+# if the last entry of $upstream_bytes_received says it sent anything.
+HTTP_LOG = '"$upstream_addr" "$upstream_bytes_received" $status "$request_method $uri" $remote_addr'
+STREAM_LOG = '"$upstream_addr" "$upstream_bytes_received" $status $remote_addr'
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def cookie_name(pool: Pool) -> str:
+    return f"lb_{pool.name}"
+
+
+def header_variable(name: str) -> str:
+    return "$http_" + name.lower().replace("-", "_")
+
+
+@register
+class Nginx(ProcessBalancer):
+    name = "nginx"
+    methods = frozenset({"none", "leastconn", "source-ip", "lb-cookie", "cookie-hash", "header"})
+    active_health_checks = False
+    reasons: ClassVar[dict[str, str]] = {
+        "app-cookie": "nginx OSS cannot learn a cookie from the server's Set-Cookie; hashing is not learning",
+        "ssl-session-id": "nginx's stream module cannot key on the TLS session ID",
+    }
+
+    def __init__(self, spec, run_dir: Path) -> None:
+        super().__init__(spec, run_dir)
+        self._log_offsets: dict[str, int] = {}
+        self._counted: dict[str, int] = {}
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_dir / "nginx.conf"
+
+    def command(self) -> list[str]:
+        return [nginx_binary(), "-p", f"{self.config_dir}/", "-c", str(self.config_path), "-e", "stderr",
+                "-g", "daemon off;"]  # fmt: skip
+
+    def validate_command(self) -> list[str]:
+        return [nginx_binary(), "-t", "-q", "-p", f"{self.config_dir}/", "-c", str(self.config_path),
+                "-e", "stderr"]  # fmt: skip
+
+    def version(self) -> str:
+        done = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=True)
+        return (done.stderr or done.stdout).strip().split("/")[-1]  # "nginx version: nginx/1.22.1"
+
+    def start(self) -> None:
+        (self.config_dir / "temp").mkdir(parents=True, exist_ok=True)
+        self._log_offsets.clear()
+        self._counted = {cas.name: 0 for cas in self.spec.servers}
+        for log in ("access.log", "stream.log"):  # counters belong to this process only
+            (self.config_dir / log).write_text("")
+        super().start()
+
+    def validate(self) -> None:
+        (self.config_dir / "temp").mkdir(parents=True, exist_ok=True)
+        super().validate()
+
+    # -- rendering ------------------------------------------------------------------------------------
+
+    def render(self) -> dict[str, str]:
+        spec = self.spec
+        layout = self.layout
+        d = self.config_dir
+        http_pools = [p for p in layout.pools if not p.tcp]
+        tcp_pools = [p for p in layout.pools if p.tcp]
+        lines = [
+            f"# caslab: nginx config for preset {spec.preset or '(custom)'}, topology {spec.topology}, "
+            f"tls {spec.tls}",
+            f"load_module {STREAM_MODULE};",
+            "worker_processes 1;",
+            f"pid {d}/nginx.pid;",
+            "events { worker_connections 16384; }",
+            "",
+            "http {",
+            f"    log_format caslab '{HTTP_LOG}';",
+            f"    access_log {d}/access.log caslab;",
+            *(
+                f"    {kind}_temp_path {d}/temp/{kind};"
+                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            ),
+            "    client_max_body_size 0;  # RPC_IN_DATA declares a body of ~1 GB",
+            "    proxy_request_buffering off;  # stream the RPC/HTTP IN channel to the CAS as it comes",
+            "    proxy_buffering off;  # and the OUT channel back",
+            "    proxy_http_version 1.1;",
+            '    proxy_set_header Connection "";',
+            "    proxy_set_header Host $http_host;",
+            "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "    proxy_set_header X-Forwarded-Proto $scheme;",
+            "    proxy_connect_timeout 2s;",
+            f"    proxy_read_timeout {LONG};",
+            f"    proxy_send_timeout {LONG};",
+            f"    client_body_timeout {LONG};",
+            f"    send_timeout {LONG};",
+            "    proxy_next_upstream error timeout;  # refused or timed out: try another CAS",
+            "    proxy_next_upstream_tries 3;",
+            "",
+            "    # The CAS that answered (the last upstream tried), for balancer cookies.",
+            "    map $upstream_addr $upstream_cas {",
+            *(f"        ~{re.escape(cas.host)}:\\d+$ {cas.name};" for cas in spec.servers),
+            '        default "";',
+            "    }",
+        ]
+        if spec.tls == "bridge":
+            files = spec.tls_files
+            lines += [
+                "    proxy_ssl_verify on;",
+                f"    proxy_ssl_trusted_certificate {files.ca_pem};",
+                "    proxy_ssl_server_name on;",
+                f"    proxy_ssl_name {files.server_name};",
+                "    proxy_ssl_session_reuse on;",
+            ]
+        for pool in http_pools:
+            lines += self._upstreams(pool, indent="    ")
+        for listener in layout.listeners:
+            if listener.kind != "tcp":
+                lines += self._server(listener)
+        lines += [
+            "    server {",
+            f"        listen {spec.vip.host}:{spec.vip.stats_port};",
+            "        access_log off;",
+            "        location / { stub_status; }",
+            "    }",
+            "}",
+            "",
+            "stream {",
+            f"    log_format caslab '{STREAM_LOG}';",
+            f"    access_log {d}/stream.log caslab;",
+            "    proxy_connect_timeout 2s;",
+            f"    proxy_timeout {LONG};",
+            "    proxy_next_upstream on;",
+        ]
+        for pool in tcp_pools:
+            lines += self._upstreams(pool, indent="    ")
+        for listener in layout.listeners:
+            if listener.kind == "tcp":
+                lines += ["    server {", f"        listen {listener.host}:{listener.port};",
+                          f"        proxy_pass {listener.default.name};", "    }"]  # fmt: skip
+        lines.append("}")
+        return {"nginx.conf": "\n".join(lines) + "\n"}
+
+    def _server_line(self, pool: Pool, cas: CasEndpoint, backup: bool = False) -> str:
+        h = self.spec.health
+        fail_timeout = max(1, round(h.interval_s * h.fall))
+        line = f"server {cas.host}:{pool.port(cas)} max_fails=1 fail_timeout={fail_timeout}s"
+        return line + (" backup;" if backup else ";")
+
+    def _upstreams(self, pool: Pool, indent: str) -> list[str]:
+        p = pool.persistence
+        balance = {"leastconn": "least_conn;", "source-ip": "hash $remote_addr;"}.get(p.method)
+        if p.method in ("cookie-hash", "header"):
+            balance = f"hash {self._key(pool)};"
+        lines = []
+        if p.fallback is not None:
+            primary = f"$cookie_{p.name}" if p.method == "cookie-hash" else header_variable(p.name)
+            lines += [f"{indent}map {primary} {self._key(pool)} {{", f'{indent}    "" $remote_addr;',
+                      f"{indent}    default {primary};", f"{indent}}}"]  # fmt: skip
+        lines += [f"{indent}upstream {pool.name} {{", f"{indent}    zone {pool.name} 64k;"]
+        if balance:
+            lines.append(f"{indent}    {balance}")
+        lines += [f"{indent}    {self._server_line(pool, cas)}" for cas in self.spec.servers]
+        lines.append(f"{indent}}}")
+        if p.method == "lb-cookie":
+            # One upstream per CAS: that CAS first, the others as backups (used only when it fails).
+            for cas in self.spec.servers:
+                lines += [
+                    f"{indent}upstream {pool.name}_{cas.name} {{",
+                    f"{indent}    zone {pool.name}_{cas.name} 64k;",
+                ]
+                lines.append(f"{indent}    {self._server_line(pool, cas)}")
+                lines += [f"{indent}    {self._server_line(pool, other, backup=True)}"
+                          for other in self.spec.servers if other is not cas]  # fmt: skip
+                lines.append(f"{indent}}}")
+            cookie = cookie_name(pool)
+            lines += [f"{indent}map $cookie_{cookie} $pool_{pool.name} {{"]
+            lines += [f"{indent}    {cas.name} {pool.name}_{cas.name};" for cas in self.spec.servers]
+            lines += [f"{indent}    default {pool.name};", f"{indent}}}"]
+            max_age = max(1, round(p.timeout_s))
+            lines += [
+                f"{indent}map $upstream_cas $set_{cookie} {{",
+                f'{indent}    "" "";',
+                f'{indent}    default "{cookie}=$upstream_cas; Path=/; Max-Age={max_age}; HttpOnly";',
+                f"{indent}}}",
+            ]
+        return lines
+
+    def _key(self, pool: Pool) -> str:
+        p = pool.persistence
+        if p.fallback is not None:
+            return f"$key_{pool.name}"
+        return f"$cookie_{p.name}" if p.method == "cookie-hash" else header_variable(p.name)
+
+    def _location(self, pattern: str, pool: Pool) -> list[str]:
+        scheme = "https" if pool.tls else "http"
+        if pool.persistence.method == "lb-cookie":
+            return [f"        location {pattern} {{",
+                    f"            proxy_pass {scheme}://$pool_{pool.name};",
+                    f"            add_header Set-Cookie $set_{cookie_name(pool)} always;",
+                    "        }"]  # fmt: skip
+        return [
+            f"        location {pattern} {{",
+            f"            proxy_pass {scheme}://{pool.name};",
+            "        }",
+        ]
+
+    def _server(self, listener: Listener) -> list[str]:
+        listen = f"        listen {listener.host}:{listener.port}"
+        lines = ["    server {", listen + (" ssl;" if listener.kind == "https" else ";")]
+        if listener.kind == "https":
+            files = self.spec.tls_files
+            lines += [
+                f"        ssl_certificate {files.server_cert};",
+                f"        ssl_certificate_key {files.server_key};",
+                "        ssl_protocols TLSv1.2 TLSv1.3;  # 1.22's default has no TLS 1.3",
+            ]
+        for route in listener.routes:
+            for prefix in route.prefixes:
+                # Whole path segments, any case: /owa, /OWA/..., never /owanext.
+                lines += self._location(f"~* ^{re.escape(prefix)}(/|$)", route.pool)
+        lines += self._location("/", listener.default)
+        return [*lines, "    }"]
+
+    # -- running --------------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Requests (HTTP) and finished connections (TCP) per CAS, from the access logs, read
+        incrementally."""
+        by_host = {cas.host: cas.name for cas in self.spec.servers}
+        if not self._counted:
+            self._counted = dict.fromkeys(by_host.values(), 0)
+        for log in ("access.log", "stream.log"):
+            path = self.config_dir / log
+            if not path.exists():
+                continue
+            with path.open("rb") as f:
+                f.seek(self._log_offsets.get(log, 0))
+                data = f.read()
+            complete = data.rfind(b"\n") + 1  # a line still being written is read next time
+            self._log_offsets[log] = self._log_offsets.get(log, 0) + complete
+            for line in data[:complete].decode(errors="replace").splitlines():
+                name = answered_by(line, by_host)
+                if name:
+                    self._counted[name] += 1
+        return dict(sorted(self._counted.items()))
+
+
+def answered_by(line: str, by_host: dict[str, str]) -> str | None:
+    """The CAS that answered the request of one access-log line, or None when no CAS sent anything."""
+    parts = line.split('"')
+    if len(parts) < 5:
+        return None
+    last = parts[1].split(",")[-1].strip()
+    received = parts[3].split(",")[-1].strip()
+    if last in ("", "-") or received in ("", "-", "0"):
+        return None
+    return by_host.get(last.rsplit(":", 1)[0])
