@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # matplotlib is imported only when plotting: it is slow to im
 
 SCHEMA = "caslab.summary/1"
 RUN_FACTS = "facts.json"  # run.json belongs to `caslab run`; this file is what re-rendering needs
+NOT_CONFIG = (".log", ".pid", ".sock", ".stat")
 CONFIG_SHOWN_BYTES = 200_000  # a rendered balancer config longer than this is cut in the report
 
 
@@ -67,7 +68,9 @@ def render_report(run_dir: Path) -> Analysis:
     return _render(run_dir, events, ledger, scenario, RunFacts.from_dict(run["facts"]))
 
 
-def _render(run_dir: Path, events, ledger, scenario: Scenario, facts: RunFacts) -> Analysis:
+def _render(
+    run_dir: Path, events: pd.DataFrame, ledger: pd.DataFrame, scenario: Scenario, facts: RunFacts
+) -> Analysis:
     analysis = verify(events, ledger, scenario, facts)
     data = summary(analysis, scenario, facts)
     (run_dir / "summary.json").write_text(json.dumps(data, indent=2, allow_nan=False))
@@ -78,10 +81,11 @@ def _render(run_dir: Path, events, ledger, scenario: Scenario, facts: RunFacts) 
 
 
 def _balancer_files(folder: Path) -> dict[str, str]:
+    """The rendered config files in the run's balancer/ folder (its logs and pid files are not config)."""
     if not folder.is_dir():
         return {}
     out = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix not in NOT_CONFIG):
         text = path.read_bytes()[:CONFIG_SHOWN_BYTES].decode("utf-8", errors="replace")
         out[path.name] = text + ("\n... (cut)" if path.stat().st_size > CONFIG_SHOWN_BYTES else "")
     return out

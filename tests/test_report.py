@@ -82,6 +82,7 @@ def written(tmp_path_factory):
     )
     (folder / "balancer").mkdir()
     (folder / "balancer" / "stand-in.cfg").write_text("backend owa <cookie insert>\n")
+    (folder / "balancer" / "stand-in.log").write_text("a log line, not config\n")
     analysis = write_run(folder, ev, ledger_of(ev), scenario, facts)
     assert analysis.verdict == "fail"
     return folder
@@ -151,6 +152,7 @@ def test_the_html_report_is_self_contained_with_its_plots_inlined(written):
     for text in ("fault_collateral_breaks", "CAS02 stop at 10s, start at 20s", "a note for the reader"):
         assert text in page
     assert "stand-in.cfg" in page and "backend owa &lt;cookie insert&gt;" in page, "the config, escaped"
+    assert "stand-in.log" not in page, "the balancer's log is not its config"
 
 
 def test_render_report_rebuilds_the_files_from_the_stored_data(run_dir):
