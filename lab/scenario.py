@@ -56,7 +56,6 @@ DRIVERS = ("envoy", "haproxy", "nginx", "traefik", "external")  # DESIGN.md sect
 EXPECTATIONS = ("pass", "fail")
 
 
-
 @dataclass(frozen=True)
 class PopulationKind:
     """Defaults of one population kind (DESIGN.md section 6)."""
