@@ -33,7 +33,7 @@ DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 # Locust's web UI, the three CAS admin ports.
 PUBLISHED_PORTS = (8080, 59531, 59532, 8404, 8089, 8111, 8112, 8113)
 SERVICE_OF_CONTAINER = '{{.Label "com.docker.compose.service"}}'
-LAB_SERVICES = {"cas01", "cas02", "cas03", "balancer-config", "haproxy", "loadgen"}
+LAB_SERVICES = {"cas01", "cas02", "cas03", "balancer-config", "balancer", "loadgen"}
 
 
 def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> str:
@@ -106,7 +106,13 @@ class Lab:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     """The ready lab, up and healthy; torn down with its volumes afterwards, whatever happened."""
-    env = {**os.environ, "CASLAB_PUBLISH_HOST": free_publish_address(), "CASLAB_NET": free_lab_net()}
+    env = {
+        **os.environ,
+        "CASLAB_DRIVER": "haproxy",
+        "CASLAB_PRESET": "recommended",
+        "CASLAB_PUBLISH_HOST": free_publish_address(),
+        "CASLAB_NET": free_lab_net(),
+    }
     started = Lab(f"caslab-test-{uuid.uuid4().hex[:10]}", env["CASLAB_PUBLISH_HOST"], env)
     try:
         started.compose("up", "--wait", "--wait-timeout", "120")
