@@ -7,6 +7,7 @@ benchmarks; it never leaves a process behind (stop() kills what did not exit on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,12 @@ class FarmError(RuntimeError):
 
 def http_get_json(url: str, timeout: float = 5.0) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def http_post_json(url: str, timeout: float = 5.0) -> dict:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -114,9 +121,14 @@ class LocalFarm:
 
     def stop(self, names: list[str] | None = None, timeout: float = 5.0) -> None:
         """Stop the named servers (all by default): SIGTERM, then SIGKILL after `timeout`.
-        Their ledgers are collected first, so a stopped CAS's rows are not lost."""
+        Each first ends its open channels and hanging requests (their ledger rows are written then),
+        and its ledger is collected, so a stopped CAS's rows are not lost."""
         chosen = names or list(self.processes)
         for name in chosen:
+            if self.processes.get(name) and self.processes[name].poll() is None:
+                # A CAS that cannot answer has nothing more to hand out.
+                with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+                    http_post_json(f"{self.endpoint(name).admin_url}/caslab/close", timeout=timeout)
             self.collect_ledger(name)
         for name in chosen:
             proc = self.processes.get(name)

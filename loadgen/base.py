@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import itertools
+import os
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from loadgen.eventlog import EventContext
 from loadgen.plan import LoadPlan, PopulationPlan
 
 REQUEST_ID_HEADER = "X-CasLab-Request"
+_instances = itertools.count(1)
 STATE_HEADER = "X-CasLab-State"
 
 Response = ResponseContextManager  # what Locust's FastHttpSession answers with catch_response
@@ -76,7 +78,7 @@ class CasUser(FastHttpUser):
         self.index = (next(self.identities) * workers + worker) % max(1, self.fixed_count)
         self.username = f"user{self.index + 1}@{self.plan.domain}"
         self.password = self.plan.password
-        self.instance = f"{worker}.{id(self) & 0xFFFF:04x}"
+        self.instance = f"{worker}.{os.getpid()}.{next(_instances)}"  # unique per Locust process
         self.session = f"{self.population.name}/{self.client_kind}/{self.index + 1}"
         self.rng = random.Random(f"{self.plan.seed}:{self.session}")
         self.source = SourceAddress(self.population.addresses.address_of(self.index, 0.0))

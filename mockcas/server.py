@@ -137,7 +137,8 @@ def build_service_app(cas: Cas) -> web.Application:
 
 
 def build_admin_app(cas: Cas) -> web.Application:
-    """The admin listener: health, incremental ledger, stats and fault switches. Never behind the VIP."""
+    """The admin listener: health, incremental ledger, stats, fault switches, and `POST /caslab/close`
+    (end open channels and hanging requests before a stop). Never behind the VIP."""
     app = web.Application()
 
     async def health(_request: web.Request) -> web.Response:
@@ -163,7 +164,14 @@ def build_admin_app(cas: Cas) -> web.Application:
         log.info("%s: health %s", cas.name, value)
         return web.json_response({"server": cas.name, "health": cas.health})
 
+    async def close(_request: web.Request) -> web.Response:
+        # End hanging requests (Pings, RPC/HTTP channels) so their ledger rows are written while the
+        # admin port can still hand them out; the lab calls this before it stops a CAS.
+        await cas.close()
+        return web.json_response({"server": cas.name, "closed": True})
+
     app.router.add_get("/caslab/health", health)
+    app.router.add_post("/caslab/close", close)
     app.router.add_get("/caslab/ledger", ledger)
     app.router.add_get("/caslab/stats", stats)
     app.router.add_route("*", "/caslab/fault", fault)
