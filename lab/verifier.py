@@ -50,7 +50,7 @@ EVENT_COLUMNS = (
     "ts", "population", "user", "client_kind", "service", "session", "source_ip",
     "server", "status", "outcome", "latency_ms", "request_id", "detail",
 )  # fmt: skip
-LEDGER_COLUMNS = tuple(f.name for f in dataclasses.fields(LedgerRow))
+LEDGER_COLUMNS = LedgerRow._fields
 OUTCOMES = ("ok", "foreign", "cold", "error", "transport")
 # Services whose sessions need affinity (DESIGN.md section 3): a scalar split_sessions_pct limit covers these.
 AFFINITY_SERVICES = tuple(s for s in SERVICES if s not in ("oab", "autodiscover"))

@@ -7,7 +7,7 @@ incrementally (`/caslab/ledger?since=N`) while a run goes on, and none is lost b
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 # new: the request created server state; own: it used state this CAS holds; foreign: it carried state
 # another CAS made (a hard break); cold: served, but this CAS had to warm up (a soft break); expired:
@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 STATES = ("new", "own", "foreign", "cold", "expired", "invalid", "none")
 
 
-@dataclass(frozen=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):  # a tuple: one is made per request, on the CAS's hot path
     seq: int
     ts: float  # when the request arrived (epoch seconds)
     server: str
@@ -70,7 +69,7 @@ class Ledger:
 
     def since(self, seq: int, limit: int = 50_000) -> list[dict]:
         """Rows with sequence number >= seq, oldest first, as plain dicts (JSON-ready)."""
-        return [asdict(r) for r in self._rows[max(seq, 0) : max(seq, 0) + limit]]
+        return [r._asdict() for r in self._rows[max(seq, 0) : max(seq, 0) + limit]]
 
     def rows(self) -> list[LedgerRow]:
         return list(self._rows)
