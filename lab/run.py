@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ from lab.model import BalancerSpec, Vip, local_farm
 from lab.report import write_run
 from lab.scenario import Scenario
 from lab.verifier import FaultFact, RunFacts, read_events
+
+if TYPE_CHECKING:
+    from loadgen.runner import Progress
 
 log = logging.getLogger("caslab.lab")
 
@@ -91,8 +94,6 @@ def run_scenario(
     run_name: str | None = None,
 ) -> tuple[int, Path]:
     """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>."""
-    from loadgen.runner import Progress, run_load  # imports locust, which patches sockets with gevent
-
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
     _raise_on_sigterm()
@@ -132,11 +133,12 @@ def run_scenario(
             phase = "ramp" if p.elapsed_s < scenario.ramp_s else "load"
             progress(
                 f"phase: {phase} {p.elapsed_s:4.0f}s/{total:.0f}s · users {p.users} · "
-                f"requests {p.requests} · failures {p.failures}"
+                f"requests {p.requests} · hard breaks {p.hard_breaks} · soft {p.soft_breaks} · "
+                f"failures {p.failures}"
             )
 
         load_started = time.time()
-        result = run_load(
+        result = lab.run_load(
             plan, run_dir / "events.csv", scenario.duration_s, scenario.ramp_s, on_progress=show,
             between=fire_faults,
         )  # fmt: skip

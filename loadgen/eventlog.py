@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class EventLog:
         self.batch = batch
         self.rows: list[tuple[Any, ...]] = []
         self.written = 0
+        self.outcomes: Counter[str] = Counter()  # so far, for progress lines
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("w", newline="")
         self._writer = csv.writer(self._file)
@@ -97,6 +99,7 @@ class EventLog:
             server = server or headers.get(SERVER_HEADER, "") or ""
         outcome = ctx.outcome or derive_outcome(status, exception, response is not None or bool(server))
         detail = ctx.detail or (type(exception).__name__ if exception is not None and not ctx.outcome else "")
+        self.outcomes[outcome] += 1
         self.rows.append(
             (
                 round(start_time if start_time is not None else time.time(), 6),

@@ -4,9 +4,8 @@ The lab calls `run_load`; `locust -f loadgen/locustfile.py` runs the same user c
 command line, web UI and master/worker mode.
 
 Self-check: a run whose load generator saturated measures the generator, not the balancer, so it is
-marked invalid (not failed). Two signs are watched while it runs: the process's CPU use (pegged above
-90% of a core for most samples) and the lag of a greenlet that asks to wake every 100 ms (when gevent's
-hub cannot keep that schedule, users cannot keep theirs either: requests are dispatched late).
+marked invalid (not failed). `_watch` samples the process's CPU use and the lag of a greenlet that asks
+to wake every 100 ms; loadgen.selfcheck decides from them.
 """
 
 from __future__ import annotations
@@ -22,9 +21,7 @@ from locust.env import Environment
 
 from loadgen.eventlog import EventLog
 from loadgen.plan import LoadPlan, user_classes
-
-CPU_PEGGED = 90.0  # percent of one core
-LAG_LIMIT_S = 0.5  # a 100 ms tick that wakes this late means the hub is overloaded
+from loadgen.selfcheck import saturation
 
 
 @dataclass
@@ -33,6 +30,8 @@ class Progress:
     users: int
     requests: int
     failures: int
+    hard_breaks: int  # answers the client read as `foreign` so far
+    soft_breaks: int  # answers marked `cold` so far
 
 
 @dataclass
@@ -93,7 +92,16 @@ def run_load(
                 between(elapsed)
             if on_progress:
                 total = env.stats.total
-                on_progress(Progress(elapsed, runner.user_count, total.num_requests, total.num_failures))
+                on_progress(
+                    Progress(
+                        elapsed,
+                        runner.user_count,
+                        total.num_requests,
+                        total.num_failures,
+                        log.outcomes["foreign"],
+                        log.outcomes["cold"],
+                    )
+                )
     finally:
         runner.quit()
         runner.greenlet.join(timeout=30)
@@ -103,12 +111,6 @@ def run_load(
     result.requests = env.stats.total.num_requests
     result.failures = env.stats.total.num_failures
     result.events = log.written
-    pegged = [c for c in result.cpu_samples if c >= CPU_PEGGED]
-    if result.cpu_samples and len(pegged) > len(result.cpu_samples) / 2:
-        result.saturated = True
-        result.saturation_reason = f"load generator CPU above {CPU_PEGGED:.0f}% in {len(pegged)} of "
-        result.saturation_reason += f"{len(result.cpu_samples)} samples"
-    elif result.max_lag_s > LAG_LIMIT_S:
-        result.saturated = True
-        result.saturation_reason = f"load generator fell {result.max_lag_s:.2f}s behind its schedule"
+    result.saturation_reason = saturation(result.cpu_samples, result.max_lag_s)
+    result.saturated = bool(result.saturation_reason)
     return result

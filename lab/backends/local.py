@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.balancers import Balancer, get_driver
 from lab.farm import LocalFarm
 from lab.model import FAULT_ACTIONS, BalancerSpec, CasEndpoint
+
+if TYPE_CHECKING:
+    from loadgen.plan import LoadPlan
+    from loadgen.runner import LoadResult, Progress
 
 log = logging.getLogger("caslab.lab")
 
@@ -73,6 +79,20 @@ class LocalLab:
             self.farm.set_health(server, "up")
         else:
             raise ValueError(f"unknown fault action {action!r}; allowed: {', '.join(FAULT_ACTIONS)}")
+
+    def run_load(
+        self,
+        plan: LoadPlan,
+        events_path: Path,
+        duration_s: float,
+        ramp_s: float,
+        on_progress: Callable[[Progress], None] | None = None,
+        between: Callable[[float], None] | None = None,
+    ) -> LoadResult:
+        """Run the load in this process (Locust as a library); see loadgen.runner.run_load."""
+        from loadgen.runner import run_load  # imports locust, which patches the process with gevent
+
+        return run_load(plan, events_path, duration_s, ramp_s, on_progress=on_progress, between=between)
 
     def collect_ledgers(self) -> list[dict]:
         self.farm.collect_ledger()
