@@ -36,6 +36,8 @@ class Browser(CasUser):
     def owa(self, method: str, path: str, **kwargs: object) -> None:
         if not self.logged_on:
             self.logon()
+            if not self.logged_on:
+                return  # the logon's own first page broke: the user is at the logon page, not on this page
         self.call(
             method,
             "owa" if path.lower().startswith("/owa") else "ecp",
@@ -52,7 +54,8 @@ class Browser(CasUser):
         response = self.call(
             "POST", "owa", owa.LOGON_POST, data=urlencode(form), headers=FORM, classify=self.classify
         )
-        if owa.logon_reason(response.headers.get("Location", "")) is None and response.status_code == 302:
+        # A logon that got no answer at all has no headers to read (status 0): the user is not logged on.
+        if response.status_code == 302 and owa.logon_reason(response.headers.get("Location", "")) is None:
             self.logged_on = True
             self.call("GET", "owa", owa.HOME, name="owa home", classify=self.classify)
 
