@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from locust import FastHttpUser
 from locust.contrib.fasthttp import ResponseContextManager
+from locust.runners import WorkerRunner
 
 from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
 from loadgen.eventlog import EventContext
@@ -57,6 +58,17 @@ def transport_or(classify: Classifier) -> Classifier:
     return wrapped
 
 
+def worker_slot(environment: Any) -> tuple[int, int]:
+    """(number of Locust workers, this process's index among them); (1, 0) when not a worker. A worker
+    learns its index from the master and the worker count from the master's --expect-workers (which
+    --processes sets), so that must be the real number of workers."""
+    runner = environment.runner
+    if not isinstance(runner, WorkerRunner):
+        return 1, 0
+    workers = getattr(environment.parsed_options, "expect_workers", 1) or 1
+    return max(workers, runner.worker_index + 1), max(runner.worker_index, 0)
+
+
 class CasUser(FastHttpUser):
     abstract = True
     client_kind: ClassVar[str] = ""
@@ -71,11 +83,12 @@ class CasUser(FastHttpUser):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        runner = environment.runner
-        workers = max(1, getattr(runner, "worker_count", 1) or 1) if runner else 1
-        worker = getattr(runner, "worker_index", 0) or 0
-        # Users 0..n-1 of this client kind; with Locust workers, worker w takes w, w+W, w+2W, ...
-        self.index = (next(self.identities) * workers + worker) % max(1, self.fixed_count)
+        workers, worker = worker_slot(environment)
+        # Users 0..n-1 of this client kind (numbers come round again when Locust restarts its users).
+        # Worker w of W numbers its users w, w+W, w+2W...: never a number another worker uses. Locust
+        # deals a class's users to workers unevenly at times (even a whole class to one worker); such
+        # a worker numbers past the population's size, and those users take further addresses of it.
+        self.index = (next(self.identities) % max(1, self.fixed_count)) * workers + worker
         self.username = f"user{self.index + 1}@{self.plan.domain}"
         self.password = self.plan.password
         self.instance = f"{worker}.{os.getpid()}.{next(_instances)}"  # unique per Locust process

@@ -2,12 +2,14 @@
 
     CASLAB_SCENARIO=quickstart locust -f loadgen/locustfile.py --host https://127.0.1.1:8443
     CASLAB_SCENARIO=my.toml locust -f loadgen/locustfile.py --headless -u 50 -r 10 -t 1m --host ...
-    # across machines: --master on one, --worker --master-host ... on the others (same scenario)
+    # across machines: --master --expect-workers N on one, --worker --master-host ... on N others
+    # (same scenario; N must be the real number of workers: they number their users by it)
 
 Settings (environment, because Locust imports this file before it parses its own options):
 - CASLAB_SCENARIO: a scenario file or bundled name (default quickstart): its populations become user
   classes, one per population and client kind, with the scenario's user counts as `fixed_count`.
 - CASLAB_EVENTS: where this process writes its client event log (default caslab-events-<pid>.csv).
+  A worker adds its process id (events.csv -> events-<pid>.csv); the master writes none.
 --host sets where every HTTP service is reached (the VIP); MAPI and Address Book use its host name.
 Without --host the scenario's default VIP is used. The lab (`caslab run`) drives these same classes as
 a library (loadgen/runner.py).
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from locust import events
 from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
 
 from lab.model import Vip
 from lab.scenario import load_scenario
@@ -33,15 +36,26 @@ plan = plan_from_scenario(scenario, endpoints)
 globals().update({cls.__name__: cls for cls in user_classes(plan)})  # Locust collects module-level users
 
 
+def events_path(runner: object) -> Path:
+    """CASLAB_EVENTS, made per process for a worker (several share one environment under --processes)."""
+    path = Path(os.environ.get("CASLAB_EVENTS", f"caslab-events-{os.getpid()}.csv"))
+    if isinstance(runner, WorkerRunner) and "CASLAB_EVENTS" in os.environ:
+        path = path.with_name(f"{path.stem}-{os.getpid()}{path.suffix}")
+    return path
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs: object) -> None:
-    if environment.host:
-        plan.endpoints = Endpoints.from_url(environment.host)
-    log = EventLog(Path(os.environ.get("CASLAB_EVENTS", f"caslab-events-{os.getpid()}.csv")))
+    if isinstance(environment.runner, MasterRunner):
+        return  # the master runs no users: its workers log the requests
+    log = EventLog(events_path(environment.runner))
     environment.events.request.add_listener(log.on_request)
     environment.events.quitting.add_listener(lambda **_kw: log.close())
 
 
 @events.test_start.add_listener
-def _on_test_start(**_kwargs: object) -> None:
+def _on_test_start(environment: Environment, **_kwargs: object) -> None:
+    # Here, not at init: a worker learns the host from the master when the test starts.
+    if environment.host:
+        plan.endpoints = Endpoints.from_url(environment.host)
     plan.start_time = time.time()
