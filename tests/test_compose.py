@@ -1,10 +1,13 @@
 """The ready container lab (compose/docker-compose.yml, DESIGN.md section 11): one `docker compose up
 --wait` gives three CAS behind HAProxy and Locust's web UI; `down -v` leaves nothing of the lab behind.
 
-Needs a running Docker engine with Compose v2 (`scripts/setup --test` installs and starts them, and builds
-the images). Each test is its own compose project with a unique name, its ports published on a free
-address of 127.0.20.0/24 and its network in a free /24 of 10.220.0.0/16, so it collides neither with a
-lab someone started by hand (127.0.0.1, 10.213.0.0/24) nor with another test run.
+Needs a Docker engine with Compose v2 and caslab's images: `scripts/setup --test` installs and starts the
+engine and builds the images, and the module's first fixture makes sure of both again (each step is near
+instant when done, and build-images rebuilds what the working tree changed).
+
+Each test is its own compose project with a unique name, its ports published on a free address of
+127.0.20.0/24 and its network in a free /24 of 10.220.0.0/16, so it collides neither with a lab someone
+started by hand (127.0.0.1, 10.213.0.0/24) nor with another test run.
 """
 
 from __future__ import annotations
@@ -43,13 +46,11 @@ def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 180) 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def images() -> None:
-    """The images match the working tree: build-images rebuilds what changed (a second or two when
-    nothing did)."""
-    done = subprocess.run(
-        [str(ROOT / "compose" / "build-images")], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, f"compose/build-images failed:\n{done.stdout}{done.stderr}"
+def engine_and_images() -> None:
+    """dockerd answers, and the images match the working tree."""
+    for script in ("scripts/docker-engine", "compose/build-images"):
+        done = subprocess.run([str(ROOT / script)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{script} failed:\n{done.stdout}{done.stderr}"
 
 
 def free_publish_address() -> str:
