@@ -439,19 +439,31 @@ def check_mapi_and_addressbook_together(host: str = VIP.host) -> None:
 
 
 def check_rpc_in_channel_streams(host: str = VIP.host, port: int = VIP.http_port) -> None:
-    """Outlook Anywhere's IN channel: RPC_IN_DATA declaring a 1 GB body reaches a CAS, which answers
-    (401: no credentials) while the body is still being sent. A balancer that rejects the method or
-    buffers the body first never gets an answer from a CAS."""
+    """Outlook Anywhere's IN channel: RPC_IN_DATA declaring a 1 GB body reaches a CAS, which handles it
+    (401: no credentials) while the body is still being sent. A balancer that rejects the method answers
+    itself, and one that buffers the body first never lets the CAS see the request: either way no
+    ledger row. (When the client sees the answer is the balancer's own business: Go's HTTP server, in
+    Traefik, holds it until it has read 256 KB more of the body.)"""
+    request_id = f"in-channel-{uuid.uuid4()}"
     with socket.create_connection((host, port), timeout=5, source_address=("127.16.7.1", 0)) as sock:
         sock.sendall(
             b"RPC_IN_DATA /rpc/rpcproxy.dll?CAS01:6001 HTTP/1.1\r\nHost: mail.caslab.test\r\n"
-            b"User-Agent: MSRPC\r\nContent-Length: 1073741824\r\n\r\n" + b"\0" * 1024
+            b"User-Agent: MSRPC\r\nContent-Length: 1073741824\r\n"
+            + f"X-CasLab-Request: {request_id}\r\n\r\n".encode()
+            + b"\0" * 1024
         )
-        reply = sock.makefile("rb")
-        status = reply.readline()
-        headers = b"".join(iter(reply.readline, b"\r\n")).lower()
-    assert status.split()[1] == b"401", status
-    assert b"x-caslab-server" in headers
+        found: list[dict] = []
+        poll(lambda: bool(found.extend(ledger_rows(request_id)) or found), 5, "the CAS to see the IN channel")
+    assert [(r["service"], r["status"]) for r in found] == [("rpchttp", 401)], found
+
+
+def ledger_rows(request_id: str) -> list[dict]:
+    """Every CAS' ledger rows for one request id."""
+    rows = []
+    for cas in SERVERS:
+        with urllib.request.urlopen(f"{cas.admin_url}/caslab/ledger?since=0", timeout=10) as r:
+            rows += [row for row in json.loads(r.read())["rows"] if row["request_id"] == request_id]
+    return rows
 
 
 def dead_port(spec_servers: list, attr: str) -> list:
@@ -537,7 +549,9 @@ def check_tls_mode(driver: str, files: TlsFiles, run_dir: Path, mode: str, http:
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             client = Client("127.16.10.1", tls=tls_client_context(files, maximum=version))
             seen = client.servers(3, "/owa/")
-            assert seen[0] and len(set(seen)) == 1, seen
+            assert all(seen), seen
+            if http.method != "none":
+                assert len(set(seen)) == 1, seen
     rows_with_client_address = sum(ledger_count(name, "127.16.10.1") for name in NAMES) - before
     assert rows_with_client_address == (0 if mode == "passthrough" else 6)
 

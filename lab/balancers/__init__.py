@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lab.balancers.layout import Layout, allowed_methods, build_layout, shape_problems
-from lab.model import METHODS, SERVICES, BalancerSpec
+from lab.model import METHODS, SERVICES, TCP_SERVICES, BalancerSpec
 
 
 class Unsupported(ValueError):
@@ -49,6 +49,9 @@ class Balancer:
     active_health_checks: ClassVar[bool] = True
     # Why this driver lacks a method, for the refusal message (method -> reason).
     reasons: ClassVar[dict[str, str]] = {}
+    # Methods on TCP pools (MAPI, Address Book, TLS passthrough) when fewer than on HTTP, and why.
+    tcp_methods: ClassVar[frozenset[str] | None] = None
+    tcp_reason: ClassVar[str] = ""
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         self.spec = spec
@@ -69,11 +72,18 @@ class Balancer:
         for service in SERVICES:
             p = self.spec.persistence[service]
             possible, context = allowed_methods(self.spec, service)
-            mine = [m for m in METHODS if m in possible and m in self.methods]
+            tcp = service in TCP_SERVICES or self.spec.tls == "passthrough"
+            methods = self.tcp_methods if tcp and self.tcp_methods is not None else self.methods
+            mine = [m for m in METHODS if m in possible and m in methods]
             for method in [p.method] + ([p.fallback.method] if p.fallback else []):
                 if method in mine:
                     continue
-                why = context if method not in possible else self.reasons.get(method, "")
+                if method not in possible:
+                    why = context
+                elif method in self.methods:  # this driver has it, only not on TCP
+                    why = self.tcp_reason
+                else:
+                    why = self.reasons.get(method, "")
                 out.append(
                     f"{self.name} cannot do '{method}' persistence for {service}"
                     + (f" ({why})" if why else "")

