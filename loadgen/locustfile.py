@@ -50,7 +50,8 @@ def _on_init(environment: Environment, **_kwargs: object) -> None:
         return  # the master runs no users: its workers log the requests
     log = EventLog(events_path(environment.runner))
     environment.events.request.add_listener(log.on_request)
-    environment.events.quitting.add_listener(lambda **_kw: log.close())
+    # `quit` comes after Locust stopped the users (`quitting` may come before, on Ctrl-C).
+    environment.events.quit.add_listener(lambda **_kw: log.close())
 
 
 @events.test_start.add_listener

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -285,6 +285,23 @@ def test_requests_that_reach_no_cas_are_transport_failures(tmp_path):
         (False, "0"),
         (True, "-1"),
     }
+
+
+def test_a_phone_that_gets_no_answer_waits_before_it_tries_again(tmp_path):
+    # Direct Push sends the next Ping at once; a refused connection must not turn that into a hot loop.
+    (tmp_path / "scenario.toml").write_text(
+        scenario_text('[[population]]\nkind = "mobile-carrier"\nusers = 2')
+    )
+    answer = drive(
+        "run", "--scenario", str(tmp_path / "scenario.toml"), "--host", NOWHERE,
+        "--events", str(tmp_path / "events.csv"), "--seconds", "3",
+    )  # fmt: skip
+    events = read_events(tmp_path / "events.csv")
+    assert answer["requests"] == len(events) > 0
+    assert {e["outcome"] for e in events} == {"transport"}
+    per_device = Counter(e["session"] for e in events)
+    # A think time between tries (1.2 s on average here): a handful each, not thousands.
+    assert len(per_device) == 2 and max(per_device.values()) < 40, per_device
 
 
 # -- populations through Locust's own command line, and the library mode ----------------------------------

@@ -27,9 +27,12 @@ class EasDevice(CasUser):
     policy_key = ""
     inbox = ""
     inbox_key = "0"
+    failing = False  # the last request got an error or no answer
 
     def wait_time(self) -> float:
-        return 0.0  # Direct Push: the next Ping goes out as soon as the last one returns
+        # Direct Push: the next Ping goes out as soon as the last one returns. After a failure a phone
+        # waits before it tries again (a refused connection returns at once: no wait would be a hot loop).
+        return self.think() if self.failing else 0.0
 
     def on_start(self) -> None:
         population = self.plan.populations.index(self.population)
@@ -51,10 +54,12 @@ class EasDevice(CasUser):
     def send(self, request: eas.EasRequest) -> tuple[int, eas.Answer | None]:
         """One EAS request: (HTTP status, the parsed answer or None)."""
         parsed: list[eas.Answer | None] = []
+        self.failing = True  # until an answer says otherwise (no answer at all never reaches classify)
 
         def classify(r: Response) -> tuple[str, str]:
             outcome, detail, answer = eas.read(request, r.status_code, "", r.content or b"")
             parsed.append(answer)
+            self.failing = outcome not in ("ok", "cold")
             return outcome, detail
 
         response = self.call(
