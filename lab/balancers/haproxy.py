@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import socket
 import subprocess
@@ -68,7 +69,7 @@ class HAProxy(ProcessBalancer):
         return [haproxy_binary(), "-db", "-f", str(self.config_dir / "haproxy.cfg")]
 
     def validate_command(self) -> list[str]:
-        return [haproxy_binary(), "-c", "-q", "-f", str(self.config_dir / "haproxy.cfg")]
+        return [haproxy_binary(), "-c", "-f", str(self.config_dir / "haproxy.cfg")]
 
     def version(self) -> str:
         out = subprocess.run([haproxy_binary(), "-v"], capture_output=True, text=True, check=True).stdout
@@ -87,7 +88,9 @@ class HAProxy(ProcessBalancer):
             f"# caslab: HAProxy config for preset {spec.preset or '(custom)'}, topology {spec.topology}, "
             f"tls {spec.tls}",
             "global",
-            f"    stats socket {self.socket_path} mode 600 level admin",
+            # Relative to the working directory (the config folder): a run folder's absolute path can
+            # exceed what a unix socket address holds (HAProxy allows 97 bytes).
+            "    stats socket unix@haproxy.sock mode 600 level admin",
             "    log stdout format short local0 notice",
             "",
             "defaults",
@@ -259,7 +262,11 @@ class HAProxy(ProcessBalancer):
         """Send one command to the stats socket and return its answer."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(str(self.socket_path))
+            folder = os.open(self.config_dir, os.O_RDONLY)  # reached as /proc/self/fd/N: a short address
+            try:
+                sock.connect(f"/proc/self/fd/{folder}/{self.socket_path.name}")
+            finally:
+                os.close(folder)
             sock.sendall(command.encode() + b"\n")
             chunks = []
             while chunk := sock.recv(65536):
