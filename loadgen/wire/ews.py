@@ -9,7 +9,8 @@ A mail application polling a pull subscription on Exchange 2010 (every request: 
    a new subscription when the old one is gone (Microsoft's advice: never resume with the old watermark).
 Stateless calls: `get_folder`, `find_item`, `get_user_availability`.
 `parse()` reads any EWS answer (response messages or a SOAP fault); `classify()` says ok, foreign
-(ErrorSubscriptionNotFound: the poll reached a CAS that does not hold the subscription) or error.
+(ErrorSubscriptionNotFound: the poll reached a CAS that does not hold the subscription) or error;
+`read()` is both at once.
 """
 
 from __future__ import annotations
@@ -203,14 +204,21 @@ def parse(body: bytes) -> EwsAnswer | None:
 def classify(status: int, body: bytes) -> tuple[str, str]:
     """(outcome, detail) of one EWS answer: ok, foreign (the subscription is not on the CAS that
     answered) or error (HTTP error, SOAP fault, an error response message, or not EWS at all)."""
+    outcome, detail, _answer = read(status, body)
+    return outcome, detail
+
+
+def read(status: int, body: bytes) -> tuple[str, str, EwsAnswer | None]:
+    """`classify` and the parsed answer together, for a client that needs both (parsing is most of
+    what a client spends on an EWS answer: do it once)."""
     answer = parse(body) if status in (200, 500) else None
     if answer is None:
-        return "error", f"http {status}" if status != 200 else "not an EWS answer"
+        return "error", f"http {status}" if status != 200 else "not an EWS answer", None
     if answer.response_code == SUBSCRIPTION_NOT_FOUND:
-        return "foreign", SUBSCRIPTION_NOT_FOUND
+        return "foreign", SUBSCRIPTION_NOT_FOUND, answer
     if answer.fault or answer.response_class == "Error":
-        return "error", answer.response_code or "error"
-    return "ok", ""
+        return "error", answer.response_code or "error", answer
+    return "ok", "", answer
 
 
 @dataclass
