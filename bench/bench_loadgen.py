@@ -1,0 +1,200 @@
+"""What caslab's client kinds cost the load generator (prints figures, asserts nothing).
+
+1. throughput: requests per second per core of the stateful kinds (browser, ews-app,
+   outlook2010-rpchttp, outlook-mapi), each with its connections bound to its source address and every
+   request in the event log, beside a plain Locust FastHttpUser (GET of the OWA logon page, no binding,
+   no event log) in the same process, in turns. "Per core" is requests per second of the Locust
+   process's own CPU time, so it does not depend on how busy the shared machine or the CAS is.
+   Users think for ~0 s (the plan's time_scale is huge), so each kind runs as fast as it can.
+   Goal: every kind >= 0.8 x the plain FastHttpUser.
+2. idle-eas: 5,000 phones (one mobile-carrier population) holding Direct Push Pings on one CAS:
+   the Locust process's memory per device and its CPU while they wait. Goal: <= 50 KB per device.
+
+The CAS (one `caslab cas` process, real protocol timers) runs on core 0, this process on core 1.
+Runs about 50 s for throughput and 70 s for idle-eas: a phone's set-up is six requests (Autodiscover,
+OPTIONS, two Provisions, FolderSync, Sync) before its first Ping, and one CAS core sets up about 100
+phones a second here; devices start at that rate (faster only queues them at the CAS: at 500 a second,
+3-6% of set-up requests failed with RetriesExceeded, and those phones retried after a think time).
+
+    .venv/bin/python bench/bench_loadgen.py [throughput|idle-eas|both] [--seconds 3] [--rounds 2]
+        [--users 20] [--devices 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gevent
+import psutil
+from locust import FastHttpUser, constant, task  # patches this process with gevent, as Locust does
+from locust.env import Environment
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lab.farm import LocalFarm, http_get_json  # noqa: E402
+from lab.model import local_farm  # noqa: E402
+from loadgen.addresses import AddressPlan  # noqa: E402
+from loadgen.eventlog import EventLog  # noqa: E402
+from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, user_classes  # noqa: E402
+
+SERVER = local_farm(1, "127.0.21")[0]
+BASE = f"http://{SERVER.host}:{SERVER.http_port}"
+STATEFUL = ("browser", "ews-app", "outlook2010-rpchttp", "outlook-mapi")
+ME = psutil.Process()
+
+
+class PlainUser(FastHttpUser):
+    """The reference: Locust's fast client as it comes, one small page in a loop."""
+
+    host = BASE
+    wait_time = constant(0)
+
+    @task
+    def logon_page(self) -> None:
+        self.client.get("/owa/auth/logon.aspx")
+
+
+def cpu_seconds() -> float:
+    times = ME.cpu_times()
+    return times.user + times.system
+
+
+def kind_class(kind: str, users: int, address_index: int) -> type:
+    """One Locust class of `kind` with `users` users on their own addresses, thinking for ~0 s."""
+    population = PopulationPlan(
+        name=f"bench-{kind}",
+        addresses=AddressPlan(address_index, "intranet", users=users, source_ips=users),
+        clients={kind: users},
+    )
+    plan = LoadPlan([population], Endpoints.from_url(BASE), time_scale=1e7)
+    plan.start_time = time.time()
+    return user_classes(plan)[0]
+
+
+def measure(cls: type, users: int, seconds: float, events: Path | None) -> tuple[float, float]:
+    """(requests per second, requests per CPU-second of this process) over `seconds` after a warm-up."""
+    env = Environment(user_classes=[cls])
+    log = EventLog(events) if events else None
+    if log:
+        env.events.request.add_listener(log.on_request)
+    runner = env.create_local_runner()
+    runner.start(users, spawn_rate=users)
+    gevent.sleep(1.0)  # log on, open channels and subscriptions: the steady state is what is measured
+    requests, cpu, wall = env.stats.total.num_requests, cpu_seconds(), time.monotonic()
+    gevent.sleep(seconds)
+    requests = env.stats.total.num_requests - requests
+    cpu, wall = cpu_seconds() - cpu, time.monotonic() - wall
+    failures = env.stats.total.num_failures
+    runner.quit()
+    runner.greenlet.join()
+    if log:
+        log.close()
+    if failures:
+        print(f"  ({cls.__name__}: {failures} failed requests)")
+    return requests / wall, requests / max(cpu, 1e-9)
+
+
+def throughput(args: argparse.Namespace, scratch: Path) -> None:
+    classes = {"plain FastHttpUser": PlainUser}
+    for i, kind in enumerate(STATEFUL):
+        classes[kind] = kind_class(kind, args.users, i)
+    best: dict[str, tuple[float, float]] = {}
+    for cls in classes.values():  # warm-up round: imports, first connections, caches
+        measure(cls, args.users, 0.5, scratch / "warm.csv" if cls is not PlainUser else None)
+    for _ in range(args.rounds):
+        for label, cls in classes.items():
+            events = scratch / f"{label}.csv" if cls is not PlainUser else None
+            rps, per_core = measure(cls, args.users, args.seconds, events)
+            if per_core > best.get(label, (0.0, 0.0))[1]:
+                best[label] = (rps, per_core)
+    plain = best["plain FastHttpUser"][1]
+    print(f"\nthroughput: {args.users} users per kind, {args.rounds} x {args.seconds:g} s each, best kept;")
+    print("CAS on core 0, Locust on core 1; per core = requests per CPU-second of the Locust process")
+    print(f"{'':<26}{'req/s':>9}{'req/s per core':>16}{'vs plain':>10}   goal >= 0.8")
+    for label, (rps, per_core) in best.items():
+        print(f"{label:<26}{rps:>9.0f}{per_core:>16.0f}{per_core / plain:>10.2f}")
+
+
+def idle_eas(args: argparse.Namespace, farm: LocalFarm) -> None:
+    n = args.devices
+    population = PopulationPlan(
+        name="bench-phones",
+        addresses=AddressPlan(10, "mobile-carrier", users=n, source_ips=64),
+        clients={"eas-device": n},
+    )
+    plan = LoadPlan([population], Endpoints.from_url(BASE), time_scale=1.0)
+    env = Environment(user_classes=user_classes(plan))
+    runner = env.create_local_runner()
+    gc.collect()
+    rss_before = ME.memory_info().rss
+    plan.start_time = time.time()
+    started = time.monotonic()
+    runner.start(n, spawn_rate=args.spawn_rate)
+    # Every device holds a Ping when the CAS has (nearly) n requests in flight; a few are between
+    # Pings at any time (a Ping returns when new mail arrives, every 10 minutes per user).
+    while http_get_json(f"{SERVER.admin_url}/caslab/stats")["inflight"] < 0.99 * n:
+        if time.monotonic() - started > 600:
+            raise SystemExit("the devices did not all reach their Ping in 10 minutes")
+        gevent.sleep(0.5)
+    set_up_s = time.monotonic() - started
+    gevent.sleep(2.0)
+    gc.collect()
+    rss_holding = ME.memory_info().rss
+    cas = psutil.Process(farm.processes[SERVER.name].pid)
+    cpu, cas_cpu, wall = cpu_seconds(), sum(cas.cpu_times()[:2]), time.monotonic()
+    gevent.sleep(args.seconds * 3)
+    cpu, cas_cpu = cpu_seconds() - cpu, sum(cas.cpu_times()[:2]) - cas_cpu
+    wall = time.monotonic() - wall
+    stats = http_get_json(f"{SERVER.admin_url}/caslab/stats")
+    requests, failures = env.stats.total.num_requests, env.stats.total.num_failures
+    errors = sorted(env.stats.errors.values(), key=lambda e: -e.occurrences)[:3]
+    runner.quit()
+    runner.greenlet.join()
+    per_device_kb = (rss_holding - rss_before) / n / 1024
+    print(f"\nidle-eas: {n} devices on {population.addresses.pool_size} carrier addresses, one CAS")
+    print(f"set-up until all hold a Ping   {set_up_s:8.1f} s ({requests} requests, {failures} failed)")
+    for error in errors:
+        print(f"  {error.occurrences} x {error.name}: {error.error}")
+    print(f"Pings in flight at the CAS     {stats['inflight']:8d}")
+    print(f"Locust RSS before / holding    {rss_before / 2**20:8.1f} / {rss_holding / 2**20:.1f} MB")
+    print(f"Locust memory per device       {per_device_kb:8.1f} KB   goal <= 50 KB")
+    print(f"Locust CPU while holding       {cpu / wall * 100:8.2f} % of a core over {wall:.0f} s")
+    cas_rss_mb = cas.memory_info().rss / 2**20
+    print(f"CAS RSS / CPU while holding    {cas_rss_mb:8.1f} MB / {cas_cpu / wall * 100:.2f} % of a core")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("part", nargs="?", default="both", choices=["throughput", "idle-eas", "both"])
+    parser.add_argument("--seconds", type=float, default=3.0, help="each measured throughput window")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--users", type=int, default=20, help="users per kind in the throughput part")
+    parser.add_argument("--devices", type=int, default=5000)
+    parser.add_argument("--spawn-rate", type=float, default=100.0, help="devices started per second")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as scratch:
+        farm = LocalFarm([SERVER], farm_key=secrets.token_bytes(32), run_dir=Path(scratch) / "farm")
+        farm.start()
+        try:
+            os.sched_setaffinity(farm.processes[SERVER.name].pid, {0})
+            os.sched_setaffinity(0, {1})
+            if args.part in ("throughput", "both"):
+                throughput(args, Path(scratch))
+            if args.part in ("idle-eas", "both"):
+                idle_eas(args, farm)
+        finally:
+            farm.stop()
+
+
+if __name__ == "__main__":
+    main()
