@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import mockcas  # noqa: F401 - before aiohttp anywhere (the CAS processes need the pure-Python parser)
-from lab.balancers import get_driver
+from lab.balancers import get_driver, listening_sockets
 from lab.balancers.presets import resolve
 from lab.farm import LocalFarm
 from lab.model import BalancerSpec, HealthCheck, Vip, local_farm
@@ -182,6 +182,11 @@ def servers_per_session(events: list[dict]) -> dict[tuple, set[str]]:
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory) -> Iterator[LocalFarm]:
+    # Another process on these addresses (another run of this file) would answer the farm's health
+    # checks and share its ledgers: say so plainly instead of failing somewhere later.
+    ours = {(s.host, port) for s in SERVERS for port in (s.http_port, s.mapi_port, s.ab_port, s.admin_port)}
+    taken = ours & listening_sockets()
+    assert not taken, f"{sorted(taken)} in use by another process (another run of tests/test_loadgen.py?)"
     farm = LocalFarm(
         SERVERS,
         farm_key=secrets.token_bytes(32),
