@@ -574,3 +574,19 @@ def check_vip_per_service(spec: BalancerSpec, run_dir: Path, tcp: bool = True) -
         with_refusal.close()
         if tcp:
             check_mapi_and_addressbook_together(VIP.service_host("mapi", topology))
+
+
+def check_cookie_lifetime(
+    driver: str, run_dir: Path, max_age: str, refreshed: bool, seconds: int = 90
+) -> None:
+    """The balancer cookie of an lb-cookie pool with a `seconds` timeout: its Max-Age ("" for a session
+    cookie) and whether later answers send it again (which makes Max-Age an idle timeout)."""
+    with balancer_running(spec_for(driver, http=persistence("lb-cookie", seconds)), run_dir):
+        client = Client(NAT)
+        sent = []
+        for _ in range(2):
+            reply = client.request("/owa/")
+            sent.append([v for v in reply.headers.get_all("Set-Cookie") or [] if v.startswith("lb_owa_ecp=")])
+        assert len(sent[0]) == 1, sent
+        assert SimpleCookie(sent[0][0])["lb_owa_ecp"]["max-age"] == max_age, sent[0]
+        assert bool(sent[1]) == refreshed, sent

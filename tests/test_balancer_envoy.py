@@ -17,6 +17,7 @@ from lbchecks import (  # noqa: E402
     Client,
     HealthCheck,
     balancer_running,
+    check_cookie_lifetime,
     check_counters_agree_with_ledgers,
     check_failover,
     check_least_connections,
@@ -128,3 +129,8 @@ def test_tls_modes(farm, tmp_path, mode):
 
 def test_vip_per_service(farm, tmp_path):
     check_vip_per_service(spec_for("envoy", preset="recommended", topology="vip-per-service"), tmp_path)
+
+
+def test_balancer_cookie_lifetime(farm, tmp_path):
+    """A session cookie: Envoy never refreshes it, so a lifetime would log busy users off."""
+    check_cookie_lifetime("envoy", tmp_path, "", refreshed=False)

@@ -149,3 +149,15 @@ def test_vip_per_service(farm, tmp_path):
 def test_refuses_nothing_of_the_design(tmp_path):
     for preset in ("article", "recommended", "source-ip-all", "lb-cookie-all", "none-all"):
         assert HAProxy(spec_for("haproxy", preset=preset), tmp_path).refusals() == []
+
+
+def test_a_stick_entry_expires_after_the_persistence_timeout(farm, tmp_path):
+    """source-ip with a 1 s timeout: the client's entry leaves the table once idle that long, and its next
+    request is balanced afresh (round robin: the CAS after the one the last new client got)."""
+    with balancer_running(spec_for("haproxy", http=persistence("source-ip", 1)), tmp_path) as driver:
+        first = Client("127.16.14.1").request().server
+        second = Client("127.16.14.2").request().server
+        assert "127.16.14.1" in driver.admin("show table owa_ecp")
+        poll(lambda: "127.16.14.1" not in driver.admin("show table owa_ecp"), what="the entry to expire")
+        third = Client("127.16.14.1").request().server
+        assert len({first, second, third}) == 3

@@ -16,6 +16,7 @@ from lbchecks import (  # noqa: E402
     Client,
     HealthCheck,
     balancer_running,
+    check_cookie_lifetime,
     check_counters_agree_with_ledgers,
     check_failover,
     check_least_connections,
@@ -117,3 +118,8 @@ def test_access_log_line_names_the_cas_that_answered():
     assert answered_by(retried, hosts) == "CAS02"
     assert answered_by('"127.0.16.11:8080" "0" 502 "GET /owa/" 127.16.3.1', hosts) is None
     assert answered_by('"-" "-" 400 "GET /" 127.16.3.1', hosts) is None
+
+
+def test_balancer_cookie_lifetime(farm, tmp_path):
+    """Set again on every answer, so its Max-Age is an idle timeout."""
+    check_cookie_lifetime("nginx", tmp_path, "90", refreshed=True)

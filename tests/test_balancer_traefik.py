@@ -17,6 +17,7 @@ from lbchecks import (  # noqa: E402
     NAT,
     Client,
     balancer_running,
+    check_cookie_lifetime,
     check_counters_agree_with_ledgers,
     check_failover,
     check_method,
@@ -120,3 +121,8 @@ def test_tls_modes(farm, tmp_path, mode):
 def test_vip_per_service(farm, tmp_path):
     spec = spec_for("traefik", preset="lb-cookie-all", overrides=TCP_NONE, topology="vip-per-service")
     check_vip_per_service(spec, tmp_path, tcp=False)
+
+
+def test_balancer_cookie_lifetime(farm, tmp_path):
+    """A session cookie: Traefik never refreshes it, so a lifetime would log busy users off."""
+    check_cookie_lifetime("traefik", tmp_path, "", refreshed=False)

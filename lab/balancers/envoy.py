@@ -5,8 +5,9 @@ How each method is rendered, and where its users are after their CAS failed and 
 - none: ROUND_ROBIN. leastconn: LEAST_REQUEST with `selection_method: FULL_SCAN` (the default picks
   two hosts at random, which may both be the busy one).
 - source-ip: MAGLEV + `hash_policy: connection_properties.source_ip`. Users move back (a hash).
-- lb-cookie: the `stateful_session` cookie filter, cookie `lb_<pool>` (Path=/, Max-Age = the timeout,
-  counted from when it was set); switched on per route, so each pool has its own cookie. The filter
+- lb-cookie: the `stateful_session` cookie filter, cookie `lb_<pool>` (Path=/), a session cookie: Envoy
+  never refreshes it, so a ttl would be an absolute lifetime that logs busy users off when it runs out;
+  the persistence timeout is not enforced. Switched on per route, so each pool has its own cookie. The filter
   matches the cookie path case-sensitively, hence Path=/ (a `/owa` path would miss `/OWA`). Users stay
   where they moved (Envoy rewrites the cookie). Its value is the CAS address in base64, not a name.
 - cookie-hash NAME / header NAME: MAGLEV + a cookie or header `hash_policy`; a source-ip fallback is a

@@ -5,8 +5,9 @@ Traefik stays on loopback.
 How each method is rendered, and where its users are after their CAS failed and came back:
 - none: `wrr` (weighted round robin, equal weights).
 - source-ip: `hrw` (highest random weight on the client address). Users move back (a hash).
-- lb-cookie: `sticky.cookie` named `lb_<pool>` (Path=/, Max-Age = the timeout). Users stay where they
-  moved (Traefik rewrites the cookie).
+- lb-cookie: `sticky.cookie` named `lb_<pool>` (Path=/), a session cookie: Traefik sets it once and never
+  refreshes it, so a Max-Age would be an absolute lifetime that logs busy users off when it runs out;
+  the persistence timeout is not enforced. Users stay where they moved (Traefik rewrites the cookie).
 Refused, each with the reason in the message: leastconn (Traefik's `p2c` compares two random CAS, an
 approximation of least connections, and `leasttime` weighs response times); app-cookie, cookie-hash and
 header (Traefik has no cookie or header hashing and cannot learn a cookie); ssl-session-id; and any
@@ -199,14 +200,9 @@ class Traefik(ProcessBalancer):
             "maxFailedAttempts": 1,
         }
         if pool.persistence.method == "lb-cookie":
-            balancer["sticky"] = {
-                "cookie": {
-                    "name": cookie_name(pool),
-                    "path": "/",
-                    "httpOnly": True,
-                    "maxAge": max(1, round(pool.persistence.timeout_s)),
-                }
-            }
+            # A session cookie: Traefik sets it once and never refreshes it, so a Max-Age would end every
+            # session when it runs out, however busy the user (as with Envoy). Traefik has no idle timeout.
+            balancer["sticky"] = {"cookie": {"name": cookie_name(pool), "path": "/", "httpOnly": True}}
         if pool.tls:
             balancer["serversTransport"] = "cas"
         return {"loadBalancer": balancer}
