@@ -519,7 +519,30 @@ def check_recommended_per_path(spec: BalancerSpec, run_dir: Path) -> None:
         )
         check_sticky_clients(lambda i: Client(f"127.16.8.{i + 1}", keep_cookies=False), "/rpc/rpcproxy.dll")
         check_rpc_in_channel_streams()
+        check_outlook_anywhere_pairs()
         check_mapi_and_addressbook_together()
+
+
+def check_outlook_anywhere_pairs() -> None:
+    """Real RPC/HTTP virtual connections through the VIP: IN and OUT channels reach one CAS and are
+    joined there, for Outlook 2010 (its own OutlookSession cookie, several behind one NAT) and for
+    Outlook 2007 (no cookie: the source-address fallback)."""
+    from loadgen.binding import SourceAddress
+    from loadgen.wire.rpchttp import VirtualConnection
+
+    outlooks = [(NAT, {"Cookie": f'OutlookSession="{{{uuid.uuid4()}}}"'}) for _ in range(4)]
+    outlooks += [(f"127.16.15.{i}", {}) for i in range(1, 5)]
+    joined_on = set()
+    for ip, headers in outlooks:
+        vc = VirtualConnection(
+            (VIP.host, VIP.http_port), source=SourceAddress(ip), user="user1@caslab.test", password="caslab",
+            host_name="mail.caslab.test", headers=headers, timeout=10,
+        )  # fmt: skip
+        with vc:
+            result = vc.connect()
+            assert result.joined, (ip, headers, result)
+            joined_on.add(result.out_channel.server)
+    assert joined_on <= set(NAMES) and len(joined_on) > 1, joined_on
 
 
 def check_counters_agree_with_ledgers(
