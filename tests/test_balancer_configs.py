@@ -189,3 +189,13 @@ def test_listening_sockets_reads_the_kernel_table():
         assert ("127.0.16.50", port) not in listening_sockets()
         listener.listen()
         assert ("127.0.16.50", port) in listening_sockets()
+
+
+def test_web_pools_with_one_source_ip_rule_share_it_so_an_address_reaches_one_cas():
+    pools = {p.name: p for p in build_layout(spec("haproxy", resolve("source-ip-all"))).pools}
+    assert pools["owa_ecp"].rule_owner is None and pools["addressbook"].rule_owner == "mapi"
+    assert {pools[s].rule_owner for s in ("ews", "eas", "rpchttp", "oab", "autodiscover")} == {"owa_ecp"}
+    config = driver_class("haproxy")(spec("haproxy", resolve("source-ip-all")), Path(".")).render()
+    assert config["haproxy.cfg"].count("stick on src table owa_ecp") == 5
+    longer = resolve("source-ip-all", {"ews": Persistence("source-ip", timeout_s=60)})
+    assert next(p for p in build_layout(spec("haproxy", longer)).pools if p.name == "ews").rule_owner is None

@@ -19,8 +19,9 @@ string; `disable-on-404` turns a draining CAS' 404 into "no new sessions, keep t
 every other backend `track`s it, so each CAS gets one probe per interval, not one per backend.
 `option redispatch 1` + `retries 2` send a request whose CAS refuses the connection to another CAS, so a
 dead CAS costs no errors even before its probe fails. MAPI and Address Book share one stick table when
-they share one source-IP rule (servers have the same ids in both backends). Counters come from the
-stats socket (`show stat`, per-server `stot`); the stats page is on the VIP's stats port.
+they share one source-IP rule, and so do web backends (servers have the same ids in every backend).
+Counters come from the stats socket (`show stat`, per-server `stot`); the stats page is on the VIP's
+stats port.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Decided here once, so the drivers differ only in how they say it:
   service has its own pool, so each keeps its own stick table or cookie. MAPI and Address Book are
   separate TCP pools (different CAS ports); when both are `source-ip` with one timeout, the Address Book
   pool shares the MAPI pool's rule (`rule_owner`), so a client's two connections reach one CAS.
+  Likewise web pools that are all `source-ip` with one timeout share the first one's rule: one address
+  reaches one CAS for every web service, as behind a VIP with source-address affinity (learned per pool,
+  HAProxy's stick tables would place each service of one NAT address anew).
 - `single-vip`: one web listener with a route per service (paths matched case-insensitively, whole
   segments only: `/owa`, `/OWA/...`, never `/owanext`) and an `other` pool for paths no service owns.
   `vip-per-service`: one listener per group of lab.model.VIP_GROUPS, each sending everything to its
@@ -18,7 +21,7 @@ Decided here once, so the drivers differ only in how they say it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lab.model import (
     HTTP_SERVICES,
@@ -185,6 +188,7 @@ def build_layout(spec: BalancerSpec) -> Layout:
             )
             listeners.append(Listener(name, host, web_port, web_kind, routes, by_service[group[0]]))
 
+    listeners = _one_source_ip_rule(listeners)
     mapi_p, ab_p = spec.persistence["mapi"], spec.persistence["addressbook"]
     shared = mapi_p == ab_p and mapi_p.method == "source-ip"
     mapi = Pool("mapi", ("mapi",), mapi_p, True, "mapi_port")
@@ -200,3 +204,23 @@ def build_layout(spec: BalancerSpec) -> Layout:
         host = vip.service_host(pool.services[0], spec.topology)
         listeners.append(Listener(pool.name, host, port, "tcp", (), pool))
     return Layout(tuple(listeners))
+
+
+def _one_source_ip_rule(listeners: list[Listener]) -> list[Listener]:
+    """The web listeners with every `source-ip` pool sharing the rule of the first pool that has the same
+    persistence (`rule_owner`)."""
+    owners: dict[Persistence, str] = {}
+    shared: dict[Pool, Pool] = {}
+    for pool in dict.fromkeys(p for listener in listeners for p in listener.pools):
+        if pool.persistence.method == "source-ip":
+            owner = owners.setdefault(pool.persistence, pool.name)
+            if owner != pool.name:
+                shared[pool] = replace(pool, rule_owner=owner)
+    return [
+        replace(
+            listener,
+            routes=tuple(replace(r, pool=shared.get(r.pool, r.pool)) for r in listener.routes),
+            default=shared.get(listener.default, listener.default),
+        )
+        for listener in listeners
+    ]
