@@ -461,6 +461,11 @@ def _reconciliation(r: dict[str, int]) -> str:
         if r["unmatched"]
         else "Every request a CAS answered has its ledger row."
     ]
+    if r["lost_with_stopped_cas"]:
+        notes.append(
+            f"{r['lost_with_stopped_cas']} requests were still open on a CAS when a fault stopped it (such "
+            "as RPC/HTTP channels): a killed CAS never writes their ledger rows; counted, not matched."
+        )
     if r["without_request_id"]:
         notes.append(
             f"{r['without_request_id']} events carry no request id (exchanges inside an open connection, "

@@ -19,16 +19,19 @@ so a run of a million requests is judged in seconds. Definitions, in the words o
   many times (seeded); the report gives the percentile of the observed max/mean among those placements.
 - A **fault** that takes a CAS out (stop, drain, health-down) lasts until the matching start/health-up
   or the end of the run. The sessions on that CAS are those whose last answer before the fault came
-  from it; they may break. A break of any other session in that window is **collateral**. After the CAS
-  returns, a session that had moved away either stays where it went or **moves back** (a second break
-  for a service with state).
+  from it (a session with no answer yet is where its client's last answer came from: OWA and ECP share
+  the logon cookie, so ECP first opened after the fault breaks the OWA logon made there); they may
+  break. A break of any other session in that window is **collateral**. After the CAS returns, a
+  session that had moved away either stays where it went or **moves back** (a second break for a
+  service with state).
 - **Reconciliation**: each client event carrying a request id is matched to the ledger row of that id.
   What does not match is counted by why: transport failures (no answer), answers the balancer gave
   itself (no CAS named, e.g. Envoy's 503 with no healthy CAS), answers of a CAS without a ledger row
-  (the lab lost rows: `unmatched`), events without a request id (exchanges inside an open connection),
-  ledger rows no client asked for (health probes), ids on several ledger rows (a balancer retry) or
-  on several events (clients whose ids are not unique) and events whose answering server differs
-  from the ledger's.
+  (the lab lost rows: `unmatched`), answers of a CAS that a fault stopped while the request was still
+  open, such as an RPC/HTTP channel (a killed CAS never writes those rows: `lost_with_stopped_cas`),
+  events without a request id (exchanges inside an open connection), ledger rows no client asked for
+  (health probes), ids on several ledger rows (a balancer retry) or on several events (clients whose
+  ids are not unique) and events whose answering server differs from the ledger's.
 """
 
 from __future__ import annotations
@@ -202,6 +205,7 @@ def verify(
     sess, sess_blank = _keys(events["session"])
     unit, _ = pd.factorize((svc * len(user_blank) + user) * len(sess_blank) + sess)
     n_units = int(unit.max()) + 1 if len(unit) else 0
+    client, _ = pd.factorize(user * len(sess_blank) + sess)  # one client session, all its services
     srv_raw, srv_raw_names = _codes(events["server"])
     farm = list(scenario.farm.server_names)
     servers = farm + sorted(set(srv_raw_names) - {""} - set(farm))
@@ -214,6 +218,8 @@ def verify(
 
     unit_svc = np.zeros(n_units, dtype=np.int64)
     unit_svc[unit] = svc
+    unit_client = np.zeros(n_units, dtype=np.int64)
+    unit_client[unit] = client
 
     # Answered requests in (session, time) order: moves between CAS and each session's first answer.
     a_idx = np.flatnonzero(answered)
@@ -247,9 +253,14 @@ def verify(
     pop_requests, pop_shares = _population_tables(events["population"], srv, servers, answered)
     end = facts.ended_ts if facts.ended_ts is not None else t0
     timeline = _timeline(ts[answered], srv[answered], servers, t0, end)
-    coded = _Coded(ts, unit, srv, hard, error, unit_svc, svc_names, su, ss, st)
-    faults = _faults(facts, scenario, t0, servers, coded)
-    reconciliation = _reconcile(events, ledger, srv, led_srv, outcome)
+    coded = _Coded(ts, unit, client, srv, hard, error, unit_svc, unit_client, svc_names, su, ss, st)
+    fired = _fired_faults(facts, scenario)
+    faults = _faults(fired, t0, servers, coded)
+    stopped = np.zeros(len(ts), dtype=bool)  # answered by a CAS that a later `stop` killed
+    for fault in fired:
+        if fault.action == "stop" and fault.server in servers:
+            stopped |= (srv == servers.index(fault.server)) & (ts <= fault.ts)
+    reconciliation = _reconcile(events, ledger, srv, led_srv, outcome, stopped)
 
     n_requests = len(ts)
     n_errors = int(error.sum())
@@ -410,10 +421,12 @@ class _Coded:
 
     ts: np.ndarray
     unit: np.ndarray  # session unit of each event
+    client: np.ndarray  # client session (user and session id, any service) of each event
     srv: np.ndarray  # position in the server list, -1 when nobody answered
     hard: np.ndarray
     error: np.ndarray
     unit_svc: np.ndarray  # service code of each unit
+    unit_client: np.ndarray  # client session of each unit
     svc_names: list[str]
     # Answered events sorted by (unit, time): their unit, server and time.
     sorted_unit: np.ndarray
@@ -431,12 +444,16 @@ class _Coded:
         return out
 
 
-def _faults(facts: RunFacts, scenario: Scenario, t0: float, servers: list[str], ev: _Coded) -> list[dict]:
-    """One entry per outage: a CAS taken out, until it is back or the run ends."""
+def _fired_faults(facts: RunFacts, scenario: Scenario) -> list[FaultFact]:
+    """The faults as fired, in time order (from the scenario's schedule if the run did not record them)."""
     fired = list(facts.faults)
-    if not fired and scenario.faults and facts.started_ts is not None:  # not recorded: use the schedule
+    if not fired and scenario.faults and facts.started_ts is not None:
         fired = [FaultFact(f.server, f.action, facts.started_ts + t) for t, f in scenario.fault_schedule()]
-    fired.sort(key=lambda f: f.ts)
+    return sorted(fired, key=lambda f: f.ts)
+
+
+def _faults(fired: list[FaultFact], t0: float, servers: list[str], ev: _Coded) -> list[dict]:
+    """One entry per outage: a CAS taken out, until it is back or the run ends."""
     out = []
     for i, fault in enumerate(fired):  # a handful of faults; each one is analysed with column operations
         if fault.action not in OUT_ACTIONS or fault.server not in servers:
@@ -466,6 +483,15 @@ def _outage(ev: _Coded, s: int, start: float, end: float) -> dict[str, Any]:
     last = np.r_[bu[1:] != bu[:-1], True] if len(bu) else np.zeros(0, dtype=bool)
     home = np.full(ev.n_units, -1)
     home[bu[last]] = bs[last]
+    # A session with no answer of its own yet is where its client's last answer (any service) came from.
+    seen = np.flatnonzero((ev.srv >= 0) & (ev.ts < start))
+    by_client = seen[np.lexsort((ev.ts[seen], ev.client[seen]))]
+    cu = ev.client[by_client]
+    client_last = np.r_[cu[1:] != cu[:-1], True] if len(cu) else np.zeros(0, dtype=bool)
+    client_home = np.full(int(ev.client.max(initial=-1)) + 1, -1)
+    client_home[cu[client_last]] = ev.srv[by_client][client_last]
+    homeless = home < 0
+    home[homeless] = client_home[ev.unit_client[homeless]]
     on_server = home == s
 
     window = (ev.ts >= start) & (ev.ts < end)
@@ -503,7 +529,7 @@ def _outage(ev: _Coded, s: int, start: float, end: float) -> dict[str, Any]:
     return entry
 
 
-def _reconcile(events, ledger, srv, led_srv, outcome) -> dict[str, int]:
+def _reconcile(events, ledger, srv, led_srv, outcome, stopped) -> dict[str, int]:
     """Match every client event to the ledger row of its request id; count whatever does not match."""
     n_ev = len(events)
     ids, no_id = _keys(
@@ -525,7 +551,8 @@ def _reconcile(events, ledger, srv, led_srv, outcome) -> dict[str, int]:
         "matched": int(matched.sum()),
         "transport_failures": int(transport.sum()),
         "transport_seen_by_cas": int((transport & matched).sum()),
-        "unmatched": int((has_id & ~matched & ~transport & (srv >= 0)).sum()),
+        "unmatched": int((has_id & ~matched & ~transport & (srv >= 0) & ~stopped).sum()),
+        "lost_with_stopped_cas": int((has_id & ~matched & ~transport & (srv >= 0) & stopped).sum()),
         "answered_by_balancer": int((has_id & ~matched & ~transport & (srv < 0)).sum()),
         "without_request_id": int((~has_id).sum()),
         "event_duplicate_ids": int(has_id.sum() - np.count_nonzero(in_events)),

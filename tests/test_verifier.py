@@ -219,6 +219,34 @@ def test_fault_times_come_from_the_schedule_when_the_run_did_not_record_them():
     assert a.faults == [FAILOVER_ENTRY]
 
 
+def test_ecp_first_opened_after_the_fault_belongs_to_the_owa_logon_made_on_the_stopped_cas():
+    ev = events(
+        {"service": "owa", "user": "b", "session": "B", "server": "CAS02", "t": 5},
+        {"service": "ecp", "user": "b", "session": "B", "server": "CAS01", "outcome": "foreign", "t": 12},
+        {"service": "owa", "user": "c", "session": "C", "server": "CAS01", "t": 5},
+        {"service": "ecp", "user": "c", "session": "C", "server": "CAS01", "outcome": "foreign", "t": 13},
+    )
+    facts = RunFacts("test", started_ts=T0, faults=[FaultFact("CAS02", "stop", T0 + 10)])
+    (outage,) = run(ev, scenario(Thresholds(fault_collateral_breaks=0)), facts).faults
+    assert outage["sessions_on_server"] == 2  # b's OWA and the ECP that used its logon
+    assert outage["sessions_lost"] == 1 and outage["collateral_sessions"] == 1  # c's ECP broke elsewhere
+
+
+def test_answers_still_open_when_their_cas_was_stopped_are_lost_with_it_not_unmatched():
+    ev = events(
+        {"request_id": "r1", "service": "rpchttp", "server": "CAS02", "t": 1},  # open until the kill
+        {"request_id": "r2", "server": "CAS02", "t": 12},  # after the restart: a row the lab lost
+        {"request_id": "r3", "server": "CAS01", "t": 2},  # another CAS: a row the lab lost
+    )
+    facts = RunFacts(
+        "test",
+        started_ts=T0,
+        faults=[FaultFact("CAS02", "stop", T0 + 10), FaultFact("CAS02", "start", T0 + 11)],
+    )
+    r = run(ev, facts=facts, ledger=ledger_of(ev).iloc[:0]).reconciliation
+    assert (r["lost_with_stopped_cas"], r["unmatched"], r["matched"]) == (1, 2, 0)
+
+
 def test_reconciliation_counts_every_event_and_every_ledger_row():
     ev = events(
         {"request_id": "r1"},
@@ -244,6 +272,7 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "transport_failures": 2,
         "transport_seen_by_cas": 1,
         "unmatched": 1,
+        "lost_with_stopped_cas": 0,
         "answered_by_balancer": 1,
         "without_request_id": 1,
         "event_duplicate_ids": 1,
@@ -255,7 +284,10 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "ledger_duplicate_ids": 1,
     }
     not_matched_transport = r["transport_failures"] - r["transport_seen_by_cas"]
-    accounted = r["matched"] + r["unmatched"] + r["answered_by_balancer"] + r["without_request_id"]
+    accounted = (
+        r["matched"] + r["unmatched"] + r["lost_with_stopped_cas"] + r["answered_by_balancer"]
+        + r["without_request_id"]
+    )  # fmt: skip
     assert accounted + not_matched_transport == r["events"]
 
 
