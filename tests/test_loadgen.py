@@ -92,14 +92,11 @@ STATEFUL = {
 # -- helpers --------------------------------------------------------------------------------------------
 
 
-def read_events(*paths: Path) -> list[dict]:
-    rows = []
-    for path in paths:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            assert tuple(reader.fieldnames or ()) == COLUMNS
-            rows.extend(reader)
-    return rows
+def read_events(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
 
 
 def drive(*args: str, timeout: float = 120) -> dict:
@@ -139,11 +136,11 @@ def locust(tmp_path: Path, scenario: str, host: str, seconds: int, *extra: str) 
     return done.returncode, sum(entry["num_requests"] for entry in stats)
 
 
-def scenario_text(populations: str, time_scale: float = TIME_SCALE) -> str:
+def scenario_text(populations: str) -> str:
     return f"""
 name = "loadgen-test"
 duration = "10s"
-time_scale = {time_scale}
+time_scale = {TIME_SCALE}
 [farm]
 servers = 3
 [balancer]
