@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import gevent
 from locust import FastHttpUser
 from locust.contrib.fasthttp import ResponseContextManager
 from locust.runners import WorkerRunner
@@ -126,6 +127,13 @@ class CasUser(FastHttpUser):
 
     def wait_time(self) -> float:
         return self.think()
+
+    def run(self) -> None:
+        # Locust starts a batch of users (its spawn rate, rounded down) in one instant, once a second. Real
+        # clients do not start in lockstep, and a counting balancer would see a pattern they never make:
+        # round robin kept every RPC/HTTP channel pair of three Outlooks started together on one CAS.
+        gevent.sleep(self.rng.uniform(0.0, 1.0))
+        super().run()
 
     # -- requests ---------------------------------------------------------------------------------
     def call(
