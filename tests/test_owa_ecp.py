@@ -62,7 +62,7 @@ class Browser:
         while time.monotonic() < deadline:
             for row in reversed(cas.ledger.rows()):
                 if row.request_id == self.last_id:
-                    return row.__dict__
+                    return row._asdict()
             time.sleep(0.005)
         raise AssertionError(f"no ledger row for request {self.last_id} on {self.server}")
 
