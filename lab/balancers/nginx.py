@@ -26,7 +26,8 @@ Pitfalls handled: paths match in regex locations, case-insensitive, whole segmen
 `/owa` would send `/OWA/` elsewhere); request and response bodies stream (`proxy_request_buffering off`,
 `proxy_buffering off`, `client_max_body_size 0`: the RPC/HTTP IN channel declares ~1 GB and would
 otherwise be buffered before any CAS sees it); TLS 1.3 is enabled (1.22's default has none). One
-worker process, so round robin is exact. Counters are read from the access logs (`$upstream_addr`:
+worker process, so round robin is exact. Upstreams keep idle connections to the CAS (`keepalive`), as
+HAProxy and Envoy do, except RPC/HTTP's. Counters are read from the access logs (`$upstream_addr`:
 the last CAS tried is the one that answered); TCP connections are logged, so counted, when they end.
 `stub_status` (totals only) is on the VIP's stats port.
 """
@@ -209,6 +210,7 @@ class Nginx(ProcessBalancer):
         if balance:
             lines.append(f"{indent}    {balance}")
         lines += [f"{indent}    {self._server_line(pool, cas)}" for cas in self.spec.servers]
+        lines += self._keepalive(pool, indent)
         lines.append(f"{indent}}}")
         if p.method == "lb-cookie":
             # One upstream per CAS: that CAS first, the others as backups (used only when it fails).
@@ -220,6 +222,7 @@ class Nginx(ProcessBalancer):
                 lines.append(f"{indent}    {self._server_line(pool, cas)}")
                 lines += [f"{indent}    {self._server_line(pool, other, backup=True)}"
                           for other in self.spec.servers if other is not cas]  # fmt: skip
+                lines += self._keepalive(pool, indent)
                 lines.append(f"{indent}}}")
             cookie = cookie_name(pool)
             lines += [f"{indent}map $cookie_{cookie} $pool_{pool.name} {{"]
@@ -233,6 +236,14 @@ class Nginx(ProcessBalancer):
                 f"{indent}}}",
             ]
         return lines
+
+    @staticmethod
+    def _keepalive(pool: Pool, indent: str) -> list[str]:
+        """Idle connections to keep per upstream, as HAProxy and Envoy reuse theirs; none for RPC/HTTP (a
+        channel owns its connection and the RPC proxy closes it at the channel's end) or TCP."""
+        if pool.tcp or "rpchttp" in pool.services:
+            return []
+        return [f"{indent}    keepalive 32;"]
 
     def _key(self, pool: Pool) -> str:
         p = pool.persistence
