@@ -112,6 +112,7 @@ class RpcHttpService(HttpService):
         elif response is None:
             response = await self._in_channel(request, ctx)
         if not response.prepared and not isinstance(response, _Unanswered):
+            response.force_close()  # say `Connection: close`: the connection is not reused (below)
             with contextlib.suppress(ConnectionError):
                 await response.prepare(request)
                 await response.write_eof()
@@ -216,6 +217,7 @@ class RpcHttpService(HttpService):
             status=200, reason="Success", headers={"Content-Type": "application/rpc"}
         )
         response.content_length = OUT_CONTENT_LENGTH  # never sent whole: the stream ends when the VC does
+        response.force_close()  # a channel's connection ends with it; say so, so no balancer reuses it
         vc.out_response = response
         try:
             await response.prepare(request)
