@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lab.model import AB_PORT, MAPI_PORT, SERVICES, Vip
-from loadgen.addresses import AddressPlan
+from loadgen.addresses import AddressPlan, SubnetAddresses
 
 if TYPE_CHECKING:
     from locust import User
@@ -89,21 +89,36 @@ class LoadPlan:
         return min(rng.expovariate(1 / mean), 2 * mean)
 
 
-def plan_from_scenario(scenario: Scenario, endpoints: Endpoints) -> LoadPlan:
-    """The load of a scenario: its populations with their addresses, clients and timers.
+def address_plans(scenario: Scenario, client_network: str | None = None) -> list[AddressPlan]:
+    """The source addresses of each population: loopback ones, or in `client_network` (the docker
+    backend's lab network, see SubnetAddresses).
 
     `ip_change_every` is Exchange time like the other protocol timers, so it runs `time_scale` faster."""
-    populations = []
-    for index, p in enumerate(scenario.populations):
-        change = p.ip_change_every_s / scenario.time_scale if p.ip_change_every_s else None
-        populations.append(
-            PopulationPlan(
-                name=p.name,
-                addresses=AddressPlan(index, p.kind, p.users, p.source_ips, change),
-                clients=p.client_counts(),
-                keeps_cookies=p.keeps_cookies,
-            )
+    plans = [
+        AddressPlan(
+            index,
+            p.kind,
+            p.users,
+            p.source_ips,
+            p.ip_change_every_s / scenario.time_scale if p.ip_change_every_s else None,
         )
+        for index, p in enumerate(scenario.populations)
+    ]
+    if client_network is None:
+        return plans
+    space = SubnetAddresses(client_network, tuple(a.pool_size for a in plans))
+    return [replace(a, space=space) for a in plans]
+
+
+def plan_from_scenario(
+    scenario: Scenario, endpoints: Endpoints, client_network: str | None = None
+) -> LoadPlan:
+    """The load of a scenario: its populations with their addresses (see address_plans), clients and
+    timers."""
+    populations = [
+        PopulationPlan(name=p.name, addresses=a, clients=p.client_counts(), keeps_cookies=p.keeps_cookies)
+        for p, a in zip(scenario.populations, address_plans(scenario, client_network), strict=True)
+    ]
     return LoadPlan(
         populations=populations, endpoints=endpoints, time_scale=scenario.time_scale, seed=scenario.seed
     )

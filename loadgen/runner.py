@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
@@ -21,29 +20,8 @@ from locust.env import Environment
 
 from loadgen.eventlog import EventLog
 from loadgen.plan import LoadPlan, user_classes
+from loadgen.progress import LoadResult, Progress
 from loadgen.selfcheck import saturation
-
-
-@dataclass
-class Progress:
-    elapsed_s: float
-    users: int
-    requests: int
-    failures: int
-    hard_breaks: int  # answers the client read as `foreign` so far
-    soft_breaks: int  # answers marked `cold` so far
-
-
-@dataclass
-class LoadResult:
-    requests: int
-    failures: int
-    events: int
-    users: int
-    cpu_samples: list[float] = field(default_factory=list)
-    max_lag_s: float = 0.0
-    saturated: bool = False
-    saturation_reason: str = ""
 
 
 def _watch(result: LoadResult, stop: list[bool]) -> None:

@@ -1,0 +1,30 @@
+"""What a load run reports while it runs (`Progress`, about once a second) and when it ends
+(`LoadResult`). Plain data apart from loadgen.runner, which imports Locust and so patches the process
+with gevent: the docker backend reads these from a load generator in a container without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Progress:
+    elapsed_s: float
+    users: int
+    requests: int
+    failures: int
+    hard_breaks: int  # answers the client read as `foreign` so far
+    soft_breaks: int  # answers marked `cold` so far
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    failures: int
+    events: int
+    users: int
+    cpu_samples: list[float] = field(default_factory=list)
+    max_lag_s: float = 0.0
+    saturated: bool = False
+    saturation_reason: str = ""
