@@ -189,17 +189,18 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    if args.backend != "local":
-        print("caslab up: the docker backend is not built yet; use --backend local", file=sys.stderr)
-        return EXIT_CANNOT_RUN
     from lab.balancers import Unsupported
     from lab.run import new_run_dir
     from lab.up import up
 
     try:
-        return up(args.servers, args.driver, args.preset, args.tls, new_run_dir(Path(args.out), "up"))
+        run_dir = new_run_dir(Path(args.out), "up")
+        return up(args.servers, args.driver, args.preset, args.tls, run_dir, backend=args.backend)
     except (Unsupported, KeyError, ValueError) as err:
         print(f"caslab up: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except RuntimeError as err:  # Docker absent, a balancer or CAS that did not start: torn down already
+        print(f"caslab up: the lab could not start: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
 
 

@@ -4,13 +4,18 @@
              -> ledgers + client events -> verifier -> report files -> exit code
 
 Everything the run makes goes into reports/<name>-<UTC time>/. The lab is torn down on every path out
-(success, failure, Ctrl-C, SIGTERM), so no process is left behind.
+(success, failure, Ctrl-C, SIGTERM), so no process or container is left behind.
+
+Backends: `local` (lab.backends.local: processes on loopback, the farm on 127.0.1.1x and the VIP on
+127.0.1.1; CASLAB_LOCAL_NET=127.0.22 moves them to 127.0.22.x, e.g. for a second lab at once) and
+`docker` (lab.backends.docker: containers on a lab network of their own).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 import time
@@ -21,12 +26,13 @@ from typing import TYPE_CHECKING, TextIO
 import pandas as pd
 
 from lab.backends.local import LocalLab
-from lab.model import BalancerSpec, Vip, local_farm
+from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
 from lab.report import write_run
 from lab.scenario import Scenario
 from lab.verifier import FaultFact, RunFacts, read_events
 
 if TYPE_CHECKING:
+    from lab.backends.docker import DockerLab, LabNetwork
     from loadgen.runner import Progress
 
 log = logging.getLogger("caslab.lab")
@@ -102,8 +108,7 @@ def run_scenario(
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
-        servers = local_farm(scenario.farm.servers)
-        vip = Vip()
+        servers, vip, network = lab_addresses(backend, scenario.farm.servers, _client_addresses(scenario))
         tls_files = None
         if scenario.farm.tls != "none":
             from lab.certs import make_tls_files
@@ -111,13 +116,13 @@ def run_scenario(
             tls_files = make_tls_files(run_dir / "tls", vip, servers)
             (run_dir / "ca.pem").write_bytes(tls_files.ca_pem.read_bytes())
         spec = scenario.balancer_spec(servers, vip, tls_files)
-        lab = _make_lab(backend, spec, run_dir, scenario)
+        lab = _make_lab(spec, run_dir, scenario, network)
         progress("phase: starting farm and balancer")
         lab.start()
         from loadgen.plan import Endpoints, plan_from_scenario
 
         endpoints = Endpoints.for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
-        plan = plan_from_scenario(scenario, endpoints)
+        plan = plan_from_scenario(scenario, endpoints, str(network.subnet) if network else None)
         schedule = list(scenario.fault_schedule())
         fired: list[dict] = []
 
@@ -183,13 +188,38 @@ def run_scenario(
     return (EXIT_PASS if analysis.verdict == "pass" else EXIT_FAIL), run_dir
 
 
-def _make_lab(backend: str, spec: BalancerSpec, run_dir: Path, scenario: Scenario) -> LocalLab:
+def lab_addresses(
+    backend: str, servers: int, client_addresses: int = 0
+) -> tuple[list[CasEndpoint], Vip, LabNetwork | None]:
+    """Where a backend's lab listens: the CAS, the VIP, and (docker) the lab network they are on."""
     if backend == "local":
-        return LocalLab(
-            spec,
-            run_dir,
-            time_scale=scenario.time_scale,
-            key_seed=str(scenario.seed),
-            oab_skew=scenario.farm.oab_skew,
-        )
-    raise LabError(f"backend {backend!r} is not built yet; allowed: local")
+        base = os.environ.get("CASLAB_LOCAL_NET", "127.0.1")
+        return local_farm(servers, base), Vip(host=f"{base}.1"), None
+    if backend == "docker":
+        from lab.backends.docker import LabNetwork
+
+        network = LabNetwork.pick(client_addresses)
+        return network.servers(servers), network.vip, network
+    raise LabError(f"unknown backend {backend!r}; allowed: local, docker")
+
+
+def _client_addresses(scenario: Scenario) -> int:
+    from loadgen.plan import address_plans
+
+    return sum(a.pool_size for a in address_plans(scenario))
+
+
+def _make_lab(
+    spec: BalancerSpec, run_dir: Path, scenario: Scenario, network: LabNetwork | None
+) -> LocalLab | DockerLab:
+    """The docker backend's lab when the addresses are on a lab network, else the local one."""
+    options = {
+        "time_scale": scenario.time_scale,
+        "key_seed": str(scenario.seed),
+        "oab_skew": scenario.farm.oab_skew,
+    }
+    if network is not None:
+        from lab.backends.docker import DockerLab
+
+        return DockerLab(spec, run_dir, network, **options)
+    return LocalLab(spec, run_dir, **options)

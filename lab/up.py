@@ -1,8 +1,9 @@
 """`caslab up` / `caslab down`: a lab to explore by hand — a farm behind a real balancer, no load.
 
-`up` starts the farm and the balancer on the local backend, prints where to point a browser, curl or
-Outlook, and stays in the foreground until Ctrl-C or `caslab down` (which signals it through the state
-file .caslab/lab.json); either way it tears everything down, as a run does.
+`up` starts the farm and the balancer on the local backend (processes on loopback) or the docker one
+(containers on a lab network, which this host reaches directly), prints where to point a browser, curl
+or Outlook, and stays in the foreground until Ctrl-C or `caslab down` (which signals it through the
+state file .caslab/lab.json); either way it tears everything down, as a run does.
 """
 
 from __future__ import annotations
@@ -14,16 +15,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from lab.backends.local import LocalLab
 from lab.balancers.presets import resolve
 from lab.certs import make_tls_files
-from lab.model import BalancerSpec, Vip, local_farm
+from lab.model import BalancerSpec
+from lab.run import lab_addresses
 
 STATE = Path(".caslab") / "lab.json"
 
 
 def up(
-    servers: int, driver: str, preset: str, tls: str, run_dir: Path, say: Callable[[str], None] = print
+    servers: int,
+    driver: str,
+    preset: str,
+    tls: str,
+    run_dir: Path,
+    say: Callable[[str], None] = print,
+    backend: str = "local",
 ) -> int:
     if STATE.exists():
         pid = json.loads(STATE.read_text()).get("pid")
@@ -31,11 +41,16 @@ def up(
             say(f"caslab up: a lab is already running (pid {pid}); stop it with `caslab down`")
             return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    endpoints, vip = local_farm(servers), Vip()
+    endpoints, vip, network = lab_addresses(backend, servers)
     tls_files = make_tls_files(run_dir / "tls", vip, endpoints) if tls != "none" else None
     spec = BalancerSpec(driver=driver, persistence=resolve(preset), servers=endpoints, vip=vip, tls=tls,
                         tls_files=tls_files, preset=preset)  # fmt: skip
-    lab = LocalLab(spec, run_dir)
+    if network is None:
+        lab = LocalLab(spec, run_dir)
+    else:
+        from lab.backends.docker import DockerLab
+
+        lab = DockerLab(spec, run_dir, network)
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
@@ -44,7 +59,8 @@ def up(
         STATE.parent.mkdir(exist_ok=True)
         STATE.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}))
         scheme, port = ("https", vip.https_port) if tls != "none" else ("http", vip.http_port)
-        say(f"caslab up: {servers} CAS behind {driver} ({preset}), config in {run_dir / 'balancer'}")
+        where = f"containers on {network.subnet}" if network else "loopback"
+        say(f"caslab up: {servers} CAS behind {driver} ({preset}), {where}; config in {run_dir / 'balancer'}")
         say(f"  OWA          {scheme}://{vip.host}:{port}/owa/   (user1@caslab.test / caslab)")
         say(f"  MAPI / AB    {vip.host}:{vip.mapi_port} / {vip.ab_port}")
         for e in endpoints:
@@ -83,10 +99,9 @@ def down(say: Callable[[str], None] = print, timeout: float = 30.0) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process runs; one that exited but was not yet reaped by its parent (a zombie, e.g. a
+    `caslab up` started by a test) has stopped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True

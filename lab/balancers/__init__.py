@@ -193,7 +193,7 @@ class ProcessBalancer(Balancer):
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
-            missing = wanted - listening_sockets()
+            missing = wanted - self.listening()
             if not missing:
                 return
             if time.monotonic() > deadline:
@@ -202,6 +202,10 @@ class ProcessBalancer(Balancer):
                     f"{self.name} did not listen on {where} in {timeout:g} s; see {self.log_path}"
                 )
             time.sleep(0.02)
+
+    def listening(self) -> set[tuple[str, int]]:
+        """The listening TCP sockets where the balancer runs (a container's are elsewhere)."""
+        return listening_sockets()
 
     def _check_alive(self) -> None:
         if self.process is None:
@@ -227,10 +231,11 @@ class ProcessBalancer(Balancer):
             process.wait(timeout)
 
 
-def listening_sockets() -> set[tuple[str, int]]:
-    """(IPv4 address, port) of every TCP socket in LISTEN state on this machine's network namespace."""
+def listening_sockets(table_path: str = "/proc/net/tcp") -> set[tuple[str, int]]:
+    """(IPv4 address, port) of every TCP socket in LISTEN state in this process's network namespace, or
+    in another process's one through /proc/<pid>/net/tcp."""
     out = set()
-    with open("/proc/net/tcp") as table:
+    with open(table_path) as table:
         next(table)
         for line in table:
             fields = line.split()

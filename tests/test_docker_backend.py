@@ -1,0 +1,227 @@
+"""The docker backend (lab/backends/docker.py): `caslab run --backend docker` gives the verdicts the local
+backend gives, `caslab up --backend docker` serves a lab until `caslab down`, faults reach the
+containers, and nothing of a lab (container, network, volume) outlives it, also after Ctrl-C.
+
+Needs a Docker engine and caslab's images; the module's first fixture makes sure of both, as
+tests/test_compose.py does. Lab networks are picked in 10.221.0.0/16; the local runs compared with them
+use 127.0.221.x (CASLAB_LOCAL_NET), away from the local default 127.0.1.x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import docker
+import pytest
+
+from lab.backends.docker import RUN_DIR_LABEL, RUN_LABEL, DockerLab, LabNetwork
+from lab.balancers.presets import resolve
+from lab.model import BalancerSpec
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CASLAB = [sys.executable, "-m", "lab.cli"]
+LOCAL_NET = "127.0.221"
+DURATION = "6s"  # after the scenarios' 3 s ramp: enough requests for every check, and short
+ENV = {**os.environ, "CASLAB_LOCAL_NET": LOCAL_NET, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine_and_images() -> None:
+    """dockerd answers, and the images match the working tree."""
+    for script in ("scripts/docker-engine", "compose/build-images"):
+        done = subprocess.run([str(ROOT / script)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{script} failed:\n{done.stdout}{done.stderr}"
+
+
+def leftovers(out: Path) -> list[str]:
+    """Containers, networks and volumes of any lab whose run folder is under `out`."""
+    client = docker.from_env()
+    only = {"label": RUN_LABEL}
+
+    def mine(labels: dict | None) -> bool:
+        return (labels or {}).get(RUN_DIR_LABEL, "").startswith(str(out))
+
+    return [
+        *(f"container {c.name}" for c in client.containers.list(all=True, filters=only) if mine(c.labels)),
+        *(f"network {n.name}" for n in client.networks.list(filters=only) if mine(n.attrs["Labels"])),
+        *(f"volume {v.name}" for v in client.volumes.list(filters=only) if mine(v.attrs["Labels"])),
+    ]
+
+
+def caslab_run(scenario: str, backend: str, out: Path) -> tuple[int, dict]:
+    """`caslab run` in a subprocess; its exit code and summary.json."""
+    command = [*CASLAB, "run", scenario, "--backend", backend, "--duration", DURATION, "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
+    summaries = list(out.glob("*/summary.json"))
+    assert len(summaries) == 1, f"no report from {' '.join(command)}:\n{done.stdout}{done.stderr}"
+    return done.returncode, json.loads(summaries[0].read_text())
+
+
+def failed_checks(summary: dict) -> set[str]:
+    return {c["name"] for c in summary["checks"] if not c["pass"]}
+
+
+def check_value(summary: dict, name: str) -> float:
+    return next(c["value"] for c in summary["checks"] if c["name"] == name)
+
+
+def assert_ran_in_containers_and_left_nothing(out: Path) -> None:
+    """The run's folder holds the output of every container (CAS, balancer, load generator), which the
+    lab keeps when it removes them, and none of them, nor the network, is left."""
+    run_dir = next(out.iterdir())
+    assert sorted(p.name for p in (run_dir / "farm").iterdir()) == ["CAS01.log", "CAS02.log", "CAS03.log"]
+    assert (run_dir / "loadgen.log").exists() and list((run_dir / "balancer").glob("*.log"))
+    assert re.search(r"starting 3 CAS on 10\.221\.\d+\.0/2\d", (run_dir / "lab.log").read_text())
+    assert leftovers(out) == []
+
+
+def test_quickstart_passes_in_containers_as_it_does_locally(tmp_path: Path) -> None:
+    local_code, local = caslab_run("quickstart", "local", tmp_path / "local")
+    docker_code, in_docker = caslab_run("quickstart", "docker", tmp_path / "docker")
+
+    assert local_code == docker_code == 0
+    assert local["verdict"] == in_docker["verdict"] == "pass"
+    assert failed_checks(local) == failed_checks(in_docker) == set()
+    assert check_value(local, "hard_breaks") == check_value(in_docker, "hard_breaks") == 0
+    for summary in (local, in_docker):  # every CAS took part, as the balance check says
+        assert set(summary["servers"]) == {"CAS01", "CAS02", "CAS03"}
+        assert check_value(summary, "balance_max_over_mean") <= 1.5
+    assert_ran_in_containers_and_left_nothing(tmp_path / "docker")
+
+
+def test_hosted_tenant_on_source_ip_fails_balance_in_containers_as_it_does_locally(tmp_path: Path) -> None:
+    local_code, local = caslab_run("hosted-tenant-source-ip", "local", tmp_path / "local")
+    docker_code, in_docker = caslab_run("hosted-tenant-source-ip", "docker", tmp_path / "docker")
+
+    assert local_code == docker_code == 1
+    assert failed_checks(local) == failed_checks(in_docker) == {"balance_max_over_mean"}
+    assert check_value(local, "hard_breaks") == check_value(in_docker, "hard_breaks") == 0
+    for summary in (local, in_docker):  # the tenant's one NAT address: all of it on one CAS
+        assert max(summary["populations"]["tenant-nat"]["shares"].values()) == 1.0
+        assert len([s for s in summary["populations"]["direct"]["shares"].values() if s > 0]) >= 2
+    assert_ran_in_containers_and_left_nothing(tmp_path / "docker")
+
+
+def test_ctrl_c_mid_run_removes_every_container_and_the_network(tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    try:
+        seen = []
+        for line in run.stdout:  # progress lines start once the load runs
+            seen.append(line)
+            if line.startswith("phase: ramp") or line.startswith("phase: load"):
+                break
+        assert run.poll() is None, "".join(seen)
+        running = leftovers(out)
+        assert len([c for c in running if c.startswith("container")]) == 5, (
+            running
+        )  # 3 CAS, balancer, loadgen
+        assert len([n for n in running if n.startswith("network")]) == 1, running
+
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 2
+    assert "interrupted; tearing the lab down" in output
+    assert leftovers(out) == []
+
+
+def test_up_serves_the_vip_over_tls_until_down(tmp_path: Path) -> None:
+    command = [
+        *CASLAB,
+        "up",
+        "--backend",
+        "docker",
+        "--servers",
+        "2",
+        "--driver",
+        "haproxy",
+        "--tls",
+        "offload",
+    ]
+    up = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
+    )
+    try:
+        said = []
+        for line in up.stdout:
+            said.append(line)
+            if "stop with Ctrl-C" in line:
+                break
+        text = "".join(said)
+        owa = re.search(r"OWA\s+(https://10\.221\.[\d.]+:8443/owa/)", text)
+        ca = re.search(r"CA\s+(\S+)", text)
+        assert owa and ca, text
+
+        tls = ssl.create_default_context(cafile=ca.group(1))  # the VIP's certificate names its address
+        answered = set()
+        for _ in range(6):  # no cookie: each request is a new visitor, round robin over both CAS
+            with urllib.request.urlopen(
+                owa.group(1) + "auth/logon.aspx", context=tls, timeout=10
+            ) as response:
+                assert response.status == 200 and "Outlook Web App" in response.read().decode()
+                answered.add(response.headers["X-CasLab-Server"])
+        assert answered == {"CAS01", "CAS02"}
+
+        down = subprocess.run([*CASLAB, "down"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0 and "stopped" in down.stdout
+        assert up.wait(timeout=30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert leftovers(tmp_path) == []
+
+
+def get(url: str, request_id: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"X-CasLab-Request": request_id})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.headers["X-CasLab-Server"]
+
+
+def test_vip_per_service_and_faults_reach_the_containers(tmp_path: Path) -> None:
+    """Each service group's own VIP address answers (the balancer container gets them added), a stopped
+    CAS is gone and its ledger rows were kept, a started one answers again, health switches reach it."""
+    network = LabNetwork.pick(0)
+    spec = BalancerSpec("haproxy", resolve("none-all"), network.servers(2), network.vip,
+                        topology="vip-per-service", preset="none-all")  # fmt: skip
+    lab = DockerLab(spec, tmp_path, network, time_scale=60)
+    try:
+        lab.start()
+        mapi_host = network.vip.service_host("mapi", "vip-per-service")
+        web_hosts = [h for h in network.vip.hosts("vip-per-service") if h != mapi_host]
+        assert len(web_hosts) == 6
+        sent = [f"test-{n}" for n in range(12)]
+        served = [
+            get(f"http://{web_hosts[n % 6]}:8080/owa/auth/logon.aspx", rid) for n, rid in enumerate(sent)
+        ]
+        assert {status for status, _ in served} == {200}
+        assert {server for _, server in served} == {"CAS01", "CAS02"}
+
+        lab.fault("stop", "CAS01")
+        assert lab.cas["CAS01"].wait(timeout=30)["StatusCode"] != 0  # killed, as a crash
+        kept = {r["request_id"] for r in lab.ledger_rows if r["server"] == "CAS01" and r["request_id"]}
+        assert kept == {rid for rid, (_, server) in zip(sent, served, strict=True) if server == "CAS01"}
+        lab.fault("start", "CAS01")
+        assert lab.server_stats().keys() == {"CAS01", "CAS02"}
+
+        lab.fault("health-down", "CAS02")
+        health = json.loads(urllib.request.urlopen(f"{spec.servers[1].admin_url}/caslab/health").read())
+        assert health["health"] == "down"
+        assert sent[0] in {r["request_id"] for r in lab.collect_ledgers()}
+    finally:
+        lab.stop()
+    assert leftovers(tmp_path) == []
+    assert (tmp_path / "balancer" / "haproxy.log").exists()
