@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from lab.model import HEALTH_BODY, HEALTH_PATH, SERVICE_PATHS
+from mockcas import iis
 from mockcas.cas import Cas
 from mockcas.config import CasConfig
 from mockcas.services import HttpService, RequestContext
@@ -95,7 +96,7 @@ def build_service_app(cas: Cas) -> web.Application:
             return web.Response(status=status, text=f"{status} - {HEALTH_BODY} is {cas.health}")
         if sid is None or sid not in cas.http_services:
             ctx.note("", "invalid", "no such virtual directory")
-            return web.Response(status=404, text="404 - File or directory not found.")
+            return iis.not_found()
         service: HttpService = cas.http_services[sid]  # type: ignore[index]
         cas.inflight += 1
         cas.peak_inflight = max(cas.peak_inflight, cas.inflight)

@@ -21,9 +21,10 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
-from mockcas.services.ews import XmlRejected, basic_challenge, parse_untrusted_xml
 from mockcas.services.oab import oab_guid
+from mockcas.untrusted_xml import XmlRejected, parse_untrusted_xml
 
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
 NS_RESPONSE = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
@@ -49,11 +50,11 @@ class AutodiscoverService(HttpService):
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         if ctx.path != AUTODISCOVER_PATH:
             ctx.note("", "invalid", "no such file")
-            return web.Response(status=404, text="404 - File or directory not found.")
+            return iis.not_found()
         user = self.cas.users.check_basic(request.headers.get("Authorization"))
         if user is None:
             ctx.note("", "none", "no valid credentials")
-            return basic_challenge(self.cas.config.vip_host)
+            return iis.unauthorized(self.cas.config.vip_host)
         if request.method != "POST":  # a browser's GET gets the same error as a bad request
             ctx.note(user, "invalid", f"method {request.method[:20]}")
             return self._xml(self._error(600, "Invalid Request"))
@@ -61,7 +62,7 @@ class AutodiscoverService(HttpService):
             root = parse_untrusted_xml(await request.read())
         except web.HTTPRequestEntityTooLarge:
             ctx.note(user, "invalid", "body too large")
-            return web.Response(status=413, text="413 - Request entity too large.")
+            return iis.entity_too_large()
         except XmlRejected as err:
             ctx.note(user, "invalid", f"xml: {str(err)[:60]}")
             return self._xml(self._error(600, "Invalid Request"))

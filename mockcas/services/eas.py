@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mockcas import wbxml
+from mockcas import iis, wbxml
 from mockcas.services import HttpService, RequestContext, register
 from mockcas.wbxml import E, Element, WbxmlError
 
@@ -172,15 +172,11 @@ class ActiveSync(HttpService):
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         if ctx.path not in PATHS:
             ctx.note("", "invalid", "no such path")
-            return web.Response(status=404, text="404 - File or directory not found.")
+            return iis.not_found()
         user = self.cas.users.check_basic(request.headers.get("Authorization"))
         if user is None:
             ctx.note(request.query.get("DeviceId", "")[:64], "invalid", "unauthorized")
-            return web.Response(
-                status=401,
-                text="401 - Unauthorized",
-                headers={"WWW-Authenticate": f'Basic realm="{self.cas.config.vip_host}"'},
-            )
+            return iis.unauthorized(self.cas.config.vip_host)
         if request.method == "OPTIONS":
             ctx.note("", "none", "OPTIONS")
             return self._options()
@@ -235,9 +231,7 @@ class ActiveSync(HttpService):
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise Answer(
-                web.Response(status=413, text="413 - Request Entity Too Large"), "body too large"
-            ) from None
+            raise Answer(iis.entity_too_large(), "body too large") from None
         if not body:
             return None
         try:

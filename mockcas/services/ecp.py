@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from mockcas import iis
 from mockcas.fba import (
     XHR_HEADER,
     Logon,
@@ -54,7 +55,7 @@ class EcpService(HttpService):
         method = request.method
         if method not in ("GET", "HEAD", "POST"):
             ctx.note("", "invalid", f"method {method}")
-            return web.Response(status=405, text="405 - Method not allowed", headers={"Allow": "GET, POST"})
+            return iis.method_not_allowed("GET, POST")
         call = method == "POST" or ".svc" in ctx.path or XHR_HEADER in request.headers
         cookies = request_cookies(request)
         check = self.forms.check(cookies)

@@ -37,7 +37,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
+from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
+from mockcas.untrusted_xml import XmlRejected, parse_untrusted_xml
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas
@@ -103,45 +105,6 @@ SERVICE_PAGE = (
     "<html><head><title>Service</title></head><body><h1>Service</h1>"
     "<p>You have created a service.</p></body></html>"
 )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Helpers the other XML services of this package share (Autodiscover, OAB).
-
-
-class XmlRejected(ValueError):
-    """A request body that is not a well-formed XML document, or carries a DTD."""
-
-    def __init__(self, message: str, position: tuple[int, int] = (0, 0)) -> None:
-        super().__init__(message)
-        self.position = position
-
-
-class _NoDtdTreeBuilder(ET.TreeBuilder):
-    def doctype(self, name: str, pubid: str, system: str) -> None:
-        raise XmlRejected("a document type declaration (DTD) is not allowed")
-
-
-def parse_untrusted_xml(body: bytes) -> ET.Element:
-    """Parse a client's body with the stdlib parser. A DTD is refused outright (SOAP forbids one), so no
-    entity, internal or external, is ever declared or expanded. Raises XmlRejected on any bad input."""
-    parser = ET.XMLParser(target=_NoDtdTreeBuilder())
-    try:
-        parser.feed(body)
-        return parser.close()
-    except ET.ParseError as err:
-        raise XmlRejected(str(err), err.position) from None
-    except LookupError as err:  # an encoding the XML declaration names but Python does not know
-        raise XmlRejected(str(err)) from None
-
-
-def basic_challenge(realm: str) -> web.Response:
-    """IIS's answer to a request without valid Basic credentials."""
-    return web.Response(
-        status=401,
-        headers={"WWW-Authenticate": f'Basic realm="{realm}"'},
-        text="401 - Unauthorized: Access is denied due to invalid credentials.",
-    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -419,11 +382,11 @@ class EwsService(HttpService):
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         if ctx.path != EWS_PATH:
             ctx.note("", "invalid", "no such file")
-            return web.Response(status=404, text="404 - File or directory not found.")
+            return iis.not_found()
         user = self.cas.users.check_basic(request.headers.get("Authorization"))
         if user is None:
             ctx.note("", "none", "no valid credentials")
-            return basic_challenge(self.cas.config.vip_host)
+            return iis.unauthorized(self.cas.config.vip_host)
         cookie = request.cookies.get(EXCHANGE_COOKIE, "")
         has_cookie = len(cookie) == 32 and all(c in "0123456789abcdef" for c in cookie)
         session_key = cookie if has_cookie else user
@@ -432,15 +395,13 @@ class EwsService(HttpService):
             response = web.Response(text=SERVICE_PAGE, content_type="text/html")
         elif request.method != "POST":
             ctx.note(session_key, "invalid", f"method {request.method[:20]}")
-            response = web.Response(
-                status=405, headers={"Allow": "GET, POST"}, text="405 - Method not allowed."
-            )
+            response = iis.method_not_allowed("GET, POST")
         else:
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 ctx.note(session_key, "invalid", "body too large")
-                return web.Response(status=413, text="413 - Request entity too large.")
+                return iis.entity_too_large()
             status, xml = self._soap(body, user, session_key, ctx)
             response = web.Response(status=status, body=xml, content_type="text/xml", charset="utf-8")
         if not has_cookie:

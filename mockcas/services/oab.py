@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
-from mockcas.services.ews import basic_challenge
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas
@@ -151,15 +151,15 @@ class OabService(HttpService):
         user = self.cas.users.check_basic(request.headers.get("Authorization"))
         if user is None:
             ctx.note("", "none", "no valid credentials")
-            return basic_challenge(self.cas.config.vip_host)
+            return iis.unauthorized(self.cas.config.vip_host)
         parts = ctx.path.split("/")  # ['', 'oab', '<guid>', '<file>']
         file = self.files.get(parts[3]) if len(parts) == 4 and parts[2] == self.guid else None
         if file is None:
             ctx.note(user, "invalid", "no such file")
-            return web.Response(status=404, text="404 - File or directory not found.")
+            return iis.not_found()
         if request.method not in ("GET", "HEAD"):
             ctx.note(user, "invalid", f"method {request.method[:20]}")
-            return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="405 - Method not allowed.")
+            return iis.method_not_allowed("GET, HEAD")
         headers = {"ETag": file.etag, "Last-Modified": file.last_modified, "Accept-Ranges": "bytes"}
         size = len(file.body)
         if "Range" not in request.headers:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from mockcas import iis
 from mockcas.fba import (
     AUTH_COOKIE,
     LOGON_PAGE,
@@ -139,7 +140,7 @@ class OwaService(HttpService):
             response = await self._logon_post(request, ctx, host)
         elif path.startswith("/owa/auth/"):
             ctx.note("", "invalid", "no such page")
-            response = web.Response(status=404, text="404 - File or directory not found.")
+            response = iis.not_found()
         else:
             response = self._application(request, ctx, host, cookies)
         response.headers["X-OWA-Version"] = OWA_VERSION
@@ -191,7 +192,7 @@ class OwaService(HttpService):
         method, path = request.method, ctx.path
         if method not in ("GET", "HEAD", "POST"):
             ctx.note("", "invalid", f"method {method}")
-            return web.Response(status=405, text="405 - Method not allowed", headers={"Allow": "GET, POST"})
+            return iis.method_not_allowed("GET, POST")
         script = (
             method == "POST"
             or XHR_HEADER in request.headers

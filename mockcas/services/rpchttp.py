@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import StreamReader, web
 
-from mockcas import rts
+from mockcas import iis, rts
 from mockcas.services import HttpService, RequestContext, register
 
 if TYPE_CHECKING:
@@ -127,9 +127,7 @@ class RpcHttpService(HttpService):
             return _fail(ctx, 404, "no such RPC proxy path")
         if self.cas.users.check_basic(request.headers.get("Authorization")) is None:
             ctx.note("", "none", "unauthenticated")
-            response = web.Response(status=401, text="401 - Unauthorized")
-            response.headers["WWW-Authenticate"] = f'Basic realm="{request.host}"'
-            return response
+            return iis.unauthorized(request.host)
         if request.method not in METHODS:
             response = _fail(ctx, 405, f"method {request.method}")
             response.headers["Allow"] = ", ".join(METHODS)
