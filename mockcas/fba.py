@@ -31,6 +31,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas
+    from mockcas.services import RequestContext
 
 LOGON_PAGE = "/owa/auth/logon.aspx"
 LOGON_POST = "/owa/auth.owa"
@@ -175,3 +176,10 @@ def logon_redirect(host: str, vdir: str, reason: int = REASON_LOGON) -> web.Resp
 def login_timeout() -> web.Response:
     """Exchange's non-standard 440: the script's logon is gone; the page must log on again."""
     return web.Response(status=440, reason="Login Timeout", text="440 - Login Timeout")
+
+
+def without_logon(ctx: RequestContext, check: LogonCheck, script: bool, host: str, vdir: str) -> web.Response:
+    """The answer of OWA and ECP to a request that has no own logon: 440 for a script call, else a
+    redirect to the logon page that returns to `vdir`; the ledger row says what the logon was."""
+    ctx.note(check.session_key, check.state, check.detail)
+    return login_timeout() if script else logon_redirect(host, vdir)

@@ -23,10 +23,9 @@ from mockcas.fba import (
     XHR_HEADER,
     Logon,
     forms_auth,
-    login_timeout,
-    logon_redirect,
     request_cookies,
     request_host,
+    without_logon,
 )
 from mockcas.services import HttpService, RequestContext, register
 
@@ -59,11 +58,8 @@ class EcpService(HttpService):
         call = method == "POST" or ".svc" in ctx.path or XHR_HEADER in request.headers
         cookies = request_cookies(request)
         check = self.forms.check(cookies)
-        if check.state != "own" or check.logon is None:
-            ctx.note(check.session_key, check.state, check.detail)
-            if call:
-                return login_timeout()
-            return logon_redirect(request_host(request, self.cas.config.vip_host), "/ecp/")
+        if check.logon is None:
+            return without_logon(ctx, check, call, request_host(request, self.cas.config.vip_host), "/ecp/")
         if call:
             return self._call(request, ctx, cookies.get(CANARY), check.logon)
         return self._page(ctx, cookies.get(CANARY), check.logon)

@@ -39,6 +39,7 @@ from mockcas.fba import (
     logon_redirect,
     request_cookies,
     request_host,
+    without_logon,
 )
 from mockcas.services import HttpService, RequestContext, register
 
@@ -199,9 +200,8 @@ class OwaService(HttpService):
             or (path.endswith(".owa") and path != LOGOFF_PATH)
         )
         check = self.forms.check(cookies)
-        if check.state != "own" or check.logon is None:
-            ctx.note(check.session_key, check.state, check.detail)
-            return login_timeout() if script else logon_redirect(host, "/owa/")
+        if check.logon is None:
+            return without_logon(ctx, check, script, host, "/owa/")
         logon = check.logon
         if path == LOGOFF_PATH:
             return self._logoff(ctx, logon)
