@@ -51,9 +51,11 @@ def client_ip(request: web.BaseRequest) -> str:
 
 
 def service_for(path: str) -> str | None:
+    """The service whose virtual directory holds `path` (no query): the path is one of its prefixes or
+    lies below one, in any case (`/OWA/...`); never a longer name (`/owanext`)."""
     lowered = path.lower()
     for prefix, sid in _ROUTES:
-        if lowered == prefix or lowered.startswith(prefix + "/") or lowered.startswith(prefix + "?"):
+        if lowered == prefix or lowered.startswith(prefix + "/"):
             return sid
     return None
 

@@ -2,15 +2,19 @@
 
 Contract for an HTTP service (like an httpx transport: one narrow interface):
 - subclass `HttpService`, set `id` (a service id of lab.model.SERVICES) and decorate with `@register`;
-- the CAS routes every request whose lower-cased path starts with one of `lab.model.SERVICE_PATHS[id]`
-  to `await handle(request, ctx)`; `ctx.path` is the lower-cased path (IIS matches case-insensitively);
+- the CAS routes every request whose path, in any case, is one of `lab.model.SERVICE_PATHS[id]` or lies
+  below one (`/owa`, `/OWA/...`, never `/owanext`) to `await handle(request, ctx)`; `ctx.path` is the
+  lower-cased path (IIS matches case-insensitively);
 - `handle` returns the response (or streams it and returns it) and calls `ctx.note(session_key, state,
-  detail)` once it knows what server state the request used; the CAS writes the ledger row, with the
-  response status, when the response is done. A request that notes nothing is recorded as state "none";
-- bad input gets the protocol's own error (and a note with state "invalid" or "foreign"), never an
-  exception: anything that escapes `handle` becomes a bare 500 and a ledger row with detail "bug";
+  detail)` when it knows what server state the request used (a later note replaces an earlier one);
+  the CAS writes the ledger row, with the response status, when the response is done. A request that
+  notes nothing is recorded as state "none";
+- bad input gets the protocol's own error (and a note, mostly with state "invalid"), never an exception:
+  anything that escapes `handle` becomes a bare 500 and a ledger row with detail "bug" (an aiohttp
+  `HTTPException` is the one exception: aiohttp answers it itself);
 - state lives on the service instance, so it is this CAS's alone; `self.cas` gives the shared parts
-  (config, keys, users, ledger, clock);
+  (config, keys, users, ledger, `scaled` for protocol timers). OWA and ECP share the forms logon of
+  their CAS through `mockcas.fba.forms_auth(cas)`, as the two applications of one IIS site do;
 - `close()` ends hanging requests (Pings, RPC channels) when the CAS stops.
 
 A TCP service (MAPI, Address Book) subclasses `TcpService`, sets `id` and `port_attr` (the CasConfig
@@ -52,6 +56,8 @@ class RequestContext:
 
 
 class HttpService:
+    """One HTTP service of one CAS (see the module docstring for the contract)."""
+
     id: ClassVar[str]
 
     def __init__(self, cas: Cas) -> None:
@@ -65,6 +71,8 @@ class HttpService:
 
 
 class TcpService:
+    """One TCP service of one CAS, on its own port (see the module docstring)."""
+
     id: ClassVar[str]
     port_attr: ClassVar[str]
 
@@ -86,6 +94,7 @@ _S = TypeVar("_S", type[HttpService], type[TcpService])
 
 
 def register(cls: _S) -> _S:
+    """Class decorator: make a service known to every CAS under its `id`."""
     registry: dict = HTTP_SERVICES if issubclass(cls, HttpService) else TCP_SERVICES
     if cls.id in registry:
         raise ValueError(f"service {cls.id!r} registered twice")
