@@ -4,8 +4,8 @@ that RPC over HTTP v2 adds to set up and keep alive a virtual connection ([MS-RP
 Every PDU starts with the 16-byte common header: rpc_vers 5, rpc_vers_minor 0, PTYPE, pfc_flags, the
 data representation, frag_length, auth_length and call_id. Only the little-endian/ASCII/IEEE data
 representation (`10 00 00 00`) is read or written: [MS-RPCH] requires it for RTS PDUs and Windows uses it
-for all. An RTS PDU (PTYPE 20) adds Flags and NumberOfCommands and then
-that many commands, each a 4-byte command type and its fixed or counted body.
+for all. An RTS PDU (PTYPE 20) adds Flags and NumberOfCommands and then that many commands, each a
+4-byte command type and its fixed or counted body.
 
 `decode_pdu` turns the bytes of one PDU into an `RtsPdu`, `RequestPdu`, `ResponsePdu` or `FaultPdu`;
 `encode_pdu` does the reverse. The `conn_*`/`ping`/... builders and `parse_conn_*` parsers cover the
@@ -373,13 +373,6 @@ def decode_pdu(data: bytes) -> Pdu:
     raise RtsError(f"unsupported PTYPE {header.ptype}")
 
 
-def decode_rts(data: bytes) -> RtsPdu:
-    pdu = decode_pdu(data)
-    if not isinstance(pdu, RtsPdu):
-        raise RtsError(f"expected an RTS PDU, got {type(pdu).__name__}")
-    return pdu
-
-
 # -- cookies --------------------------------------------------------------------------------------------
 def new_cookie() -> bytes:
     """A fresh RTS cookie: 16 random bytes, laid out as a GUID ([MS-RPCH] 2.2.3.1)."""
@@ -419,9 +412,9 @@ class ConnC2:
 
 def _expect_flags(data: bytes | Pdu, flags: int, name: str) -> RtsPdu:
     """`data` (bytes or a decoded PDU) as an RTS PDU with these RTS flags."""
-    pdu = decode_rts(data) if isinstance(data, bytes | bytearray) else data
+    pdu = decode_pdu(data) if isinstance(data, bytes | bytearray) else data
     if not isinstance(pdu, RtsPdu):
-        raise RtsError(f"expected {name}, got {type(pdu).__name__}")
+        raise RtsError(f"expected an RTS PDU ({name}), got {type(pdu).__name__}")
     if pdu.flags != flags:
         raise RtsError(f"not a {name} PDU (RTS flags {pdu.flags:#x})")
     return pdu

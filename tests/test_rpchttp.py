@@ -159,6 +159,17 @@ def test_in_channel_first_joins_too_and_the_out_half_is_own(make_farm):
     assert states == {"new", "own"}
 
 
+def test_keep_alive_and_flow_control_ack_up_in_are_taken_in_silently(make_farm):
+    make_farm(BASE, servers=1, rpc_pairing_wait_s=WAIT)
+    out, in_, _ = _open_raw_pair()
+    with out, in_:
+        ack = rts.FlowControlAck(bytes_received=4096, available_window=65536, channel_cookie=rts.new_cookie())
+        in_.sendall(rts.keepalive(300_000) + rts.flow_control_ack(rts.Destination.OUT_PROXY, ack))
+        in_.sendall(b"".join(rts.encode_pdu(p) for p in rts.request_fragments(9, 0, b"after them")))
+        answer = _pdu(out)  # the first PDU down OUT since CONN/C2: no answer to either RTS PDU
+        assert isinstance(answer, rts.ResponsePdu) and (answer.call_id, answer.stub) == (9, b"after them")
+
+
 def test_keepalives_are_pinged_down_out_and_taken_up_in(make_farm):
     make_farm(BASE, servers=1, rpc_pairing_wait_s=WAIT, time_scale=9000)  # OUT 900 s -> 0.1 s
     with _client() as vc:
