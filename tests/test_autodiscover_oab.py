@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import struct
-import urllib.request
 import zlib
 
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mockcas_helpers import ledger, mangle
 
 from loadgen.wire import autodiscover, oab
 
@@ -20,12 +19,6 @@ CAS01, CAS02 = f"http://{BASE}.11:8080", f"http://{BASE}.12:8080"
 USER = "user3@caslab.test"
 VIP = "vip.caslab.example"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:caslab".encode()).decode()}
-
-
-def _ledger(server: str, service: str) -> list[dict]:
-    host = server.split("//")[1].split(":")[0]
-    with urllib.request.urlopen(f"http://{host}:8099/caslab/ledger?since=0", timeout=5) as r:
-        return [row for row in json.loads(r.read())["rows"] if row["service"] == service]
 
 
 def _discover(server: str, body: bytes, headers: dict[str, str] = AUTH) -> requests.Response:
@@ -53,7 +46,7 @@ def test_outlook_settings_point_at_the_vip_never_at_the_cas(make_farm):
         assert answer.protocols["EXCH"]["OOFUrl"] == answer.ews_url
         assert oab.oab_path(answer.oab_url) == f"/OAB/{farm['CAS01'].http_services['oab'].guid}/"
         assert answer.display_name == "User 3"
-    assert [(r["state"], r["session_key"]) for r in _ledger(CAS01, "autodiscover")] == [("none", USER)]
+    assert [(r["state"], r["session_key"]) for r in ledger(CAS01, "autodiscover")] == [("none", USER)]
 
 
 def test_mobilesync_settings_give_the_activesync_url_of_the_vip(make_farm):
@@ -83,22 +76,15 @@ def test_bad_autodiscover_requests_get_exchanges_error_answer(make_farm):
         assert autodiscover.classify(200, response.content) == ("error", f"autodiscover {code}")
     browser = requests.get(CAS01 + autodiscover.PATH, headers=AUTH, timeout=5)  # what a browser sees
     assert autodiscover.parse(browser.content).error_message == "Invalid Request"
-    assert {r["state"] for r in _ledger(CAS01, "autodiscover")} == {"invalid"}
+    assert {r["state"] for r in ledger(CAS01, "autodiscover")} == {"invalid"}
     unauthenticated = _discover(CAS01, autodiscover.outlook_request(USER), headers={})
     assert (
         unauthenticated.status_code == 401 and "Basic realm=" in unauthenticated.headers["WWW-Authenticate"]
     )
 
 
-def _mangle(body: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
-    for position, length, insert in cuts:
-        at = position % (len(body) + 1)
-        body = body[:at] + insert + body[at + length :]
-    return body
-
-
 _pox_bodies = st.binary(max_size=400) | st.builds(
-    _mangle,
+    mangle,
     st.sampled_from([autodiscover.outlook_request(USER), autodiscover.mobilesync_request(USER)]),
     st.lists(st.tuples(st.integers(0, 500), st.integers(0, 30), st.binary(max_size=10)), max_size=4),
 )
@@ -119,7 +105,7 @@ def test_random_and_mangled_pox_never_crashes_and_always_leaves_a_ledger_row(mak
         assert autodiscover.parse(response.content) is not None, response.text[:200]
 
     check()
-    rows = _ledger(CAS01, "autodiscover")
+    rows = ledger(CAS01, "autodiscover")
     assert len(rows) == sent and all(r["detail"] != "bug" for r in rows)
 
 
@@ -164,7 +150,7 @@ def test_oab_files_are_identical_on_every_cas_so_ranges_from_both_verify(make_fa
     assert 100_000 < full.size < 1_000_000
     download = _download(base, full, [CAS01, CAS02], chunk=50_000)
     assert download.verified() and download.restarts == 0
-    states = {r["state"] for r in _ledger(CAS01, "oab") + _ledger(CAS02, "oab")}
+    states = {r["state"] for r in ledger(CAS01, "oab") + ledger(CAS02, "oab")}
     assert states == {"none"}
 
 
@@ -181,7 +167,7 @@ def test_with_oab_skew_a_download_spread_over_two_cas_is_caught(make_farm):
         CAS02, base + full.name, {"Range": "bytes=1000-1999", "If-Range": first.headers["ETag"]}
     )
     assert second.status_code == 200 and "Content-Range" not in second.headers and len(second.content) > 1000
-    assert _ledger(CAS02, "oab")[-1]["state"] == "foreign"
+    assert ledger(CAS02, "oab")[-1]["state"] == "foreign"
     download = oab.Download(full, chunk=1000)
     download.take(first.status_code, first.headers, first.content)
     assert download.take(second.status_code, second.headers, second.content)[0] == "foreign"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from mockcas_helpers import ledger
 
 from loadgen.wire import eas
 from mockcas.sealing import Sealer
@@ -34,11 +34,6 @@ def send(host: str, request: eas.EasRequest) -> tuple[int, dict[str, str], bytes
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
-
-
-def ledger(host: str) -> list[dict]:
-    with urllib.request.urlopen(f"http://{host}:8099/caslab/ledger?since=0", timeout=5) as response:
-        return json.loads(response.read())["rows"]
 
 
 def device(number: int = 1, device_id: str = "Appl1234") -> eas.Device:

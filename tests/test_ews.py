@@ -4,15 +4,14 @@ and the client helpers of loadgen.wire.ews that drive them."""
 from __future__ import annotations
 
 import base64
-import json
 import re
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mockcas_helpers import ledger, mangle
 
 from loadgen.wire import ews
 
@@ -27,12 +26,6 @@ def _auth(user: str = USER, password: str = "caslab") -> dict[str, str]:
 
 def _post(session: requests.Session, server: str, body: bytes, user: str = USER) -> requests.Response:
     return session.post(server + ews.PATH, data=body, headers={**ews.HEADERS, **_auth(user)}, timeout=5)
-
-
-def _ledger(server: str) -> list[dict]:
-    host = server.split("//")[1].split(":")[0]
-    with urllib.request.urlopen(f"http://{host}:8099/caslab/ledger?since=0", timeout=5) as r:
-        return [row for row in json.loads(r.read())["rows"] if row["service"] == "ews"]
 
 
 def _subscribe(session: requests.Session, server: str = CAS01, minutes: int = 30) -> ews.EwsAnswer:
@@ -56,7 +49,7 @@ def test_subscribe_answers_id_and_watermark_and_sets_exchangecookie(make_farm):
         "NoError",
     )
     assert answer.subscription_id and answer.watermark
-    [row] = _ledger(CAS01)
+    [row] = ledger(CAS01, "ews")
     assert (row["state"], row["session_key"], row["status"]) == ("new", answer.subscription_id, 200)
 
 
@@ -67,7 +60,7 @@ def test_exchangecookie_is_set_once_and_keys_stateless_requests(make_farm):
     second = _post(session, CAS01, ews.get_folder())
     assert "Set-Cookie" in first.headers and "Set-Cookie" not in second.headers
     cookie = session.cookies[ews.EXCHANGE_COOKIE]
-    rows = _ledger(CAS01)
+    rows = ledger(CAS01, "ews")
     assert [(r["session_key"], r["state"]) for r in rows] == [(USER, "none"), (cookie, "none")]
 
 
@@ -78,7 +71,7 @@ def test_requests_without_valid_credentials_get_a_basic_challenge(make_farm):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
         assert "Set-Cookie" not in response.headers
-    assert len(_ledger(CAS01)) == 3
+    assert len(ledger(CAS01, "ews")) == 3
 
 
 def test_a_poller_that_stays_on_its_cas_gets_events_and_never_breaks(make_farm):
@@ -92,9 +85,9 @@ def test_a_poller_that_stays_on_its_cas_gets_events_and_never_breaks(make_farm):
         poller.update(ews.parse(response.content))
         time.sleep(0.05)  # the poll interval
     assert poller.subscriptions_lost == 0
-    states = [r["state"] for r in _ledger(CAS01)]
+    states = [r["state"] for r in ledger(CAS01, "ews")]
     assert states[0] == "new" and set(states[1:]) == {"own"} and len(states) >= 2
-    assert _ledger(CAS02) == []
+    assert ledger(CAS02, "ews") == []
 
 
 def test_events_are_kept_until_a_watermark_acknowledges_them(make_farm):
@@ -135,7 +128,7 @@ def test_get_events_on_another_cas_is_subscription_not_found_and_foreign(make_fa
     assert ews.classify(response.status_code, response.content) == ("foreign", "ErrorSubscriptionNotFound")
     unsubscribe = _post(session, CAS02, ews.unsubscribe(sub.subscription_id))
     assert ews.parse(unsubscribe.content).response_code == "ErrorSubscriptionNotFound"
-    rows = _ledger(CAS02)
+    rows = ledger(CAS02, "ews")
     assert [(r["state"], r["session_key"]) for r in rows] == [("foreign", sub.subscription_id)] * 2
     assert "cas01.caslab.test" in rows[0]["detail"]
     # The subscription is untouched on its own CAS.
@@ -159,7 +152,7 @@ def test_subscription_expires_after_its_timeout_in_lab_time(make_farm):
     time.sleep(0.2)  # idle well past the scaled timeout: the behaviour under test is the idle time
     answer = ews.parse(_post(session, CAS01, ews.get_events(first.subscription_id, first.watermark)).content)
     assert answer is not None and answer.response_code == "ErrorSubscriptionNotFound"
-    assert _ledger(CAS01)[-1]["state"] == "expired"
+    assert ledger(CAS01, "ews")[-1]["state"] == "expired"
     # Expired subscriptions are dropped from memory, not only refused.
     assert second.subscription_id not in farm["CAS01"].http_services["ews"].subscriptions
 
@@ -174,7 +167,7 @@ def test_unsubscribe_ends_the_subscription_without_a_foreign_row(make_farm):
     )
     late = ews.parse(_post(session, CAS01, ews.get_events(sub.subscription_id, sub.watermark)).content)
     assert late is not None and late.response_code == "ErrorSubscriptionNotFound"
-    assert [r["state"] for r in _ledger(CAS01)] == ["new", "own", "invalid"]
+    assert [r["state"] for r in ledger(CAS01, "ews")] == ["new", "own", "invalid"]
 
 
 def test_a_subscription_is_usable_only_by_its_owner_with_its_own_watermark(make_farm):
@@ -187,7 +180,7 @@ def test_a_subscription_is_usable_only_by_its_owner_with_its_own_watermark(make_
     assert ews.parse(stolen.content).response_code == "ErrorSubscriptionAccessDenied"
     mixed = _post(session, CAS01, ews.get_events(mine.subscription_id, other.watermark))
     assert ews.parse(mixed.content).response_code == "ErrorInvalidWatermark"
-    assert [r["state"] for r in _ledger(CAS01)][-2:] == ["invalid", "invalid"]
+    assert [r["state"] for r in ledger(CAS01, "ews")][-2:] == ["invalid", "invalid"]
 
 
 def test_stateless_operations_answer_alike_on_every_cas(make_farm):
@@ -215,7 +208,7 @@ def test_stateless_operations_answer_alike_on_every_cas(make_farm):
     )
     assert free_busy.status_code == 200
     assert "<t:CalendarEventArray>" in free_busy.text and "ErrorMailRecipientNotFound" in free_busy.text
-    assert {r["state"] for r in _ledger(CAS01) + _ledger(CAS02)} == {"none"}
+    assert {r["state"] for r in ledger(CAS01, "ews") + ledger(CAS02, "ews")} == {"none"}
 
 
 _MALFORMED = {
@@ -248,16 +241,9 @@ def test_malformed_requests_get_the_soap_fault_exchange_sends(make_farm):
     assert (unknown.status_code, ews.parse(unknown.content).response_code) == (500, "ErrorInvalidRequest")
     version = _post(session, CAS01, ews.envelope("<m:GetFolder/>", version="Exchange2013"))
     assert ews.parse(version.content).response_code == "ErrorInvalidServerVersion"
-    rows = _ledger(CAS01)
+    rows = ledger(CAS01, "ews")
     assert len(rows) == len(_MALFORMED) + 2 and {r["state"] for r in rows} == {"invalid"}
     assert ews.classify(500, unknown.content) == ("error", "ErrorInvalidRequest")
-
-
-def _mangle(body: bytes, cuts: list[tuple[int, int, bytes]]) -> bytes:
-    for position, length, insert in cuts:
-        at = position % (len(body) + 1)
-        body = body[:at] + insert + body[at + length :]
-    return body
 
 
 _VALID_BODIES = [
@@ -269,7 +255,7 @@ _VALID_BODIES = [
     ews.get_user_availability([USER], datetime(2026, 1, 1), datetime(2026, 1, 3), view="DetailedMerged"),
 ]
 _bodies = st.binary(max_size=600) | st.builds(
-    _mangle,
+    mangle,
     st.sampled_from(_VALID_BODIES),
     st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 40), st.binary(max_size=12)), max_size=4),
 )
@@ -293,7 +279,7 @@ def test_random_and_mangled_bodies_never_crash_and_always_leave_a_ledger_row(mak
         assert "Traceback" not in response.text
 
     check()
-    rows = _ledger(CAS01)
+    rows = ledger(CAS01, "ews")
     assert len(rows) == sent
     assert all(r["detail"] != "bug" for r in rows)
 

@@ -8,6 +8,7 @@ import urllib.request
 
 from hypothesis import given
 from hypothesis import strategies as st
+from mockcas_helpers import ledger
 
 from mockcas.sealing import Sealer
 from mockcas.users import Users, parse_basic
@@ -23,16 +24,12 @@ def _get(url: str) -> tuple[int, dict, bytes]:
         return err.code, dict(err.headers), err.read()
 
 
-def _ledger(host: str) -> list[dict]:
-    return json.loads(_get(f"http://{host}:8099/caslab/ledger?since=0")[2])["rows"]
-
-
 def test_unknown_vdir_is_404_with_server_header_and_ledger_row(make_farm):
     make_farm(BASE, servers=1)
     status, headers, _ = _get(f"http://{BASE}.11:8080/nosuchvdir/")
     assert status == 404
     assert headers["X-CasLab-Server"] == "CAS01"
-    rows = _ledger(f"{BASE}.11")
+    rows = ledger(f"{BASE}.11")
     assert [(r["service"], r["state"], r["status"]) for r in rows] == [("unknown", "invalid", 404)]
 
 
@@ -42,7 +39,7 @@ def test_request_the_parser_rejects_still_gets_a_ledger_row(make_farm):
         s.sendall(b"GET /owa/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
         reply = s.recv(100)
     assert reply.split(b" ")[1].startswith(b"4")  # a 4xx from the parser, not a crash
-    rows = _ledger(f"{BASE}.11")
+    rows = ledger(f"{BASE}.11")
     assert len(rows) == 1 and rows[0]["state"] == "invalid" and rows[0]["status"] >= 400
 
 

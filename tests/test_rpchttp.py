@@ -12,10 +12,10 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 
 import pytest
 import trustme
+from mockcas_helpers import ledger
 
 from loadgen.binding import SourceAddress
 from loadgen.wire.rpchttp import RpcHttpError, VirtualConnection
@@ -33,15 +33,10 @@ def _client(host: str = CAS01, port: int = 8080, **kwargs: object) -> VirtualCon
     return VirtualConnection((host, port), source=SOURCE, user=USER, password=PASSWORD, **kwargs)
 
 
-def _ledger(host: str) -> list[dict]:
-    with urllib.request.urlopen(f"http://{host}:8099/caslab/ledger?since=0", timeout=5) as r:
-        return json.loads(r.read())["rows"]
-
-
 def _rows(host: str, count: int, timeout: float = 5.0) -> list[dict]:
     """The CAS's ledger once it holds `count` rows (a channel's row is written when the channel ends)."""
     deadline = time.monotonic() + timeout
-    while len(rows := _ledger(host)) < count:
+    while len(rows := ledger(host)) < count:
         assert time.monotonic() < deadline, f"{host} has {len(rows)} ledger rows, expected {count}: {rows}"
         time.sleep(0.02)
     return rows
@@ -186,7 +181,7 @@ def test_both_halves_on_one_cas_of_two_are_joined(make_farm):
         assert vc.connect().joined
         assert vc.call(7, b"x") == b"x"
     assert sorted(r["state"] for r in _rows(CAS02, 2)) == ["new", "own"]
-    assert _ledger(CAS01) == []
+    assert ledger(CAS01) == []
 
 
 # -- splits -------------------------------------------------------------------------------------------
