@@ -50,10 +50,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import ClassVar
 
 from lab.balancers import BalancerError, ProcessBalancer, register
-from lab.balancers.layout import Listener, Pool
+from lab.balancers.layout import Listener, Pool, probe_host
 from lab.model import HTTP_SERVICES, CasEndpoint
 
 try:
@@ -68,10 +69,6 @@ PLENTY = 1_000_000  # circuit-breaker thresholds far above what the lab sends
 
 def seconds(value: float) -> str:
     return f"{value:.3f}s"
-
-
-def cookie_name(pool: Pool) -> str:
-    return f"lb_{pool.name}"
 
 
 def envoy_binary() -> str:
@@ -94,7 +91,7 @@ class Envoy(ProcessBalancer):
     }
 
     @property
-    def config_path(self):
+    def config_path(self) -> Path:
         return self.config_dir / "envoy.json"
 
     @property
@@ -221,7 +218,7 @@ class Envoy(ProcessBalancer):
             # A session cookie, without ttl: Envoy does not refresh this cookie while it is used, so a ttl
             # would end every session when it runs out, however busy the user (measured: every OWA user
             # of a run was logged off at once). HAProxy's `maxidle` is an idle timeout; Envoy has none.
-            cookie = {"name": cookie_name(pool), "path": "/"}
+            cookie = {"name": pool.lb_cookie, "path": "/"}
             state = typed(
                 "envoy.http.stateful_session.cookie",
                 "http.stateful_session.cookie.v3.CookieBasedSessionState",
@@ -261,7 +258,7 @@ class Envoy(ProcessBalancer):
             "unhealthy_threshold": h.fall,
             "healthy_threshold": h.rise,
             "http_health_check": {
-                "host": files.server_name if files else "mail.caslab.test",
+                "host": probe_host(spec),
                 "path": h.path,
                 "expected_statuses": [{"start": 200, "end": 201}],
                 "receive": [{"text": h.body.encode().hex()}],

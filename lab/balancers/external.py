@@ -18,9 +18,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from lab.balancers import Balancer, BalancerError, register
-from lab.model import METHODS
+from lab.balancers.layout import probe_host
+from lab.model import METHODS, BalancerSpec, CasEndpoint
 
 
 @register
@@ -29,7 +31,7 @@ class External(Balancer):
     methods = frozenset(METHODS)
     active_health_checks = True  # assumed: the lab cannot tell; the report shows what happened
 
-    def __init__(self, spec, run_dir) -> None:
+    def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         super().__init__(spec, run_dir)
         self._next: dict[str, int] = {}  # per CAS: the next ledger row to read
         self._counted: dict[str, int] = {}
@@ -40,7 +42,7 @@ class External(Balancer):
     def render(self) -> dict[str, str]:
         spec = self.spec
         h = spec.health
-        host = spec.tls_files.server_name if spec.tls_files else "mail.caslab.test"
+        host = probe_host(spec)
         lines = [
             f"caslab: what the external balancer must do (preset {spec.preset or '(custom)'}, "
             f"topology {spec.topology}, tls {spec.tls})",
@@ -121,7 +123,7 @@ class External(Balancer):
         return {name: self._counted.get(name, 0) for name in sorted(c.name for c in self.spec.servers)}
 
     @staticmethod
-    def _ledger_length(cas) -> int:
+    def _ledger_length(cas: CasEndpoint) -> int:
         try:
             return int(_get_json(f"{cas.admin_url}/caslab/stats")["requests"])
         except (OSError, urllib.error.URLError, ValueError):

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from lab.balancers import BalancerError, ProcessBalancer, register
-from lab.balancers.layout import Listener, Pool
-from lab.model import METHODS, Persistence
+from lab.balancers.layout import Listener, Pool, probe_host
+from lab.model import METHODS
 
 STICK_STRING_LEN = 200  # msExchEcpCanary values run to ~76 characters, Basic credentials far less
 
@@ -45,12 +45,6 @@ STICK_STRING_LEN = 200  # msExchEcpCanary values run to ~76 characters, Basic cr
 def duration(seconds: float) -> str:
     """An HAProxy time value, in whole seconds when exact, else milliseconds (time-scaled runs)."""
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{max(1, round(seconds * 1000))}ms"
-
-
-def cookie_name(pool: Pool) -> str:
-    """The balancer cookie of a pool; one per pool, so services on separate pools never overwrite
-    each other's choice of CAS."""
-    return f"lb_{pool.name}"
 
 
 def haproxy_binary() -> str:
@@ -140,7 +134,7 @@ class HAProxy(ProcessBalancer):
 
     def _health_backend(self) -> list[str]:
         h = self.spec.health
-        host = self.spec.tls_files.server_name if self.spec.tls_files else "mail.caslab.test"
+        host = probe_host(self.spec)
         over_tls = self.spec.tls in ("bridge", "passthrough")
         lines = [
             "backend health",
@@ -186,7 +180,7 @@ class HAProxy(ProcessBalancer):
         if pool.tcp:
             lines.append("    mode tcp")
         lines.append("    http-check disable-on-404")  # tracking needs the same drain rule as `health`
-        lines += self._persistence(pool, p)
+        lines += self._persistence(pool)
         for cas in self.spec.servers:
             server = f"    server {cas.name} {cas.host}:{pool.port(cas)} track health/{cas.name}"
             if p.method == "lb-cookie":
@@ -197,7 +191,8 @@ class HAProxy(ProcessBalancer):
             lines.append(server)
         return [*lines, ""]
 
-    def _persistence(self, pool: Pool, p: Persistence) -> list[str]:
+    def _persistence(self, pool: Pool) -> list[str]:
+        p = pool.persistence
         expire = duration(p.timeout_s)
         if p.method == "leastconn":
             return ["    balance leastconn"]
@@ -214,7 +209,7 @@ class HAProxy(ProcessBalancer):
         if p.method == "lb-cookie":
             return [
                 "    balance roundrobin",
-                f"    cookie {cookie_name(pool)} insert indirect nocache httponly "
+                f"    cookie {pool.lb_cookie} insert indirect nocache httponly "
                 f"maxidle {max(1, round(p.timeout_s))}s",
             ]
         if p.method == "app-cookie":

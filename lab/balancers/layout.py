@@ -59,6 +59,12 @@ class Pool:
     def port(self, cas: CasEndpoint) -> int:
         return getattr(cas, self.cas_port)
 
+    @property
+    def lb_cookie(self) -> str:
+        """The name of this pool's balancer cookie (lb-cookie): one per pool, so services on separate
+        pools never overwrite each other's choice of CAS."""
+        return f"lb_{self.name}"
+
 
 @dataclass(frozen=True)
 class Route:
@@ -89,6 +95,12 @@ class Layout:
     def pools(self) -> list[Pool]:
         """Every pool once, in listener order."""
         return list(dict.fromkeys(p for listener in self.listeners for p in listener.pools))
+
+
+def probe_host(spec: BalancerSpec) -> str:
+    """The Host of the balancer's health probes: the name on the run's certificate (a probe over TLS
+    verifies the CAS against it), else the VIP name the lab's certificates carry by default."""
+    return spec.tls_files.server_name if spec.tls_files else "mail.caslab.test"
 
 
 def allowed_methods(spec: BalancerSpec, service: str) -> tuple[frozenset[str], str]:

