@@ -42,7 +42,7 @@ from typing import ClassVar
 
 from lab.balancers import ProcessBalancer, register
 from lab.balancers.layout import Listener, Pool
-from lab.model import CasEndpoint
+from lab.model import BalancerSpec, CasEndpoint, Persistence
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 LONG = "3600s"  # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes
@@ -56,12 +56,9 @@ def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def cookie_name(pool: Pool) -> str:
-    return f"lb_{pool.name}"
-
-
-def header_variable(name: str) -> str:
-    return "$http_" + name.lower().replace("-", "_")
+def _sent_key(p: Persistence) -> str:
+    """The nginx variable of the cookie (cookie-hash) or header (header) the client sends."""
+    return f"$cookie_{p.name}" if p.method == "cookie-hash" else "$http_" + p.name.lower().replace("-", "_")
 
 
 @register
@@ -74,7 +71,7 @@ class Nginx(ProcessBalancer):
         "ssl-session-id": "nginx's stream module cannot key on the TLS session ID",
     }
 
-    def __init__(self, spec, run_dir: Path) -> None:
+    def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         super().__init__(spec, run_dir)
         self._log_offsets: dict[str, int] = {}
         self._counted: dict[str, int] = {}
@@ -162,7 +159,7 @@ class Nginx(ProcessBalancer):
                 "    proxy_ssl_session_reuse on;",
             ]
         for pool in http_pools:
-            lines += self._upstreams(pool, indent="    ")
+            lines += self._upstreams(pool)
         for listener in layout.listeners:
             if listener.kind != "tcp":
                 lines += self._server(listener)
@@ -182,7 +179,7 @@ class Nginx(ProcessBalancer):
             "    proxy_next_upstream on;",
         ]
         for pool in tcp_pools:
-            lines += self._upstreams(pool, indent="    ")
+            lines += self._upstreams(pool)
         for listener in layout.listeners:
             if listener.kind == "tcp":
                 lines += ["    server {", f"        listen {listener.host}:{listener.port};",
@@ -196,67 +193,53 @@ class Nginx(ProcessBalancer):
         line = f"server {cas.host}:{pool.port(cas)} max_fails=1 fail_timeout={fail_timeout}s"
         return line + (" backup;" if backup else ";")
 
-    def _upstreams(self, pool: Pool, indent: str) -> list[str]:
+    def _upstreams(self, pool: Pool) -> list[str]:
+        """The upstream of a pool, with the maps its method needs (a key with a fallback; lb-cookie's
+        one upstream per CAS and its cookie)."""
         p = pool.persistence
         balance = {"leastconn": "least_conn;", "source-ip": "hash $remote_addr;"}.get(p.method)
         if p.method in ("cookie-hash", "header"):
             balance = f"hash {self._key(pool)};"
         lines = []
         if p.fallback is not None:
-            primary = f"$cookie_{p.name}" if p.method == "cookie-hash" else header_variable(p.name)
-            lines += [f"{indent}map {primary} {self._key(pool)} {{", f'{indent}    "" $remote_addr;',
-                      f"{indent}    default {primary};", f"{indent}}}"]  # fmt: skip
-        lines += [f"{indent}upstream {pool.name} {{", f"{indent}    zone {pool.name} 64k;"]
-        if balance:
-            lines.append(f"{indent}    {balance}")
-        lines += [f"{indent}    {self._server_line(pool, cas)}" for cas in self.spec.servers]
-        lines += self._keepalive(pool, indent)
-        lines.append(f"{indent}}}")
+            primary = _sent_key(p)
+            lines += _block(f"map {primary} {self._key(pool)}", ['"" $remote_addr;', f"default {primary};"])
+        servers = [self._server_line(pool, cas) for cas in self.spec.servers]
+        lines += self._upstream(pool, pool.name, ([balance] if balance else []) + servers)
         if p.method == "lb-cookie":
             # One upstream per CAS: that CAS first, the others as backups (used only when it fails).
             for cas in self.spec.servers:
-                lines += [
-                    f"{indent}upstream {pool.name}_{cas.name} {{",
-                    f"{indent}    zone {pool.name}_{cas.name} 64k;",
-                ]
-                lines.append(f"{indent}    {self._server_line(pool, cas)}")
-                lines += [f"{indent}    {self._server_line(pool, other, backup=True)}"
-                          for other in self.spec.servers if other is not cas]  # fmt: skip
-                lines += self._keepalive(pool, indent)
-                lines.append(f"{indent}}}")
-            cookie = cookie_name(pool)
-            lines += [f"{indent}map $cookie_{cookie} $pool_{pool.name} {{"]
-            lines += [f"{indent}    {cas.name} {pool.name}_{cas.name};" for cas in self.spec.servers]
-            lines += [f"{indent}    default {pool.name};", f"{indent}}}"]
+                first = self._server_line(pool, cas)
+                backups = [self._server_line(pool, o, backup=True) for o in self.spec.servers if o is not cas]
+                lines += self._upstream(pool, f"{pool.name}_{cas.name}", [first, *backups])
+            cookie = pool.lb_cookie
+            routes = [f"{cas.name} {pool.name}_{cas.name};" for cas in self.spec.servers]
+            lines += _block(f"map $cookie_{cookie} $pool_{pool.name}", [*routes, f"default {pool.name};"])
             max_age = max(1, round(p.timeout_s))
-            lines += [
-                f"{indent}map $upstream_cas $set_{cookie} {{",
-                f'{indent}    "" "";',
-                f'{indent}    default "{cookie}=$upstream_cas; Path=/; Max-Age={max_age}; HttpOnly";',
-                f"{indent}}}",
-            ]
+            set_cookie = f'default "{cookie}=$upstream_cas; Path=/; Max-Age={max_age}; HttpOnly";'
+            lines += _block(f"map $upstream_cas $set_{cookie}", ['"" "";', set_cookie])
         return lines
 
     @staticmethod
-    def _keepalive(pool: Pool, indent: str) -> list[str]:
-        """Idle connections to keep per upstream, as HAProxy and Envoy reuse theirs; none for RPC/HTTP (a
-        channel owns its connection and the RPC proxy closes it at the channel's end) or TCP."""
-        if pool.tcp or "rpchttp" in pool.services:
-            return []
-        return [f"{indent}    keepalive 32;"]
+    def _upstream(pool: Pool, name: str, body: list[str]) -> list[str]:
+        """One upstream block. Idle connections to the CAS are kept, as HAProxy and Envoy reuse theirs;
+        none for RPC/HTTP (a channel owns its connection and the RPC proxy closes it at the channel's end)
+        or TCP."""
+        keepalive = [] if pool.tcp or "rpchttp" in pool.services else ["keepalive 32;"]
+        return _block(f"upstream {name}", [f"zone {name} 64k;", *body, *keepalive])
 
-    def _key(self, pool: Pool) -> str:
-        p = pool.persistence
-        if p.fallback is not None:
-            return f"$key_{pool.name}"
-        return f"$cookie_{p.name}" if p.method == "cookie-hash" else header_variable(p.name)
+    @staticmethod
+    def _key(pool: Pool) -> str:
+        """What a cookie-hash or header pool hashes: the client's cookie or header, or with a fallback
+        the variable of the map that puts the client's address in when it sent none."""
+        return f"$key_{pool.name}" if pool.persistence.fallback else _sent_key(pool.persistence)
 
     def _location(self, pattern: str, pool: Pool) -> list[str]:
         scheme = "https" if pool.tls else "http"
         if pool.persistence.method == "lb-cookie":
             return [f"        location {pattern} {{",
                     f"            proxy_pass {scheme}://$pool_{pool.name};",
-                    f"            add_header Set-Cookie $set_{cookie_name(pool)} always;",
+                    f"            add_header Set-Cookie $set_{pool.lb_cookie} always;",
                     "        }"]  # fmt: skip
         return [
             f"        location {pattern} {{",
@@ -303,6 +286,11 @@ class Nginx(ProcessBalancer):
                 if name:
                     self._counted[name] += 1
         return dict(sorted(self._counted.items()))
+
+
+def _block(head: str, body: list[str]) -> list[str]:
+    """A block at the level of `http {}` or `stream {}`: `head {`, the body indented, `}`."""
+    return [f"    {head} {{", *(f"        {line}" for line in body), "    }"]
 
 
 def answered_by(line: str, by_host: dict[str, str]) -> str | None:
