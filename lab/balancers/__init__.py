@@ -8,7 +8,7 @@ The contract (one narrow interface, like an httpx transport; one module per driv
     driver.start(); driver.wait_ready(t)    # the real process, listening on the VIP (loopback only)
     driver.counters()                       # {server name: requests} as the balancer counted them
     driver.stop()                           # always safe to call, also after a failed start
-    driver.version(); driver.describe()     # what runs, and what it can do (for reports)
+    driver.version()                        # what runs (for reports)
 
 A method a driver cannot do faithfully is refused (`Unsupported`, naming the service, the method and
 the methods this driver has for that service) — never silently approximated. What every driver builds
@@ -125,19 +125,6 @@ class Balancer:
 
     def version(self) -> str:
         raise NotImplementedError
-
-    def describe(self) -> dict:
-        """What a report says about the balancer: driver, version, methods per service, abilities."""
-        return {
-            "driver": self.name,
-            "version": self.version(),
-            "topology": self.spec.topology,
-            "tls": self.spec.tls,
-            "preset": self.spec.preset,
-            "persistence": {s: str(self.spec.persistence[s]) for s in SERVICES},
-            "methods": sorted(self.methods),
-            "active_health_checks": self.active_health_checks,
-        }
 
 
 class ProcessBalancer(Balancer):
