@@ -68,8 +68,8 @@ class Ledger:
         return len(self._rows)
 
     def since(self, seq: int, limit: int = 50_000) -> list[dict]:
-        """Rows with sequence number >= seq, oldest first, as plain dicts (JSON-ready)."""
-        return [r._asdict() for r in self._rows[max(seq, 0) : max(seq, 0) + limit]]
+        """Rows with sequence number >= seq (seq >= 0), oldest first, as plain dicts (JSON-ready)."""
+        return [r._asdict() for r in self._rows[seq : seq + limit]]
 
     def rows(self) -> list[LedgerRow]:
         return list(self._rows)

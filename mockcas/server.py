@@ -149,7 +149,7 @@ def build_admin_app(cas: Cas) -> web.Application:
 
     async def ledger(request: web.Request) -> web.Response:
         try:
-            since = int(request.query.get("since", "0"))
+            since = max(int(request.query.get("since", "0")), 0)
         except ValueError:
             return web.json_response({"error": "since must be an integer"}, status=400)
         rows = cas.ledger.since(since)
