@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 # new: the request created server state; own: it used state this CAS holds; foreign: it carried state
 # another CAS made (a hard break); cold: served, but this CAS had to warm up (a soft break); expired:
-# its state timed out; invalid: malformed input answered with the protocol's own error.
+# its state timed out; invalid: malformed input answered with the protocol's own error; none: the
+# request used no server state (a logon page, Autodiscover, OAB files, a health probe).
 STATES = ("new", "own", "foreign", "cold", "expired", "invalid", "none")
 
 

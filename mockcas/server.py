@@ -1,6 +1,6 @@
 """The sockets of one mock CAS: HTTP and HTTPS service ports, the TCP MAPI and Address Book ports, and
-the admin port (never behind the balancer). `CasServer` starts and stops them all; `main` is the
-`caslab cas` entry point.
+the admin port (never behind the balancer). `CasServer` starts and stops them all; `serve_forever` runs
+one CAS until it is signalled (`caslab cas`).
 
 Every HTTP response carries `X-CasLab-Server: <name>` and `X-CasLab-State: <ledger state>` (noted by the
 service before it starts the response). The ledger row of an HTTP request is written by
