@@ -47,14 +47,12 @@ import pandas as pd
 
 from lab.model import SERVICES
 from lab.scenario import Scenario
+from loadgen.eventlog import COLUMNS as EVENT_COLUMNS
+from loadgen.eventlog import OUTCOMES
 from mockcas.ledger import LedgerRow
 
-EVENT_COLUMNS = (
-    "ts", "population", "user", "client_kind", "service", "session", "source_ip",
-    "server", "status", "outcome", "latency_ms", "request_id", "detail",
-)  # fmt: skip
+# The columns of the two inputs, as their writers define them (loadgen's event log, the CAS's ledger).
 LEDGER_COLUMNS = LedgerRow._fields
-OUTCOMES = ("ok", "foreign", "cold", "error", "transport")
 # Services whose sessions need affinity (DESIGN.md section 3): a scalar split_sessions_pct limit covers these.
 AFFINITY_SERVICES = tuple(s for s in SERVICES if s not in ("oab", "autodiscover"))
 OUT_ACTIONS, BACK_ACTIONS = ("stop", "drain", "health-down"), ("start", "health-up")
