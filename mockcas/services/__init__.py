@@ -13,8 +13,9 @@ Contract for an HTTP service (like an httpx transport: one narrow interface):
   anything that escapes `handle` becomes a bare 500 and a ledger row with detail "bug" (an aiohttp
   `HTTPException` is the one exception: aiohttp answers it itself);
 - state lives on the service instance, so it is this CAS's alone; `self.cas` gives the shared parts
-  (config, keys, users, ledger, `scaled` for protocol timers). OWA and ECP share the forms logon of
-  their CAS through `mockcas.fba.forms_auth(cas)`, as the two applications of one IIS site do;
+  (config, keys, users, ledger, `scaled` for protocol timers). Two exceptions, both within one CAS:
+  OWA and ECP share its forms logon (`mockcas.fba.forms_auth(cas)`), as the two applications of one IIS
+  site do, and the Address Book asks its MAPI service whether a user has a session there;
 - `close()` ends hanging requests (Pings, RPC channels) when the CAS stops.
 
 A TCP service (MAPI, Address Book) subclasses `TcpService`, sets `id` and `port_attr` (the CasConfig
