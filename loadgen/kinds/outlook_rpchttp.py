@@ -67,10 +67,13 @@ class OutlookAnywhere(OutlookHttp):
             rpc_port=port,
             ssl_context=tls,
             headers=self.channel_headers(),
+            keep_cookies=self.keeps_cookies,
         )
         out_ctx, in_ctx = self.new_context("rpchttp"), self.new_context("rpchttp")
         result = vc.connect(out_request_id=out_ctx.request_id, in_request_id=in_ctx.request_id)
         self._report_channels(result, out_ctx, in_ctx, port)
+        for name, value in vc.cookies.items():  # a balancer cookie from this channel's answer: keep it
+            self.set_cookie(name, value)
         if not result.joined:
             return None
         self.connections[port] = (vc, result.out_channel.server)

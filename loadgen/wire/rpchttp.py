@@ -138,7 +138,9 @@ class VirtualConnection:
 
     `out_address` sends the OUT channel elsewhere (as DNS round robin does when each channel resolves
     the proxy name on its own); by default both channels go to `address`. `headers` are added to both
-    requests (e.g. `Cookie: OutlookSession="{GUID}"`, or a `User-Agent` other than MSRPC)."""
+    requests (e.g. `Cookie: OutlookSession="{GUID}"`, or a `User-Agent` other than MSRPC). With
+    `keep_cookies`, cookies the OUT channel's answer sets (a balancer's own, say) go on the IN request,
+    which is sent after that answer, and stay in `cookies` for the client to keep."""
 
     def __init__(
         self,
@@ -154,6 +156,7 @@ class VirtualConnection:
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         out_address: tuple[str, int] | None = None,
+        keep_cookies: bool = False,
     ) -> None:
         self.address = address
         self.out_address = out_address or address
@@ -175,6 +178,8 @@ class VirtualConnection:
         for name, value in (headers or {}).items():
             self._headers = {k: v for k, v in self._headers.items() if k.lower() != name.lower()}
             self._headers[name] = value
+        self.keep_cookies = keep_cookies
+        self.cookies: dict[str, str] = {}  # set by the server or balancer on this connection's answers
         self.vc_cookie = rts.new_cookie()
         self.joined = False
         self.keepalive_s = 0.0  # how often the server wants a ping on IN (from CONN/A3)
@@ -205,6 +210,10 @@ class VirtualConnection:
     def _request_head(self, method: str, content_length: int, request_id: str) -> bytes:
         lines = [f"{method} {PROXY_PATH}?{self.rpc_target} HTTP/1.1"]
         headers = {**self._headers, "Content-Length": str(content_length), REQUEST_ID_HEADER: request_id}
+        if self.cookies:  # kept cookies replace those of the same name the caller gave
+            pairs = (c.strip().partition("=") for c in headers.get("Cookie", "").split(";") if c.strip())
+            merged = {name: value for name, _, value in pairs} | self.cookies
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in merged.items())
         lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -228,7 +237,12 @@ class VirtualConnection:
             self._out = self._open(self.out_address)
             a1 = rts.conn_a1(self.vc_cookie, rts.new_cookie(), RECEIVE_WINDOW)
             self._out.send(self._request_head(out.method, len(a1), out.request_id) + a1)
-            _record(out, *self._out.read_head(deadline))
+            status, head = self._out.read_head(deadline)
+            _record(out, status, head)
+            if self.keep_cookies:
+                for set_cookie in head.get_all("Set-Cookie") or []:
+                    name, _, value = set_cookie.partition(";")[0].partition("=")
+                    self.cookies[name.strip()] = value.strip()
             if out.status != 200:
                 return result("error", f"{out.method}: http {out.status}")
             connection_timeout_ms = rts.parse_conn_a3(self._out.read_pdu(deadline))
