@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import ssl
+import threading
 import time
 import urllib.request
 import uuid
@@ -296,23 +297,10 @@ def check_method(method: str) -> None:
         check_round_robin()
     elif method == "source-ip":
         check_source_ip()
-    elif method == "lb-cookie":
-        check_sticky_clients(lambda i: Client(NAT))
-        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
-    elif method == "app-cookie":
-        # OWA sets OutlookSession on its first answer; the balancer must learn it from that answer.
-        check_sticky_clients(lambda i: Client(NAT))
-        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
-    elif method == "cookie-hash":
-        # Outlook 2010 makes its own OutlookSession and sends it from the first request.
-        check_sticky_clients(
-            lambda i: Client(NAT, keep_cookies=False, cookies={"OutlookSession": str(uuid.uuid4())})
-        )
-        check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
-    elif method == "header":
-        check_sticky_clients(
-            lambda i: Client(NAT, keep_cookies=False, headers={"Authorization": basic(f"user{i}")})
-        )
+    elif method in ("lb-cookie", "app-cookie", "cookie-hash", "header"):
+        # Clients behind one NAT that present the method's key (see client_for) each keep one CAS;
+        # clients that present none are balanced.
+        check_sticky_clients(client_for(method))
         check_spread_without_key(lambda i: Client(NAT, keep_cookies=False))
     else:
         raise AssertionError(f"no check for {method}")
@@ -377,19 +365,19 @@ def client_for(method: str) -> Callable[[int], Client]:
     """Clients that present the key of `method` (distinct addresses for source-ip, else one NAT)."""
     if method == "source-ip":
         return lambda i: Client(f"127.16.4.{i + 1}", keep_cookies=False)
-    if method == "cookie-hash":
+    if method == "cookie-hash":  # Outlook 2010 makes its own OutlookSession, sent from the first request
         return lambda i: Client(NAT, keep_cookies=False, cookies={"OutlookSession": str(uuid.uuid4())})
     if method == "header":
         return lambda i: Client(NAT, keep_cookies=False, headers={"Authorization": basic(f"user{i}")})
-    return lambda i: Client(NAT)  # lb-cookie, app-cookie: a browser's cookie jar
+    # lb-cookie, app-cookie: a browser's cookie jar (OWA sets OutlookSession on its first answer, which
+    # an app-cookie balancer must learn from that answer).
+    return lambda i: Client(NAT)
 
 
 def check_least_connections(farm: LocalFarm) -> None:
     """`leastconn`: a CAS that holds a request (its process is stopped, so the request hangs) gets no
     second one while the others are idle; round robin would give it every third. (Ties may be broken at
     random, so the busy CAS may get none at all.)"""
-    import threading
-
     busy = farm.processes["CAS01"]
     os.kill(busy.pid, signal.SIGSTOP)
     answers: list[str] = []

@@ -14,6 +14,7 @@ pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves lik
 from lbchecks import (  # noqa: E402
     NAMES,
     NAT,
+    VIP,
     Client,
     HealthCheck,
     balancer_running,
@@ -32,6 +33,7 @@ from lbchecks import (  # noqa: E402
     poll,
     set_health,
     spec_for,
+    tcp_ping,
 )
 
 pytestmark = pytest.mark.slow
@@ -111,8 +113,6 @@ def test_counters_agree_with_the_ledgers(farm, tmp_path):
 
 
 def test_tcp_counters_count_connections(farm, tmp_path):
-    from lbchecks import VIP, tcp_ping
-
     with balancer_running(spec_for("envoy", preset="recommended"), tmp_path) as driver:
         before = driver.counters()
         for i in range(4):
