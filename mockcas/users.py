@@ -6,7 +6,9 @@ import base64
 import binascii
 import re
 
-_USER = re.compile(r"^(?:[^\\]+\\)?user(\d+)(?:@(.+))?$", re.IGNORECASE)
+# At most 9 significant digits: a longer number is no user of any farm, and int() refuses numbers of
+# more than 4,300 digits with an error (which a long user name in a Basic header would otherwise raise).
+_USER = re.compile(r"^(?:[^\\]+\\)?user0*(\d{1,9})(?:@(.+))?$", re.IGNORECASE)
 
 
 class Users:

@@ -85,6 +85,8 @@ def test_users_accept_the_usual_spellings_and_reject_others():
     assert users.check("CASLAB\\User7", "caslab") == "user7@caslab.test"
     assert users.check("user7", "wrong") is None
     assert users.check("user11", "caslab") is None
+    assert users.check("user0007", "caslab") == "user7@caslab.test"
+    assert users.check("user" + "1" * 5000, "caslab") is None  # no error: int() refuses > 4,300 digits
     assert users.check("user7@other.test", "caslab") is None
 
 
