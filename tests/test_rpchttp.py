@@ -245,6 +245,8 @@ NIL_B1 = rts.conn_b1(bytes(16), bytes(16), bytes(16))
 REQUEST = rts.encode_pdu(rts.RequestPdu(1, 0))
 GiB = 1 << 30
 PORT_6003, OTHER_DLL = "/rpc/rpcproxy.dll?x:6003", "/rpc/other.dll?x:6001"
+# Digits that int() refuses: a superscript two (str.isdigit() says yes), and more than 4,300 of them.
+PORT_SUPERSCRIPT, PORT_HUGE = "/rpc/rpcproxy.dll?x:%C2%B2", "/rpc/rpcproxy.dll?x:" + "6" * 5000
 
 
 @pytest.mark.parametrize(
@@ -253,6 +255,8 @@ PORT_6003, OTHER_DLL = "/rpc/rpcproxy.dll?x:6003", "/rpc/other.dll?x:6001"
         ("GET", {"length": 0}, 405, "invalid", "method GET"),
         ("RPC_IN_DATA", {"length": GiB, "password": "wrong"}, 401, "none", "unauthenticated"),
         ("RPC_OUT_DATA", {"length": 76, "body": A1, "path": PORT_6003}, 403, "invalid", "6003"),
+        ("RPC_OUT_DATA", {"length": 76, "body": A1, "path": PORT_SUPERSCRIPT}, 403, "invalid", "not allowed"),
+        ("RPC_OUT_DATA", {"length": 76, "body": A1, "path": PORT_HUGE}, 403, "invalid", "not allowed"),
         ("RPC_OUT_DATA", {"length": 76, "body": A1, "path": OTHER_DLL}, 404, "invalid", "path"),
         ("RPC_OUT_DATA", {}, 411, "invalid", "no Content-Length"),
         ("RPC_OUT_DATA", {"length": 120, "body": A1}, 400, "invalid", "Content-Length 120"),

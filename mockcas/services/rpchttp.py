@@ -52,7 +52,10 @@ log = logging.getLogger("mockcas.rpchttp")
 
 PROXY_PATH = "/rpc/rpcproxy.dll"
 METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
-RPC_PORTS = frozenset({6001, 6002, 6004})  # mailbox store, referral (RFR), address book (NSPI)
+# The endpoints the RPC proxy lets through (its ValidPorts): mailbox store, referral (RFR), address book
+# (NSPI). Compared as text: the query's port is never parsed as a number (int() would take "²" or 5,000
+# digits and raise).
+RPC_PORTS = frozenset({"6001", "6002", "6004"})
 OUT_CONTENT_LENGTH = 1 << 30  # the streamed OUT body; [MS-RPCH] allows 128 KB..2 GB
 IN_CONTENT_LENGTH_RANGE = (128 * 1024, 2 * 1024**3)  # what an IN channel may declare
 OUT_KEEPALIVE_S = 900.0  # the CAS pings OUT after this much silence (Exchange time)
@@ -133,8 +136,8 @@ class RpcHttpService(HttpService):
             response.headers["Allow"] = ", ".join(METHODS)
             return response
         server, _, port = request.query_string.rpartition(":")
-        if not server or not port.isdigit() or int(port) not in RPC_PORTS:
-            return _fail(ctx, 403, f"RPC endpoint {request.query_string!r} not allowed")
+        if not server or port not in RPC_PORTS:
+            return _fail(ctx, 403, f"RPC endpoint {request.query_string[:80]!r} not allowed")
         length = request.content_length
         if length is None:
             return _fail(ctx, 411, "no Content-Length")
