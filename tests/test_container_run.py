@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -119,3 +123,13 @@ def test_progress_lines_are_read_however_the_output_is_cut(messages: list[dict],
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=10)))
     chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert list(json_lines(chunks)) == messages
+
+
+@pytest.mark.parametrize("command", [["run", "quickstart"], ["up"]])
+def test_without_docker_the_docker_backend_says_so_and_exits_2(command: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    caslab = [sys.executable, "-m", "lab.cli", *command, "--backend", "docker", "--out", str(tmp_path)]
+    done = subprocess.run(caslab, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert "Docker is not reachable" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

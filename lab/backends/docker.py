@@ -1,7 +1,7 @@
 """The docker backend: the farm, the balancer and the load generator as containers on a network of the
 lab's own (DESIGN.md sections 6 and 11), driven through the Docker SDK for Python.
 
-    lab network 10.221.x.0/22 (a free block of 10.221.0.0/16 per lab; internal: nothing leaves it)
+    lab network: a free /22 of 10.221.0.0/16 per lab (larger for many clients); internal, nothing leaves it
       .1    this host (the bridge): the lab talks to every container directly, nothing is published
       .2    the balancer, on the VIP (vip-per-service: .3-.9 as well, added to its interface)
       .11…  CAS01… (ports as locally: HTTP 8080, HTTPS 8443, MAPI 59531, Address Book 59532, admin 8099)
@@ -47,6 +47,7 @@ from docker.types import IPAMConfig, IPAMPool
 from lab.balancers import Balancer, BalancerError, ProcessBalancer, driver_class, listening_sockets
 from lab.farm import http_get_json, http_post_json
 from lab.model import FAULT_ACTIONS, BalancerSpec, CasEndpoint, Vip
+from loadgen.addresses import SubnetAddresses
 from loadgen.progress import LoadResult, Progress
 
 if TYPE_CHECKING:
@@ -112,8 +113,6 @@ class LabNetwork:
         """A block of LAB_NETWORKS that no Docker network uses, big enough for the clients (a /22 at
         least, so addresses spread over a few /24s). Chosen at random among the free ones, so that labs
         started together rarely want the same; the engine refuses the second of two that do."""
-        from loadgen.addresses import SubnetAddresses
-
         prefix = next((p for p in range(22, 15, -1) if SubnetAddresses.capacity(p) >= client_addresses), None)
         if prefix is None:
             raise DockerLabError(f"{client_addresses} client addresses do not fit in {LAB_NETWORKS}")
@@ -320,14 +319,20 @@ class ContainerBalancer(ProcessBalancer):
         if self.spec.tls_files:
             tls_dir = self.spec.tls_files.server_pem.parent
             binds.append((tls_dir, str(tls_dir), "ro"))
+        # The VIP is the container's only address, so its connections to the CAS leave from it, on ports
+        # of the ephemeral range, which holds MAPI's and the Address Book's: a probe that took 59532 before
+        # the listener was bound stopped Envoy ("Address already in use"). Reserve the VIP's ports.
+        ports = (vip.http_port, vip.https_port, vip.mapi_port, vip.ab_port, vip.stats_port)
+        sysctls = {"net.ipv4.ip_local_reserved_ports": ",".join(map(str, ports))}
+        if extra:  # vip-per-service: the balancer binds the further VIPs before the lab has added them
+            sysctls["net.ipv4.ip_nonlocal_bind"] = "1"
         self.container = self.containers.run(
             "balancer",
             self.image,
             vip.host,
             binds=binds,
-            # vip-per-service: the balancer binds the further VIPs before the lab has added them.
             cap_add=["NET_ADMIN"] if extra else None,
-            sysctls={"net.ipv4.ip_nonlocal_bind": "1"} if extra else None,
+            sysctls=sysctls,
         )
         if extra:
             self.containers.add_addresses(self.container, extra)
