@@ -225,6 +225,9 @@ _MALFORMED = {
     "no body": b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"/>',
     "timeout out of range": ews.subscribe(timeout_minutes=1441),
     "unknown folder": ews.get_folder(["attic"]),
+    "a time that is before year 1 in UTC": ews.get_user_availability(
+        [USER], datetime(2026, 1, 1), datetime(2026, 1, 2)
+    ).replace(b"2026-01-01T00:00:00<", b"0001-01-01T00:00:00+01:00<"),
 }
 
 

@@ -177,9 +177,9 @@ def _datetime(value: str, name: str) -> datetime:
     """An xs:dateTime; one without an offset is taken as UTC (the mock ignores the request's TimeZone)."""
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: in UTC it falls outside years 1..9999
         raise _schema_fault(f"The value of '{name}' is not a valid xs:dateTime.") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _operation(body: bytes) -> ET.Element:
