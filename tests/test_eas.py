@@ -99,6 +99,7 @@ def test_commands_without_the_final_policy_key_get_449(farm):
     assert eas.classify(449) == ("error", "449 provisioning needed")
     rows = [r for r in ledger(CAS01) if r["session_key"] == "Dev1" and r["status"] == 449]
     assert len(rows) == 6 and {r["state"] for r in rows} == {"invalid"}
+    assert send(CAS01, eas.folder_sync(dev, "é"))[0] == 449  # not a key either (and no error on the way)
 
 
 def test_folder_sync_gives_the_hierarchy_then_no_changes(farm):

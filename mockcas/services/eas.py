@@ -266,7 +266,9 @@ class ActiveSync(HttpService):
 
     def _is_final_policy_key(self, eas: EasRequest, request: web.Request) -> bool:
         given = request.headers.get("X-MS-PolicyKey", "")
-        return hmac.compare_digest(given, self.policy_key("final", eas.user, eas.device_id))
+        final = self.policy_key("final", eas.user, eas.device_id)
+        # compare_digest takes ASCII strings only (it raises on others); a policy key is decimal digits.
+        return given.isascii() and hmac.compare_digest(given, final)
 
     async def _provision(self, eas: EasRequest, tree: Element | None, ctx: RequestContext) -> web.Response:
         policy = None if tree is None else tree.find("Provision:Policies/Provision:Policy")
