@@ -14,6 +14,7 @@ from pathlib import Path
 from lab import model
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
+BACKEND_HELP = "local: processes on loopback (default); docker: containers on a lab network of their own"
 
 DESCRIPTION = """\
 caslab tests a load balancer's persistence (affinity) settings in front of an Exchange 2010 CAS farm.
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
     p.add_argument("--driver", help="balancer driver: envoy (default), haproxy, nginx, traefik, external")
     p.add_argument("--preset", help="persistence preset: article, recommended, source-ip-all, ...")
-    p.add_argument("--backend", choices=["local", "docker"], default="local")
+    p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
     p.add_argument("--duration", help="override the load phase, e.g. 30s")
     p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
     p.set_defaults(func=_run)
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a farm of mock CAS behind a real balancer on loopback and wait; point a browser, "
         "curl or Outlook at the VIP. Stops on Ctrl-C or `caslab down`.",
     )
-    p.add_argument("--backend", choices=["local", "docker"], default="local")
+    p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
     p.add_argument("--servers", type=int, default=3, help="number of CAS (default 3)")
     p.add_argument("--driver", default="envoy", help="balancer driver (default envoy)")
     p.add_argument("--preset", default="recommended", help="persistence preset (default recommended)")
