@@ -78,6 +78,17 @@ def test_session_flow_on_one_cas_writes_new_then_own_rows(make_farm):
     ]
 
 
+def test_a_payload_that_json_allows_but_is_no_text_is_still_counted(make_farm):
+    make_farm(BASE, servers=1)
+    with mapi() as conn:
+        handle = conn.logon("user1", PASSWORD).reply["handle"]
+    with raw_connection() as sock:
+        # "\ud800", a lone surrogate: valid JSON, but no UTF-8 text.
+        sock.sendall(json.dumps({"op": "rop", "handle": handle, "payload": "\ud800"}).encode() + b"\n")
+        reply = read_reply(sock)
+    assert reply is not None and (reply["status"], reply["state"], reply["bytes"]) == (0, "own", 3)
+
+
 def test_wrong_password_fails_logon_and_makes_no_session(make_farm):
     farm = make_farm(BASE, servers=1)
     with mapi() as conn:

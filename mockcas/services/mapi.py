@@ -397,7 +397,8 @@ class MapiService(JsonLineService):
     async def rop(self, request: Request) -> Answer:
         _sid, session = self._session(request)
         payload = request.optional_text("payload") or ""
-        return Answer("own", session.user, {"bytes": len(payload.encode())})
+        # surrogatepass: JSON's "\ud800" is a lone surrogate, which strict UTF-8 cannot encode.
+        return Answer("own", session.user, {"bytes": len(payload.encode("utf-8", "surrogatepass"))})
 
     async def ping(self, request: Request) -> Answer:
         if "handle" not in request.fields:
