@@ -30,6 +30,14 @@ class LedgerRow(NamedTuple):  # a tuple: one is made per request, on the CAS's h
     latency_ms: float
 
 
+def _text(value: str) -> str:
+    """Client-supplied text as valid Unicode: aiohttp hands undecodable header bytes on as lone
+    surrogates, which JSON and Parquet writers refuse (one bad client must not sink a run's report)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class Ledger:
     def __init__(self, server: str) -> None:
         self.server = server
@@ -54,12 +62,12 @@ class Ledger:
             ts=ts,
             server=self.server,
             service=service,
-            session_key=session_key,
-            client_ip=client_ip,
+            session_key=_text(session_key),
+            client_ip=_text(client_ip),
             state=state,
             status=status,
-            request_id=request_id,
-            detail=detail,
+            request_id=_text(request_id),
+            detail=_text(detail),
             latency_ms=round((time.time() - ts) * 1000, 3),
         )
         self._rows.append(row)

@@ -94,3 +94,13 @@ def test_users_accept_the_usual_spellings_and_reject_others():
 def test_parse_basic_never_raises(header):
     result = parse_basic(header)
     assert result is None or isinstance(result, tuple)
+
+
+def test_undecodable_header_bytes_reach_the_ledger_as_valid_text(make_farm):
+    make_farm(BASE, servers=1)
+    with socket.create_connection((f"{BASE}.11", 8080), timeout=5) as s:
+        s.sendall(b"GET /x/ HTTP/1.1\r\nHost: x\r\nX-CasLab-Request: a\xffb\r\nConnection: close\r\n\r\n")
+        s.recv(100)
+    (row,) = ledger(f"{BASE}.11")
+    assert row["request_id"] == "a\ufffdb"
+    row["request_id"].encode("utf-8")  # would raise on a lone surrogate
