@@ -115,7 +115,16 @@ def test_hosted_tenant_on_source_ip_fails_balance_in_containers_as_it_does_local
 def test_ctrl_c_mid_run_removes_every_container_and_the_network(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out)]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    run = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when it started, and a
+        # shell starts background jobs (a CI script's `cmd &`) with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         seen = []
         for line in run.stdout:  # progress lines start once the load runs
