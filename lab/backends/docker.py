@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
-from docker.types import IPAMConfig, IPAMPool
+from docker.types import IPAMConfig, IPAMPool, Mount
 
 from lab.balancers import Balancer, BalancerError, ProcessBalancer, driver_class, listening_sockets
 from lab.farm import http_get_json, http_post_json
@@ -193,6 +193,11 @@ def make_room_for_neighbours(addresses: int) -> None:
             )  # fmt: skip
 
 
+def bind(source: Path, target: str | None = None, read_only: bool = False) -> Mount:
+    """A host folder mounted in a container, at the same path unless `target` says otherwise."""
+    return Mount(target or str(source), str(source), type="bind", read_only=read_only)
+
+
 class LabContainers:
     """The containers and the network of one lab run. Everything is made here with the run's labels, so
     `remove_all` finds it all, whatever was running when the lab stopped."""
@@ -229,12 +234,12 @@ class LabContainers:
         *,
         command: list[str] | None = None,
         entrypoint: list[str] | None = None,
-        binds: Iterable[tuple[Path | str, str, str]] = (),
+        mounts: Iterable[Mount] = (),
         user: str | None = None,
         cap_add: list[str] | None = None,
         sysctls: dict[str, str] | None = None,
     ) -> Container:
-        """Start a container on the lab network at `host`; `binds` are (host path, container path, mode)."""
+        """Start a container on the lab network at `host`, as the host's user unless `user` says otherwise."""
         try:
             return self.client.containers.run(
                 image,
@@ -248,7 +253,7 @@ class LabContainers:
                 networking_config={self.name: self.client.api.create_endpoint_config(ipv4_address=host)},
                 user=user or self.user,
                 environment={"HOME": "/tmp"},  # the host's uid has no home in the image
-                volumes=[f"{source}:{target}:{mode}" for source, target, mode in binds],
+                mounts=list(mounts),
                 cap_add=cap_add,
                 sysctls=sysctls,
             )
@@ -315,10 +320,9 @@ class ContainerBalancer(ProcessBalancer):
         self.write_config()
         vip = self.spec.vip
         extra = [host for host in vip.hosts(self.spec.topology) if host != vip.host]
-        binds = [(self.config_dir, BALANCER_CONFIG, "rw"), (self.config_dir, str(self.config_dir), "rw")]
+        mounts = [bind(self.config_dir, BALANCER_CONFIG), bind(self.config_dir)]
         if self.spec.tls_files:
-            tls_dir = self.spec.tls_files.server_pem.parent
-            binds.append((tls_dir, str(tls_dir), "ro"))
+            mounts.append(bind(self.spec.tls_files.server_pem.parent, read_only=True))
         # The VIP is the container's only address, so its connections to the CAS leave from it, on ports
         # of the ephemeral range, which holds MAPI's and the Address Book's: a probe that took 59532 before
         # the listener was bound stopped Envoy ("Address already in use"). Reserve the VIP's ports.
@@ -330,7 +334,7 @@ class ContainerBalancer(ProcessBalancer):
             "balancer",
             self.image,
             vip.host,
-            binds=binds,
+            mounts=mounts,
             cap_add=["NET_ADMIN"] if extra else None,
             sysctls=sysctls,
         )
@@ -399,7 +403,7 @@ class DockerLab:
         oab_skew: bool = False,
     ) -> None:
         self.spec = spec
-        self.run_dir = run_dir
+        self.run_dir = run_dir = run_dir.resolve()  # mounted at the same path in the containers
         self.containers = LabContainers(connect(), network, run_dir)
         self.balancer: Balancer = container_balancer(spec, run_dir, self.containers)
         self.farm_key = secrets.token_bytes(32)
@@ -432,7 +436,7 @@ class DockerLab:
         for e in self.servers:
             args = self._cas_args(e)
             self.cas[e.name] = self.containers.run(
-                e.name.lower(), CAS_IMAGE, e.host, command=args, binds=self._tls_binds()
+                e.name.lower(), CAS_IMAGE, e.host, command=args, mounts=self._tls_mounts()
             )
         deadline = time.monotonic() + 60
         for e in self.servers:
@@ -458,11 +462,8 @@ class DockerLab:
             args += ["--oab-skew"]
         return args
 
-    def _tls_binds(self) -> list[tuple[Path, str, str]]:
-        if not self.cas_tls:
-            return []
-        tls_dir = self.cas_tls.server_cert.parent
-        return [(tls_dir, str(tls_dir), "ro")]
+    def _tls_mounts(self) -> list[Mount]:
+        return [bind(self.cas_tls.server_cert.parent, read_only=True)] if self.cas_tls else []
 
     def _wait_healthy(self, e: CasEndpoint, deadline: float) -> None:
         """Poll the CAS's admin health URL (its admin port opens after all others)."""
@@ -526,7 +527,7 @@ class DockerLab:
             self.containers.network.loadgen_host,
             entrypoint=["python", "-m", "loadgen.container_run"],
             command=args,
-            binds=[(self.run_dir, str(self.run_dir), "rw")],
+            mounts=[bind(self.run_dir)],
             user="0",  # to add the client addresses; container_run then drops to the host's user
             cap_add=["NET_ADMIN"],
         )
