@@ -76,8 +76,17 @@ def _render(
     (run_dir / "summary.json").write_text(json.dumps(data, indent=2, allow_nan=False))
     (run_dir / "junit.xml").write_text(junit_xml(analysis, scenario))
     configs = _balancer_files(run_dir / "balancer")
-    (run_dir / "report.html").write_text(report_html(analysis, scenario, facts, configs), encoding="utf-8")
+    report = report_html(analysis, scenario, facts, configs, what_broke(events))
+    (run_dir / "report.html").write_text(report, encoding="utf-8")
     return analysis
+
+
+def what_broke(events: pd.DataFrame, rows: int = 20) -> pd.DataFrame:
+    """Requests that did not go well, by service, client kind and what the client saw (most first): the
+    checks say how many broke, this says which clients and how (logged off, channel-split, ...)."""
+    bad = events[events["outcome"] != "ok"]
+    counts = bad.groupby(["service", "client_kind", "outcome", "detail"]).size().rename("requests")
+    return counts.sort_values(ascending=False, kind="stable").head(rows).reset_index().set_index("service")
 
 
 def _balancer_files(folder: Path) -> dict[str, str]:
@@ -337,6 +346,7 @@ section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 
 h2{font-size:16px;margin:2px 0 10px}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:14px}
 img{max-width:100%}
+h3{font-size:14px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
 th,td{padding:4px 10px;border-bottom:1px solid #eaeef2;text-align:right}
 th:first-child{text-align:left}thead th{background:#f6f8fa;font-weight:600}
@@ -347,7 +357,13 @@ pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px;max-height:480p
 """
 
 
-def report_html(analysis: Analysis, scenario: Scenario, facts: RunFacts, configs: dict[str, str]) -> str:
+def report_html(
+    analysis: Analysis,
+    scenario: Scenario,
+    facts: RunFacts,
+    configs: dict[str, str],
+    broke: pd.DataFrame | None = None,
+) -> str:
     plots = _plots(analysis, scenario.ramp_s)
     verdict = analysis.verdict
     e = html.escape
@@ -408,10 +424,12 @@ def report_html(analysis: Analysis, scenario: Scenario, facts: RunFacts, configs
         "</section></div>",
         f"<section><h2>Over time</h2><img alt='requests per CAS over time' src='{plots['timeline']}'>"
         f"{_fault_table(analysis.faults)}</section>",
-        f"<section><h2>Affinity per service</h2><div class='grid'><div><img alt='affinity per service' "
-        f"src='{plots['affinity']}'></div><div>{_table(analysis.services)}</div></div>"
+        f"<section><h2>Affinity per service</h2><img alt='affinity per service' "
+        f"src='{plots['affinity']}'>{_table(analysis.services)}"
         "<p class='note'>hard break: answered <i>foreign</i> (state made on another CAS); soft break: "
-        "answered <i>cold</i>, or an EAS request on another CAS than the one before.</p></section>",
+        "answered <i>cold</i>, or an EAS request on another CAS than the one before. Latencies include "
+        "requests that are held open on purpose: EAS Ping waits for mail, an RPC/HTTP channel lasts the "
+        "whole session (a split one until the pairing wait ends).</p>" + _what_broke(broke) + "</section>",
         f"<section><h2>Reconciliation</h2>{_reconciliation(analysis.reconciliation)}</section>",
         f"<section><h2>Balancer</h2>{_balancer(scenario, facts, configs)}</section>",
     ]
@@ -421,6 +439,17 @@ def report_html(analysis: Analysis, scenario: Scenario, facts: RunFacts, configs
         f"<title>caslab {e(scenario.name)}: {verdict}</title><style>{STYLE}</style></head><body>"
         f"{banner}<main><div class='tiles'>{tiles_html}</div>{notes}{''.join(sections)}</main>"
         "</body></html>\n"
+    )
+
+
+def _what_broke(broke: pd.DataFrame | None) -> str:
+    if broke is None:
+        return ""
+    if broke.empty:
+        return "<h3>What the clients saw</h3><p class='note'>Every request went well.</p>"
+    return (
+        "<h3>What the clients saw</h3><p class='note'>Requests that did not go well, by service, client "
+        "kind and what the client saw, most first.</p>" + _table(broke)
     )
 
 
@@ -480,6 +509,11 @@ def _reconciliation(r: dict[str, int]) -> str:
         notes.append(
             f"{r['ledger_duplicate_ids']} request ids are on more than one ledger row: a balancer retried "
             "them" + (", or clients reused them (above)." if r["event_duplicate_ids"] else ".")
+        )
+    if r["ledger_not_in_events"]:
+        notes.append(
+            f"{r['ledger_not_in_events']} ledger rows have a request id no client event has: requests still "
+            "open when the load stopped (EAS Pings, RPC/HTTP channels), which the CAS closed as it shut down."
         )
     if r["unknown_outcome"]:
         notes.append(f"{r['unknown_outcome']} events have an outcome the verifier does not know.")

@@ -17,7 +17,7 @@ import pytest
 from lab import balancers
 from lab.cli import main
 from lab.model import METHODS
-from lab.report import SCHEMA, render_report, write_run
+from lab.report import SCHEMA, render_report, what_broke, write_run
 from lab.scenario import parse_scenario
 from lab.verifier import FaultFact, RunFacts
 from tests.test_verifier import FAILOVER, T0, events, ledger_of
@@ -183,3 +183,22 @@ def test_caslab_scenarios_lists_the_bundled_ones(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("quickstart ") and "healthy run" in line for line in lines)
     assert len(lines) >= 9
+
+
+def test_what_broke_counts_the_bad_requests_by_service_client_kind_and_what_the_client_saw():
+    ev = events(
+        {"outcome": "foreign", "detail": "sent to the logon page"},
+        {"outcome": "foreign", "detail": "sent to the logon page"},
+        {
+            "service": "rpchttp",
+            "client_kind": "outlook2007-rpchttp",
+            "outcome": "foreign",
+            "detail": "channel-split",
+        },
+        {"outcome": "ok"},
+    )
+    assert what_broke(ev).reset_index().to_numpy().tolist() == [
+        ["owa", "browser", "foreign", "sent to the logon page", 2],
+        ["rpchttp", "outlook2007-rpchttp", "foreign", "channel-split", 1],
+    ]
+    assert what_broke(events({"outcome": "ok"})).empty
