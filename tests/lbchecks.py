@@ -316,11 +316,13 @@ def check_failover(
     back_home: bool,
     make_client: Callable[[int], Client],
     farm: LocalFarm | None = None,
+    collateral_allowed: int = 0,
 ) -> None:
     """The CAS with the most clients fails: its health goes down (or, given the farm, its process
-    stops). Its clients move to one other CAS each and nobody else moves; when it is back and the
-    balancer sees it (is_up), its former clients either stay where they moved (cookies, stick tables)
-    or go back (hashes): `back_home`."""
+    stops). Its clients move to one other CAS each and nobody else moves (but `collateral_allowed`
+    clients of the other CAS, for a hash table that rebuilds with minimal, not zero, disruption); when
+    it is back and the balancer sees it (is_up), its former clients either stay where they moved
+    (cookies, stick tables) or go back (hashes): `back_home`."""
     clients = [make_client(i) for i in range(12)]
     homes = [c.request().server for c in clients]
     victim = Counter(homes).most_common(1)[0][0]
@@ -331,6 +333,7 @@ def check_failover(
     try:
         poll(lambda: not is_up(victim), what=f"the balancer to mark {victim} down")
         moved = {}
+        collateral = []
         for client, home in zip(clients, homes, strict=True):
             seen = client.servers(3)
             if home == victim:
@@ -338,8 +341,9 @@ def check_failover(
                     f"{method}: a client of {victim} got {seen}"
                 )
                 moved[id(client)] = seen[0]
-            else:
-                assert set(seen) == {home}, f"{method}: a client of {home} moved to {seen}"
+            elif set(seen) != {home}:
+                collateral.append(f"a client of {home} moved to {seen}")
+        assert len(collateral) <= collateral_allowed, f"{method}: {'; '.join(collateral)}"
     finally:
         if farm:
             farm.start([victim])
