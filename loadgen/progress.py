@@ -26,5 +26,7 @@ class LoadResult:
     users: int
     cpu_samples: list[float] = field(default_factory=list)
     max_lag_s: float = 0.0
+    ticks: int = 0  # 100 ms ticks of the self-check
+    late_ticks: int = 0  # ticks that woke more than selfcheck.LAG_LIMIT_S late
     saturated: bool = False
     saturation_reason: str = ""

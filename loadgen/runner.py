@@ -21,21 +21,22 @@ from locust.env import Environment
 from loadgen.eventlog import EventLog
 from loadgen.plan import LoadPlan, user_classes
 from loadgen.progress import LoadResult, Progress
-from loadgen.selfcheck import saturation
+from loadgen.selfcheck import LAG_LIMIT_S, saturation
 
 
 def _watch(result: LoadResult, stop: list[bool]) -> None:
     process = psutil.Process()
     process.cpu_percent(None)
     last = time.monotonic()
-    ticks = 0
     while not stop:
         gevent.sleep(0.1)
         now = time.monotonic()
-        result.max_lag_s = max(result.max_lag_s, now - last - 0.1)
+        lag = now - last - 0.1
         last = now
-        ticks += 1
-        if ticks % 10 == 0:
+        result.max_lag_s = max(result.max_lag_s, lag)
+        result.ticks += 1
+        result.late_ticks += lag > LAG_LIMIT_S
+        if result.ticks % 10 == 0:
             result.cpu_samples.append(process.cpu_percent(None))
 
 
@@ -89,6 +90,7 @@ def run_load(
     result.requests = env.stats.total.num_requests
     result.failures = env.stats.total.num_failures
     result.events = log.written
-    result.saturation_reason = saturation(result.cpu_samples, result.max_lag_s)
+    late_share = result.late_ticks / result.ticks if result.ticks else 0.0
+    result.saturation_reason = saturation(result.cpu_samples, result.max_lag_s, late_share)
     result.saturated = bool(result.saturation_reason)
     return result

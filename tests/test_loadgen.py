@@ -32,7 +32,7 @@ from lab.model import BalancerSpec, HealthCheck, Vip, local_farm
 from lab.scenario import parse_scenario
 from loadgen.addresses import AddressPlan, address
 from loadgen.eventlog import COLUMNS
-from loadgen.selfcheck import CPU_PEGGED, LAG_LIMIT_S, saturation
+from loadgen.selfcheck import CPU_PEGGED, LAG_LIMIT_S, STALL_S, saturation
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "loadgen_driver.py"
@@ -376,8 +376,13 @@ def test_a_busy_but_unpegged_generator_keeps_the_run_valid():
 
 
 def test_a_generator_that_falls_behind_its_schedule_makes_the_run_invalid():
-    assert "behind its schedule" in saturation([30.0] * 10, max_lag_s=LAG_LIMIT_S + 0.2)
+    assert "behind its schedule" in saturation([30.0] * 10, max_lag_s=LAG_LIMIT_S + 0.2, late_share=0.2)
+    assert "stalled" in saturation([30.0] * 10, max_lag_s=STALL_S + 0.5, late_share=0.001)
     assert saturation([30.0] * 10, max_lag_s=LAG_LIMIT_S - 0.1) == ""
+
+
+def test_one_late_tick_on_a_busy_machine_keeps_the_run_valid():
+    assert saturation([30.0] * 10, max_lag_s=LAG_LIMIT_S + 0.15, late_share=0.005) == ""
 
 
 # -- through HAProxy ---------------------------------------------------------------------------------------
