@@ -20,7 +20,10 @@ How each method is rendered, and where its users are after their CAS failed and 
 nginx OSS has no active health checks (Plus only): a CAS whose probe URL fails while it still answers
 (health down, drain) keeps its traffic. Only refused connections and timeouts count (`max_fails=1`,
 `fail_timeout` = the probe interval x fall), and `proxy_next_upstream` retries them on another CAS, so a
-dead CAS costs no errors.
+dead CAS costs no errors. "Users move back" holds for requests that end: nginx clears a server's failed
+mark only when a request to it completes, and RPC/HTTP channels never complete, so after a CAS returns
+Outlook Anywhere users hashed to it were seen to keep going elsewhere for several seconds (and a channel
+pair opened just then can split). Not yet fixed (`max_fails=0` on that pool may be the way).
 
 Pitfalls handled: paths match in regex locations, case-insensitive, whole segments (a prefix location
 `/owa` would send `/OWA/` elsewhere); request and response bodies stream (`proxy_request_buffering off`,
