@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -31,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
+
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from lab.farm import wait_until_healthy  # noqa: E402
 from lab.model import CasEndpoint  # noqa: E402
@@ -40,13 +41,7 @@ from mockcas.sealing import Sealer  # noqa: E402
 
 CAS_HOST, PORT = "127.0.13.41", 8080
 BASE = f"http://{CAS_HOST}:{PORT}"
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 DEVICE = eas.Device("user1@caslab.test", "caslab", "BenchDevice1")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def send(request: eas.EasRequest) -> bytes:
@@ -68,30 +63,6 @@ def lua_script(request: eas.EasRequest, body_file: str, new_device_each_time: bo
     else:
         lines += [f'request = function() return wrk.format("POST", "{request.path}", headers, body) end']
     return "\n".join(lines) + "\n"
-
-
-def wrk(script: str, seconds: int, connections: int) -> tuple[float, int, int]:
-    """(requests/s, requests, answers not 2xx/3xx) of one wrk run on core 1."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
-        f.write(script)
-        f.flush()
-        command = [
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "-s",
-            f.name,
-            BASE,
-        ]
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, total, int(not_ok.group(1)) if not_ok else 0
 
 
 def bench_codec(answer: bytes, seconds: float = 1.0) -> None:
@@ -151,9 +122,9 @@ def main() -> int:
                 body_file = f"{tmp}/body{n}"
                 Path(body_file).write_bytes(request.body)
                 script = lua_script(request, body_file, new_devices)
-                wrk(script, 1, args.connections)  # warm-up
+                wrk(BASE, 1, args.connections, script=script)  # warm-up
                 before = cpu_seconds(cas.pid)
-                rps, total, not_ok = wrk(script, args.seconds, args.connections)
+                rps, total, not_ok = wrk(BASE, args.seconds, args.connections, script=script)
                 cpu_us = (cpu_seconds(cas.pid) - before) / max(total, 1) * 1e6
                 print(f"{label:<40} {rps:8.0f} {cpu_us:11.1f} {not_ok:8d}")
     finally:

@@ -18,17 +18,17 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from lab.farm import wait_until_healthy  # noqa: E402
@@ -38,12 +38,6 @@ from loadgen.wire import autodiscover, ews, oab  # noqa: E402
 CAS_HOST, PORT = "127.0.12.41", 8080
 BASE = f"http://{CAS_HOST}:{PORT}"
 AUTHORIZATION = "Basic " + base64.b64encode(b"user1@caslab.test:caslab").decode()
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def post(path: str, body: bytes) -> bytes:
@@ -64,19 +58,6 @@ def lua_script(method: str, body: bytes, headers: dict[str, str]) -> str:
     lines = [f'wrk.method = "{method}"', f"wrk.body = [==[{body.decode()}]==]"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     return "\n".join(lines) + "\n"
-
-
-def wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, int, int]:
-    """(requests/s, requests, answers not 2xx/3xx) of one wrk run on core 1."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
-        f.write(script)
-        f.flush()
-        command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", f.name, url]
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, total, int(not_ok.group(1)) if not_ok else 0
 
 
 def main() -> int:
@@ -119,9 +100,9 @@ def main() -> int:
         print(f"wrk -t1 -c{args.connections} on core 1, one mock CAS on core 0; {args.seconds} s per target")
         print(f"{'':<42} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8}")
         for label, url, script in targets:
-            wrk(url, script, 1, args.connections)  # warm-up
+            wrk(url, 1, args.connections, script=script)  # warm-up
             before = cpu_seconds(cas.pid)
-            rps, total, not_ok = wrk(url, script, args.seconds, args.connections)
+            rps, total, not_ok = wrk(url, args.seconds, args.connections, script=script)
             cpu_us = (cpu_seconds(cas.pid) - before) / max(total, 1) * 1e6
             print(f"{label:<42} {rps:8.0f} {cpu_us:11.1f} {not_ok:8d}")
     finally:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from lab.farm import wait_until_healthy  # noqa: E402
@@ -49,7 +50,6 @@ app = web.Application()
 app.router.add_get("/{tail:.*}", hello)
 web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
 """
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -103,27 +103,9 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
-
-
-def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> tuple[float, int, int]:
-    """(requests/s, requests, answers not 2xx/3xx) of one wrk run on core 1."""
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-    for header in headers:
-        command += ["-H", header]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, total, int(not_ok.group(1)) if not_ok else 0
-
-
 def run(target: Target, seconds: int, connections: int, keep: bool = True) -> None:
     cpu_before = cpu_seconds(target.process.pid)
-    rps, total, not_ok = wrk(target.url, seconds, connections, target.headers)
+    rps, total, not_ok = wrk(target.url, seconds, connections, headers=target.headers)
     target.requests += total
     target.not_ok += not_ok
     if keep:
