@@ -1,8 +1,9 @@
 """The base of every caslab client kind: a Locust user that is one client program of one person.
 
 A `CasUser` has its identity (population, user number, user name, session id), its own connections
-bound to its source address, and its own cookie jar (FastHttpSession keeps one per user; a kind that
-keeps no cookies clears it). It makes requests through `call()`, which tags each with a request id
+bound to its source address, and its own cookie jar (FastHttpSession keeps one per user, which we swap
+for the same stdlib jar with a cache of its Cookie headers, loadgen/cookies.py; a kind that keeps no
+cookies clears it). It makes requests through `call()`, which tags each with a request id
 (`X-CasLab-Request`, for reconciliation with the CAS ledgers), classifies the answer with the kind's
 protocol knowledge and puts an `EventContext` in Locust's request event for the event log.
 Kinds that speak TCP or hold raw sockets (MAPI, RPC/HTTP) report through `report()` instead.
@@ -28,6 +29,7 @@ from locust.contrib.fasthttp import ResponseContextManager
 from locust.runners import WorkerRunner
 
 from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
+from loadgen.cookies import CachingCookieJar
 from loadgen.eventlog import EventContext
 from loadgen.plan import LoadPlan, PopulationPlan
 
@@ -97,6 +99,8 @@ class CasUser(FastHttpUser):
         self.rng = random.Random(f"{self.plan.seed}:{self.session}")
         self.source = SourceAddress(self.population.addresses.address_of(self.index, 0.0))
         bind_fast_session(self.client, self.source)
+        # FastHttpSession has no parameter for its jar; the session and its user agent share this one.
+        self.client.cookiejar = self.client.client.cookiejar = CachingCookieJar()
         self._request_ids = itertools.count(1)
 
     # -- identity and addresses -------------------------------------------------------------------
