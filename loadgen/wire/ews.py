@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
@@ -135,9 +136,8 @@ def get_user_availability(
 # --- answers -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EwsAnswer:
-    """What a client needs from one EWS answer."""
+class EwsAnswer(NamedTuple):
+    """What a client needs from one EWS answer (a tuple: one is made for every answer a client gets)."""
 
     operation: str  # from the XxxResponse element, e.g. "GetEvents"; "" for a fault
     response_class: str  # the worst of the response messages: Success, Warning or Error; "Error" for a fault
@@ -157,42 +157,62 @@ def _parse_xml(body: bytes) -> ET.Element | None:
         return None
 
 
+# Qualified names, built once: parse() runs on every answer a client gets, and a poller's whole cost is
+# mostly this function (it walks the tree by direct children, which ElementTree does in C, and uses
+# its Python path search only for shapes that are not the usual ResponseMessages list).
+_ENVELOPE = f"{{{NS_SOAP}}}Envelope"
+_BODY = f"{{{NS_SOAP}}}Body"
+_FAULT = f"{{{NS_SOAP}}}Fault"
+_RESPONSE_MESSAGES = f"{{{NS_M}}}ResponseMessages"
+_RESPONSE_CODE = f"{{{NS_M}}}ResponseCode"
+_NOTIFICATION = f"{{{NS_M}}}Notification"
+_M_SUBSCRIPTION_ID = f"{{{NS_M}}}SubscriptionId"
+_M_WATERMARK = f"{{{NS_M}}}Watermark"
+_T_SUBSCRIPTION_ID = f"{{{NS_T}}}SubscriptionId"
+_T_WATERMARK = f"{{{NS_T}}}Watermark"
+_T_MORE_EVENTS = f"{{{NS_T}}}MoreEvents"
+_EVENT_TAGS = {f"{{{NS_T}}}{kind}": kind for kind in EVENT_KINDS}
+_CLASS_RANK = {"Error": 0, "Warning": 1}
+
+
 def parse(body: bytes) -> EwsAnswer | None:
     """Read an EWS answer; None when the body is not one (an HTML error page, garbage, nothing)."""
     root = _parse_xml(body)
-    if root is None or root.tag != f"{{{NS_SOAP}}}Envelope":
+    if root is None or root.tag != _ENVELOPE:
         return None
-    soap_body = root.find(f"{{{NS_SOAP}}}Body")
+    soap_body = root.find(_BODY)
     if soap_body is None or len(soap_body) == 0:
         return None
-    fault = soap_body.find(f"{{{NS_SOAP}}}Fault")
+    fault = soap_body.find(_FAULT)
     if fault is not None:
         code = (fault.findtext(f"detail/{{{NS_E}}}ResponseCode") or fault.findtext("faultcode") or "").strip()
         return EwsAnswer("", "Error", code.rpartition(":")[2], fault=True)
     response = soap_body[0]
     operation = response.tag.rpartition("}")[2].removesuffix("Response")
-    messages = [m for m in response.iter() if m.get("ResponseClass")]
+    listed = response.find(_RESPONSE_MESSAGES)
+    # Most operations list their messages under ResponseMessages; others nest them deeper (free/busy).
+    candidates = listed if listed is not None else response.iter()
+    messages = [m for m in candidates if m.get("ResponseClass")]
     if not messages:
         return None
-    rank = {"Error": 0, "Warning": 1}
-    first = min(messages, key=lambda m: rank.get(m.get("ResponseClass", ""), 2))  # the first of the worst
+    first = min(messages, key=lambda m: _CLASS_RANK.get(m.get("ResponseClass", ""), 2))  # first of the worst
     subscription_id, watermark, events, more = "", "", [], False
-    notification = response.find(f".//{{{NS_M}}}Notification")
+    notification = next((n for m in messages if (n := m.find(_NOTIFICATION)) is not None), None)
     if notification is not None:
-        subscription_id = (notification.findtext(f"{{{NS_T}}}SubscriptionId") or "").strip()
-        more = (notification.findtext(f"{{{NS_T}}}MoreEvents") or "").strip() == "true"
+        subscription_id = (notification.findtext(_T_SUBSCRIPTION_ID) or "").strip()
+        more = (notification.findtext(_T_MORE_EVENTS) or "").strip() == "true"
         for event in notification:
-            kind = event.tag.rpartition("}")[2]
-            if kind in EVENT_KINDS:
+            kind = _EVENT_TAGS.get(event.tag)
+            if kind is not None:
                 events.append(kind)
-                watermark = (event.findtext(f"{{{NS_T}}}Watermark") or watermark).strip()
+                watermark = (event.findtext(_T_WATERMARK) or watermark).strip()
     else:
-        subscription_id = (response.findtext(f".//{{{NS_M}}}SubscriptionId") or "").strip()
-        watermark = (response.findtext(f".//{{{NS_M}}}Watermark") or "").strip()
+        subscription_id = (first.findtext(_M_SUBSCRIPTION_ID) or "").strip()
+        watermark = (first.findtext(_M_WATERMARK) or "").strip()
     return EwsAnswer(
         operation=operation,
         response_class=first.get("ResponseClass", ""),
-        response_code=(first.findtext(f"{{{NS_M}}}ResponseCode") or "").strip(),
+        response_code=(first.findtext(_RESPONSE_CODE) or "").strip(),
         subscription_id=subscription_id,
         watermark=watermark,
         events=tuple(events),
