@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
+from caslab import wbxml  # noqa: E402
 from lab.farm import wait_until_healthy  # noqa: E402
 from lab.model import CasEndpoint  # noqa: E402
 from loadgen.wire import eas  # noqa: E402
-from mockcas import wbxml  # noqa: E402
 from mockcas.sealing import Sealer  # noqa: E402
 
 CAS_HOST, PORT = "127.0.13.41", 8080

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from lab.model import SERVICES
+from caslab.vocab import SERVICES
 from lab.scenario import parse_scenario
 from lab.verifier import FaultFact, RunFacts, verify
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import model
+from caslab import vocab
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 BACKEND_HELP = "local: processes on loopback (default); docker: containers on a lab network of their own"
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", type=int, default=3, help="number of CAS (default 3)")
     p.add_argument("--driver", default="envoy", help="balancer driver (default envoy)")
     p.add_argument("--preset", default="recommended", help="persistence preset (default recommended)")
-    p.add_argument("--tls", default="offload", choices=model.TLS_MODES, help="TLS mode (default offload)")
+    p.add_argument("--tls", default="offload", choices=vocab.TLS_MODES, help="TLS mode (default offload)")
     p.add_argument("--out", default="reports", help="where the lab's folder goes (default reports/)")
     p.set_defaults(func=_up)
 
@@ -271,11 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", default="CAS01", help="server name, sent as X-CasLab-Server (default CAS01)")
     p.add_argument("--host", default="127.0.1.11", help="address to listen on (default 127.0.1.11)")
-    p.add_argument("--http-port", type=int, default=model.HTTP_PORT)
-    p.add_argument("--https-port", type=int, default=model.HTTPS_PORT, help="used with --cert/--key")
-    p.add_argument("--mapi-port", type=int, default=model.MAPI_PORT)
-    p.add_argument("--ab-port", type=int, default=model.AB_PORT)
-    p.add_argument("--admin-port", type=int, default=model.ADMIN_PORT)
+    p.add_argument("--http-port", type=int, default=vocab.HTTP_PORT)
+    p.add_argument("--https-port", type=int, default=vocab.HTTPS_PORT, help="used with --cert/--key")
+    p.add_argument("--mapi-port", type=int, default=vocab.MAPI_PORT)
+    p.add_argument("--ab-port", type=int, default=vocab.AB_PORT)
+    p.add_argument("--admin-port", type=int, default=vocab.ADMIN_PORT)
     p.add_argument("--farm-key", help="hex key shared by the farm (mailbox state); random if omitted")
     p.add_argument("--key-seed", help="derive this CAS's own key from a seed, for reproducible runs")
     p.add_argument("--time-scale", type=float, default=1.0, help="protocol timers run this much faster")

@@ -1,4 +1,4 @@
-"""Plain data shared by the lab's parts: services, persistence methods, the farm's addresses, the VIP.
+"""Plain data shared by the lab's parts: persistence, the farm's addresses, the VIP, what a driver renders.
 
 Data flows one way (scenario -> lab -> farm, balancer, loadgen -> ledgers -> verifier -> report); these
 types are what travels. They hold no behaviour beyond validation of their own fields.
@@ -9,62 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The nine services of DESIGN.md section 2, in the order reports list them.
-SERVICES: tuple[str, ...] = (
-    "owa",
-    "ecp",
-    "ews",
-    "eas",
-    "rpchttp",
-    "oab",
-    "autodiscover",
-    "mapi",
-    "addressbook",
+from caslab.vocab import (
+    AB_PORT,
+    ADMIN_PORT,
+    HEALTH_BODY,
+    HEALTH_PATH,
+    HTTP_PORT,
+    HTTPS_PORT,
+    MAPI_PORT,
+    METHODS,
+    SERVICES,
+    STATS_PORT,
+    TLS_MODES,
+    TOPOLOGIES,
+    VIP_GROUPS,
 )
-HTTP_SERVICES: tuple[str, ...] = SERVICES[:7]
-TCP_SERVICES: tuple[str, ...] = ("mapi", "addressbook")
-
-# Persistence methods of DESIGN.md section 5. Methods marked True take a NAME (cookie or header).
-METHODS: dict[str, bool] = {
-    "none": False,
-    "leastconn": False,
-    "source-ip": False,
-    "lb-cookie": False,
-    "app-cookie": True,
-    "cookie-hash": True,
-    "header": True,
-    "ssl-session-id": False,
-}
-TLS_MODES: tuple[str, ...] = ("none", "offload", "bridge", "passthrough")
-# Client programs with their own wire habits (DESIGN.md section 4), and what a scenario's faults can do.
-CLIENT_KINDS: tuple[str, ...] = (
-    "browser",
-    "outlook2010-rpchttp",
-    "outlook2007-rpchttp",
-    "outlook-mapi",
-    "eas-device",
-    "ews-app",
-)
-FAULT_ACTIONS: tuple[str, ...] = ("stop", "start", "drain", "health-down", "health-up")
-TOPOLOGIES: tuple[str, ...] = ("single-vip", "vip-per-service")
-
-# Path prefixes (lower case; Exchange clients send /OWA as well as /owa) that route to each HTTP service.
-SERVICE_PATHS: dict[str, tuple[str, ...]] = {
-    "owa": ("/owa",),
-    "ecp": ("/ecp",),
-    "ews": ("/ews",),
-    "eas": ("/microsoft-server-activesync",),
-    "rpchttp": ("/rpc",),
-    "oab": ("/oab",),
-    "autodiscover": ("/autodiscover",),
-}
-
-# Default ports, the same on every CAS (each on its own address) and on the VIP (DESIGN.md section 3).
-HTTP_PORT, HTTPS_PORT, MAPI_PORT, AB_PORT, ADMIN_PORT, STATS_PORT = 8080, 8443, 59531, 59532, 8099, 8404
-
-# The URL balancers probe: Exchange 2010 has no healthcheck.htm, so guides probe a real vdir page.
-HEALTH_PATH = "/owa/auth/logon.aspx"
-HEALTH_BODY = "Outlook Web App"
 
 
 @dataclass(frozen=True)
@@ -111,20 +70,6 @@ def local_farm(servers: int, base: str = "127.0.1") -> list[CasEndpoint]:
     if not 1 <= servers <= 99:
         raise ValueError("a farm has 1 to 99 servers")
     return [CasEndpoint(name=f"CAS{n:02d}", host=f"{base}.{10 + n}") for n in range(1, servers + 1)]
-
-
-# The VIP groups of the `vip-per-service` topology, in address order (VIP host + 1, + 2, ...). ECP lives
-# on the OWA host name in Exchange (OWA links to /ecp and both share the logon cookie), and Outlook reaches
-# MAPI and the Address Book on one RPC Client Access name, so those pairs share one address.
-VIP_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("owa", "ecp"),
-    ("ews",),
-    ("eas",),
-    ("rpchttp",),
-    ("oab",),
-    ("autodiscover",),
-    ("mapi", "addressbook"),
-)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from caslab.records import LEDGER_COLUMNS
 from lab.scenario import Scenario, format_duration, parse_scenario
-from lab.verifier import AFFINITY_SERVICES, LEDGER_COLUMNS, Analysis, RunFacts, verify
+from lab.verifier import AFFINITY_SERVICES, Analysis, RunFacts, verify
 
 if TYPE_CHECKING:  # matplotlib is imported only when plotting: it is slow to import
     from matplotlib.axes import Axes

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 import pandas as pd
 
 from lab.backends.local import LocalLab
+from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
 from lab.report import write_run
 from lab.scenario import Scenario
@@ -119,9 +120,7 @@ def run_scenario(
         lab = _make_lab(spec, run_dir, scenario, network)
         progress("phase: starting farm and balancer")
         lab.start()
-        from loadgen.plan import Endpoints, plan_from_scenario
-
-        endpoints = Endpoints.for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
+        endpoints = endpoints_for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
         plan = plan_from_scenario(scenario, endpoints, str(network.subnet) if network else None)
         schedule = list(scenario.fault_schedule())
         fired: list[dict] = []
@@ -204,8 +203,6 @@ def lab_addresses(
 
 
 def _client_addresses(scenario: Scenario) -> int:
-    from loadgen.plan import address_plans
-
     return sum(a.pool_size for a in address_plans(scenario))
 
 

@@ -33,26 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab.model import (
+from caslab.vocab import (
     CLIENT_KINDS,
+    DRIVERS,
     FAULT_ACTIONS,
     METHODS,
     SERVICES,
     TCP_SERVICES,
     TLS_MODES,
     TOPOLOGIES,
-    BalancerSpec,
-    CasEndpoint,
-    HealthCheck,
-    Persistence,
-    TlsFiles,
-    Vip,
-    local_farm,
 )
+from lab.model import BalancerSpec, CasEndpoint, HealthCheck, Persistence, TlsFiles, Vip, local_farm
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
-DRIVERS = ("envoy", "haproxy", "nginx", "traefik", "external")  # DESIGN.md section 5; envoy is the default
 EXPECTATIONS = ("pass", "fail")
 
 
@@ -209,16 +203,13 @@ class Scenario:
         self, driver: str | None = None, preset: str | None = None, duration: str | None = None
     ) -> Scenario:
         """This scenario with the command line's --driver/--preset/--duration applied and checked again."""
-        from lab.balancers import DRIVERS as REGISTERED
-        from lab.balancers import load_all
         from lab.balancers.presets import PRESETS
 
         given = {k: v for k, v in (("driver", driver), ("preset", preset), ("duration", duration)) if v}
         if not given:
             return self
-        load_all()
-        if driver and driver not in DRIVERS and driver not in REGISTERED:
-            allowed = ", ".join(sorted(set(DRIVERS) | set(REGISTERED)))
+        if driver and driver not in DRIVERS:
+            allowed = ", ".join(sorted(DRIVERS))
             raise ScenarioError(self.origin, "--driver", f"unknown driver {driver!r}; allowed: {allowed}")
         if preset and preset not in PRESETS:
             raise ScenarioError(
@@ -645,31 +636,33 @@ def _check_whole(s: Scenario, origin: str) -> None:
 
 
 def _check_driver(s: Scenario, origin: str) -> None:
-    """Ask the chosen driver what it refuses of this spec (its own contract, lab.balancers)."""
+    """Ask the chosen driver what it refuses of this spec (its own contract, lab.balancers), and blame the
+    key that asked for the first refusal: the tls mode, a service's override, else the preset."""
     from lab.balancers import DRIVERS as REGISTERED
-    from lab.balancers import Unsupported, driver_class
 
-    try:
-        cls = driver_class(s.balancer.driver)
-    except Unsupported:
-        if s.balancer.driver in DRIVERS:
-            return  # a driver of the design that is not installed here: the run says so when it starts
-        allowed = ", ".join(sorted(set(DRIVERS) | set(REGISTERED)))
+    if s.balancer.driver not in DRIVERS:
         raise ScenarioError(
-            origin, "balancer.driver", f"{s.balancer.driver!r} is not allowed; allowed: {allowed}"
-        ) from None
+            origin,
+            "balancer.driver",
+            f"{s.balancer.driver!r} is not allowed; allowed: {', '.join(sorted(DRIVERS))}",
+        )
+    if s.balancer.driver not in REGISTERED:
+        return  # a driver of the design that is not installed here: the run says so when it starts
     dummy = Path("unused.pem")
     tls_files = TlsFiles(dummy, dummy, dummy, dummy) if s.farm.tls != "none" else None
     spec = s.balancer_spec(local_farm(s.farm.servers), tls_files=tls_files)
-    problems = cls(spec, Path(".")).refusals()
+    problems = REGISTERED[s.balancer.driver](spec, Path(".")).refusals()
     if problems:
-        # Point at the key that asked for it: a service's override, the tls mode, else the preset.
         first = problems[0]
-        overridden = [svc for svc in s.balancer.persistence if f"persistence for {svc}" in first]
-        key = f"balancer.persistence.{overridden[0]}" if overridden else "balancer.preset"
-        if "cannot do tls" in first:
+        if first.tls is not None:
             key = "farm.tls"
-        raise ScenarioError(origin, key, f"driver {s.balancer.driver} refuses: {'; '.join(problems)}")
+        elif first.service in s.balancer.persistence:
+            key = f"balancer.persistence.{first.service}"
+        else:
+            key = "balancer.preset"
+        raise ScenarioError(
+            origin, key, f"driver {s.balancer.driver} refuses: {'; '.join(map(str, problems))}"
+        )
 
 
 # ---- finding scenarios -----------------------------------------------------------------------------

@@ -45,14 +45,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.model import SERVICES
+from caslab.records import EVENT_COLUMNS, LEDGER_COLUMNS, OUTCOMES
+from caslab.vocab import SERVICES
 from lab.scenario import Scenario
-from loadgen.eventlog import COLUMNS as EVENT_COLUMNS
-from loadgen.eventlog import OUTCOMES
-from mockcas.ledger import LedgerRow
 
-# The columns of the two inputs, as their writers define them (loadgen's event log, the CAS's ledger).
-LEDGER_COLUMNS = LedgerRow._fields
 # Services whose sessions need affinity (DESIGN.md section 3): a scalar split_sessions_pct limit covers these.
 AFFINITY_SERVICES = tuple(s for s in SERVICES if s not in ("oab", "autodiscover"))
 OUT_ACTIONS, BACK_ACTIONS = ("stop", "drain", "health-down"), ("start", "health-up")
@@ -187,7 +183,7 @@ def verify(
     facts: RunFacts,
     trials: int = RANDOM_TRIALS,
 ) -> Analysis:
-    """Judge one run. `events` has EVENT_COLUMNS, `ledger` the columns of mockcas.ledger.LedgerRow."""
+    """Judge one run. `events` has EVENT_COLUMNS, `ledger` LEDGER_COLUMNS (caslab.records)."""
     missing = [c for c in EVENT_COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"client events lack the columns: {', '.join(missing)}")

@@ -28,14 +28,13 @@ from locust import FastHttpUser
 from locust.contrib.fasthttp import ResponseContextManager
 from locust.runners import WorkerRunner
 
+from caslab.vocab import REQUEST_ID_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
 from loadgen.cookies import CachingCookieJar
 from loadgen.eventlog import EventContext
 from loadgen.plan import LoadPlan, PopulationPlan
 
-REQUEST_ID_HEADER = "X-CasLab-Request"
 _instances = itertools.count(1)
-STATE_HEADER = "X-CasLab-State"
 
 Response = ResponseContextManager  # what Locust's FastHttpSession answers with catch_response
 Classifier = Callable[[Response], tuple[str, str]]

@@ -1,4 +1,5 @@
-"""The client event log (DESIGN.md section 7): one row per request or TCP exchange.
+"""The client event log (DESIGN.md section 7): one row per request or TCP exchange (its columns and
+outcomes are `caslab.records`).
 
 It listens to Locust's `request` event, so every request a caslab user makes — HTTP through Locust's
 client, or RPC/HTTP and MAPI exchanges that the users fire themselves — lands here. A caslab user puts
@@ -18,23 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
-    "ts",
-    "population",
-    "user",
-    "client_kind",
-    "service",
-    "session",
-    "source_ip",
-    "server",
-    "status",
-    "outcome",
-    "latency_ms",
-    "request_id",
-    "detail",
-)
-OUTCOMES = ("ok", "foreign", "cold", "error", "transport")
-SERVER_HEADER = "X-CasLab-Server"
+from caslab.records import EVENT_COLUMNS
+from caslab.vocab import SERVER_HEADER
 
 
 @dataclass
@@ -72,7 +58,7 @@ class EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("w", newline="")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(COLUMNS)
+        self._writer.writerow(EVENT_COLUMNS)
 
     def on_request(
         self,

@@ -1,25 +1,23 @@
 """What the load generator runs: populations of client kinds, their addresses and the VIP's URLs.
 
-A `LoadPlan` is plain data built from a scenario (`from_scenario`) or by hand in tests. `user_classes`
-turns it into Locust user classes — one per (population, client kind), each with a fixed number of
-users — which Locust runs as usual, on its own or driven by the lab.
+A `LoadPlan` is plain data, built from a scenario by the lab (lab.loadplan) or by hand in tests.
+`user_classes` turns it into Locust user classes — one per (population, client kind), each with a fixed
+number of users — which Locust runs as usual, on its own or driven by the lab.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from lab.model import AB_PORT, MAPI_PORT, SERVICES, Vip
-from loadgen.addresses import AddressPlan, SubnetAddresses
+from caslab.vocab import AB_PORT, HTTP_SERVICES, MAPI_PORT
+from loadgen.addresses import AddressPlan
 
 if TYPE_CHECKING:
     from locust import User
-
-    from lab.scenario import Scenario
 
 # LoadGen-style activity profiles: actions per simulated 8-hour day (Exchange LoadGen 2010 sized its
 # Outlook profiles the same way; Heavy was 132 tasks per user-day).
@@ -35,23 +33,11 @@ class Endpoints:
     tcp: dict[str, tuple[str, int]]  # "mapi"/"addressbook" -> (host, port)
 
     @classmethod
-    def for_vip(cls, vip: Vip, tls: bool, topology: str = "single-vip") -> Endpoints:
-        """The VIP's URLs: one address for all (single-vip) or one per service group (vip-per-service)."""
-        scheme, port = ("https", vip.https_port) if tls else ("http", vip.http_port)
-        return cls(
-            base_urls={s: f"{scheme}://{vip.service_host(s, topology)}:{port}" for s in SERVICES[:7]},
-            tcp={
-                "mapi": (vip.service_host("mapi", topology), vip.mapi_port),
-                "addressbook": (vip.service_host("addressbook", topology), vip.ab_port),
-            },
-        )
-
-    @classmethod
     def from_url(cls, base_url: str) -> Endpoints:
         """Every HTTP service at `base_url` (e.g. Locust's --host), MAPI and Address Book on its host."""
         host = urlsplit(base_url).hostname or "127.0.1.1"
         return cls(
-            base_urls=dict.fromkeys(SERVICES[:7], base_url.rstrip("/")),
+            base_urls=dict.fromkeys(HTTP_SERVICES, base_url.rstrip("/")),
             tcp={"mapi": (host, MAPI_PORT), "addressbook": (host, AB_PORT)},
         )
 
@@ -87,41 +73,6 @@ class LoadPlan:
         session has (OWA's 15 minutes), so that a break in a run means affinity, not a user who left."""
         mean = DAY_S / PROFILES[profile] / self.time_scale
         return min(rng.expovariate(1 / mean), 2 * mean)
-
-
-def address_plans(scenario: Scenario, client_network: str | None = None) -> list[AddressPlan]:
-    """The source addresses of each population: loopback ones, or in `client_network` (the docker
-    backend's lab network, see SubnetAddresses).
-
-    `ip_change_every` is Exchange time like the other protocol timers, so it runs `time_scale` faster."""
-    plans = [
-        AddressPlan(
-            index,
-            p.kind,
-            p.users,
-            p.source_ips,
-            p.ip_change_every_s / scenario.time_scale if p.ip_change_every_s else None,
-        )
-        for index, p in enumerate(scenario.populations)
-    ]
-    if client_network is None:
-        return plans
-    space = SubnetAddresses(client_network, tuple(a.pool_size for a in plans))
-    return [replace(a, space=space) for a in plans]
-
-
-def plan_from_scenario(
-    scenario: Scenario, endpoints: Endpoints, client_network: str | None = None
-) -> LoadPlan:
-    """The load of a scenario: its populations with their addresses (see address_plans), clients and
-    timers."""
-    populations = [
-        PopulationPlan(name=p.name, addresses=a, clients=p.client_counts(), keeps_cookies=p.keeps_cookies)
-        for p, a in zip(scenario.populations, address_plans(scenario, client_network), strict=True)
-    ]
-    return LoadPlan(
-        populations=populations, endpoints=endpoints, time_scale=scenario.time_scale, seed=scenario.seed
-    )
 
 
 def user_classes(plan: LoadPlan) -> list[type[User]]:

@@ -1,6 +1,6 @@
 """Locust as a library: run a LoadPlan for a while, log every request, and check the generator itself.
 
-The lab calls `run_load`; `locust -f loadgen/locustfile.py` runs the same user classes with Locust's own
+The lab calls `run_load`; `locust -f lab/locustfile.py` runs the same user classes with Locust's own
 command line, web UI and master/worker mode.
 
 Self-check: a run whose load generator saturated measures the generator, not the balancer, so it is

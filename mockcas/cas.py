@@ -8,10 +8,11 @@ import time
 from collections import Counter
 from typing import Any
 
+from caslab.records import LedgerRow
 from mockcas.config import CasConfig
-from mockcas.ledger import Ledger, LedgerRow
+from mockcas.ledger import Ledger
 from mockcas.sealing import Sealer
-from mockcas.services import HTTP_SERVICES, TCP_SERVICES, HttpService, TcpService, load_all
+from mockcas.services import HTTP_SERVICES, TCP_SERVICES, HttpService, TcpService
 from mockcas.users import Users
 
 # Health switch values: 'down' fails the balancer's probe with 503 while the services keep answering
@@ -37,7 +38,6 @@ class Cas:
         self.inflight = 0
         self.peak_inflight = 0
         self.counts: Counter[tuple[str, str]] = Counter()  # (service, state) -> requests
-        load_all()
         self.http_services: dict[str, HttpService] = {sid: cls(self) for sid, cls in HTTP_SERVICES.items()}
         self.tcp_services: dict[str, TcpService] = {sid: cls(self) for sid, cls in TCP_SERVICES.items()}
 

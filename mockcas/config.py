@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.model import AB_PORT, ADMIN_PORT, HTTP_PORT, HTTPS_PORT, MAPI_PORT
+from caslab.vocab import AB_PORT, ADMIN_PORT, HTTP_PORT, HTTPS_PORT, MAPI_PORT
 
 
 @dataclass

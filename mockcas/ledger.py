@@ -1,4 +1,5 @@
-"""The per-CAS ledger: one row per request (or TCP exchange) this CAS saw (DESIGN.md section 7).
+"""The per-CAS ledger: one row per request (or TCP exchange) this CAS saw (DESIGN.md section 7; the row
+and its states are `caslab.records`).
 
 Rows are kept in memory in arrival order with a sequence number, so the lab can read them
 incrementally (`/caslab/ledger?since=N`) while a run goes on, and none is lost between reads.
@@ -7,27 +8,8 @@ incrementally (`/caslab/ledger?since=N`) while a run goes on, and none is lost b
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
 
-# new: the request created server state; own: it used state this CAS holds; foreign: it carried state
-# another CAS made (a hard break); cold: served, but this CAS had to warm up (a soft break); expired:
-# its state timed out; invalid: malformed input answered with the protocol's own error; none: the
-# request used no server state (a logon page, Autodiscover, OAB files, a health probe).
-STATES = ("new", "own", "foreign", "cold", "expired", "invalid", "none")
-
-
-class LedgerRow(NamedTuple):  # a tuple: one is made per request, on the CAS's hot path
-    seq: int
-    ts: float  # when the request arrived (epoch seconds)
-    server: str
-    service: str
-    session_key: str  # what the server keyed state on (user, device, subscription, channel cookie...)
-    client_ip: str  # X-Forwarded-For's first address, else the TCP peer
-    state: str
-    status: int  # HTTP status, or the TCP protocol's own code (0 = ok)
-    request_id: str  # the client's X-CasLab-Request, for reconciliation with client events
-    detail: str  # e.g. "channel-split", "context-handle-unknown", "invalid canary"
-    latency_ms: float
+from caslab.records import LEDGER_STATES, LedgerRow
 
 
 def _text(value: str) -> str:
@@ -55,7 +37,7 @@ class Ledger:
         request_id: str = "",
         detail: str = "",
     ) -> LedgerRow:
-        if state not in STATES:
+        if state not in LEDGER_STATES:
             raise ValueError(f"unknown ledger state {state!r}")
         row = LedgerRow(
             seq=len(self._rows),

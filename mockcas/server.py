@@ -20,7 +20,14 @@ import time
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from lab.model import HEALTH_BODY, HEALTH_PATH, SERVICE_PATHS
+from caslab.vocab import (
+    HEALTH_BODY,
+    HEALTH_PATH,
+    REQUEST_ID_HEADER,
+    SERVER_HEADER,
+    SERVICE_PATHS,
+    STATE_HEADER,
+)
 from mockcas import iis
 from mockcas.cas import Cas
 from mockcas.config import CasConfig
@@ -28,11 +35,6 @@ from mockcas.services import HttpService, RequestContext
 
 log = logging.getLogger("mockcas")
 
-SERVER_HEADER = "X-CasLab-Server"
-# The ledger state of the request (new, own, foreign, cold...), so the client's event log can be checked
-# against the ledger. A real client could not see a cold cache; the lab reads it here.
-STATE_HEADER = "X-CasLab-State"
-REQUEST_ID_HEADER = "X-CasLab-Request"
 _CTX = web.RequestKey("caslab_ctx", RequestContext)
 _T0 = web.RequestKey("caslab_t0", float)
 

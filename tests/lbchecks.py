@@ -29,19 +29,12 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import mockcas  # noqa: F401 - before aiohttp anywhere (the CAS processes need the pure-Python parser)
+from caslab.vocab import HTTP_SERVICES
 from lab.balancers import Balancer, get_driver
 from lab.balancers.presets import resolve
 from lab.certs import make_tls_files
 from lab.farm import LocalFarm
-from lab.model import (
-    HTTP_SERVICES,
-    BalancerSpec,
-    HealthCheck,
-    Persistence,
-    TlsFiles,
-    Vip,
-    local_farm,
-)
+from lab.model import BalancerSpec, HealthCheck, Persistence, TlsFiles, Vip, local_farm
 
 VIP = Vip("127.0.16.1")
 SERVERS = local_farm(3, "127.0.16")

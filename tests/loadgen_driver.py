@@ -34,10 +34,11 @@ from locust.env import Environment  # patches this process with gevent, as Locus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lab.loadplan import plan_from_scenario
 from lab.scenario import load_scenario
 from loadgen.addresses import AddressPlan
 from loadgen.eventlog import EventLog
-from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, plan_from_scenario, user_classes
+from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, user_classes
 
 
 def walk(args: argparse.Namespace) -> dict:

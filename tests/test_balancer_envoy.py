@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lab.balancers import Unsupported
-from lab.balancers.envoy import Envoy
+from lab.balancers.drivers.envoy import Envoy
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
 
@@ -73,7 +73,7 @@ def test_app_cookie_and_ssl_session_id_are_refused_with_the_alternatives(tmp_pat
     assert not (tmp_path / "balancer" / "envoy.json").exists()
     files = tmp_path / "no-such-tls"  # refusals come before any file is needed
     spec = spec_for("envoy", http=persistence("ssl-session-id"), tls="passthrough", tls_files=files)
-    assert any("'ssl-session-id' persistence for eas" in r for r in Envoy(spec, tmp_path).refusals())
+    assert any("'ssl-session-id' persistence for eas" in str(r) for r in Envoy(spec, tmp_path).refusals())
 
 
 @pytest.mark.parametrize(

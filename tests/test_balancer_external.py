@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from lab.balancers import BalancerError
-from lab.balancers.external import External
+from lab.balancers.drivers.external import External
 from lab.model import Persistence
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
@@ -27,7 +27,7 @@ def test_takes_the_scenario_at_its_word_but_refuses_the_impossible(tmp_path):
     assert External(spec_for("external", preset="article"), tmp_path).refusals() == []
     impossible = spec_for("external", overrides={"mapi": Persistence("header", "Authorization")})
     assert any(
-        "for mapi it can do: none, leastconn, source-ip" in r
+        "for mapi it can do: none, leastconn, source-ip" in str(r)
         for r in External(impossible, tmp_path).refusals()
     )
 

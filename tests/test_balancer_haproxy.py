@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from lab.balancers.haproxy import HAProxy
+from lab.balancers.drivers.haproxy import HAProxy
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lab.balancers import Unsupported
-from lab.balancers.nginx import Nginx, answered_by
+from lab.balancers.drivers.nginx import Nginx, answered_by
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lab.balancers import Unsupported
-from lab.balancers.traefik import Traefik
+from lab.balancers.drivers.traefik import Traefik
 from lab.model import Persistence
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
@@ -64,7 +64,7 @@ def test_what_traefik_cannot_do_is_refused_by_name(tmp_path):
         in message
     )
     leastconn = Traefik(spec_for("traefik", http=Persistence("leastconn")), tmp_path).refusals()
-    assert any("approximation of least connections" in r for r in leastconn)
+    assert any("approximation of least connections" in str(r) for r in leastconn)
 
 
 @pytest.mark.parametrize("method", ["none", "source-ip", "lb-cookie"])

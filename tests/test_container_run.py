@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.backends.docker import LabNetwork, json_lines
+from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import Vip
 from lab.scenario import load_scenario
 from loadgen.addresses import DISTINCT_KINDS, AddressPlan, SubnetAddresses
 from loadgen.container_run import client_addresses, plan_from_json, plan_to_json
-from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, address_plans, plan_from_scenario
+from loadgen.plan import LoadPlan, PopulationPlan
 
 NETWORK = "10.221.8.0/22"
 
@@ -95,7 +96,7 @@ def load_plans(draw: st.DrawFn) -> LoadPlan:
     tls = draw(st.booleans())
     return LoadPlan(
         populations=populations,
-        endpoints=Endpoints.for_vip(
+        endpoints=endpoints_for_vip(
             Vip(host="10.221.8.2"), tls, draw(st.sampled_from(["single-vip", "vip-per-service"]))
         ),
         time_scale=draw(st.floats(1, 1000)),
@@ -112,7 +113,7 @@ def test_a_load_plan_survives_the_trip_to_the_container(plan: LoadPlan) -> None:
 
 def test_the_container_adds_each_address_of_a_scenario_once() -> None:
     scenario = load_scenario("quickstart")
-    plan = plan_from_scenario(scenario, Endpoints.for_vip(Vip(host="10.221.8.2"), False), NETWORK)
+    plan = plan_from_scenario(scenario, endpoints_for_vip(Vip(host="10.221.8.2"), False), NETWORK)
     addresses = client_addresses(plan_from_json(plan_to_json(plan)))
     assert len(addresses) == len(set(addresses)) == sum(a.pool_size for a in address_plans(scenario))
 

@@ -11,11 +11,11 @@ import urllib.request
 import pytest
 from mockcas_helpers import ledger
 
+from caslab.vocab import STATE_HEADER
+from caslab.wbxml import E, encode
 from loadgen.wire import eas
 from mockcas.sealing import Sealer
-from mockcas.server import STATE_HEADER
 from mockcas.services.eas import INITIAL_ITEMS, SYNC_STATE_ITEMS
-from mockcas.wbxml import E, encode
 
 BASE = "127.0.13"
 CAS01, CAS02 = f"{BASE}.11", f"{BASE}.12"

@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 
 import mockcas  # noqa: F401 - before aiohttp anywhere (the CAS processes need the pure-Python parser)
-from lab.balancers import get_driver, listening_sockets
+from caslab.records import EVENT_COLUMNS
+from lab.balancers import get_driver
 from lab.balancers.presets import resolve
+from lab.balancers.process import listening_sockets
 from lab.farm import LocalFarm
 from lab.model import BalancerSpec, HealthCheck, Vip, local_farm
 from lab.scenario import parse_scenario
 from loadgen.addresses import AddressPlan, address
-from loadgen.eventlog import COLUMNS
 from loadgen.selfcheck import CPU_PEGGED, LAG_LIMIT_S, STALL_S, saturation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ STATEFUL = {
 def read_events(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames or ()) == COLUMNS
+        assert tuple(reader.fieldnames or ()) == EVENT_COLUMNS
         return list(reader)
 
 
@@ -120,13 +121,13 @@ def walk(tmp_path: Path, host: str, kinds=KINDS, **options: object) -> tuple[dic
 
 
 def locust(tmp_path: Path, scenario: str, host: str, seconds: int, *extra: str) -> tuple[int, int]:
-    """Locust's own command line on loadgen/locustfile.py, headless, with every user of `scenario`;
+    """Locust's own command line on lab/locustfile.py, headless, with every user of `scenario`;
     (its exit code, the requests Locust counted). The event log goes to tmp_path/events*.csv."""
     (tmp_path / "scenario.toml").write_text(scenario)
     users = sum(sum(p.client_counts().values()) for p in parse_scenario(scenario).populations)
     env = {**os.environ, "CASLAB_SCENARIO": str(tmp_path / "scenario.toml")}
     env["CASLAB_EVENTS"] = str(tmp_path / "events.csv")
-    command = [sys.executable, "-m", "locust", "-f", "loadgen/locustfile.py", "--headless", "--host", host]
+    command = [sys.executable, "-m", "locust", "-f", "lab/locustfile.py", "--headless", "--host", host]
     command += ["-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--only-summary"]
     # The final stats as JSON (Locust adds ".json"); its --csv files lag up to a second behind.
     command += ["--json-file", str(tmp_path / "locust"), *extra]

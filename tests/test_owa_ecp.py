@@ -16,7 +16,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.model import HEALTH_BODY, HEALTH_PATH
+from caslab.vocab import HEALTH_BODY, HEALTH_PATH
 from loadgen.wire import owa as wire
 from mockcas.config import CasConfig
 from mockcas.embedded import EmbeddedFarm

@@ -14,9 +14,9 @@ from typing import ClassVar
 import pandas as pd
 import pytest
 
+from caslab.vocab import METHODS
 from lab import balancers
 from lab.cli import main
-from lab.model import METHODS
 from lab.report import SCHEMA, render_report, what_broke, write_run
 from lab.scenario import parse_scenario
 from lab.verifier import FaultFact, RunFacts
@@ -30,7 +30,7 @@ duration = "40s"
 [farm]
 servers = 3
 [balancer]
-driver = "stand-in"
+driver = "external"
 [[population]]
 kind = "direct"
 users = 5
@@ -50,30 +50,28 @@ balance_max_over_mean = 3
 
 
 class StandInDriver(balancers.Balancer):
-    name = "stand-in"
+    name = "external"
     methods: ClassVar[frozenset[str]] = frozenset(METHODS)
 
-    def refusals(self) -> list[str]:
+    def refusals(self) -> list[balancers.Refusal]:
         return []
 
 
 @pytest.fixture(autouse=True)
-def stand_in_driver(monkeypatch):
-    balancers.load_all()
-    monkeypatch.setitem(balancers.DRIVERS, "stand-in", StandInDriver)
+def stand_in_driver():
+    with balancers.DRIVERS.replaced(StandInDriver):
+        yield
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """A finished run's folder, written once by write_run from the failover events of the verifier tests."""
     folder = tmp_path_factory.mktemp("run")
-    with pytest.MonkeyPatch.context() as patch:
-        balancers.load_all()
-        patch.setitem(balancers.DRIVERS, "stand-in", StandInDriver)
+    with balancers.DRIVERS.replaced(StandInDriver):
         scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test").with_overrides(duration="30s")
     ev = events(*FAILOVER)
     facts = RunFacts(
-        driver="stand-in",
+        driver="external",
         driver_version="9.9",
         preset="recommended",
         started_ts=T0,
@@ -81,8 +79,8 @@ def written(tmp_path_factory):
         notes=["a note for the reader"],
     )
     (folder / "balancer").mkdir()
-    (folder / "balancer" / "stand-in.cfg").write_text("backend owa <cookie insert>\n")
-    (folder / "balancer" / "stand-in.log").write_text("a log line, not config\n")
+    (folder / "balancer" / "external.cfg").write_text("backend owa <cookie insert>\n")
+    (folder / "balancer" / "external.log").write_text("a log line, not config\n")
     analysis = write_run(folder, ev, ledger_of(ev), scenario, facts)
     assert analysis.verdict == "fail"
     return folder
@@ -106,7 +104,7 @@ def test_summary_has_the_schema_keys(written):
     assert summary["schema"] == SCHEMA == "caslab.summary/1"
     assert summary["verdict"] == "fail" and summary["expected"] == "fail"
     assert summary["scenario"]["name"] == "report-test" and summary["scenario"]["duration_s"] == 30
-    assert summary["balancer"]["driver"] == "stand-in" and summary["balancer"]["version"] == "9.9"
+    assert summary["balancer"]["driver"] == "external" and summary["balancer"]["version"] == "9.9"
     assert summary["balancer"]["methods"]["eas"] == "header Authorization"
     assert summary["farm"]["servers"] == ["CAS01", "CAS02", "CAS03"]
     assert {c["name"]: c["pass"] for c in summary["checks"]} == {
@@ -151,8 +149,8 @@ def test_the_html_report_is_self_contained_with_its_plots_inlined(written):
     assert "class='banner fail'" in page and "This scenario is meant to fail: as expected." in page
     for text in ("fault_collateral_breaks", "CAS02 stop at 10s, start at 20s", "a note for the reader"):
         assert text in page
-    assert "stand-in.cfg" in page and "backend owa &lt;cookie insert&gt;" in page, "the config, escaped"
-    assert "stand-in.log" not in page, "the balancer's log is not its config"
+    assert "external.cfg" in page and "backend owa &lt;cookie insert&gt;" in page, "the config, escaped"
+    assert "external.log" not in page, "the balancer's log is not its config"
 
 
 def test_render_report_rebuilds_the_files_from_the_stored_data(run_dir):

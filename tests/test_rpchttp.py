@@ -17,9 +17,9 @@ import pytest
 import trustme
 from mockcas_helpers import ledger
 
+from caslab import rts
 from loadgen.binding import SourceAddress
 from loadgen.wire.rpchttp import RpcHttpError, VirtualConnection
-from mockcas import rts
 
 BASE = "127.0.14"
 CAS01, CAS02 = f"{BASE}.11", f"{BASE}.12"

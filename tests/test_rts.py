@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mockcas import rts
+from caslab import rts
 
 VC, OUT, IN, GROUP = (bytes([n]) * 16 for n in (1, 2, 3, 4))
 

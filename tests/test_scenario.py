@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from caslab.vocab import METHODS
 from lab import balancers
-from lab.model import METHODS, CasEndpoint, Persistence, TlsFiles, Vip, local_farm
+from lab.model import CasEndpoint, Persistence, TlsFiles, Vip, local_farm
 from lab.scenario import (
     SCENARIO_DIR,
     Scenario,
@@ -49,15 +50,15 @@ class AnyMethodDriver(balancers.Balancer):
 
     methods: ClassVar[frozenset[str]] = frozenset(METHODS)
 
-    def refusals(self) -> list[str]:
+    def refusals(self) -> list[balancers.Refusal]:
         return []
 
 
 @pytest.fixture
-def any_driver(monkeypatch):
-    balancers.load_all()  # real drivers register first, so they cannot replace the stand-ins later
-    for name in ("haproxy", "nginx"):
-        monkeypatch.setitem(balancers.DRIVERS, name, type(name, (AnyMethodDriver,), {"name": name}))
+def any_driver():
+    haproxy, nginx = (type(name, (AnyMethodDriver,), {"name": name}) for name in ("haproxy", "nginx"))
+    with balancers.DRIVERS.replaced(haproxy), balancers.DRIVERS.replaced(nginx):
+        yield
 
 
 def load_text(tmp_path: Path, text: str, name: str = "s.toml") -> Scenario:
@@ -380,31 +381,37 @@ def test_not_valid_toml_names_the_file_and_line(tmp_path):
 class RefusingDriver(balancers.Balancer):
     """A stand-in driver that can do only source-ip and none (the real drivers are tested elsewhere)."""
 
-    name = "refusing"
+    name = "traefik"
     methods: ClassVar[frozenset[str]] = frozenset({"none", "source-ip"})
 
-    def refusals(self) -> list[str]:
+    def refusals(self) -> list[balancers.Refusal]:
         return [
-            f"{self.name} cannot do '{p.method}' persistence for {service}; it can do: none, source-ip"
+            balancers.Refusal(self.name, service, p.method, alternatives=("none", "source-ip"))
             for service, p in self.spec.persistence.items()
             if p.method not in self.methods
         ]
 
 
-def test_a_method_the_driver_cannot_do_is_refused_naming_the_key(tmp_path, monkeypatch):
-    monkeypatch.setitem(balancers.DRIVERS, "refusing", RefusingDriver)
-    ok = BASE + '[balancer]\ndriver = "refusing"\npreset = "source-ip-all"\n'
-    assert load_text(tmp_path, ok).balancer.driver == "refusing"
+@pytest.fixture
+def refusing_driver():
+    with balancers.DRIVERS.replaced(RefusingDriver):
+        yield
+
+
+def test_a_method_the_driver_cannot_do_is_refused_naming_the_key(tmp_path, refusing_driver):
+    ok = BASE + '[balancer]\ndriver = "traefik"\npreset = "source-ip-all"\n'
+    assert load_text(tmp_path, ok).balancer.driver == "traefik"
 
     error = error_of(tmp_path, ok + 'persistence.eas = { method = "header", name = "Authorization" }\n')
     assert error.key == "balancer.persistence.eas"
-    assert "refusing cannot do 'header' persistence for eas; it can do: none, source-ip" in error.problem
+    refusal = "traefik cannot do 'header' persistence for eas; for eas it can do: none, source-ip"
+    assert refusal in error.problem
 
-    error = error_of(tmp_path, BASE + '[balancer]\ndriver = "refusing"\npreset = "lb-cookie-all"\n')
+    error = error_of(tmp_path, BASE + '[balancer]\ndriver = "traefik"\npreset = "lb-cookie-all"\n')
     assert error.key == "balancer.preset" and "'lb-cookie' persistence for owa" in error.problem
 
     with pytest.raises(
-        ScenarioError, match=r"\(with --preset recommended\): balancer.preset: driver refusing"
+        ScenarioError, match=r"\(with --preset recommended\): balancer.preset: driver traefik"
     ):
         load_text(tmp_path, ok).with_overrides(preset="recommended")
 

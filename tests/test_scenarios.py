@@ -27,7 +27,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from lab.balancers import listening_sockets
+from lab.balancers.process import listening_sockets
 from lab.model import Vip, local_farm
 from lab.scenario import SCENARIO_DIR
 

@@ -7,8 +7,9 @@ import math
 import pandas as pd
 import pytest
 
+from caslab.records import EVENT_COLUMNS, LEDGER_COLUMNS
 from lab.scenario import BalancerSection, Farm, Fault, Population, Scenario, Thresholds
-from lab.verifier import EVENT_COLUMNS, LEDGER_COLUMNS, FaultFact, RunFacts, read_events, verify
+from lab.verifier import FaultFact, RunFacts, read_events, verify
 
 T0 = 1_000_000.0  # epoch seconds at which the hand-made runs start
 

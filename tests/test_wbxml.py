@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mockcas.wbxml import MAX_DEPTH, TOKENS, E, Element, WbxmlError, decode, encode
+from caslab.wbxml import MAX_DEPTH, TOKENS, E, Element, WbxmlError, decode, encode
 
 # [MS-ASWBXML] section 3: a Sync response adding a contact, as XML and as the spec's bytes.
 SPEC_EXAMPLE = bytes.fromhex(

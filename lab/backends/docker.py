@@ -44,9 +44,11 @@ import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool, Mount
 
-from lab.balancers import Balancer, BalancerError, ProcessBalancer, driver_class, listening_sockets
+from caslab.vocab import FAULT_ACTIONS
+from lab.balancers import Balancer, BalancerError, driver_class
+from lab.balancers.process import ProcessBalancer, listening_sockets
 from lab.farm import http_get_json, http_post_json
-from lab.model import FAULT_ACTIONS, BalancerSpec, CasEndpoint, Vip
+from lab.model import BalancerSpec, CasEndpoint, Vip
 from loadgen.addresses import SubnetAddresses
 from loadgen.progress import LoadResult, Progress
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from caslab.vocab import FAULT_ACTIONS
 from lab.balancers import Balancer, get_driver
 from lab.farm import LocalFarm
-from lab.model import FAULT_ACTIONS, BalancerSpec, CasEndpoint
+from lab.model import BalancerSpec, CasEndpoint
 
 if TYPE_CHECKING:
     from loadgen.plan import LoadPlan

@@ -12,7 +12,7 @@ Decided here once, so the drivers differ only in how they say it:
   HAProxy's stick tables would place each service of one NAT address anew).
 - `single-vip`: one web listener with a route per service (paths matched case-insensitively, whole
   segments only: `/owa`, `/OWA/...`, never `/owanext`) and an `other` pool for paths no service owns.
-  `vip-per-service`: one listener per group of lab.model.VIP_GROUPS, each sending everything to its
+  `vip-per-service`: one listener per group of caslab.vocab.VIP_GROUPS, each sending everything to its
   service's pool (the OWA/ECP address still splits `/ecp` off when their methods differ).
 - TLS: `none` listens on the VIP's HTTP port; `offload` and `bridge` end TLS on the HTTPS port (bridge
   connects to the CAS' HTTPS port with TLS again); `passthrough` forwards TCP from the HTTPS port to the
@@ -23,16 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from lab.model import (
-    HTTP_SERVICES,
-    METHODS,
-    SERVICE_PATHS,
-    TCP_SERVICES,
-    VIP_GROUPS,
-    BalancerSpec,
-    CasEndpoint,
-    Persistence,
-)
+from caslab.vocab import HTTP_SERVICES, METHODS, SERVICE_PATHS, TCP_SERVICES, VIP_GROUPS
+from lab.model import BalancerSpec, CasEndpoint, Persistence
 
 # Methods each kind of traffic can carry at all, whatever the balancer.
 TCP_METHODS = frozenset({"none", "leastconn", "source-ip"})
@@ -118,16 +110,20 @@ def allowed_methods(spec: BalancerSpec, service: str) -> tuple[frozenset[str], s
     return HTTP_METHODS, "the TLS session ID is visible to the balancer only with tls passthrough"
 
 
-def shape_problems(spec: BalancerSpec) -> list[str]:
-    """What no driver can render of this spec (problems of the combination, not of one method)."""
+def shape_problems(spec: BalancerSpec) -> list[tuple[str | None, str]]:
+    """What no driver can render of this spec (problems of the combination, not of one method): the
+    service each is about (None when several are) and the problem."""
     out = []
     for service, p in spec.persistence.items():
         if p.fallback is not None and (
             p.method not in FALLBACK_PRIMARIES or p.fallback.method not in FALLBACK_METHODS
         ):
             out.append(
-                f"{service}: a fallback is only for a key the client may not send "
-                f"({', '.join(sorted(FALLBACK_PRIMARIES))}) falling back to source-ip, not {p}"
+                (
+                    service,
+                    f"{service}: a fallback is only for a key the client may not send "
+                    f"({', '.join(sorted(FALLBACK_PRIMARIES))}) falling back to source-ip, not {p}",
+                )
             )
     if spec.tls == "passthrough":
         groups = [HTTP_SERVICES] if spec.topology == "single-vip" else [g for g in VIP_GROUPS if len(g) > 1]
@@ -136,8 +132,11 @@ def shape_problems(spec: BalancerSpec) -> list[str]:
             if len({spec.persistence[s] for s in web}) > 1:
                 methods = ", ".join(f"{s}={spec.persistence[s]}" for s in web)
                 out.append(
-                    f"tls passthrough sends {', '.join(web)} through one TCP listener, so they need one "
-                    f"method, but they have {methods}; use one method or topology vip-per-service"
+                    (
+                        None,
+                        f"tls passthrough sends {', '.join(web)} through one TCP listener, so they need one "
+                        f"method, but they have {methods}; use one method or topology vip-per-service",
+                    )
                 )
     return out
 

@@ -5,7 +5,8 @@ A scenario names a preset and may override single services; `resolve` merges the
 
 from __future__ import annotations
 
-from lab.model import SERVICES, Persistence
+from caslab.vocab import SERVICES
+from lab.model import Persistence
 
 _NONE = Persistence("none")
 _SRC = Persistence("source-ip")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from mockcas.wbxml import E, Element, WbxmlError, decode, encode
+from caslab.wbxml import E, Element, WbxmlError, decode, encode
 
 PATH = "/Microsoft-Server-ActiveSync"
 WBXML_TYPE = "application/vnd.ms-sync.wbxml"

@@ -31,17 +31,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from caslab import rts
+from caslab.vocab import REQUEST_ID_HEADER, SERVER_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bound_connection
-from mockcas import rts
 
 PROXY_PATH = "/rpc/rpcproxy.dll"
 IN_CONTENT_LENGTH = 1 << 30  # what Outlook declares for its IN channel
 RECEIVE_WINDOW = 65536  # the client's OUT receive window, announced in CONN/A1
 CLIENT_KEEPALIVE_MS = 300_000  # announced in CONN/B1
 MAX_HEAD_BYTES = 64 * 1024
-REQUEST_ID_HEADER = "X-CasLab-Request"
-SERVER_HEADER = "X-CasLab-Server"
-STATE_HEADER = "X-CasLab-State"
 
 
 class RpcHttpError(Exception):

@@ -1,8 +1,8 @@
 """The protocol handlers of the mock CAS, one module per service, registered by name.
 
 Contract for an HTTP service (like an httpx transport: one narrow interface):
-- subclass `HttpService`, set `id` (a service id of lab.model.SERVICES) and decorate with `@register`;
-- the CAS routes every request whose path, in any case, is one of `lab.model.SERVICE_PATHS[id]` or lies
+- subclass `HttpService`, set `id` (a service id of caslab.vocab.HTTP_SERVICES) and decorate with `@register`;
+- the CAS routes every request whose path, in any case, is one of `caslab.vocab.SERVICE_PATHS[id]` or lies
   below one (`/owa`, `/OWA/...`, never `/owanext`) to `await handle(request, ctx)`; `ctx.path` is the
   lower-cased path (IIS matches case-insensitively);
 - `handle` returns the response (or streams it and returns it) and calls `ctx.note(session_key, state,
@@ -22,17 +22,19 @@ A TCP service (MAPI, Address Book) subclasses `TcpService`, sets `id` and `port_
 field with its port), handles one connection in `handle_connection`, and records its own ledger rows
 with `self.cas.record(...)`.
 
-Adding a service is adding a module here: every module in this package is imported by `load_all()`.
+Adding a service is adding a module here: the registries import every module of this package when a CAS
+first asks for its services (caslab.registry: a name outside the vocabulary, or registered twice, raises).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import pkgutil
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from aiohttp import web
+
+from caslab import vocab
+from caslab.registry import Registry
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas
@@ -87,8 +89,12 @@ class TcpService:
         """End anything this service keeps open."""
 
 
-HTTP_SERVICES: dict[str, type[HttpService]] = {}
-TCP_SERVICES: dict[str, type[TcpService]] = {}
+HTTP_SERVICES: Registry[type[HttpService]] = Registry(
+    "HTTP service", vocab.HTTP_SERVICES, __name__, lambda c: c.id
+)
+TCP_SERVICES: Registry[type[TcpService]] = Registry(
+    "TCP service", vocab.TCP_SERVICES, __name__, lambda c: c.id
+)
 
 
 _S = TypeVar("_S", type[HttpService], type[TcpService])
@@ -96,14 +102,5 @@ _S = TypeVar("_S", type[HttpService], type[TcpService])
 
 def register(cls: _S) -> _S:
     """Class decorator: make a service known to every CAS under its `id`."""
-    registry: dict = HTTP_SERVICES if issubclass(cls, HttpService) else TCP_SERVICES
-    if cls.id in registry:
-        raise ValueError(f"service {cls.id!r} registered twice")
-    registry[cls.id] = cls
-    return cls
-
-
-def load_all() -> None:
-    """Import every service module of this package, so each registers itself."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    registry = HTTP_SERVICES if issubclass(cls, HttpService) else TCP_SERVICES
+    return registry.register(cls)  # type: ignore[return-value]

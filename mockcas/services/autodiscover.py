@@ -21,10 +21,10 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from caslab.untrusted_xml import XmlRejected, parse_untrusted_xml
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
 from mockcas.services.oab import oab_guid
-from mockcas.untrusted_xml import XmlRejected, parse_untrusted_xml
 
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
 NS_RESPONSE = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"

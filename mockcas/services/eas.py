@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mockcas import iis, wbxml
+from caslab import wbxml
+from caslab.wbxml import E, Element, WbxmlError
+from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
-from mockcas.wbxml import E, Element, WbxmlError
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas

@@ -37,9 +37,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
+from caslab.untrusted_xml import XmlRejected, parse_untrusted_xml
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
-from mockcas.untrusted_xml import XmlRejected, parse_untrusted_xml
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas

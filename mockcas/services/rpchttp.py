@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import StreamReader, web
 
-from mockcas import iis, rts
+from caslab import rts
+from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
 
 if TYPE_CHECKING:

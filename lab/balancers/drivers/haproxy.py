@@ -35,9 +35,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab.balancers import BalancerError, ProcessBalancer, register
+from caslab.vocab import METHODS
+from lab.balancers import BalancerError, register
 from lab.balancers.layout import Listener, Pool, probe_host
-from lab.model import METHODS
+from lab.balancers.process import ProcessBalancer
 
 STICK_STRING_LEN = 200  # msExchEcpCanary values run to ~76 characters, Basic credentials far less
 

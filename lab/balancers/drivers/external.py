@@ -20,9 +20,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from caslab.vocab import METHODS
 from lab.balancers import Balancer, BalancerError, register
 from lab.balancers.layout import probe_host
-from lab.model import METHODS, BalancerSpec, CasEndpoint
+from lab.model import BalancerSpec, CasEndpoint
 
 
 @register

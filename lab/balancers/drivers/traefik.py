@@ -33,9 +33,11 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
-from lab.balancers import BalancerError, ProcessBalancer, register
+from caslab.vocab import HTTP_SERVICES
+from lab.balancers import BalancerError, register
 from lab.balancers.layout import Listener, Pool, probe_host
-from lab.model import HTTP_SERVICES, BalancerSpec
+from lab.balancers.process import ProcessBalancer
+from lab.model import BalancerSpec
 
 LONG = "3600s"
 

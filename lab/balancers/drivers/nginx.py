@@ -43,8 +43,9 @@ import subprocess
 from pathlib import Path
 from typing import ClassVar
 
-from lab.balancers import ProcessBalancer, register
+from lab.balancers import register
 from lab.balancers.layout import Listener, Pool
+from lab.balancers.process import ProcessBalancer
 from lab.model import BalancerSpec, CasEndpoint, Persistence
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")

@@ -1,7 +1,7 @@
 """caslab's client kinds under Locust's own command line: web UI, headless, and master/worker.
 
-    CASLAB_SCENARIO=quickstart locust -f loadgen/locustfile.py --host https://127.0.1.1:8443
-    CASLAB_SCENARIO=my.toml locust -f loadgen/locustfile.py --headless -u 50 -r 10 -t 1m --host ...
+    CASLAB_SCENARIO=quickstart locust -f lab/locustfile.py --host https://127.0.1.1:8443
+    CASLAB_SCENARIO=my.toml locust -f lab/locustfile.py --headless -u 50 -r 10 -t 1m --host ...
     # across machines: --master --expect-workers N on one, --worker --master-host ... on N others
     # (same scenario; N must be the real number of workers: they number their users by it)
 
@@ -25,13 +25,14 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from lab.loadplan import endpoints_for_vip, plan_from_scenario
 from lab.model import Vip
 from lab.scenario import load_scenario
 from loadgen.eventlog import EventLog
-from loadgen.plan import Endpoints, plan_from_scenario, user_classes
+from loadgen.plan import Endpoints, user_classes
 
 scenario = load_scenario(os.environ.get("CASLAB_SCENARIO", "quickstart"))
-endpoints = Endpoints.for_vip(Vip(), scenario.farm.tls != "none", scenario.balancer.topology)
+endpoints = endpoints_for_vip(Vip(), scenario.farm.tls != "none", scenario.balancer.topology)
 plan = plan_from_scenario(scenario, endpoints)
 globals().update({cls.__name__: cls for cls in user_classes(plan)})  # Locust collects module-level users
 

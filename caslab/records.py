@@ -1,0 +1,53 @@
+"""The two records a run is judged on (DESIGN.md section 7), as their writers write them and the
+verifier reads them: the ledger row a CAS writes per request it saw, and the event row a client writes
+per request it made.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# new: the request created server state; own: it used state this CAS holds; foreign: it carried state
+# another CAS made (a hard break); cold: served, but this CAS had to warm up (a soft break); expired:
+# its state timed out; invalid: malformed input answered with the protocol's own error; none: the
+# request used no server state (a logon page, Autodiscover, OAB files, a health probe).
+LEDGER_STATES: tuple[str, ...] = ("new", "own", "foreign", "cold", "expired", "invalid", "none")
+
+
+class LedgerRow(NamedTuple):  # a tuple: one is made per request, on the CAS's hot path
+    seq: int
+    ts: float  # when the request arrived (epoch seconds)
+    server: str
+    service: str
+    session_key: str  # what the server keyed state on (user, device, subscription, channel cookie...)
+    client_ip: str  # X-Forwarded-For's first address, else the TCP peer
+    state: str
+    status: int  # HTTP status, or the TCP protocol's own code (0 = ok)
+    request_id: str  # the client's X-CasLab-Request, for reconciliation with client events
+    detail: str  # e.g. "channel-split", "context-handle-unknown", "invalid canary"
+    latency_ms: float
+
+
+LEDGER_COLUMNS: tuple[str, ...] = LedgerRow._fields
+
+# One client event: who sent it (population, user, client kind, session, source address), to which
+# service, who answered (X-CasLab-Server; empty when nobody did), and how it went.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "ts",
+    "population",
+    "user",
+    "client_kind",
+    "service",
+    "session",
+    "source_ip",
+    "server",
+    "status",
+    "outcome",
+    "latency_ms",
+    "request_id",
+    "detail",
+)
+# ok: answered as the client wanted; foreign: the CAS did not know the client's state (a hard break);
+# cold: served, but the CAS had to warm up (a soft break); error: answered with an error; transport: no
+# answer at all (refused, reset, timed out).
+OUTCOMES: tuple[str, ...] = ("ok", "foreign", "cold", "error", "transport")
