@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen.wire.mapi import AddressBookConnection, LineConnection, MapiConnection
-from mockcas.services.mapi import MAX_LINE_BYTES, SESSION_IDLE_S
+from mockcas.services.lines import MAX_LINE_BYTES
+from mockcas.services.mapi import SESSION_IDLE_S
 
 BASE = "127.0.15"
 CAS01, CAS02 = f"{BASE}.11", f"{BASE}.12"

@@ -1,5 +1,5 @@
 """A blocking client for the mock CAS's MAPI and Address Book ports (the JSON line protocol documented in
-mockcas/services/mapi.py), for Locust users and tests.
+mockcas/services/lines.py), for Locust users and tests.
 
 Blocking on purpose: Locust runs users as greenlets and monkey-patches the stdlib with gevent, which
 makes a plain socket cooperative. This module looks `socket.socket` up when it connects, never at
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_LINE_BYTES = 64 * 1024  # the server's limit (mockcas.services.mapi.MAX_LINE_BYTES)
+MAX_LINE_BYTES = 64 * 1024  # the server's limit (mockcas.services.lines.MAX_LINE_BYTES)
 
 
 @dataclass(frozen=True)

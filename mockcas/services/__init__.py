@@ -1,29 +1,33 @@
-"""The protocol handlers of the mock CAS, one module per service, registered by name.
+"""The contract of a mock CAS protocol service: one module per service in this package, registered by name.
 
-Contract for an HTTP service (like an httpx transport: one narrow interface):
-- subclass `HttpService`, set `id` (a service id of caslab.vocab.HTTP_SERVICES) and decorate with `@register`;
-- the CAS routes every request whose path, in any case, is one of `caslab.vocab.SERVICE_PATHS[id]` or lies
-  below one (`/owa`, `/OWA/...`, never `/owanext`) to `await handle(request, ctx)`; `ctx.path` is the
-  lower-cased path (IIS matches case-insensitively);
-- `handle` returns the response (or streams it and returns it) and calls `ctx.note(session_key, state,
-  detail)` when it knows what server state the request used (a later note replaces an earlier one);
-  the CAS writes the ledger row, with the response status, when the response is done. A request that
-  notes nothing is recorded as state "none";
-- bad input gets the protocol's own error (and a note, mostly with state "invalid"), never an exception:
-  anything that escapes `handle` becomes a bare 500 and a ledger row with detail "bug" (an aiohttp
-  `HTTPException` is the one exception: aiohttp answers it itself);
-- state lives on the service instance, so it is this CAS's alone; `self.cas` gives the shared parts
-  (config, keys, users, ledger, `scaled` for protocol timers). Two exceptions, both within one CAS:
-  OWA and ECP share its forms logon (`mockcas.fba.forms_auth(cas)`), as the two applications of one IIS
-  site do, and the Address Book asks its MAPI service whether a user has a session there;
-- `close()` ends hanging requests (Pings, RPC channels) when the CAS stops.
+A service is one protocol of an Exchange 2010 CAS (the names of `caslab.vocab.SERVICES`). It is either
+an HTTP service (`HttpService`: the CAS routes requests of its virtual directories to it) or a TCP
+service (`TcpService`: the CAS hands it every connection to its port). Both are narrow, in the way of
+httpx's `BaseTransport`: the methods below are all the CAS calls, and their docstrings say what a
+service must do and what it may assume. The TCP services (MAPI, Address Book) share one line protocol;
+its base, `JsonLineService`, lives in `mockcas.services.lines` beside this contract.
 
-A TCP service (MAPI, Address Book) subclasses `TcpService`, sets `id` and `port_attr` (the CasConfig
-field with its port), handles one connection in `handle_connection`, and records its own ledger rows
-with `self.cas.record(...)`.
+What every service may assume:
+- one instance per CAS, made when the CAS is made, called on that CAS's one event loop; state kept on
+  the instance is this CAS's alone (what a balancer must respect);
+- `self.cas` gives the shared parts of its CAS: `config`, `name`, the users (`users.check`,
+  `users.check_basic`), the keys (`server_sealer` signs state only this CAS accepts, `farm_sealer`
+  mailbox state any CAS accepts), `scaled(seconds)` for protocol timers, `record(...)` for ledger rows.
 
-Adding a service is adding a module here: the registries import every module of this package when a CAS
-first asks for its services (caslab.registry: a name outside the vocabulary, or registered twice, raises).
+What every service must do:
+- answer bad input with the protocol's own error, never an exception (one that escapes is a bug: the
+  CAS answers 500, or the line protocol's server-error, and writes a ledger row with detail "bug");
+- say for every request what server state it used, for the ledger (`caslab.records.LEDGER_STATES`);
+- end in `close()` whatever it holds open (hanging requests, channels, connections).
+
+Services read each other's state only within one CAS and only along two documented paths: OWA and ECP
+share the CAS's forms logon (`mockcas.fba.forms_auth(cas)`), as the two applications of one IIS site
+do; and the Address Book asks `self.cas.tcp_services["mapi"].has_session(user)` (`TcpService.has_session`).
+No service imports another service's module.
+
+Adding a service is adding a module (or a package whose `__init__` imports its service) here, with
+`@register` on its class: the registries import every module of this package when a CAS first asks for
+its services (caslab.registry: a name outside the vocabulary, or registered twice, raises).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ if TYPE_CHECKING:
 
 
 class RequestContext:
-    """What the CAS knows about one HTTP request while a service handles it."""
+    """What the CAS knows about one HTTP request while a service handles it: the service id, the path in
+    lower case, and what the service noted for the request's ledger row."""
 
     __slots__ = ("detail", "path", "recorded", "service", "session_key", "state")
 
@@ -54,12 +59,15 @@ class RequestContext:
         self.recorded = False  # the ledger row is written already
 
     def note(self, session_key: str, state: str, detail: str = "") -> None:
-        """Say which server state this request used, for the ledger."""
+        """Say which server state this request used, for the ledger (a later note replaces an earlier
+        one). `session_key` is what the state is keyed on (a logon, device, subscription, channel...);
+        `detail` a few words for people reading the ledger."""
         self.session_key, self.state, self.detail = session_key, state, detail
 
 
 class HttpService:
-    """One HTTP service of one CAS (see the module docstring for the contract)."""
+    """One HTTP service of one CAS. Subclass it, set `id` (one of `caslab.vocab.HTTP_SERVICES`), implement
+    `handle`, decorate the class with `@register`."""
 
     id: ClassVar[str]
 
@@ -67,14 +75,33 @@ class HttpService:
         self.cas = cas
 
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        """Answer one request of this service and note its ledger state with `ctx.note(...)`.
+
+        The service may assume: the request's path, in any case, is one of
+        `caslab.vocab.SERVICE_PATHS[self.id]` or lies below one (`/owa`, `/OWA/...`, never `/owanext`),
+        and `ctx.path` is that path in lower case (IIS matches case-insensitively); the balancers' health
+        URL is answered by the CAS itself while its health switch is not "up"; the response will carry
+        `X-CasLab-Server` and `X-CasLab-State` (from the latest note) without the service's help.
+
+        The service must: return the response (or prepare and stream it, and return it); note the
+        request's state before the response is prepared (a request that notes nothing is recorded as
+        "none"); answer bad input with the protocol's own error and a note (mostly state "invalid").
+        The CAS writes the ledger row, with the response's status, when the response is done. An
+        exception that escapes becomes a bare 500 with detail "bug"; an aiohttp `HTTPException` is the one
+        exception aiohttp answers itself.
+        """
         raise NotImplementedError
 
     async def close(self) -> None:
-        """End anything this service keeps open (hanging requests, timers)."""
+        """End anything this service keeps open (hanging requests, timers): the CAS is stopping, or the
+        lab wants the rows of open requests written (`POST /caslab/close`)."""
 
 
 class TcpService:
-    """One TCP service of one CAS, on its own port (see the module docstring)."""
+    """One TCP service of one CAS, on its own port. Subclass it (or `mockcas.services.lines
+    .JsonLineService`, which speaks the lab's line protocol), set `id` (one of
+    `caslab.vocab.TCP_SERVICES`) and `port_attr` (the `CasConfig` field with its port), decorate the
+    class with `@register`."""
 
     id: ClassVar[str]
     port_attr: ClassVar[str]
@@ -83,10 +110,20 @@ class TcpService:
         self.cas = cas
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one client connection until either side ends it, then close `writer`.
+
+        The service must write the ledger rows of the connection's exchanges itself, with
+        `self.cas.record(...)` (there is no HTTP layer to do it), one row per request the client sent,
+        before the reply leaves, so a client holding a reply can find its row."""
         raise NotImplementedError
 
+    def has_session(self, user: str) -> bool:
+        """Whether `user` has a live session with this service on this CAS. Another service of the same
+        CAS may ask (the Address Book asks MAPI); a service without sessions answers False."""
+        return False
+
     async def close(self) -> None:
-        """End anything this service keeps open."""
+        """End the connections this service keeps open: the CAS is stopping."""
 
 
 HTTP_SERVICES: Registry[type[HttpService]] = Registry(

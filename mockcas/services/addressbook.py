@@ -1,4 +1,4 @@
-"""The Address Book service (NSPI) as a TCP service, speaking the line protocol of mapi.py.
+"""The Address Book service (NSPI) as a TCP service, speaking the line protocol of lines.py.
 
 Exchange 2010's Address Book service checks where the user's mailbox is served and refers Outlook to
 that CAS (RFR), which costs extra round trips when the bind reached another one. The lab stands for it
@@ -16,10 +16,10 @@ Ops (port `ab_port`, default 59532); the bind belongs to the connection, as NSPI
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from mockcas.services import register
-from mockcas.services.mapi import Answer, JsonLineService, MapiService, ProtocolError, Request
+from mockcas.services.lines import Answer, JsonLineService, ProtocolError, Request
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas
@@ -41,8 +41,7 @@ class AddressBookService(JsonLineService):
         if user is None:
             raise ProtocolError(401, "logon-failed", "unknown user or wrong password", state="none")
         request.conn.bound_user = user
-        mapi = cast(MapiService, self.cas.tcp_services["mapi"])
-        if mapi.has_session(user):
+        if self.cas.tcp_services["mapi"].has_session(user):
             return Answer("own", user, {"user": user, "referred": False})
         await asyncio.sleep(self.cas.config.ab_referral_cost_ms / 1000)
         return Answer("cold", user, {"user": user, "referred": True})
