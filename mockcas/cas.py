@@ -29,8 +29,8 @@ class Cas:
         server_key = (
             hashlib.sha256(f"{seed}:{config.name}".encode()).digest() if seed else secrets.token_bytes(32)
         )
-        self.server_sealer = Sealer(server_key)  # state only this CAS can read
-        self.farm_sealer = Sealer(config.farm_key)  # state in the mailbox: any CAS can read it
+        self.server_sealer = Sealer(server_key)  # state only this CAS accepts
+        self.farm_sealer = Sealer(config.farm_key)  # state in the mailbox: any CAS accepts it
         self.users = Users(config.users, config.password, config.domain)
         self.ledger = Ledger(config.name)
         self.health = "up"

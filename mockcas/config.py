@@ -18,9 +18,9 @@ class CasConfig:
     mapi_port: int = MAPI_PORT
     ab_port: int = AB_PORT
     admin_port: int = ADMIN_PORT
-    # State that lives in the mailbox (EAS policy/sync keys, OAB content): any CAS of the farm can read it.
+    # State that lives in the mailbox (EAS policy/sync keys, OAB content): any CAS of the farm accepts it.
     farm_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    # State only this CAS can read (OWA/ECP logon cookies, MAPI context handles). Random unless seeded.
+    # State only this CAS accepts (OWA/ECP logon cookies, MAPI context handles). Random unless seeded.
     key_seed: str | None = None
     time_scale: float = 1.0  # protocol timers (idle expiry, heartbeats, keep-alives) run this much faster
     users: int = 100_000  # user1..userN@caslab.test

@@ -2,13 +2,13 @@
 
 Exchange 2010 runs forms logon for the whole web site: the logon page and `POST /owa/auth.owa` issue a
 `cadata` cookie that only the issuing CAS can read (its keys are made on that server), and OWA and ECP
-both accept it, which is why the two must share one CAS behind a balancer. Here `cadata` is sealed with
-the CAS's server key and names a logon session that `FormsAuth` keeps; each logon also holds what the
-applications made for it on this CAS: OWA's `UserContext` and ECP's `msExchEcpCanary`.
+both accept it, which is why the two must share one CAS behind a balancer. Here `cadata` is signed with
+the CAS's server key (mockcas.sealing) and names a logon session that `FormsAuth` keeps; each logon also
+holds what the applications made for it on this CAS: OWA's `UserContext` and ECP's `msExchEcpCanary`.
 
 A request's logon is one of:
 - own: a cadata this CAS issued, for a logon still alive (its idle timer restarts);
-- foreign: a cadata this CAS cannot read: another server's, tampered or malformed;
+- foreign: a cadata this CAS did not sign: another server's, tampered or malformed;
 - expired: a cadata this CAS issued, for a logon that idled out (15 min, the public-computer default;
   the private 8-hour timeout is not modelled) or was logged off;
 - none: no cadata at all (a client that has not logged on).

@@ -1,11 +1,13 @@
-"""Sealed tokens: state a CAS hands to the client and can later read back only with the same key.
+"""Sealed tokens: state a CAS hands to the client and accepts back only when its own key signed it.
 
 Exchange 2010 encrypts the forms-logon cookie with keys made on each CAS, so only the issuing CAS can
-read it; mailbox state (EAS policy and sync keys) is readable by every CAS. A `Sealer` stands for one
-such key: `seal` turns a small dict into an opaque URL-safe token (an HMAC-SHA256 tag and the dict as
-JSON, in base64), `unseal` returns the dict, or None for a token made with another key, tampered with or
-malformed. It never raises on bad input. A token does not expire: how long the state it names lives is
-the business of whoever keeps that state (the logon, the MAPI session).
+read it; mailbox state (EAS policy and sync keys) is good on every CAS. A `Sealer` stands for one such
+key, but signs rather than encrypts: `seal` turns a small dict into a URL-safe token (an HMAC-SHA256 tag
+and the dict as JSON, in base64) that anyone can decode and read, and only the key's holder can make.
+What a balancer test needs is which CAS accepts a token, not secrecy from the client. `unseal` returns
+the dict, or None for a token signed with another key, tampered with or malformed; it never raises on
+bad input. A token does not expire: how long the state it names lives is the business of whoever keeps
+that state (the logon, the MAPI session).
 """
 
 from __future__ import annotations
