@@ -93,6 +93,7 @@ def synthetic_run(n: int, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
             "state": "own",
             "status": 200,
             "request_id": kept["request_id"].to_numpy(),
+            "run_id": "",
             "detail": "",
             "latency_ms": kept["latency_ms"].to_numpy(),
         }

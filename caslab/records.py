@@ -24,6 +24,7 @@ class LedgerRow(NamedTuple):  # a tuple: one is made per request, on the CAS's h
     state: str
     status: int  # HTTP status, or the TCP protocol's own code (0 = ok)
     request_id: str  # the client's X-CasLab-Request, for reconciliation with client events
+    run_id: str  # the run the request said it belongs to (X-CasLab-Run); "" when it said none
     detail: str  # e.g. "channel-split", "context-handle-unknown", "invalid canary"
     latency_ms: float
 

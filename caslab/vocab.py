@@ -79,7 +79,9 @@ HEALTH_BODY = "Outlook Web App"
 
 # The lab's own HTTP headers. Every CAS answer names its server and the ledger state of the request (a real
 # client could not see a cold cache; the lab reads it here); every client request carries an id that
-# reconciles its event with the CAS's ledger row.
+# reconciles its event with the CAS's ledger row, and the id of the run it belongs to, so that a ledger
+# row of another run (another lab on the same addresses) is told from this run's.
 SERVER_HEADER = "X-CasLab-Server"
 STATE_HEADER = "X-CasLab-State"
 REQUEST_ID_HEADER = "X-CasLab-Request"
+RUN_HEADER = "X-CasLab-Run"

@@ -76,6 +76,7 @@ def _run_cas(args: argparse.Namespace) -> int:
         cert_file=Path(args.cert) if args.cert else None,
         key_file=Path(args.key) if args.key else None,
         oab_skew=args.oab_skew,
+        run_id=args.run_id,
     )
     if farm_key:
         config.farm_key = farm_key
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", help="PEM certificate chain for HTTPS")
     p.add_argument("--key", help="PEM private key for HTTPS")
     p.add_argument("--oab-skew", action="store_true", help="serve an OAB version unlike the other CAS")
+    p.add_argument("--run-id", default="", help="the lab run this CAS serves, named in its admin answers")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_run_cas)
 

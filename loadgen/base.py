@@ -4,7 +4,8 @@ A `CasUser` has its identity (population, user number, user name, session id), i
 bound to its source address, and its own cookie jar (FastHttpSession keeps one per user, which we swap
 for the same stdlib jar with a cache of its Cookie headers, loadgen/cookies.py; a kind that keeps no
 cookies clears it). It makes requests through `call()`, which tags each with a request id
-(`X-CasLab-Request`, for reconciliation with the CAS ledgers), classifies the answer with the kind's
+(`X-CasLab-Request`, for reconciliation with the CAS ledgers) and the plan's run id (`X-CasLab-Run`,
+when it has one), classifies the answer with the kind's
 protocol knowledge and puts an `EventContext` in Locust's request event for the event log.
 Kinds that speak TCP or hold raw sockets (MAPI, RPC/HTTP) report through `report()` instead.
 
@@ -28,7 +29,7 @@ from locust import FastHttpUser
 from locust.contrib.fasthttp import ResponseContextManager
 from locust.runners import WorkerRunner
 
-from caslab.vocab import REQUEST_ID_HEADER, STATE_HEADER
+from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
 from loadgen.cookies import CachingCookieJar
 from loadgen.eventlog import EventContext
@@ -101,6 +102,7 @@ class CasUser(FastHttpUser):
         # FastHttpSession has no parameter for its jar; the session and its user agent share this one.
         self.client.cookiejar = self.client.client.cookiejar = CachingCookieJar()
         self._request_ids = itertools.count(1)
+        self.run_headers = {RUN_HEADER: self.plan.run_id} if self.plan.run_id else {}
 
     # -- identity and addresses -------------------------------------------------------------------
     def url(self, service: str, path: str) -> str:
@@ -155,7 +157,7 @@ class CasUser(FastHttpUser):
         """One HTTP request of this client, classified and logged. Returns the response."""
         self.follow_address()
         ctx = self.new_context(service)
-        all_headers = {REQUEST_ID_HEADER: ctx.request_id, **(headers or {})}
+        all_headers = {REQUEST_ID_HEADER: ctx.request_id, **self.run_headers, **(headers or {})}
         if not self.keeps_cookies:
             self.client.cookiejar.clear()
         with self.client.request(

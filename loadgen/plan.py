@@ -64,6 +64,9 @@ class LoadPlan:
     domain: str = "caslab.test"
     password: str = "caslab"
     start_time: float = 0.0  # epoch seconds when the load started (mobile address schedules count from it)
+    # The run's id, sent with every request (X-CasLab-Run; "run" on MAPI and Address Book lines) so the
+    # CAS ledgers tell this run's requests from another's; "" sends none.
+    run_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def think_time(self, profile: str, rng: random.Random) -> float:

@@ -61,6 +61,7 @@ class Cas:
             by_service.setdefault(service, {})[state] = n
         return {
             "server": self.name,
+            "run": self.config.run_id,
             "health": self.health,
             "uptime_s": round(time.time() - self.started, 3),
             "requests": len(self.ledger),

@@ -34,6 +34,9 @@ class CasConfig:
     ab_referral_cost_ms: float = 20.0  # an Address Book bind referred to the user's CAS (assumed size)
     rpc_pairing_wait_s: float = 10.0  # not time-scaled: a lone RPC/HTTP channel is closed after this
     max_body_bytes: int = 1 << 20  # bodies above this are refused (RPC_IN_DATA streams, it is not read whole)
+    # The run this CAS serves: its admin answers name it, so a lab can tell its own CAS from another
+    # lab's on the same address (the run id of each request is in the request: X-CasLab-Run).
+    run_id: str = ""
 
     def scaled(self, seconds: float) -> float:
         """A protocol timer of `seconds` real Exchange time, in this lab's time."""

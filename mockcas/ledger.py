@@ -35,6 +35,7 @@ class Ledger:
         state: str,
         status: int,
         request_id: str = "",
+        run_id: str = "",
         detail: str = "",
     ) -> LedgerRow:
         if state not in LEDGER_STATES:
@@ -49,6 +50,7 @@ class Ledger:
             state=state,
             status=status,
             request_id=_text(request_id),
+            run_id=_text(run_id),
             detail=_text(detail),
             latency_ms=round((time.time() - ts) * 1000, 3),
         )

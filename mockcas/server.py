@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import time
@@ -24,6 +25,7 @@ from caslab.vocab import (
     HEALTH_BODY,
     HEALTH_PATH,
     REQUEST_ID_HEADER,
+    RUN_HEADER,
     SERVER_HEADER,
     SERVICE_PATHS,
     STATE_HEADER,
@@ -79,6 +81,7 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
                 state=ctx.state,
                 status=response.status,
                 request_id=request.headers.get(REQUEST_ID_HEADER, ""),
+                run_id=request.headers.get(RUN_HEADER, ""),
                 detail=ctx.detail,
             )
 
@@ -117,6 +120,7 @@ def build_service_app(cas: Cas) -> web.Application:
                 state=ctx.state,
                 status=499,
                 request_id=request.headers.get(REQUEST_ID_HEADER, ""),
+                run_id=request.headers.get(RUN_HEADER, ""),
                 detail="cancelled",
             )
             ctx.recorded = True
@@ -143,11 +147,16 @@ def build_service_app(cas: Cas) -> web.Application:
 
 def build_admin_app(cas: Cas) -> web.Application:
     """The admin listener: health, incremental ledger, stats, fault switches, and `POST /caslab/close`
-    (end open channels and hanging requests before a stop). Never behind the VIP."""
+    (end open channels and hanging requests before a stop). Never behind the VIP. Health, stats and
+    each ledger page name the run this CAS serves (`run`), and health the CAS's process (`pid`), so a
+    lab can prove that the CAS answering on an address is its own."""
     app = web.Application()
+    run = cas.config.run_id
 
     async def health(_request: web.Request) -> web.Response:
-        return web.json_response({"server": cas.name, "health": cas.health, "ok": True})
+        return web.json_response(
+            {"server": cas.name, "health": cas.health, "ok": True, "run": run, "pid": os.getpid()}
+        )
 
     async def ledger(request: web.Request) -> web.Response:
         try:
@@ -155,7 +164,7 @@ def build_admin_app(cas: Cas) -> web.Application:
         except ValueError:
             return web.json_response({"error": "since must be an integer"}, status=400)
         rows = cas.ledger.since(since)
-        return web.json_response({"server": cas.name, "next": since + len(rows), "rows": rows})
+        return web.json_response({"server": cas.name, "run": run, "next": since + len(rows), "rows": rows})
 
     async def stats(_request: web.Request) -> web.Response:
         return web.json_response(cas.stats())

@@ -4,7 +4,7 @@ Locust monkey-patches the whole process with gevent when it is imported, so the 
 (or loadgen.base, loadgen.kinds, loadgen.runner); they run this script instead:
 
     python tests/loadgen_driver.py walk --host URL --events CSV --kinds browser,ews-app [--rounds 2]
-        [--time-scale 240] [--kind-seconds 30]
+        [--time-scale 240] [--kind-seconds 30] [--run-id ID]
     python tests/loadgen_driver.py run --scenario TOML --host URL --events CSV --seconds 6
 
 `walk` is one user of each kind, one kind after another (so no two kinds' requests interleave at a
@@ -48,7 +48,9 @@ def walk(args: argparse.Namespace) -> dict:
         addresses=AddressPlan(0, "direct", users=1, source_ips=1),
         clients=dict.fromkeys(kinds, 1),
     )
-    plan = LoadPlan([population], Endpoints.from_url(args.host), time_scale=args.time_scale)
+    plan = LoadPlan(
+        [population], Endpoints.from_url(args.host), time_scale=args.time_scale, run_id=args.run_id
+    )
     env = Environment(user_classes=user_classes(plan))
     log = EventLog(Path(args.events))
     env.events.request.add_listener(log.on_request)
@@ -105,6 +107,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--time-scale", type=float, default=240)
     p.add_argument("--kind-seconds", type=float, default=30)
+    p.add_argument("--run-id", default="")
     p.set_defaults(func=walk)
     p = commands.add_parser("run")
     p.add_argument("--scenario", required=True)

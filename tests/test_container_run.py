@@ -102,6 +102,7 @@ def load_plans(draw: st.DrawFn) -> LoadPlan:
         time_scale=draw(st.floats(1, 1000)),
         seed=draw(st.integers(0, 2**31)),
         start_time=draw(st.floats(0, 2e9)),
+        run_id=draw(st.text(max_size=40)),
         extra=draw(st.dictionaries(names, st.integers())),
     )
 

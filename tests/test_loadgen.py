@@ -38,6 +38,7 @@ from loadgen.selfcheck import CPU_PEGGED, LAG_LIMIT_S, STALL_S, saturation
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "loadgen_driver.py"
 TIME_SCALE = 240  # OWA idle expiry 3.75 s, a phone's Ping 2 s, a new mail per phone every 2.5 s
+WALK_RUN = "walk-run-1"  # the run id of the direct walk's plan
 SERVERS = local_farm(3, "127.0.21")
 CAS01 = f"http://{SERVERS[0].host}:{SERVERS[0].http_port}"
 VIP = Vip("127.0.21.1")
@@ -243,7 +244,7 @@ def haproxy(preset: str, run_dir: Path) -> Iterator[None]:
 def direct_walk(farm: LocalFarm, tmp_path_factory) -> tuple[dict, list[dict], list[dict]]:
     """Every kind walks its flows against CAS01 directly: (driver answer, events, CAS01's new ledger)."""
     farm.collect_ledger()
-    answer, events = walk(tmp_path_factory.mktemp("direct-walk"), CAS01)
+    answer, events = walk(tmp_path_factory.mktemp("direct-walk"), CAS01, run_id=WALK_RUN)
     return answer, events, [row for row in farm.collect_ledger() if row["server"] == "CAS01"]
 
 
@@ -276,6 +277,14 @@ def test_every_request_fires_the_request_event_and_lands_in_the_log_with_its_ser
     }
     # Requests without an id are what happens inside an RPC/HTTP channel (no ledger row of their own).
     assert {e["service"] for e in events if not e["request_id"]} == {"rpchttp"}
+
+
+def test_every_request_of_every_kind_carries_the_run_id_of_its_plan(direct_walk):
+    _answer, events, ledger = direct_walk
+    walk_address = address(0, 0)
+    rows = [row for row in ledger if row["client_ip"] == walk_address]
+    assert {row["service"] for row in rows} == {e["service"] for e in events}  # HTTP, RPC/HTTP, MAPI, AB
+    assert {row["run_id"] for row in rows} == {WALK_RUN}
 
 
 def test_requests_that_reach_no_cas_are_transport_failures(tmp_path):

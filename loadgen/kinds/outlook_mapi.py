@@ -32,13 +32,10 @@ class OutlookMapi(OutlookHttp):
 
     def on_start(self) -> None:
         self.autodiscover()
-        self.mapi = [
-            MapiConnection(self.plan.endpoints.tcp["mapi"], source_ip=self.source.ip, session=self.session)
-            for _ in range(CONNECTIONS_PER_SESSION)
-        ]
-        self.ab = AddressBookConnection(
-            self.plan.endpoints.tcp["addressbook"], source_ip=self.source.ip, session=self.session
-        )
+        tcp = self.plan.endpoints.tcp
+        mine = {"source_ip": self.source.ip, "session": self.session, "run_id": self.plan.run_id}
+        self.mapi = [MapiConnection(tcp["mapi"], **mine) for _ in range(CONNECTIONS_PER_SESSION)]
+        self.ab = AddressBookConnection(tcp["addressbook"], **mine)
         self.logon()
 
     def on_stop(self) -> None:

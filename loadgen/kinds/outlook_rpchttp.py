@@ -68,6 +68,7 @@ class OutlookAnywhere(OutlookHttp):
             ssl_context=tls,
             headers=self.channel_headers(),
             keep_cookies=self.keeps_cookies,
+            run_id=self.plan.run_id,
         )
         out_ctx, in_ctx = self.new_context("rpchttp"), self.new_context("rpchttp")
         result = vc.connect(out_request_id=out_ctx.request_id, in_request_id=in_ctx.request_id)

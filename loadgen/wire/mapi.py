@@ -52,7 +52,7 @@ def outcome_of(reply: dict[str, Any]) -> str:
 class LineConnection:
     """One TCP connection to a MAPI or Address Book port. It connects on first use, from `source_ip`
     when given, and again on the next call after any failure (as Outlook reconnects); every request
-    carries the client's `session` id."""
+    carries the client's `session` id and, when given, the lab's `run_id` (the line's `run`)."""
 
     def __init__(
         self,
@@ -60,11 +60,13 @@ class LineConnection:
         *,
         source_ip: str | None = None,
         session: str = "",
+        run_id: str = "",
         timeout: float = 10.0,
     ) -> None:
         self.address = address
         self.source_ip = source_ip
         self.session = session
+        self.run_id = run_id
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._replies: Any = None  # the socket's buffered reader
@@ -91,6 +93,8 @@ class LineConnection:
         request = {"op": op, "rid": rid, **fields}
         if self.session:
             request["session"] = self.session
+        if self.run_id:
+            request["run"] = self.run_id
         line = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         started, t0 = time.time(), time.perf_counter()
 

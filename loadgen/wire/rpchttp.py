@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from caslab import rts
-from caslab.vocab import REQUEST_ID_HEADER, SERVER_HEADER, STATE_HEADER
+from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, SERVER_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bound_connection
 
 PROXY_PATH = "/rpc/rpcproxy.dll"
@@ -138,7 +138,8 @@ class VirtualConnection:
     the proxy name on its own); by default both channels go to `address`. `headers` are added to both
     requests (e.g. `Cookie: OutlookSession="{GUID}"`, or a `User-Agent` other than MSRPC). With
     `keep_cookies`, cookies the OUT channel's answer sets (a balancer's own, say) go on the IN request,
-    which is sent after that answer, and stay in `cookies` for the client to keep."""
+    which is sent after that answer, and stay in `cookies` for the client to keep. A `run_id` goes on
+    both requests as X-CasLab-Run (the lab's run the client belongs to)."""
 
     def __init__(
         self,
@@ -155,6 +156,7 @@ class VirtualConnection:
         timeout: float = 30.0,
         out_address: tuple[str, int] | None = None,
         keep_cookies: bool = False,
+        run_id: str = "",
     ) -> None:
         self.address = address
         self.out_address = out_address or address
@@ -173,6 +175,8 @@ class VirtualConnection:
             "Pragma": "No-cache",
             "Authorization": f"Basic {credentials}",
         }
+        if run_id:
+            self._headers[RUN_HEADER] = run_id
         for name, value in (headers or {}).items():
             self._headers = {k: v for k, v in self._headers.items() if k.lower() != name.lower()}
             self._headers[name] = value

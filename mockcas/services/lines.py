@@ -17,6 +17,8 @@ Every request has `op` (a string naming what to do) and may have
   session  the client's session id (same limits): written as the ledger row's session_key (else the
            user the state belongs to, when the server knows), so the ledger names sessions the way the
            client's event log does;
+  run      the id of the lab run the client belongs to (same limits; what X-CasLab-Run is for HTTP):
+           written as the ledger row's run_id;
 plus the op's own fields, all strings unless said otherwise.
 
 Every reply has
@@ -127,7 +129,7 @@ def decode_object(line: bytes) -> dict[str, Any]:
 
 
 def id_field(fields: dict[str, Any], name: str) -> str:
-    """The optional `rid` or `session` of a request ('' when absent)."""
+    """The optional `rid`, `session` or `run` of a request ('' when absent)."""
     value = fields.get(name, "")
     if not isinstance(value, str) or len(value) > MAX_ID_CHARS:
         raise ProtocolError(
@@ -212,11 +214,12 @@ class JsonLineService(TcpService):
         return True
 
     async def _exchange(self, line: bytes, conn: Connection, t0: float) -> bytes:
-        rid = session = ""
+        rid = session = run = ""
         try:
             fields = decode_object(line)
             rid = id_field(fields, "rid")
             session = id_field(fields, "session")
+            run = id_field(fields, "run")
             op = fields.get("op")
             if not isinstance(op, str):
                 raise ProtocolError(400, "bad-request", "field 'op' must be a string")
@@ -229,6 +232,7 @@ class JsonLineService(TcpService):
                 conn,
                 t0,
                 rid=rid,
+                run=run,
                 session_key=session or err.session_key,
                 state=err.state,
                 status=err.status,
@@ -238,12 +242,20 @@ class JsonLineService(TcpService):
         except Exception:
             log.exception("%s: unhandled error in %s", self.cas.name, self.id)
             return self._finish(
-                conn, t0, rid=rid, session_key=session, status=500, error="server-error", message="a bug"
+                conn,
+                t0,
+                rid=rid,
+                run=run,
+                session_key=session,
+                status=500,
+                error="server-error",
+                message="a bug",
             )
         return self._finish(
             conn,
             t0,
             rid=rid,
+            run=run,
             session_key=session or answer.session_key,
             state=answer.state,
             extra=answer.fields,
@@ -255,6 +267,7 @@ class JsonLineService(TcpService):
         t0: float,
         *,
         rid: str = "",
+        run: str = "",
         session_key: str = "",
         state: str = "invalid",
         status: int = 0,
@@ -272,6 +285,7 @@ class JsonLineService(TcpService):
             state=state,
             status=status,
             request_id=rid,
+            run_id=run,
             detail=error,
         )
         reply: dict[str, Any] = {"server": self.cas.name, "status": status, "state": state}
