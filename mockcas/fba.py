@@ -156,21 +156,28 @@ def forms_auth(cas: Cas) -> FormsAuth:
     return auth
 
 
-def logon_url(host: str, vdir: str, reason: int) -> str:
-    """The logon page URL Exchange redirects to, naming the application to return to. Exchange 2010
-    writes https here whatever the client used (OWA requires TLS by default); the logon only uses the
-    path of it, so a plain-HTTP lab still works."""
-    back = quote(f"https://{host}{vdir}", safe="")
+def logon_url(origin: str, vdir: str, reason: int) -> str:
+    """The logon page URL Exchange redirects to, naming the application to return to at `origin` (the
+    scheme, host and port the client used: see request_origin)."""
+    back = quote(f"{origin}{vdir}", safe="")
     return f"{LOGON_PAGE}?url={back}&reason={reason}"
 
 
-def request_host(request: web.BaseRequest, default: str) -> str:
-    """The Host the client asked for (aiohttp's own fallback would look the machine's name up)."""
-    return request.headers.get("Host") or default
+def request_origin(request: web.BaseRequest, default_host: str) -> str:
+    """`scheme://host[:port]` as the client used it, for URLs the client is sent back to.
+
+    The host is the Host header (every lab balancer passes the client's on; aiohttp's own fallback
+    would look the machine's name up). The scheme is the client's connection's, unless a balancer that
+    ended TLS says otherwise in `X-Forwarded-Proto`: HAProxy sets it on its HTTPS listeners, nginx,
+    Envoy and Traefik on every request; a plain-HTTP listener of HAProxy sets none, and there the
+    balancer's connection to the CAS is plain HTTP too, so the connection's scheme is right."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else ("https" if request.secure else "http")
+    return f"{scheme}://{request.headers.get('Host') or default_host}"
 
 
-def logon_redirect(host: str, vdir: str, reason: int = REASON_LOGON) -> web.Response:
-    return web.Response(status=302, headers={"Location": logon_url(host, vdir, reason)})
+def logon_redirect(origin: str, vdir: str, reason: int = REASON_LOGON) -> web.Response:
+    return web.Response(status=302, headers={"Location": logon_url(origin, vdir, reason)})
 
 
 def login_timeout() -> web.Response:
@@ -178,8 +185,11 @@ def login_timeout() -> web.Response:
     return web.Response(status=440, reason="Login Timeout", text="440 - Login Timeout")
 
 
-def without_logon(ctx: RequestContext, check: LogonCheck, script: bool, host: str, vdir: str) -> web.Response:
+def without_logon(
+    ctx: RequestContext, check: LogonCheck, script: bool, origin: str, vdir: str
+) -> web.Response:
     """The answer of OWA and ECP to a request that has no own logon: 440 for a script call, else a
-    redirect to the logon page that returns to `vdir`; the ledger row says what the logon was."""
+    redirect to the logon page that returns to `vdir` at `origin`; the ledger row says what the logon
+    was."""
     ctx.note(check.session_key, check.state, check.detail)
-    return login_timeout() if script else logon_redirect(host, vdir)
+    return login_timeout() if script else logon_redirect(origin, vdir)

@@ -9,10 +9,11 @@ import itertools
 import re
 import socket
 import time
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
+import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,7 +91,7 @@ def logged_on(farm: EmbeddedFarm, server: str = "CAS01", user: str = "user1") ->
 
 
 def logon_location(host: str, vdir: str, reason: int) -> str:
-    return f"/owa/auth/logon.aspx?url={quote(f'https://{host}:8080{vdir}', safe='')}&reason={reason}"
+    return f"/owa/auth/logon.aspx?url={quote(f'http://{host}:8080{vdir}', safe='')}&reason={reason}"
 
 
 # -- one CAS --------------------------------------------------------------------------------------
@@ -144,6 +145,38 @@ def test_wrong_password_goes_back_to_the_logon_page_with_reason_2(make_farm):
     assert (row["state"], row["session_key"]) == ("none", "user1")
     page = browser.get(r.headers["Location"])
     assert "user name or password you entered isn't correct" in page.text
+
+
+def back_url(location: str) -> str:
+    """The URL a redirect to the logon page names to come back to (its `url` parameter)."""
+    return parse_qs(urlsplit(location).query)["url"][0]
+
+
+def test_the_logon_redirect_names_the_scheme_host_and_port_the_client_used(make_farm, tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOSTS["CAS01"])
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+    farm = make_farm(BASE, servers=1, cert_file=tmp_path / "cert.pem", key_file=tmp_path / "key.pem")
+    browser = Browser(farm)
+    # Plain HTTP on the CAS's own port.
+    assert back_url(browser.get("/owa/").headers["Location"]) == f"http://{HOSTS['CAS01']}:8080/owa/"
+    assert back_url(browser.get("/ecp/").headers["Location"]) == f"http://{HOSTS['CAS01']}:8080/ecp/"
+    # Behind a balancer: the Host the client sent, and the scheme the balancer says the client used.
+    offloaded = {"Host": "mail.caslab.test:8443", "X-Forwarded-Proto": "https"}
+    r = browser.get("/owa/", headers=offloaded)
+    assert back_url(r.headers["Location"]) == "https://mail.caslab.test:8443/owa/"
+    plain = {"Host": "mail.caslab.test:8080", "X-Forwarded-Proto": "http"}
+    r = browser.post(wire.LOGON_POST, data=wire.logon_form("user1", "wrong", "/owa/"), headers=plain)
+    assert back_url(r.headers["Location"]) == "http://mail.caslab.test:8080/owa/"
+    # HTTPS on the CAS's own TLS port.
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    url = f"https://{HOSTS['CAS01']}:8443/owa/"
+    r = requests.get(url, verify=str(tmp_path / "ca.pem"), allow_redirects=False, timeout=5)
+    assert back_url(r.headers["Location"]) == f"https://{HOSTS['CAS01']}:8443/owa/"
+    # The logon page's form returns there too when it is asked for without a `url`.
+    page = browser.get(HEALTH_PATH, headers=offloaded).text
+    assert 'name="destination" value="https://mail.caslab.test:8443/owa/"' in page
 
 
 def test_first_owa_page_makes_the_user_context_and_later_requests_use_it(make_farm):

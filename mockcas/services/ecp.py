@@ -24,7 +24,7 @@ from mockcas.fba import (
     Logon,
     forms_auth,
     request_cookies,
-    request_host,
+    request_origin,
     without_logon,
 )
 from mockcas.services import HttpService, RequestContext, register
@@ -59,7 +59,8 @@ class EcpService(HttpService):
         cookies = request_cookies(request)
         check = self.forms.check(cookies)
         if check.logon is None:
-            return without_logon(ctx, check, call, request_host(request, self.cas.config.vip_host), "/ecp/")
+            origin = request_origin(request, self.cas.config.vip_host)
+            return without_logon(ctx, check, call, origin, "/ecp/")
         if call:
             return self._call(request, ctx, cookies.get(CANARY), check.logon)
         return self._page(ctx, cookies.get(CANARY), check.logon)

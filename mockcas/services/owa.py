@@ -38,7 +38,7 @@ from mockcas.fba import (
     login_timeout,
     logon_redirect,
     request_cookies,
-    request_host,
+    request_origin,
     without_logon,
 )
 from mockcas.services import HttpService, RequestContext, register
@@ -133,24 +133,24 @@ class OwaService(HttpService):
 
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         path = ctx.path
-        host = request_host(request, self.cas.config.vip_host)
+        origin = request_origin(request, self.cas.config.vip_host)
         cookies = request_cookies(request)
         if path == LOGON_PAGE:
-            response = self._logon_page(request, ctx, host)
+            response = self._logon_page(request, ctx, origin)
         elif path == LOGON_POST:
-            response = await self._logon_post(request, ctx, host)
+            response = await self._logon_post(request, ctx, origin)
         elif path.startswith("/owa/auth/"):
             ctx.note("", "invalid", "no such page")
             response = iis.not_found()
         else:
-            response = self._application(request, ctx, host, cookies)
+            response = self._application(request, ctx, origin, cookies)
         response.headers["X-OWA-Version"] = OWA_VERSION
         if OUTLOOK_SESSION_COOKIE not in cookies:
             response.set_cookie(OUTLOOK_SESSION_COOKIE, secrets.token_hex(16), path="/")
         return response
 
-    def _logon_page(self, request: web.Request, ctx: RequestContext, host: str) -> web.Response:
-        destination = request.query.get("url") or f"https://{host}/owa/"
+    def _logon_page(self, request: web.Request, ctx: RequestContext, origin: str) -> web.Response:
+        destination = request.query.get("url") or f"{origin}/owa/"
         message = _BAD_CREDENTIALS_HTML if request.query.get("reason") == str(REASON_BAD_CREDENTIALS) else ""
         page = _LOGON_HTML.format(
             title=TITLE,
@@ -164,10 +164,10 @@ class OwaService(HttpService):
         response.set_cookie("PBack", "0", path="/")
         return response
 
-    async def _logon_post(self, request: web.Request, ctx: RequestContext, host: str) -> web.Response:
+    async def _logon_post(self, request: web.Request, ctx: RequestContext, origin: str) -> web.Response:
         if request.method != "POST":
             ctx.note("", "invalid", f"{request.method} on the logon form")
-            return logon_redirect(host, "/owa/")
+            return logon_redirect(origin, "/owa/")
         body = await _read_body(request)
         form = None if body is None else parse_logon_form(body, request.content_type)
         if form is None:
@@ -179,7 +179,7 @@ class OwaService(HttpService):
             user = self.cas.users.check(username, password)
         if user is None:
             ctx.note(username[:SESSION_KEY_MAX_CHARS], "none", "bad credentials")
-            return logon_redirect(host, "/owa/", REASON_BAD_CREDENTIALS)
+            return logon_redirect(origin, "/owa/", REASON_BAD_CREDENTIALS)
         logon = self.forms.logon(user)
         ctx.note(logon.sid, "new", "logon")
         response = web.Response(status=302, headers={"Location": return_path(form.get("destination", ""))})
@@ -188,7 +188,7 @@ class OwaService(HttpService):
         return response
 
     def _application(
-        self, request: web.Request, ctx: RequestContext, host: str, cookies: dict[str, str]
+        self, request: web.Request, ctx: RequestContext, origin: str, cookies: dict[str, str]
     ) -> web.Response:
         method, path = request.method, ctx.path
         if method not in ("GET", "HEAD", "POST"):
@@ -201,7 +201,7 @@ class OwaService(HttpService):
         )
         check = self.forms.check(cookies)
         if check.logon is None:
-            return without_logon(ctx, check, script, host, "/owa/")
+            return without_logon(ctx, check, script, origin, "/owa/")
         logon = check.logon
         if path == LOGOFF_PATH:
             return self._logoff(ctx, logon)
