@@ -6,6 +6,11 @@ Every HTTP response carries `X-CasLab-Server: <name>` and `X-CasLab-State: <ledg
 service before it starts the response). The ledger row of an HTTP request is written by
 an aiohttp access logger, because aiohttp calls it for every request, including those its parser
 rejected before any handler ran (oversized headers, bogus request lines): nothing escapes the ledger.
+
+`Expect: 100-continue` is answered after authentication, as IIS does: aiohttp would send `100 Continue`
+before any handler runs, so the service routes take that decision away from it (`_defer_expect`) and
+`dispatch` sends `100 Continue` only when the service does not refuse the request on its headers
+(`HttpService.refusal`: a wrong password gets its 401 and never a 100).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import signal
 import ssl
 import time
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from caslab.vocab import (
@@ -88,6 +93,36 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
     return LedgerAccessLogger
 
 
+def _expects_continue(request: web.BaseRequest) -> bool:
+    """Whether the client waits for `100 Continue` before it sends the body (HTTP/1.1 only)."""
+    return request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+
+
+async def _defer_expect(request: web.Request) -> None:
+    """The service routes' expect handler. aiohttp's default one sends `100 Continue` before any handler
+    runs; here `dispatch` sends it, once the service has not refused the request. Any other expectation
+    gets 417, as from aiohttp's default."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+
+
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send `response` with `Connection: close` and close the connection: the client never sent the body,
+    and may never (aiohttp would otherwise wait its lingering time for one)."""
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()  # after the answer went out: this closes the transport at once
+
+
+async def _send_continue(request: web.Request) -> None:
+    """`100 Continue`, written as aiohttp's default expect handler writes it."""
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer proper has not started
+
+
 def build_service_app(cas: Cas) -> web.Application:
     """The aiohttp application behind the service ports (HTTP and HTTPS)."""
     app = web.Application(client_max_size=cas.config.max_body_bytes)
@@ -108,6 +143,12 @@ def build_service_app(cas: Cas) -> web.Application:
         cas.inflight += 1
         cas.peak_inflight = max(cas.peak_inflight, cas.inflight)
         try:
+            if _expects_continue(request):
+                refused = service.refusal(request, ctx)
+                if refused is not None:
+                    await _answer_and_close(request, refused)
+                    return refused
+                await _send_continue(request)
             return await service.handle(request, ctx)
         except asyncio.CancelledError:
             # The CAS is stopping with this request in flight: aiohttp will not log it, so write the row
@@ -140,7 +181,7 @@ def build_service_app(cas: Cas) -> web.Application:
         if ctx is not None:
             response.headers[STATE_HEADER] = ctx.state
 
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", dispatch, expect_handler=_defer_expect)
     app.on_response_prepare.append(add_server_headers)
     return app
 

@@ -46,9 +46,10 @@ if TYPE_CHECKING:
 
 class RequestContext:
     """What the CAS knows about one HTTP request while a service handles it: the service id, the path in
-    lower case, and what the service noted for the request's ledger row."""
+    lower case, what the service noted for the request's ledger row, and the user its credentials
+    proved (set by a service that checks Basic credentials in `refusal`)."""
 
-    __slots__ = ("detail", "path", "recorded", "service", "session_key", "state")
+    __slots__ = ("detail", "path", "recorded", "service", "session_key", "state", "user")
 
     def __init__(self, service: str, path: str) -> None:
         self.service = service
@@ -56,6 +57,7 @@ class RequestContext:
         self.session_key = ""
         self.state = "none"
         self.detail = ""
+        self.user = ""
         self.recorded = False  # the ledger row is written already
 
     def note(self, session_key: str, state: str, detail: str = "") -> None:
@@ -91,6 +93,25 @@ class HttpService:
         exception aiohttp answers itself.
         """
         raise NotImplementedError
+
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+        """The answer this service gives `request` when it turns the request away on its request line and
+        headers alone, before reading any of its body: IIS's 401 for missing or wrong credentials, the
+        forms logon's answer to a request without a logon, or the service's own answer to a request its
+        headers rule out; noted in `ctx` as `handle` notes it. None when the service takes the request;
+        a service that checks Basic credentials then leaves the user in `ctx.user`.
+
+        Why: a client that sends `Expect: 100-continue` waits for `100 Continue` before it sends the body,
+        and IIS authenticates a request before it lets it on, so a wrong password gets its 401 instead
+        of 100. For such a request the CAS asks `refusal` first and sends `100 Continue` only when it
+        is None; otherwise the refusal is the answer, and the connection closes (the client never sent
+        the body).
+
+        Whatever `refusal` turns away, `handle` must turn away with the same answer (the simplest way:
+        `handle` starts with `refusal`); `handle` may refuse more once it has read the body. The default
+        refuses nothing: for a service that takes anyone, or whose credentials come in the body.
+        """
+        return None
 
     async def close(self) -> None:
         """End anything this service keeps open (hanging requests, timers): the CAS is stopping, or the

@@ -47,7 +47,8 @@ def _display_name(user: str) -> str:
 class AutodiscoverService(HttpService):
     id = "autodiscover"
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+        # Exchange 2010's Autodiscover vdir takes no anonymous requests: Outlook and devices authenticate.
         if ctx.path != AUTODISCOVER_PATH:
             ctx.note("", "invalid", "no such file")
             return iis.not_found()
@@ -55,6 +56,14 @@ class AutodiscoverService(HttpService):
         if user is None:
             ctx.note("", "none", "no valid credentials")
             return iis.unauthorized(self.cas.config.vip_host)
+        ctx.user = user
+        return None
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        refused = self.refusal(request, ctx)
+        if refused is not None:
+            return refused
+        user = ctx.user
         if request.method != "POST":  # a browser's GET gets the same error as a bad request
             ctx.note(user, "invalid", f"method {request.method[:20]}")
             return self._xml(self._error(600, "Invalid Request"))

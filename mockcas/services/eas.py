@@ -170,7 +170,7 @@ class ActiveSync(HttpService):
     async def close(self) -> None:
         self._closing.set()
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
         if ctx.path not in PATHS:
             ctx.note("", "invalid", "no such path")
             return iis.not_found()
@@ -178,6 +178,14 @@ class ActiveSync(HttpService):
         if user is None:
             ctx.note(request.query.get("DeviceId", "")[:64], "invalid", "unauthorized")
             return iis.unauthorized(self.cas.config.vip_host)
+        ctx.user = user
+        return None
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        refused = self.refusal(request, ctx)
+        if refused is not None:
+            return refused
+        user = ctx.user
         if request.method == "OPTIONS":
             ctx.note("", "none", "OPTIONS")
             return self._options()

@@ -40,6 +40,12 @@ _PAGE_HTML = (
 )
 # The shape of ECP's JSON (WCF) answers; the mock has no settings to return.
 _SERVICE_JSON = '{"d":{"__type":"PowerShellResults","ErrorRecords":[],"Output":[]}}'
+_METHODS = ("GET", "HEAD", "POST")
+
+
+def _is_call(request: web.Request, path: str) -> bool:
+    """A web-service call (made by a page's script) rather than a page."""
+    return request.method == "POST" or ".svc" in path or XHR_HEADER in request.headers
 
 
 @register
@@ -50,12 +56,23 @@ class EcpService(HttpService):
         super().__init__(cas)
         self.forms = forms_auth(cas)
 
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+        """OWA's forms logon turns away a request without an own logon (a page goes to the logon page, a
+        call gets 440). A method ECP does not serve is left to `handle` (405, whatever the logon)."""
+        if request.method not in _METHODS:
+            return None
+        check = self.forms.check(request_cookies(request))
+        if check.logon is not None:
+            return None
+        origin = request_origin(request, self.cas.config.vip_host)
+        return without_logon(ctx, check, _is_call(request, ctx.path), origin, "/ecp/")
+
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         method = request.method
-        if method not in ("GET", "HEAD", "POST"):
+        if method not in _METHODS:
             ctx.note("", "invalid", f"method {method}")
             return iis.method_not_allowed("GET, POST")
-        call = method == "POST" or ".svc" in ctx.path or XHR_HEADER in request.headers
+        call = _is_call(request, ctx.path)
         cookies = request_cookies(request)
         check = self.forms.check(cookies)
         if check.logon is None:

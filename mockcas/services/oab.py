@@ -147,11 +147,20 @@ class OabService(HttpService):
         copy_seed = config.farm_key + (b"\x00" + cas.name.encode() if config.oab_skew else b"")
         self.files = build_files(config.farm_key, copy_seed, config.domain)
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+        # The OAB vdir of Exchange 2010 takes no anonymous requests (Outlook downloads as the user).
         user = self.cas.users.check_basic(request.headers.get("Authorization"))
         if user is None:
             ctx.note("", "none", "no valid credentials")
             return iis.unauthorized(self.cas.config.vip_host)
+        ctx.user = user
+        return None
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        refused = self.refusal(request, ctx)
+        if refused is not None:
+            return refused
+        user = ctx.user
         parts = ctx.path.split("/")  # ['', 'oab', '<guid>', '<file>']
         file = self.files.get(parts[3]) if len(parts) == 4 and parts[2] == self.guid else None
         if file is None:

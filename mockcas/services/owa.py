@@ -57,6 +57,7 @@ FORM_MAX_BYTES = 16 * 1024  # a logon form is well under 1 KB; more is not a bro
 _FORM_MAX_FIELDS = 32
 _CREDENTIAL_MAX_CHARS = 256  # longer user names or passwords fail without being looked at
 _CONTENT_TYPE_FORM = "application/x-www-form-urlencoded"
+_METHODS = ("GET", "HEAD", "POST")
 
 _LOGON_HTML = """<!DOCTYPE html>
 <html><head><title>{title}</title></head>
@@ -131,6 +132,23 @@ class OwaService(HttpService):
         super().__init__(cas)
         self.forms = forms_auth(cas)
 
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+        """The forms logon turns away an application request without an own logon (a page goes to the
+        logon page, a script call gets 440). The logon's own pages take anyone, as in Exchange 2010
+        (anonymous access on /owa/auth): the logon form carries its credentials in its body, so its
+        post gets `100 Continue` and is checked after. A method OWA does not serve is left to `handle`
+        (405, whatever the logon). `handle` checks the logon again, which restarts its idle timer twice:
+        harmless."""
+        path = ctx.path
+        if path == LOGON_POST or path.startswith("/owa/auth/") or request.method not in _METHODS:
+            return None
+        cookies = request_cookies(request)
+        check = self.forms.check(cookies)
+        if check.logon is not None:
+            return None
+        origin = request_origin(request, self.cas.config.vip_host)
+        return _dressed(without_logon(ctx, check, _is_script(request, path), origin, "/owa/"), cookies)
+
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         path = ctx.path
         origin = request_origin(request, self.cas.config.vip_host)
@@ -144,10 +162,7 @@ class OwaService(HttpService):
             response = iis.not_found()
         else:
             response = self._application(request, ctx, origin, cookies)
-        response.headers["X-OWA-Version"] = OWA_VERSION
-        if OUTLOOK_SESSION_COOKIE not in cookies:
-            response.set_cookie(OUTLOOK_SESSION_COOKIE, secrets.token_hex(16), path="/")
-        return response
+        return _dressed(response, cookies)
 
     def _logon_page(self, request: web.Request, ctx: RequestContext, origin: str) -> web.Response:
         destination = request.query.get("url") or f"{origin}/owa/"
@@ -191,14 +206,10 @@ class OwaService(HttpService):
         self, request: web.Request, ctx: RequestContext, origin: str, cookies: dict[str, str]
     ) -> web.Response:
         method, path = request.method, ctx.path
-        if method not in ("GET", "HEAD", "POST"):
+        if method not in _METHODS:
             ctx.note("", "invalid", f"method {method}")
             return iis.method_not_allowed("GET, POST")
-        script = (
-            method == "POST"
-            or XHR_HEADER in request.headers
-            or (path.endswith(".owa") and path != LOGOFF_PATH)
-        )
+        script = _is_script(request, path)
         check = self.forms.check(cookies)
         if check.logon is None:
             return without_logon(ctx, check, script, origin, "/owa/")
@@ -231,6 +242,23 @@ class OwaService(HttpService):
         for name in (AUTH_COOKIE, SESSION_COOKIE, USER_CONTEXT_COOKIE):
             response.del_cookie(name, path="/")
         return response
+
+
+def _is_script(request: web.Request, path: str) -> bool:
+    """A request made by a page's script rather than by the browser's navigation."""
+    return (
+        request.method == "POST"
+        or XHR_HEADER in request.headers
+        or (path.endswith(".owa") and path != LOGOFF_PATH)
+    )
+
+
+def _dressed(response: web.Response, cookies: dict[str, str]) -> web.Response:
+    """What every OWA answer carries: X-OWA-Version, and an OutlookSession for a client without one."""
+    response.headers["X-OWA-Version"] = OWA_VERSION
+    if OUTLOOK_SESSION_COOKIE not in cookies:
+        response.set_cookie(OUTLOOK_SESSION_COOKIE, secrets.token_hex(16), path="/")
+    return response
 
 
 def _page(logon: Logon) -> web.Response:

@@ -110,7 +110,7 @@ class RpcHttpService(HttpService):
 
     # -- request checks -----------------------------------------------------------------------------
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
-        response = self._refusal(request, ctx)
+        response = self.refusal(request, ctx)
         if response is None and request.method == "RPC_OUT_DATA":
             response = await self._out_channel(request, ctx)
         elif response is None:
@@ -125,8 +125,10 @@ class RpcHttpService(HttpService):
         request.protocol.force_close()
         return response
 
-    def _refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
-        """The error answer for a request that cannot open a channel, or None if it can."""
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+        """The error answer for a request that cannot open a channel, or None if it can: all of it is
+        decided on the request line and headers, as the RPC proxy does before it reads a channel's body
+        (so an RPC_IN_DATA that sent `Expect: 100-continue` gets its 401 or 403 instead of 100)."""
         if ctx.path != PROXY_PATH:
             return _fail(ctx, 404, "no such RPC proxy path")
         if self.cas.users.check_basic(request.headers.get("Authorization")) is None:

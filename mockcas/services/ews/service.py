@@ -85,7 +85,7 @@ class EwsService(HttpService):
             q(NS_M, "GetUserAvailabilityRequest"): self._get_user_availability,
         }
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
         if ctx.path != EWS_PATH:
             ctx.note("", "invalid", "no such file")
             return iis.not_found()
@@ -93,6 +93,14 @@ class EwsService(HttpService):
         if user is None:
             ctx.note("", "none", "no valid credentials")
             return iis.unauthorized(self.cas.config.vip_host)
+        ctx.user = user
+        return None
+
+    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        refused = self.refusal(request, ctx)
+        if refused is not None:
+            return refused
+        user = ctx.user
         cookie = request.cookies.get(EXCHANGE_COOKIE, "")
         has_cookie = len(cookie) == 32 and all(c in "0123456789abcdef" for c in cookie)
         session_key = cookie if has_cookie else user
