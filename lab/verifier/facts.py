@@ -1,0 +1,44 @@
+"""What a run knows beyond its client events and ledgers: the balancer it ran, when the load started
+and ended, which faults fired when, and the counters the CAS and the balancer kept. The run writes
+these into facts.json, so `caslab report` judges a stored run exactly as the run itself did."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FaultFact:
+    """A fault as it was fired: which server, what, and when (epoch seconds)."""
+
+    server: str
+    action: str
+    ts: float
+
+
+@dataclass
+class RunFacts:
+    """What the run knows beyond events and ledgers: the balancer it ran and when things happened."""
+
+    driver: str
+    driver_version: str = ""
+    methods: dict[str, str] = field(default_factory=dict)  # service -> "cookie-hash OutlookSession ..."
+    preset: str | None = None
+    started_ts: float | None = None  # epoch seconds when the load generator started (the ramp begins)
+    ended_ts: float | None = None
+    faults: list[FaultFact] = field(default_factory=list)
+    server_stats: dict[str, dict] = field(default_factory=dict)  # /caslab/stats of each CAS at the end
+    balancer_counters: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # things the reader should know, shown in the report
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunFacts:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["faults"] = [FaultFact(f["server"], f["action"], f["ts"]) for f in data.get("faults", [])]
+        return cls(**values)

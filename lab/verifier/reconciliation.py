@@ -1,0 +1,62 @@
+"""Reconciliation (DESIGN.md section 7): each client event carrying a request id is matched to the
+ledger row of that id, so that nothing is silently dropped.
+
+What does not match is counted by why: transport failures (no answer), answers the balancer gave itself
+(no CAS named, e.g. Envoy's 503 with no healthy CAS), answers of a CAS without a ledger row (the lab
+lost rows: `unmatched`), answers of a CAS that a fault stopped while the request was still open, such
+as an RPC/HTTP channel (a killed CAS never writes those rows: `lost_with_stopped_cas`), events without
+a request id (exchanges inside an open connection), ledger rows no client asked for (health probes),
+ids on several ledger rows (a balancer retry) or on several events (clients whose ids are not unique)
+and events whose answering server differs from the ledger's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lab.verifier.coding import CodedEvents, keys_of, ledger_column
+
+
+def reconcile(
+    request_ids: pd.Series,
+    ledger: pd.DataFrame,
+    events: CodedEvents,
+    ledger_server: np.ndarray,
+    stopped: np.ndarray,
+) -> dict[str, int]:
+    """Match every client event (its `request_ids`) to the ledger row of its request id; count whatever
+    does not match. `stopped`: per event, answered by a CAS that a fault killed later."""
+    n_events = len(request_ids)
+    ids, blank = keys_of(pd.concat([request_ids, ledger_column(ledger, "request_id")], ignore_index=True))
+    event_id, ledger_id = ids[:n_events], ids[n_events:]
+    event_has_id, ledger_has_id = ~blank[event_id], ~blank[ledger_id]
+    in_ledger = np.bincount(ledger_id[ledger_has_id], minlength=len(blank)) > 0
+    in_events = np.bincount(event_id[event_has_id], minlength=len(blank)) > 0
+    matched = event_has_id & in_ledger[event_id]
+    # The server of the first ledger row of each id, against the server the client says answered.
+    first_ids, first_rows = np.unique(ledger_id, return_index=True)
+    ledger_server_of_id = np.full(len(blank), -2, dtype=np.int64)
+    ledger_server_of_id[first_ids] = ledger_server[first_rows]
+    transport = events.outcome["transport"]
+    answered = events.server >= 0
+    not_found = event_has_id & ~matched & ~transport
+    differs = matched & ~transport & (ledger_server_of_id[event_id] != events.server)
+    known_outcomes = sum(int(mask.sum()) for mask in events.outcome.values())
+    return {
+        "events": n_events,
+        "matched": int(matched.sum()),
+        "transport_failures": int(transport.sum()),
+        "transport_seen_by_cas": int((transport & matched).sum()),
+        "unmatched": int((not_found & answered & ~stopped).sum()),
+        "lost_with_stopped_cas": int((not_found & answered & stopped).sum()),
+        "answered_by_balancer": int((not_found & ~answered).sum()),
+        "without_request_id": int((~event_has_id).sum()),
+        "event_duplicate_ids": int(event_has_id.sum() - np.count_nonzero(in_events)),
+        "unknown_outcome": n_events - known_outcomes,
+        "server_differs": int(differs.sum()),
+        "ledger_rows": len(ledger_id),
+        "ledger_without_request_id": int((~ledger_has_id).sum()),
+        "ledger_not_in_events": int((ledger_has_id & ~in_events[ledger_id]).sum()),
+        "ledger_duplicate_ids": int(ledger_has_id.sum() - np.count_nonzero(in_ledger)),
+    }
