@@ -3,7 +3,6 @@ report.html; `caslab report` re-renders them from the stored data (DESIGN.md sec
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -17,9 +16,9 @@ import pytest
 from caslab.vocab import METHODS
 from lab import balancers
 from lab.cli import main
-from lab.report import SCHEMA, render_report, what_broke, write_run
+from lab.report import SCHEMA, render_report, report_html, what_broke, write_run
 from lab.scenario import parse_scenario
-from lab.verifier import FaultFact, RunFacts
+from lab.verifier import FaultFact, RunFacts, verify
 from tests.test_verifier import FAILOVER, T0, events, ledger_of
 
 SCENARIO = """
@@ -140,17 +139,41 @@ def test_junit_has_a_test_case_per_check_and_failures_for_failed_ones(written):
     assert suite.get("tests") == "4" and suite.get("failures") == "2" == root.get("failures")
 
 
-def test_the_html_report_is_self_contained_with_its_plots_inlined(written):
+def plot_labels(page: str) -> list[str]:
+    return re.findall(r"<svg role=\"img\" aria-label=\"([^\"]+)\"", page)
+
+
+def test_the_html_report_is_self_contained_with_its_plots_inline_as_svg(written):
     page = (written / "report.html").read_text()
-    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 4, "load per CAS, population heat map, timeline, affinity per service"
-    assert all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
+    assert plot_labels(page) == [
+        "load per CAS", "population x CAS", "requests per CAS over time", "affinity per service",
+    ]  # fmt: skip
+    assert page.count("<svg") == page.count("</svg>") == 4
+    for raster in ("image/png", "base64", "<img", "<image"):
+        assert raster not in page, f"no raster image: {raster}"
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "the four plots' element ids do not collide"
     assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page), "nothing is fetched from elsewhere"
     assert "class='banner fail'" in page and "This scenario is meant to fail: as expected." in page
     for text in ("fault_collateral_breaks", "CAS02 stop at 10s, start at 20s", "a note for the reader"):
         assert text in page
     assert "external.cfg" in page and "backend owa &lt;cookie insert&gt;" in page, "the config, escaped"
     assert "external.log" not in page, "the balancer's log is not its config"
+
+
+def test_a_plot_with_nothing_to_show_is_said_in_words_not_drawn():
+    scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test")
+    facts = RunFacts(driver="external", started_ts=T0)
+    clean = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    page = report_html(verify(clean, ledger_of(clean), scenario, facts), scenario, facts, {})
+    assert plot_labels(page) == ["load per CAS", "population x CAS", "requests per CAS over time"]
+    assert "No session was split and no request broke, in any service: nothing to plot." in page
+
+    unanswered = events({"outcome": "transport"}, {"outcome": "transport"})
+    page = report_html(verify(unanswered, ledger_of(unanswered), scenario, facts), scenario, facts, {})
+    assert plot_labels(page) == [] and "<svg" not in page
+    for words in ("there is no load to show", "there are no shares to show", "no traffic over time to show"):
+        assert words in page
 
 
 def test_render_report_rebuilds_the_files_from_the_stored_data(run_dir):

@@ -1,0 +1,81 @@
+"""summary.json (DESIGN.md section 9): the run's figures and verdict as plain JSON for other tools."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from lab.scenario import Scenario
+from lab.verifier import Analysis, RunFacts
+
+SCHEMA = "caslab.summary/1"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN to null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def balancer_methods(scenario: Scenario, facts: RunFacts) -> dict[str, str]:
+    """Per service, the persistence the balancer ran with (the scenario's, if the run did not say)."""
+    return facts.methods or {s: str(p) for s, p in scenario.balancer.methods().items()}
+
+
+def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str, Any]:
+    services = {
+        name: {
+            **{k: v for k, v in row.items() if not k.endswith("_ms")},
+            "latency_ms": {"p50": row["p50_ms"], "p95": row["p95_ms"], "p99": row["p99_ms"]},
+        }
+        for name, row in analysis.services.to_dict("index").items()
+    }
+    servers = analysis.servers.to_dict("index")
+    populations = {
+        name: {
+            "requests": int(analysis.population_requests.loc[name].sum()),
+            "shares": analysis.population_shares.loc[name].to_dict(),
+        }
+        for name in analysis.population_requests.index
+    }
+    return _plain(
+        {
+            "schema": SCHEMA,
+            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scenario": scenario.to_dict(),
+            "balancer": {
+                "driver": facts.driver,
+                "version": facts.driver_version,
+                "preset": facts.preset or scenario.balancer.preset,
+                "methods": balancer_methods(scenario, facts),
+                "topology": scenario.balancer.topology,
+                "tls": scenario.farm.tls,
+            },
+            "farm": {
+                "servers": list(scenario.farm.server_names),
+                "tls": scenario.farm.tls,
+                "oab_skew": scenario.farm.oab_skew,
+            },
+            "verdict": analysis.verdict,
+            "expected": scenario.expect,
+            "checks": [c.to_dict() for c in analysis.checks],
+            "totals": analysis.totals,
+            "services": services,
+            "servers": servers,
+            "balance": analysis.balance,
+            "populations": populations,
+            "reconciliation": analysis.reconciliation,
+            "faults": analysis.faults,
+            "notes": list(facts.notes),
+        }
+    )
