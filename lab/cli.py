@@ -105,6 +105,7 @@ def _rerender_report(args: argparse.Namespace) -> int:
 
     from lab.report import RUN_FACTS, render_report
     from lab.scenario import ScenarioError
+    from lab.verdict import EXIT_CODES
 
     run_dir = Path(args.run_dir)
     missing = [n for n in (RUN_FACTS, "events.parquet", "ledger.parquet") if not (run_dir / n).is_file()]
@@ -117,7 +118,7 @@ def _rerender_report(args: argparse.Namespace) -> int:
         print(f"caslab report: cannot render {run_dir}: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     print(f"{analysis.verdict}: {run_dir / 'report.html'}")
-    return EXIT_OK if analysis.verdict == "pass" else EXIT_CHECK_FAILED
+    return EXIT_CODES[analysis.verdict]
 
 
 def _balancer_config(args: argparse.Namespace) -> int:

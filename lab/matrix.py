@@ -13,8 +13,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.run import EXIT_CANNOT_RUN, EXIT_FAIL, EXIT_PASS, run_scenario
+from lab.run import run_scenario
 from lab.scenario import Scenario, ScenarioError
+from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES
 
 COLUMNS = ("verdict", "hard_breaks", "soft_breaks", "split_sessions", "max_over_mean", "error_rate_pct")
 
@@ -37,10 +38,15 @@ def run_matrix(
                 cells.append(cell)
                 continue
             code, run_dir = run_scenario(variant, folder, say=say, run_name=f"{driver}-{preset}")
-            cell.update(status={0: "pass", 1: "fail"}.get(code, "could not run"), run_dir=run_dir.name)
+            cell.update(status="could not run", run_dir=run_dir.name)
             summary_file = run_dir / "summary.json"
             if summary_file.exists():
-                cell.update(_figures(json.loads(summary_file.read_text())))
+                summary = json.loads(summary_file.read_text())
+                cell.update(_figures(summary))
+                if EXIT_CODES.get(summary.get("verdict")) == code:  # the run ended with its verdict
+                    cell["status"] = summary["verdict"]
+                if cell["status"] == "invalid":
+                    cell["reason"] = summary.get("verdict_reason", "")
             cells.append(cell)
     result = {"schema": "caslab.matrix/1", "scenario": scenario.name, "drivers": drivers, "presets": presets,
               "cells": cells}  # fmt: skip
@@ -48,9 +54,9 @@ def run_matrix(
     (folder / "matrix.html").write_text(_html(result), encoding="utf-8")
     say(f"caslab matrix: {folder / 'matrix.html'}")
     statuses = {c["status"] for c in cells}
-    if "could not run" in statuses:
+    if statuses & {"could not run", "invalid"}:
         return EXIT_CANNOT_RUN, folder
-    return (EXIT_FAIL if "fail" in statuses else EXIT_PASS), folder
+    return (EXIT_CODES["fail"] if "fail" in statuses else EXIT_CODES["pass"]), folder
 
 
 def _figures(summary: dict) -> dict:

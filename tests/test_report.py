@@ -85,6 +85,73 @@ def written(tmp_path_factory):
     return folder
 
 
+SATURATED = "load generator CPU above 90 % in 17 of 20 samples"
+
+
+@pytest.fixture(scope="module")
+def invalid_run(tmp_path_factory):
+    """A run whose checks all hold but whose load generator saturated: the lab cannot vouch for it."""
+    folder = tmp_path_factory.mktemp("invalid-run")
+    with balancers.DRIVERS.replaced(StandInDriver):
+        scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test")
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    facts = RunFacts(driver="external", started_ts=T0, invalid_reasons=[SATURATED])
+    analysis = write_run(folder, ev, ledger_of(ev), scenario, facts)
+    assert all(c.passed for c in analysis.checks), "every check holds: only the reason makes it invalid"
+    return folder
+
+
+def banner(page: str) -> str:
+    return page[page.index("<div class='banner") : page.index("<main>")]
+
+
+def test_an_invalid_run_has_an_invalid_banner_with_its_reason_and_no_pass(invalid_run):
+    page = (invalid_run / "report.html").read_text()
+    top = banner(page)
+    assert top.startswith("<div class='banner invalid'><div class='verdict'>INVALID</div>")
+    assert f"<div class='reason'>{SATURATED}</div>" in top
+    assert "pass" not in top.lower(), top
+    assert "<title>caslab report-test: invalid</title>" in page
+    assert "these checks are not its verdict" in page
+
+
+def test_an_invalid_run_is_an_error_in_junit_and_no_test_passes(invalid_run):
+    suite = ET.parse(invalid_run / "junit.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    validity = cases[0]
+    assert validity.get("name") == "run valid"
+    error = validity.find("error")
+    assert error is not None and error.get("message") == SATURATED == error.text
+    passed = [c.get("name") for c in cases if not list(c)]  # a case with no failure, error or skipped
+    assert passed == []
+    assert all(c.find("skipped") is not None for c in cases[1:])
+    assert (suite.get("errors"), suite.get("failures"), suite.get("skipped")) == (
+        "1",
+        "0",
+        str(len(cases) - 1),
+    )
+
+
+def test_an_invalid_run_says_invalid_and_why_in_its_summary(invalid_run):
+    summary = strict_json((invalid_run / "summary.json").read_text())
+    assert summary["schema"] == "caslab.summary/1"
+    assert (summary["verdict"], summary["verdict_reason"]) == ("invalid", SATURATED)
+    assert summary["invalid_reasons"] == [SATURATED]
+
+
+def test_caslab_report_exits_2_for_an_invalid_run(invalid_run, tmp_path, capsys):
+    folder = Path(shutil.copytree(invalid_run, tmp_path / "run"))
+    assert main(["report", str(folder)]) == 2
+    assert capsys.readouterr().out.strip() == f"invalid: {folder / 'report.html'}"
+
+
+def test_a_valid_run_says_why_in_its_banner_and_passes_the_validity_case(written):
+    page = (written / "report.html").read_text()
+    assert "<div class='reason'>failed: hard_breaks = 3, must be &lt;= 0; fault_collateral_breaks" in page
+    validity = ET.parse(written / "junit.xml").getroot().find("testsuite").find("testcase")
+    assert validity.get("name") == "run valid" and not list(validity)
+
+
 @pytest.fixture
 def run_dir(written, tmp_path):
     """A copy of the written run that a test may change."""
@@ -102,6 +169,7 @@ def test_summary_has_the_schema_keys(written):
     summary = strict_json((written / "summary.json").read_text())
     assert summary["schema"] == SCHEMA == "caslab.summary/1"
     assert summary["verdict"] == "fail" and summary["expected"] == "fail"
+    assert summary["verdict_reason"].startswith("failed: hard_breaks = 3, must be <= 0")
     assert summary["scenario"]["name"] == "report-test" and summary["scenario"]["duration_s"] == 30
     assert summary["balancer"]["driver"] == "external" and summary["balancer"]["version"] == "9.9"
     assert summary["balancer"]["methods"]["eas"] == "header Authorization"
@@ -129,14 +197,15 @@ def test_junit_has_a_test_case_per_check_and_failures_for_failed_ones(written):
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [
-        "answered_requests", "hard_breaks", "balance_max_over_mean", "fault_collateral_breaks",
+        "run valid", "answered_requests", "hard_breaks", "balance_max_over_mean", "fault_collateral_breaks",
     ]  # fmt: skip
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
     assert failed == {
         "hard_breaks": "hard_breaks = 3, must be <= 0",
         "fault_collateral_breaks": "fault_collateral_breaks = 1, must be <= 0",
     }
-    assert suite.get("tests") == "4" and suite.get("failures") == "2" == root.get("failures")
+    assert suite.get("tests") == "5" and suite.get("failures") == "2" == root.get("failures")
+    assert suite.get("errors") == "0"
 
 
 def plot_labels(page: str) -> list[str]:

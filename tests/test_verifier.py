@@ -9,6 +9,7 @@ import pytest
 
 from caslab.records import EVENT_COLUMNS, LEDGER_COLUMNS
 from lab.scenario import BalancerSection, Farm, Fault, Population, Scenario, Thresholds
+from lab.verdict import EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events, verify
 
 T0 = 1_000_000.0  # epoch seconds at which the hand-made runs start
@@ -290,6 +291,33 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         + r["without_request_id"]
     )  # fmt: skip
     assert accounted + not_matched_transport == r["events"]
+
+
+def test_a_reason_the_run_gives_makes_it_invalid_whatever_its_checks_say():
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    reason = "load generator CPU above 90 % in 17 of 20 samples"
+    a = run(ev, facts=RunFacts("test", started_ts=T0, invalid_reasons=[reason]))
+    assert all(c.passed for c in a.checks)
+    assert (a.verdict, a.verdict_reason, a.invalid_reasons) == ("invalid", reason, [reason])
+    assert verdict_line(a) == f"verdict INVALID: {reason}" and EXIT_CODES[a.verdict] == 2
+
+
+def test_each_verdict_says_why():
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    passed = run(ev, scenario(Thresholds(hard_breaks=0, error_rate_pct=0)))
+    assert (passed.verdict, passed.verdict_reason) == ("pass", "all 3 checks held")
+    failed = run(ev, scenario(Thresholds(balance_max_over_mean=0.5, error_rate_pct=0)))
+    assert failed.verdict == "fail"
+    assert failed.verdict_reason == "failed: balance_max_over_mean = 1, must be <= 0.5"
+    assert [EXIT_CODES[passed.verdict], EXIT_CODES[failed.verdict]] == [0, 1]
+    assert verdict_line(passed) == "verdict PASS: all 3 checks held"
+
+
+def test_facts_of_runs_from_before_invalid_reasons_keep_their_invalid_note_as_a_reason():
+    old = {"driver": "haproxy", "notes": ["invalid run: load generator saturated", "a note"]}
+    facts = RunFacts.from_dict(old)
+    assert (facts.invalid_reasons, facts.notes) == (["load generator saturated"], ["a note"])
+    assert RunFacts.from_dict(facts.to_dict()) == facts
 
 
 def test_peak_connections_from_the_ledger_unless_the_cas_counted_them():

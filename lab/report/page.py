@@ -85,6 +85,7 @@ def report_html(
     page = TEMPLATES.get_template("report.html.j2")
     return page.render(
         verdict=analysis.verdict,
+        verdict_reason=analysis.verdict_reason,
         scenario=scenario,
         balancer=f"{facts.driver} {facts.driver_version}".strip(),
         preset=facts.preset or scenario.balancer.preset,

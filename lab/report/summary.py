@@ -1,4 +1,8 @@
-"""summary.json (DESIGN.md section 9): the run's figures and verdict as plain JSON for other tools."""
+"""summary.json (DESIGN.md section 9): the run's figures and verdict as plain JSON for other tools.
+
+Schema caslab.summary/1 only grows: fields are added, none removed or renamed (verdict_reason and
+invalid_reasons came with the `invalid` verdict).
+"""
 
 from __future__ import annotations
 
@@ -67,6 +71,8 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
                 "oab_skew": scenario.farm.oab_skew,
             },
             "verdict": analysis.verdict,
+            "verdict_reason": analysis.verdict_reason,
+            "invalid_reasons": analysis.invalid_reasons,
             "expected": scenario.expect,
             "checks": [c.to_dict() for c in analysis.checks],
             "totals": analysis.totals,

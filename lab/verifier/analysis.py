@@ -1,8 +1,13 @@
-"""The verifier's result: tables for the report, plain dicts for summary.json, checks for the verdict."""
+"""The verifier's result: tables for the report, plain dicts for summary.json, and the verdict.
+
+The verdict (DESIGN.md section 9) is `invalid` when the lab cannot vouch for the run (any invalid
+reason, such as a saturated load generator), whatever the checks say; else `fail` when a check did
+not hold, else `pass`. Each comes with its reason.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -25,7 +30,24 @@ class Analysis:
     reconciliation: dict[str, int]
     totals: dict[str, Any]
     checks: list[Check]
+    invalid_reasons: list[str] = field(default_factory=list)  # why the lab cannot vouch for the run
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
 
     @property
     def verdict(self) -> str:
-        return "pass" if all(c.passed for c in self.checks) else "fail"
+        """pass, fail or invalid (lab.verdict.VERDICTS)."""
+        if self.invalid_reasons:
+            return "invalid"
+        return "fail" if self.failed_checks else "pass"
+
+    @property
+    def verdict_reason(self) -> str:
+        """Why the verdict is what it is, in one sentence."""
+        if self.invalid_reasons:
+            return "; ".join(self.invalid_reasons)
+        if failed := self.failed_checks:
+            return "failed: " + "; ".join(c.rule_broken for c in failed)
+        return f"all {len(self.checks)} checks held"

@@ -25,6 +25,11 @@ class Check:
     passed: bool
     op: str = "<="  # the value must be <= limit (">=" for minimums)
 
+    @property
+    def rule_broken(self) -> str:
+        """What a failed check says, e.g. `hard_breaks = 3, must be <= 0`."""
+        return f"{self.name} = {self.value:g}, must be {self.op} {self.limit:g}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -1,12 +1,15 @@
-"""What a run knows beyond its client events and ledgers: the balancer it ran, when the load started
-and ended, which faults fired when, and the counters the CAS and the balancer kept. The run writes
-these into facts.json, so `caslab report` judges a stored run exactly as the run itself did."""
+"""What a run knows beyond its client events and ledgers: the balancer it ran, when the load
+started and ended, which faults fired when, the counters the CAS and the balancer kept, and why the
+lab cannot vouch for the run, if it cannot. The run writes these into facts.json, so `caslab report`
+judges a stored run exactly as the run itself did."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+OLD_INVALID_NOTE = "invalid run: "
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class RunFacts:
     server_stats: dict[str, dict] = field(default_factory=dict)  # /caslab/stats of each CAS at the end
     balancer_counters: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # things the reader should know, shown in the report
+    # Why the lab cannot vouch for the run (e.g. its load generator saturated): any reason makes it invalid.
+    invalid_reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -41,4 +46,9 @@ class RunFacts:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["faults"] = [FaultFact(f["server"], f["action"], f["ts"]) for f in data.get("faults", [])]
+        # Runs from before invalid_reasons existed said "invalid run: <reason>" as a note.
+        old_style = [n for n in values.get("notes", []) if n.startswith(OLD_INVALID_NOTE)]
+        if old_style and "invalid_reasons" not in data:
+            values["notes"] = [n for n in values["notes"] if n not in old_style]
+            values["invalid_reasons"] = [n.removeprefix(OLD_INVALID_NOTE) for n in old_style]
         return cls(**values)

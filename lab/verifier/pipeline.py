@@ -65,6 +65,7 @@ def verify(
     services = service_table(coded, breaks, numbers(events["latency_ms"]))
     totals = _totals(coded, breaks)
     population_requests, population_shares = population_tables(events["population"], coded)
+    reconciliation = reconcile(events["request_id"], ledger, coded, ledger_server, stopped)
     return Analysis(
         services=services,
         servers=server_table(coded, breaks, ledger, ledger_server, facts),
@@ -73,9 +74,10 @@ def verify(
         population_shares=population_shares,
         timeline=timeline(coded, run_start, run_end),
         faults=faults,
-        reconciliation=reconcile(events["request_id"], ledger, coded, ledger_server, stopped),
+        reconciliation=reconciliation,
         totals=totals,
         checks=threshold_checks(scenario.thresholds, services, totals, balance, faults),
+        invalid_reasons=list(facts.invalid_reasons),
     )
 
 
