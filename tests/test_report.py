@@ -145,6 +145,20 @@ def test_caslab_report_exits_2_for_an_invalid_run(invalid_run, tmp_path, capsys)
     assert capsys.readouterr().out.strip() == f"invalid: {folder / 'report.html'}"
 
 
+def test_ledger_rows_of_another_run_make_the_written_run_invalid(tmp_path):
+    scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test")
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    others = ledger_of(ev).iloc[:5].assign(run_id="another-run", request_id=[f"x{i}" for i in range(5)])
+    ledger = pd.concat([ledger_of(ev).assign(run_id="this-run"), others], ignore_index=True)
+    write_run(tmp_path, ev, ledger, scenario, RunFacts(driver="external", started_ts=T0, run_id="this-run"))
+    summary = strict_json((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == "invalid" and summary["reconciliation"]["foreign_run_rows"] == 5
+    assert "5 ledger rows belong to another run" in summary["verdict_reason"]
+    page = (tmp_path / "report.html").read_text()
+    assert "5 ledger rows belong to another run" in banner(page)
+    assert "5 ledger rows carry another run's id" in page
+
+
 def test_a_valid_run_says_why_in_its_banner_and_passes_the_validity_case(written):
     page = (written / "report.html").read_text()
     assert "<div class='reason'>failed: hard_breaks = 3, must be &lt;= 0; fault_collateral_breaks" in page

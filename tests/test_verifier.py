@@ -284,6 +284,7 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "ledger_without_request_id": 1,
         "ledger_not_in_events": 1,
         "ledger_duplicate_ids": 1,
+        "foreign_run_rows": 0,
     }
     not_matched_transport = r["transport_failures"] - r["transport_seen_by_cas"]
     accounted = (
@@ -291,6 +292,36 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         + r["without_request_id"]
     )  # fmt: skip
     assert accounted + not_matched_transport == r["events"]
+
+
+def test_a_client_request_without_its_ledger_row_makes_the_run_invalid_with_the_count():
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    a = run(ev, scenario(Thresholds(hard_breaks=0)), ledger=ledger_of(ev).iloc[3:])
+    assert a.reconciliation["unmatched"] == 3 and all(c.passed for c in a.checks)
+    reason = (
+        "3 client requests answered by a CAS have no ledger row of this run (reconciliation: unmatched 3)"
+    )
+    assert (a.verdict, a.verdict_reason) == ("invalid", reason)
+
+
+def test_ledger_rows_of_another_run_are_counted_left_out_and_make_the_run_invalid():
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(6)))
+    own = ledger_of(ev).assign(run_id="run-a")
+    own.loc[0, "run_id"] = ""  # a row without a run id (a balancer's health probe) is no other run's
+    other = ledger_of(ev).assign(run_id="run-b", request_id=[f"b{i}" for i in range(6)])
+    ledger = pd.concat([own, other.iloc[:4]], ignore_index=True)
+    a = run(ev, facts=RunFacts("test", started_ts=T0, run_id="run-a"), ledger=ledger)
+    r = a.reconciliation
+    assert (r["foreign_run_rows"], r["ledger_rows"], r["matched"], r["ledger_not_in_events"]) == (4, 6, 6, 0)
+    assert a.servers["ledger_rows"].sum() == 6, "another run's rows are in no figure of this one"
+    assert a.verdict == "invalid" and "4 ledger rows belong to another run" in a.verdict_reason
+    assert "foreign_run_rows 4" in a.verdict_reason
+
+    # Without the run's own id, or with a ledger from before run ids (no column), no row is another run's.
+    assert run(ev, ledger=ledger).reconciliation["foreign_run_rows"] == 0
+    old_ledger = ledger_of(ev).drop(columns="run_id", errors="ignore")
+    b = run(ev, facts=RunFacts("test", started_ts=T0, run_id="run-a"), ledger=old_ledger)
+    assert b.reconciliation["foreign_run_rows"] == 0 and b.verdict == "pass"
 
 
 def test_a_reason_the_run_gives_makes_it_invalid_whatever_its_checks_say():
@@ -318,6 +349,7 @@ def test_facts_of_runs_from_before_invalid_reasons_keep_their_invalid_note_as_a_
     facts = RunFacts.from_dict(old)
     assert (facts.invalid_reasons, facts.notes) == (["load generator saturated"], ["a note"])
     assert RunFacts.from_dict(facts.to_dict()) == facts
+    assert RunFacts.from_dict({"driver": "haproxy"}).run_id == ""
 
 
 def test_peak_connections_from_the_ledger_unless_the_cas_counted_them():

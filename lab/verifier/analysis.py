@@ -1,8 +1,9 @@
 """The verifier's result: tables for the report, plain dicts for summary.json, and the verdict.
 
 The verdict (DESIGN.md section 9) is `invalid` when the lab cannot vouch for the run (any invalid
-reason, such as a saturated load generator), whatever the checks say; else `fail` when a check did
-not hold, else `pass`. Each comes with its reason.
+reason: the run's own, such as a saturated load generator, or reconciliation's: client requests
+without their ledger rows, ledger rows of another run), whatever the checks say; else `fail` when a
+check did not hold, else `pass`. Each comes with its reason.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a run knows beyond its client events and ledgers: the balancer it ran, when the load
+"""What a run knows beyond its client events and ledgers: its id, the balancer it ran, when the load
 started and ended, which faults fired when, the counters the CAS and the balancer kept, and why the
 lab cannot vouch for the run, if it cannot. The run writes these into facts.json, so `caslab report`
 judges a stored run exactly as the run itself did."""
@@ -37,6 +37,7 @@ class RunFacts:
     notes: list[str] = field(default_factory=list)  # things the reader should know, shown in the report
     # Why the lab cannot vouch for the run (e.g. its load generator saturated): any reason makes it invalid.
     invalid_reasons: list[str] = field(default_factory=list)
+    run_id: str = ""  # the id the run's clients sent and its CAS wrote into their ledger rows
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

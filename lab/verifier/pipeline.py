@@ -27,7 +27,7 @@ from lab.verifier.coding import (
 from lab.verifier.facts import RunFacts
 from lab.verifier.faults import answered_before_a_stop, fired_faults, outages
 from lab.verifier.load import population_tables, server_table, timeline
-from lab.verifier.reconciliation import reconcile
+from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs
 
 if TYPE_CHECKING:
     from lab.scenario import Scenario
@@ -45,6 +45,9 @@ def verify(
     require_event_columns(events)
     if ledger is None or ledger.empty:
         ledger = empty_ledger()
+    other_runs = rows_of_other_runs(ledger, facts.run_id)
+    if other_runs.any():  # another run's rows say nothing about this run's clients: counted, then left out
+        ledger = ledger[~other_runs]
     farm = list(scenario.farm.server_names)
     coded = code_events(events, farm)
     ledger_server = server_codes(ledger_column(ledger, "server"), coded.server_names)
@@ -65,7 +68,9 @@ def verify(
     services = service_table(coded, breaks, numbers(events["latency_ms"]))
     totals = _totals(coded, breaks)
     population_requests, population_shares = population_tables(events["population"], coded)
-    reconciliation = reconcile(events["request_id"], ledger, coded, ledger_server, stopped)
+    reconciliation = reconcile(
+        events["request_id"], ledger, coded, ledger_server, stopped, foreign_run_rows=int(other_runs.sum())
+    )
     return Analysis(
         services=services,
         servers=server_table(coded, breaks, ledger, ledger_server, facts),
@@ -77,7 +82,7 @@ def verify(
         reconciliation=reconciliation,
         totals=totals,
         checks=threshold_checks(scenario.thresholds, services, totals, balance, faults),
-        invalid_reasons=list(facts.invalid_reasons),
+        invalid_reasons=[*facts.invalid_reasons, *invalid_reasons(reconciliation)],
     )
 
 

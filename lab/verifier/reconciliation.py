@@ -8,6 +8,10 @@ as an RPC/HTTP channel (a killed CAS never writes those rows: `lost_with_stopped
 a request id (exchanges inside an open connection), ledger rows no client asked for (health probes),
 ids on several ledger rows (a balancer retry) or on several events (clients whose ids are not unique)
 and events whose answering server differs from the ledger's.
+
+Reconciliation is also a check that the lab can vouch for the run: a client request answered by a CAS
+without its ledger row (`unmatched`), or a ledger row of another run (`foreign_run_rows`: its run id is
+not this run's, so another lab's clients reached this run's CAS) makes the run invalid.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ def reconcile(
     events: CodedEvents,
     ledger_server: np.ndarray,
     stopped: np.ndarray,
+    foreign_run_rows: int = 0,
 ) -> dict[str, int]:
     """Match every client event (its `request_ids`) to the ledger row of its request id; count whatever
-    does not match. `stopped`: per event, answered by a CAS that a fault killed later."""
+    does not match. `stopped`: per event, answered by a CAS that a fault killed later; `ledger` holds
+    this run's rows only, `foreign_run_rows` counts those of other runs (see rows_of_other_runs)."""
     n_events = len(request_ids)
     ids, blank = keys_of(pd.concat([request_ids, ledger_column(ledger, "request_id")], ignore_index=True))
     event_id, ledger_id = ids[:n_events], ids[n_events:]
@@ -59,4 +65,31 @@ def reconcile(
         "ledger_without_request_id": int((~ledger_has_id).sum()),
         "ledger_not_in_events": int((ledger_has_id & ~in_events[ledger_id]).sum()),
         "ledger_duplicate_ids": int(ledger_has_id.sum() - np.count_nonzero(in_ledger)),
+        "foreign_run_rows": foreign_run_rows,
     }
+
+
+def rows_of_other_runs(ledger: pd.DataFrame, run_id: str) -> np.ndarray:
+    """Per ledger row: does it carry another run's id? A row without one (a balancer's health probe), a
+    ledger without the column (runs from before it existed) or a run that does not know its own id
+    (run_id "") has none."""
+    if not run_id or "run_id" not in ledger.columns:
+        return np.zeros(len(ledger), dtype=bool)
+    ids = ledger["run_id"].fillna("")
+    return ((ids != "") & (ids != run_id)).to_numpy(dtype=bool)
+
+
+def invalid_reasons(reconciliation: dict[str, int]) -> list[str]:
+    """Why reconciliation says the lab cannot vouch for the run; none when it can."""
+    reasons = []
+    if unmatched := reconciliation["unmatched"]:
+        reasons.append(
+            f"{unmatched:,} client requests answered by a CAS have no ledger row of this run "
+            f"(reconciliation: unmatched {unmatched})"
+        )
+    if foreign := reconciliation["foreign_run_rows"]:
+        reasons.append(
+            f"{foreign:,} ledger rows belong to another run: another lab's clients reached this run's CAS "
+            f"(reconciliation: foreign_run_rows {foreign})"
+        )
+    return reasons
