@@ -1,0 +1,39 @@
+"""Finding scenarios: a file the user names, or a bundled one (lab/scenarios/*.toml) by its bare name."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from lab.scenario.model import Scenario, ScenarioError
+from lab.scenario.reader import parse_scenario
+
+SCENARIO_DIR = Path(__file__).parent.parent / "scenarios"
+
+
+def load_scenario(path_or_name: str | Path) -> Scenario:
+    """Load a scenario file, or a bundled scenario by its bare name (`quickstart`)."""
+    path = Path(path_or_name)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        bundled = SCENARIO_DIR / f"{path.name}.toml"
+        if not bundled.exists():
+            known = ", ".join(bundled_scenarios())
+            raise ScenarioError(str(path_or_name), "", f"no such file or bundled scenario; bundled: {known}")
+        path = bundled
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ScenarioError(str(path), "", f"cannot read: {err.strerror or err}") from None
+    return parse_scenario(text, origin=str(path), default_name=path.stem)
+
+
+def bundled_scenarios() -> dict[str, str]:
+    """Bundled scenario name -> its one-line description."""
+    out = {}
+    for path in sorted(SCENARIO_DIR.glob("*.toml")):
+        try:
+            description = tomllib.loads(path.read_text(encoding="utf-8")).get("description", "")
+        except tomllib.TOMLDecodeError:
+            description = "(not valid TOML)"
+        out[path.stem] = str(description)
+    return out
