@@ -99,6 +99,13 @@ def _list_scenarios(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _scenario_schema(_args: argparse.Namespace) -> int:
+    from lab.scenario import schema_text
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
 def _rerender_report(args: argparse.Namespace) -> int:
     """Re-render report.html, junit.xml and summary.json from a run's stored data; exit as the verdict."""
     from pathlib import Path
@@ -293,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scenarios", help="list the bundled scenarios")
     p.set_defaults(func=_list_scenarios)
+
+    p = sub.add_parser("scenario", help="scenario file helpers: print the JSON Schema of scenario files")
+    ssub = p.add_subparsers(dest="scenario_command", metavar="ACTION", required=True)
+    ps = ssub.add_parser("schema", help="print the JSON Schema of scenario files")
+    ps.set_defaults(func=_scenario_schema)
 
     p = sub.add_parser("report", help="re-render the report of a finished run")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -4,18 +4,24 @@ is allowed (DESIGN.md section 8)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+import tomllib
 from pathlib import Path
 from typing import ClassVar
 
+import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from caslab.vocab import METHODS
 from lab import balancers
+from lab.cli import main
 from lab.model import CasEndpoint, Persistence, TlsFiles, Vip, local_farm
 from lab.scenario import (
     SCENARIO_DIR,
+    SCHEMA_FILE,
     Scenario,
     ScenarioError,
     bundled_scenarios,
@@ -23,7 +29,10 @@ from lab.scenario import (
     load_scenario,
     parse_duration,
     parse_scenario,
+    scenario_schema,
 )
+from lab.scenario.durations import DURATION_PATTERN
+from lab.scenario.schema import SCHEMA_DIRECTIVE
 
 # A valid scenario; tests add sections after it or replace one of its top-level lines.
 BASE = """
@@ -35,6 +44,43 @@ time_scale = 60
 kind = "direct"
 users = 10
 """
+
+
+DESIGN_EXAMPLE = """
+name = "hosted-tenant"
+duration = "60s"
+ramp = "10s"
+time_scale = 60
+seed = 7
+[farm]
+servers = 4
+tls = "bridge"
+[balancer]
+driver = "nginx"
+topology = "single-vip"
+preset = "source-ip-all"
+persistence.eas = { method = "header", name = "Authorization", timeout = "45m" }
+health = { interval = "1s", fall = 2, rise = 2 }
+[[population]]
+kind = "tenant-nat"
+users = 1000
+source_ips = 1
+clients = { browser = 0.5, outlook2010-rpchttp = 0.4, eas-device = 0.3 }
+[[population]]
+kind = "mobile-carrier"
+users = 400
+source_ips = 8
+ip_change_every = "2m"
+[[fault]]
+at = "30s"
+server = "CAS02"
+action = "stop"
+[thresholds]
+hard_breaks = 0
+split_sessions_pct = { eas = 5 }
+balance_max_over_mean = 1.25
+error_rate_pct = 0.5
+"""  # DESIGN.md section 8
 
 
 def edited(edit: str) -> str:
@@ -74,6 +120,14 @@ def error_of(tmp_path: Path, text: str) -> ScenarioError:
     return err.value
 
 
+SCHEMA = jsonschema.Draft7Validator(scenario_schema())
+
+
+def schema_accepts(text: str) -> bool:
+    """Whether the JSON Schema of scenario files (what an editor checks as people type) accepts `text`."""
+    return SCHEMA.is_valid(tomllib.loads(text))
+
+
 # ---- bundled scenarios ------------------------------------------------------------------------------
 
 
@@ -81,7 +135,9 @@ def error_of(tmp_path: Path, text: str) -> ScenarioError:
 def test_every_bundled_scenario_loads_and_says_what_it_shows(name):
     scenario = load_scenario(name)
     text = (SCENARIO_DIR / f"{name}.toml").read_text()
-    assert text.startswith("# "), "a bundled scenario starts with a comment saying what it shows"
+    directive, _, text = text.partition("\n")
+    assert directive == SCHEMA_DIRECTIVE, "a bundled scenario names its schema first, for editors"
+    assert text.startswith("# "), "then a comment saying what it shows"
     header = text[: text.index("\nname")]
     assert "Expected verdict: " + scenario.expect in header
     assert scenario.name == name and scenario.description
@@ -133,44 +189,7 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_the_design_example_loads_with_its_values(tmp_path, any_driver):
-    scenario = load_text(
-        tmp_path,
-        """
-name = "hosted-tenant"
-duration = "60s"
-ramp = "10s"
-time_scale = 60
-seed = 7
-[farm]
-servers = 4
-tls = "bridge"
-[balancer]
-driver = "nginx"
-topology = "single-vip"
-preset = "source-ip-all"
-persistence.eas = { method = "header", name = "Authorization", timeout = "45m" }
-health = { interval = "1s", fall = 2, rise = 2 }
-[[population]]
-kind = "tenant-nat"
-users = 1000
-source_ips = 1
-clients = { browser = 0.5, outlook2010-rpchttp = 0.4, eas-device = 0.3 }
-[[population]]
-kind = "mobile-carrier"
-users = 400
-source_ips = 8
-ip_change_every = "2m"
-[[fault]]
-at = "30s"
-server = "CAS02"
-action = "stop"
-[thresholds]
-hard_breaks = 0
-split_sessions_pct = { eas = 5 }
-balance_max_over_mean = 1.25
-error_rate_pct = 0.5
-""",
-    )
+    scenario = load_text(tmp_path, DESIGN_EXAMPLE)
     assert (scenario.duration_s, scenario.ramp_s, scenario.time_scale, scenario.seed) == (60, 10, 60, 7)
     assert scenario.farm.server_names == ("CAS01", "CAS02", "CAS03", "CAS04")
     assert scenario.balancer.persistence["eas"] == Persistence("header", "Authorization", 2700)
@@ -294,6 +313,7 @@ def test_command_line_overrides_are_applied_and_checked_again(tmp_path, any_driv
 def test_a_mistake_names_the_file_the_key_and_what_is_allowed(tmp_path, edit, key, says):
     error = error_of(tmp_path, edited(edit))
     assert (error.key, says in error.problem) == (key, True), error.problem
+    assert not schema_accepts(edited(edit)), "the schema sees it too, so an editor marks it as people type"
 
 
 def test_populations_must_be_an_array_of_tables(tmp_path):
@@ -307,38 +327,44 @@ def test_populations_must_be_an_array_of_tables(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("population", "key", "says"),
+    ("population", "key", "says", "in_schema"),
     [
         ('kind = "hotel"\nusers = 3\n', "population[1].kind",
-         "allowed: tenant-nat, mobile-carrier, intranet"),
-        ('kind = "direct"\nusers = 0\n', "population[1].users", "at least 1"),
-        ('kind = "direct"\n', "population[1].users", "is required"),
+         "allowed: tenant-nat, mobile-carrier, intranet", True),
+        ('kind = "direct"\nusers = 0\n', "population[1].users", "at least 1", True),
+        ('kind = "direct"\n', "population[1].users", "is required", True),
         ('kind = "direct"\nusers = 3\nclients = { outlook2003 = 1 }\n', "population[1].clients.outlook2003",
-         "allowed here: browser, outlook2010-rpchttp"),
+         "allowed here: browser, outlook2010-rpchttp", True),
         ('kind = "direct"\nusers = 3\nclients = { browser = 1.5 }\n', "population[1].clients.browser",
-         "between 0 and 1"),
+         "between 0 and 1", True),
         ('kind = "direct"\nusers = 3\nclients = { browser = -0.5 }\n', "population[1].clients.browser",
-         "non-negative"),
+         "non-negative", True),
         ('kind = "direct"\nusers = 3\nclients = { browser = 0 }\n', "population[1].clients",
-         "would send nothing"),
+         "would send nothing", False),
         ('kind = "mobile-carrier"\nusers = 3\nclients = { browser = 1 }\n', "population[1].clients.browser",
-         "mobile-carrier has only eas-device"),
+         "mobile-carrier has only eas-device", True),
         ('kind = "tenant-nat"\nusers = 3\nsource_ips = 5\n', "population[1].source_ips",
-         "at most one address per"),
-        ('kind = "intranet"\nusers = 3\nsource_ips = 2\n', "population[1].source_ips", "their own address"),
+         "at most one address per", False),
+        ('kind = "intranet"\nusers = 3\nsource_ips = 2\n', "population[1].source_ips", "their own address",
+         True),
         ('kind = "tenant-nat"\nusers = 3\nip_change_every = "1m"\n', "population[1].ip_change_every",
-         "only mobile-carrier"),
+         "only mobile-carrier", True),
         ('kind = "mobile-carrier"\nusers = 3\nsource_ips = 1\nip_change_every = "1m"\n',
-         "population[1].ip_change_every", "source_ips of 2 or more"),
+         "population[1].ip_change_every", "source_ips of 2 or more", False),
         ('kind = "mobile-carrier"\nusers = 3\nip_change_evry = "1m"\n', "population[1].ip_change_evry",
-         "did you mean 'ip_change_every'?"),
+         "did you mean 'ip_change_every'?", True),
         ('kind = "direct"\nusers = 3\nname = "direct#0"\n', "population[1].name",
-         "is the name of population[0]"),
+         "is the name of population[0]", False),
     ],
 )  # fmt: skip
-def test_population_mistakes(tmp_path, population, key, says):
-    error = error_of(tmp_path, BASE + "[[population]]\n" + population)
+def test_population_mistakes(tmp_path, population, key, says, in_schema):
+    """`in_schema`: a mistake of one population alone, which the JSON Schema sees too; the others need
+    two keys' values compared (or all populations), which only the reader does."""
+    text = BASE + "[[population]]\n" + population
+    error = error_of(tmp_path, text)
     assert (error.key, says in error.problem) == (key, True), error.problem
+    if in_schema:
+        assert not schema_accepts(text)
 
 
 @pytest.mark.parametrize(
@@ -414,6 +440,74 @@ def test_a_method_the_driver_cannot_do_is_refused_naming_the_key(tmp_path, refus
         ScenarioError, match=r"\(with --preset recommended\): balancer.preset: driver traefik"
     ):
         load_text(tmp_path, ok).with_overrides(preset="recommended")
+
+
+# ---- the JSON Schema (what editors check as people type) ------------------------------------------
+
+
+def test_the_committed_schema_is_what_caslab_scenario_schema_prints(capsys):
+    assert main(["scenario", "schema"]) == 0
+    printed = capsys.readouterr().out
+    jsonschema.Draft7Validator.check_schema(json.loads(printed))
+    assert SCHEMA_FILE.read_text() == printed, (
+        "the committed schema is stale: caslab scenario schema > lab/scenarios/scenario.schema.json"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(bundled_scenarios()))
+def test_every_bundled_scenario_is_valid_by_the_committed_schema(name):
+    text = (SCENARIO_DIR / f"{name}.toml").read_text()
+    directive = text.splitlines()[0].removeprefix("#:schema ")
+    committed = json.loads((SCENARIO_DIR / directive).read_text())  # what an editor finds
+    jsonschema.validate(tomllib.loads(text), committed, cls=jsonschema.Draft7Validator)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "path"),
+    [
+        ({"duraton": "20s"}, []),  # an unknown key
+        ({"farm": {"servers": "three"}}, ["farm", "servers"]),  # a wrong type
+        ({"farm": {"tls": "tls13"}}, ["farm", "tls"]),  # a value outside the enum
+        ({"balancer": {"preset": "sticky"}}, ["balancer", "preset"]),
+        ({"ramp": "10 seconds"}, ["ramp"]),  # not a duration
+        ({"balancer": {"persistence": {"eas": {"method": "header"}}}}, ["balancer", "persistence", "eas"]),
+    ],
+)
+def test_the_schema_rejects_a_wrong_file_at_its_key(mistake, path):
+    data = {**tomllib.loads(BASE), **mistake}
+    errors = list(jsonschema.Draft7Validator(json.loads(SCHEMA_FILE.read_text())).iter_errors(data))
+    assert [list(e.absolute_path) for e in errors] == [path], [e.message for e in errors]
+
+
+def test_the_schema_accepts_what_the_reader_accepts(tmp_path, any_driver):
+    """The schema is not stricter than the reader: the design's example passes, and a short form with
+    two spaces (the test below tries short forms at random)."""
+    assert load_text(tmp_path, DESIGN_EXAMPLE).name == "hosted-tenant" and schema_accepts(DESIGN_EXAMPLE)
+    short = BASE + '[balancer]\npersistence.owa = "none"\npersistence.eas = "header  Authorization"\n'
+    assert load_text(tmp_path, short).balancer.persistence["eas"].name == "Authorization"
+    assert schema_accepts(short)
+
+
+@given(st.text(alphabet="0123456789.mshx \t", max_size=12))
+def test_the_schema_reads_a_duration_as_the_reader_does(text):
+    try:
+        parse_duration(text)
+    except ValueError:
+        assert not re.search(DURATION_PATTERN, text)
+    else:
+        assert re.search(DURATION_PATTERN, text)
+
+
+@given(st.sampled_from(sorted(METHODS)), st.text(alphabet=" \tXy", max_size=4))
+def test_the_schema_reads_a_persistence_string_as_the_reader_does(method, rest):
+    text = BASE + f'[balancer]\npersistence.owa = "{method}{rest}"\n'.replace("\t", "\\t")
+    try:
+        parse_scenario(text, "f.toml")
+    except ScenarioError as err:  # a mistake of the string itself, or a rule of the whole (ssl-session-id)
+        read = err.key == "balancer.persistence.owa"
+    else:
+        read = True
+    assert schema_accepts(text) == read
 
 
 # ---- durations (a parser: property-based) ----------------------------------------------------------

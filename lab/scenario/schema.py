@@ -21,7 +21,7 @@ from lab.scenario.keys import NAMED_METHODS, POPULATION_KEYS, TOP_KEYS, Key
 from lab.scenario.model import POPULATION_KINDS
 
 SCHEMA_FILE = Path(__file__).parent.parent / "scenarios" / "scenario.schema.json"
-SCHEMA_DIRECTIVE = "#:schema ./scenario.schema.json"  # the first line of a bundled scenario
+SCHEMA_DIRECTIVE = f"#:schema ./{SCHEMA_FILE.name}"  # the first line of a bundled scenario
 DRAFT = "http://json-schema.org/draft-07/schema#"
 
 
