@@ -1,20 +1,24 @@
 """The `caslab` command line (DESIGN.md section 10).
 
-Each command is one small function registered in COMMANDS; a command that is not built yet says so and
-exits 2 instead of printing anything that could be mistaken for a result.
+`build_parser` declares every command with its one-line help, a description and examples (what
+`caslab COMMAND --help` teaches); each command runs one small function below, which imports what it
+needs when it runs. Exit codes: 0 pass (or done), 1 a check failed, 2 the lab could not run (a wrong
+scenario, option or address included).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from caslab import vocab
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 BACKEND_HELP = "local: processes on loopback (default); docker: containers on a lab network of their own"
+DRIVER_HELP = f"balancer driver: {', '.join(vocab.DRIVERS)} (a VIP you run yourself)"
+PRESET_HELP = "persistence preset: article, recommended, source-ip-all, lb-cookie-all, none-all"
+EXIT_CODES = "Exit code: 0 pass, 1 a check failed, 2 the lab could not run."
 
 DESCRIPTION = """\
 caslab tests a load balancer's persistence (affinity) settings in front of an Exchange 2010 CAS farm.
@@ -23,7 +27,8 @@ A run starts a farm of mock CAS, a real balancer (Envoy by default; HAProxy, ngi
 external VIP) and Locust populations of Exchange clients, then tells whether any session broke and
 whether the load stayed balanced. Results go to reports/<name>-<UTC time>/.
 
-Exit codes of `run` and `matrix`: 0 pass, 1 a check failed, 2 the lab could not run.
+Exit codes of `run`, `matrix` and `report`: 0 pass, 1 a check failed, 2 the lab could not run.
+`caslab COMMAND --help` says more about each command.
 """
 
 EPILOG = """\
@@ -32,22 +37,14 @@ examples:
   caslab run quickstart                         a small run on the default driver (Envoy)
   caslab run hosted-tenant-source-ip --driver haproxy
   caslab balancer config --driver haproxy --preset recommended > haproxy.cfg
-  caslab cas --name CAS01 --host 127.0.1.11     one mock CAS in the foreground
+  caslab scenario schema > scenario.schema.json the JSON Schema of scenario files, for editors
+  caslab up                                     a lab to explore by hand; caslab down stops it
 """
-
-
-def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        print(f"caslab {name}: not built yet ({issue}).", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-
-    return run
 
 
 def _run_cas(args: argparse.Namespace) -> int:
     import asyncio
     import logging
-    from pathlib import Path
 
     from mockcas.config import CasConfig  # imports mockcas before aiohttp (RPC/HTTP needs that)
     from mockcas.server import serve_forever
@@ -108,8 +105,6 @@ def _scenario_schema(_args: argparse.Namespace) -> int:
 
 def _rerender_report(args: argparse.Namespace) -> int:
     """Re-render report.html, junit.xml and summary.json from a run's stored data; exit as the verdict."""
-    from pathlib import Path
-
     from lab.report import RUN_FACTS, render_report
     from lab.scenario import ScenarioError
     from lab.verdict import EXIT_CODES
@@ -131,8 +126,6 @@ def _rerender_report(args: argparse.Namespace) -> int:
 def _balancer_config(args: argparse.Namespace) -> int:
     """Print the config a driver renders for a preset (or a scenario's balancer section), for a local farm.
     Paths in it (stats socket, certificates) are relative to a run folder: balancer/, tls/."""
-    from pathlib import Path
-
     from lab.balancers import BalancerError, Unsupported, driver_class
     from lab.balancers.presets import PRESETS, resolve
     from lab.model import BalancerSpec, TlsFiles, Vip, local_farm
@@ -220,6 +213,20 @@ def _down(_args: argparse.Namespace) -> int:
     return down()
 
 
+def _command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, examples: str = ""
+) -> argparse.ArgumentParser:
+    """A (sub)command with its one-line `help` in the list above it, and its own --help: the
+    `description` and, when given, `examples` (lines of "command    what it does")."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=f"examples:\n{examples}" if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caslab",
@@ -229,36 +236,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run one scenario and write its report")
+    p = _command(
+        sub,
+        "run",
+        "run one scenario and write its report",
+        "Run one scenario: start a farm of mock CAS behind a real balancer, run the scenario's client\n"
+        "populations through it for the ramp and the load phase, fire its faults, then check the CAS's\n"
+        "ledgers and the clients' events against its thresholds. report.html, summary.json and junit.xml\n"
+        "go to OUT/<name>-<UTC time>/; the lab is torn down on every way out, Ctrl-C included.\n"
+        + EXIT_CODES,
+        "  caslab run quickstart                            a small run on the default driver (Envoy)\n"
+        "  caslab run hosted-tenant-source-ip --driver haproxy\n"
+        "  caslab run my-farm.toml --preset recommended --duration 2m\n"
+        "  caslab run quickstart --backend docker           the same lab in containers\n"
+        "  CASLAB_LOCAL_NET=127.0.22 caslab run quickstart  a second local lab beside a running one\n",
+    )
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
-    p.add_argument("--driver", help="balancer driver: envoy (default), haproxy, nginx, traefik, external")
-    p.add_argument("--preset", help="persistence preset: article, recommended, source-ip-all, ...")
+    p.add_argument("--driver", help=f"{DRIVER_HELP}; default: the scenario's")
+    p.add_argument("--preset", help=f"{PRESET_HELP}; default: the scenario's")
     p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
     p.add_argument("--duration", help="override the load phase, e.g. 30s")
     p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("matrix", help="run one scenario on several drivers x presets, side by side")
-    p.add_argument("scenario", metavar="SCENARIO")
+    p = _command(
+        sub,
+        "matrix",
+        "run one scenario on several drivers x presets, side by side",
+        "Run one scenario once for every driver x preset (one after the other, each a full `caslab run`)\n"
+        "and write matrix.html, a side-by-side table of their verdicts and figures, to\n"
+        "OUT/matrix-<name>-<UTC time>/. A combination a driver refuses is shown as refused, not run.\n"
+        "Exit code: 0 every run passed, 1 a check of some run failed, 2 some run could not run.",
+        "  caslab matrix quickstart\n"
+        "  caslab matrix hosted-tenant-source-ip --drivers haproxy,nginx --presets article,recommended\n",
+    )
+    p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
     p.add_argument("--drivers", default="envoy,haproxy,nginx", help="comma-separated (default: %(default)s)")
     p.add_argument("--presets", default="recommended", help="comma-separated (default: %(default)s)")
     p.add_argument("--duration", help="override the load phase of every run, e.g. 30s")
     p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
     p.set_defaults(func=_matrix)
 
-    p = sub.add_parser("balancer", help="balancer helpers: print a rendered config")
-    bsub = p.add_subparsers(dest="balancer_command", metavar="ACTION", required=True)
-    pc = bsub.add_parser("config", help="print the config a driver renders for a preset")
-    pc.add_argument("--driver", required=True)
-    pc.add_argument("--preset", required=True)
-    pc.add_argument("--scenario")
+    p = _command(
+        sub,
+        "balancer",
+        "balancer helpers: print a rendered config",
+        "Balancer helpers. `config` prints the files a driver renders, to read or to start from.",
+    )
+    bsub = p.add_subparsers(dest="balancer_command", metavar="ACTION", required=True, help="one of:")
+    pc = _command(
+        bsub,
+        "config",
+        "print the config a driver renders for a preset",
+        "Print the config a driver renders for a persistence preset, or for a scenario's balancer\n"
+        "section (its farm size, TLS mode and per-service overrides), in front of a local farm. Paths in\n"
+        "it (stats socket, certificates) are relative to a run folder: balancer/, tls/. A driver that\n"
+        "cannot do what is asked says what and why, and the exit code is 2.",
+        "  caslab balancer config --driver haproxy --preset recommended > haproxy.cfg\n"
+        "  caslab balancer config --driver haproxy --preset source-ip-all --scenario ssl-session-id-tls13\n",
+    )
+    pc.add_argument("--driver", required=True, help=DRIVER_HELP)
+    pc.add_argument("--preset", required=True, help=PRESET_HELP)
+    pc.add_argument("--scenario", help="a scenario file or bundled name whose balancer section to render")
     pc.set_defaults(func=_balancer_config)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "up",
-        help="start a lab to explore by hand (farm + balancer, no load)",
-        description="Start a farm of mock CAS behind a real balancer on loopback and wait; point a browser, "
-        "curl or Outlook at the VIP. Stops on Ctrl-C or `caslab down`.",
+        "start a lab to explore by hand (farm + balancer, no load)",
+        "Start a farm of mock CAS behind a real balancer and wait; point a browser, curl or Outlook at\n"
+        "the VIP it prints. Stops on Ctrl-C or `caslab down` (from another terminal in this folder).",
+        "  caslab up                                  3 CAS behind Envoy, TLS offloaded, on 127.0.1.1\n"
+        "  caslab up --driver haproxy --tls none --servers 2\n"
+        "  caslab up --backend docker\n",
     )
     p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
     p.add_argument("--servers", type=int, default=3, help="number of CAS (default 3)")
@@ -268,46 +318,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="where the lab's folder goes (default reports/)")
     p.set_defaults(func=_up)
 
-    p = sub.add_parser("down", help="stop the lab started by 'caslab up'")
+    p = _command(
+        sub,
+        "down",
+        "stop the lab started by 'caslab up'",
+        "Stop the lab that `caslab up` started from this folder (it waits for the lab to be torn down).",
+    )
     p.set_defaults(func=_down)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "cas",
-        help="run one mock CAS in the foreground (container entry point)",
-        description="Run one mock Exchange 2010 CAS until SIGTERM/Ctrl-C. Ports are the same on every "
-        "CAS; each CAS has its own address. The admin port serves /caslab/health, /caslab/ledger, "
-        "/caslab/stats and /caslab/fault?health=up|down|drain.",
+        "run one mock CAS in the foreground (container entry point)",
+        "Run one mock Exchange 2010 CAS until SIGTERM/Ctrl-C. Ports are the same on every CAS; each CAS\n"
+        "has its own address. The admin port serves /caslab/health, /caslab/ledger, /caslab/stats and\n"
+        "/caslab/fault?health=up|down|drain. A run starts its CAS this way; run one by hand to try a\n"
+        "client against a single server.",
+        "  caslab cas --name CAS01 --host 127.0.1.11\n"
+        "  caslab cas --name CAS02 --host 127.0.1.12 --time-scale 60 --log-level DEBUG\n",
     )
     p.add_argument("--name", default="CAS01", help="server name, sent as X-CasLab-Server (default CAS01)")
     p.add_argument("--host", default="127.0.1.11", help="address to listen on (default 127.0.1.11)")
-    p.add_argument("--http-port", type=int, default=vocab.HTTP_PORT)
+    p.add_argument("--http-port", type=int, default=vocab.HTTP_PORT, help="HTTP (default %(default)s)")
     p.add_argument("--https-port", type=int, default=vocab.HTTPS_PORT, help="used with --cert/--key")
-    p.add_argument("--mapi-port", type=int, default=vocab.MAPI_PORT)
-    p.add_argument("--ab-port", type=int, default=vocab.AB_PORT)
-    p.add_argument("--admin-port", type=int, default=vocab.ADMIN_PORT)
+    p.add_argument("--mapi-port", type=int, default=vocab.MAPI_PORT, help="MAPI (default %(default)s)")
+    p.add_argument("--ab-port", type=int, default=vocab.AB_PORT, help="Address Book (default %(default)s)")
+    p.add_argument("--admin-port", type=int, default=vocab.ADMIN_PORT, help="admin (default %(default)s)")
     p.add_argument("--farm-key", help="hex key shared by the farm (mailbox state); random if omitted")
     p.add_argument("--key-seed", help="derive this CAS's own key from a seed, for reproducible runs")
     p.add_argument("--time-scale", type=float, default=1.0, help="protocol timers run this much faster")
     p.add_argument("--users", type=int, default=100_000, help="number of users userN@<domain>")
-    p.add_argument("--password", default="caslab")
+    p.add_argument("--password", default="caslab", help="every user's password (default %(default)s)")
     p.add_argument("--vip-host", default="mail.caslab.test", help="host name Autodiscover hands out")
     p.add_argument("--cert", help="PEM certificate chain for HTTPS")
     p.add_argument("--key", help="PEM private key for HTTPS")
     p.add_argument("--oab-skew", action="store_true", help="serve an OAB version unlike the other CAS")
     p.add_argument("--run-id", default="", help="the lab run this CAS serves, named in its admin answers")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ... (default %(default)s)")
     p.set_defaults(func=_run_cas)
 
-    p = sub.add_parser("scenarios", help="list the bundled scenarios")
+    p = _command(
+        sub,
+        "scenarios",
+        "list the bundled scenarios",
+        "List the bundled scenarios (lab/scenarios/*.toml), each with what it shows. Run one by its\n"
+        "name; copy one to start a scenario of your own.",
+        "  caslab scenarios\n  caslab run cas-failure\n",
+    )
     p.set_defaults(func=_list_scenarios)
 
-    p = sub.add_parser("scenario", help="scenario file helpers: print the JSON Schema of scenario files")
-    ssub = p.add_subparsers(dest="scenario_command", metavar="ACTION", required=True)
-    ps = ssub.add_parser("schema", help="print the JSON Schema of scenario files")
+    p = _command(
+        sub,
+        "scenario",
+        "scenario file helpers: print the JSON Schema of scenario files",
+        "Scenario file helpers. `schema` prints the JSON Schema of scenario files.",
+    )
+    ssub = p.add_subparsers(dest="scenario_command", metavar="ACTION", required=True, help="one of:")
+    ps = _command(
+        ssub,
+        "schema",
+        "print the JSON Schema of scenario files",
+        "Print the JSON Schema of scenario files: every key with what it does, its type, default and\n"
+        "allowed values. Editors with TOML schema support (taplo, Even Better TOML) complete and check\n"
+        "the keys of a file whose first line names the schema, as the bundled scenarios do:\n"
+        "    #:schema ./scenario.schema.json\n"
+        "`caslab run` still checks more than the schema can: what needs two keys compared (a fault's\n"
+        "server in the farm, a method the TLS mode allows) and what the chosen driver refuses.",
+        "  caslab scenario schema > scenario.schema.json\n",
+    )
     ps.set_defaults(func=_scenario_schema)
 
-    p = sub.add_parser("report", help="re-render the report of a finished run")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = _command(
+        sub,
+        "report",
+        "re-render the report of a finished run",
+        "Re-render report.html, junit.xml and summary.json of a finished run from the data it stored\n"
+        "(events, ledgers, facts), e.g. after an update of caslab. Exit code: as the run's verdict.",
+        "  caslab report reports/quickstart-20261126T101500Z\n",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, reports/<name>-<UTC time>")
     p.set_defaults(func=_rerender_report)
     return parser
 

@@ -1,14 +1,41 @@
-"""The command line says what it can do, and says plainly what it cannot do yet."""
+"""The command line says what it can do: every command teaches itself in --help, with examples that
+parse as written."""
 
+import argparse
+import json
+import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lab.cli import build_parser, main
 
-DESIGN_COMMANDS = {"run", "matrix", "balancer", "up", "down", "cas", "scenarios", "report"}
+DESIGN_COMMANDS = {"run", "matrix", "balancer", "up", "down", "cas", "scenarios", "scenario", "report"}
+
+
+def commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command and action under `parser`, as the words that name it ("balancer", "config")."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*words, name), sub
+                yield from commands(sub, (*words, name))
+
+
+def examples(parser: argparse.ArgumentParser) -> list[str]:
+    """The commands of a parser's "examples:" lines, without their explanation or output redirection."""
+    epilog = parser.epilog or ""
+    if "examples:" not in epilog:
+        return []
+    lines = epilog.split("examples:", 1)[1].strip().splitlines()
+    return [re.split(r" {2,}| > ", line.strip())[0] for line in lines]
+
+
+ALL_COMMANDS = list(commands(build_parser()))
 
 
 def test_help_lists_every_command_of_the_design():
@@ -17,6 +44,40 @@ def test_help_lists_every_command_of_the_design():
     ).stdout
     for command in DESIGN_COMMANDS:
         assert f"    {command}" in out, f"'{command}' missing from --help"
+
+
+@pytest.mark.parametrize(("words", "parser"), ALL_COMMANDS, ids=[" ".join(w) for w, _ in ALL_COMMANDS])
+def test_every_command_teaches_itself(words, parser):
+    assert parser.description, f"caslab {' '.join(words)} --help has no description"
+    undocumented = [a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not undocumented, f"caslab {' '.join(words)}: no help for {undocumented}"
+    takes_arguments = len(parser._actions) > 1  # more than --help
+    is_group = any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+    if takes_arguments and not is_group:
+        assert examples(parser), f"caslab {' '.join(words)} takes arguments but shows no example"
+
+
+def test_every_example_parses_as_written():
+    parser = build_parser()
+    shown = examples(parser) + [e for _, sub in ALL_COMMANDS for e in examples(sub)]
+    assert len(shown) >= 15
+    for example in shown:
+        argv = [word for word in shlex.split(example) if "=" not in word or word.startswith("-")]
+        assert argv[0] == "caslab", example
+        assert parser.parse_args(argv[1:]).func, example
+
+
+def test_scenario_schema_prints_the_json_schema(capsys):
+    assert main(["scenario", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "caslab scenario" and "population" in schema["properties"]
+
+
+def test_a_command_group_without_its_action_is_a_usage_error():
+    for group in ("scenario", "balancer"):
+        with pytest.raises(SystemExit) as err:
+            build_parser().parse_args([group])
+        assert err.value.code == 2
 
 
 def test_console_script_is_installed():
