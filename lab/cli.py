@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from caslab import vocab
+from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, EXIT_PASS
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 BACKEND_HELP = "local: processes on loopback (default); docker: containers on a lab network of their own"
 DRIVER_HELP = f"balancer driver: {', '.join(vocab.DRIVERS)} (a VIP you run yourself)"
 PRESET_HELP = "persistence preset: article, recommended, source-ip-all, lb-cookie-all, none-all"
-EXIT_CODES = "Exit code: 0 pass, 1 a check failed, 2 the lab could not run."
+EXIT_HELP = "Exit code: 0 pass, 1 a check failed, 2 the run is invalid or the lab could not run."
 
 DESCRIPTION = """\
 caslab tests a load balancer's persistence (affinity) settings in front of an Exchange 2010 CAS farm.
@@ -83,7 +83,7 @@ def _run_cas(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"caslab cas: cannot listen on {args.host}: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def _list_scenarios(_args: argparse.Namespace) -> int:
@@ -93,21 +93,20 @@ def _list_scenarios(_args: argparse.Namespace) -> int:
     width = max(map(len, scenarios), default=0)
     for name, description in scenarios.items():
         print(f"{name:<{width}}  {description}")
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def _scenario_schema(_args: argparse.Namespace) -> int:
     from lab.scenario import schema_text
 
     sys.stdout.write(schema_text())
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def _rerender_report(args: argparse.Namespace) -> int:
     """Re-render report.html, junit.xml and summary.json from a run's stored data; exit as the verdict."""
     from lab.report import RUN_FACTS, render_report
     from lab.scenario import ScenarioError
-    from lab.verdict import EXIT_CODES
 
     run_dir = Path(args.run_dir)
     missing = [n for n in (RUN_FACTS, "events.parquet", "ledger.parquet") if not (run_dir / n).is_file()]
@@ -156,7 +155,7 @@ def _balancer_config(args: argparse.Namespace) -> int:
         if len(rendered) > 1:
             print(f"# ---- {name} ----")
         print(text, end="" if text.endswith("\n") else "\n")
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -244,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "populations through it for the ramp and the load phase, fire its faults, then check the CAS's\n"
         "ledgers and the clients' events against its thresholds. report.html, summary.json and junit.xml\n"
         "go to OUT/<name>-<UTC time>/; the lab is torn down on every way out, Ctrl-C included.\n"
-        + EXIT_CODES,
+        + EXIT_HELP,
         "  caslab run quickstart                            a small run on the default driver (Envoy)\n"
         "  caslab run hosted-tenant-source-ip --driver haproxy\n"
         "  caslab run my-farm.toml --preset recommended --duration 2m\n"

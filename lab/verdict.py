@@ -17,6 +17,7 @@ VERDICTS = ("pass", "fail", "invalid")
 # The exit codes of `caslab run`, `caslab report` and `caslab matrix`; a lab that could not run at all
 # vouches for nothing either, so it exits as an invalid run does.
 EXIT_CODES = {"pass": 0, "fail": 1, "invalid": 2}
+EXIT_PASS, EXIT_FAIL = EXIT_CODES["pass"], EXIT_CODES["fail"]
 EXIT_CANNOT_RUN = EXIT_CODES["invalid"]
 
 
