@@ -175,9 +175,41 @@ def test_quickstart_has_every_population_kind_and_client_kind_on_the_default_dri
 
 
 def test_a_bare_name_finds_the_bundled_file_and_an_unknown_one_lists_them():
-    assert load_scenario("round-robin").origin == str(SCENARIO_DIR / "round-robin.toml")
+    scenario = load_scenario("round-robin")
+    assert scenario.source_text == (SCENARIO_DIR / "round-robin.toml").read_text()
     with pytest.raises(ScenarioError, match=r"bundled: .*quickstart"):
         load_scenario("no-such-scenario")
+
+
+def test_the_origin_is_what_the_user_typed_never_a_path_of_this_machine(tmp_path, monkeypatch):
+    """summary.json and every message carry the origin: a bundled scenario's name, a file's path as
+    given on the command line (relative stays relative)."""
+    assert load_scenario("round-robin").origin == "round-robin"
+    assert load_scenario("round-robin").to_dict()["origin"] == "round-robin"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "farm.toml").write_text(BASE)
+    monkeypatch.chdir(tmp_path)
+    assert load_scenario("./mine/farm.toml").origin == "./mine/farm.toml"
+    assert load_scenario(Path("mine/farm.toml")).origin == "mine/farm.toml"
+    with pytest.raises(ScenarioError, match=r"^mine/typo\.toml: cannot read"):
+        load_scenario("mine/typo.toml")
+    with pytest.raises(ScenarioError, match=r"^cas-failure \(with --duration 5s\): fault\[0\]\.at: "):
+        load_scenario("cas-failure").with_overrides(duration="5s")
+
+
+# A path of a machine: a home, a work tree or a temporary folder (the committed example was made in one).
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|Users)/")
+
+
+def test_no_committed_example_report_holds_a_path_of_this_machine():
+    examples = Path(__file__).parent.parent / "reports" / "examples"
+    files = [p for p in examples.rglob("*") if p.is_file()]
+    assert files, "the example report is committed"
+    here = [str(Path(__file__).parent.parent.resolve()), str(Path.home())]  # this checkout, this home
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found = [m.group() for m in MACHINE_PATH.finditer(text)] + [p for p in here if p != "/" and p in text]
+        assert not found, f"{path.relative_to(examples)} holds a path of this machine: {found}"
 
 
 def test_a_missing_file_is_named(tmp_path):

@@ -1,4 +1,9 @@
-"""Finding scenarios: a file the user names, or a bundled one (lab/scenarios/*.toml) by its bare name."""
+"""Finding scenarios: a file the user names, or a bundled one (lab/scenarios/*.toml) by its bare name.
+
+A scenario's origin, which its messages and its report name, is what the user typed: a bundled
+scenario's name (`quickstart`), else the path as given on the command line, never resolved, so that
+nothing a run writes holds a path of the machine it ran on.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +19,18 @@ SCENARIO_DIR = Path(__file__).parent.parent / "scenarios"
 def load_scenario(path_or_name: str | Path) -> Scenario:
     """Load a scenario file, or a bundled scenario by its bare name (`quickstart`)."""
     path = Path(path_or_name)
+    origin = str(path_or_name)
     if not path.exists() and path.suffix == "" and len(path.parts) == 1:
         bundled = SCENARIO_DIR / f"{path.name}.toml"
         if not bundled.exists():
             known = ", ".join(bundled_scenarios())
-            raise ScenarioError(str(path_or_name), "", f"no such file or bundled scenario; bundled: {known}")
-        path = bundled
+            raise ScenarioError(origin, "", f"no such file or bundled scenario; bundled: {known}")
+        path, origin = bundled, path.name
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ScenarioError(str(path), "", f"cannot read: {err.strerror or err}") from None
-    return parse_scenario(text, origin=str(path), default_name=path.stem)
+        raise ScenarioError(origin, "", f"cannot read: {err.strerror or err}") from None
+    return parse_scenario(text, origin=origin, default_name=path.stem)
 
 
 def bundled_scenarios() -> dict[str, str]:

@@ -128,7 +128,8 @@ class Scenario:
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     description: str = ""
     expect: str | None = None
-    origin: str = "<scenario>"  # the file it came from, for messages
+    # Where it came from, for messages and reports: a bundled scenario's name, else the path as given.
+    origin: str = "<scenario>"
     source_text: str = field(default="", repr=False, compare=False)  # the TOML, kept for re-rendering
     overrides: dict[str, str] = field(default_factory=dict)  # what the command line changed
 
