@@ -33,7 +33,7 @@ class Key:
     default: str | int | float | bool | None = None  # the value when the key is left out, if fixed
     required: bool = False
     minimum: int | None = None  # the smallest integer allowed
-    maximum: int | float | None = None  # the largest integer or number allowed
+    maximum: int | float | None = None  # the largest allowed (a share: the reader says so in its words)
     positive: bool = False  # a number above 0 (every number is at least 0)
     keys: tuple[Key, ...] = ()  # of a table, an array of tables, a persistence table, or per service
 

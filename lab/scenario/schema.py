@@ -17,7 +17,7 @@ from typing import Any
 
 from caslab.vocab import CLIENT_KINDS, METHODS
 from lab.scenario.durations import DURATION_HELP, DURATION_PATTERN
-from lab.scenario.keys import NAMED_METHODS, POPULATION_KEYS, TOP_KEYS, Key
+from lab.scenario.keys import NAMED_METHODS, TOP_KEYS, Key
 from lab.scenario.model import POPULATION_KINDS
 
 SCHEMA_FILE = Path(__file__).parent.parent / "scenarios" / "scenario.schema.json"
@@ -27,13 +27,15 @@ DRAFT = "http://json-schema.org/draft-07/schema#"
 
 def scenario_schema() -> dict[str, Any]:
     """The JSON Schema of a scenario file, as plain data."""
-    return {
+    schema = {
         "$schema": DRAFT,
         "title": "caslab scenario",
         "description": "A caslab scenario (DESIGN.md section 8): a farm, a balancer, populations of "
         "clients, faults and thresholds. Times are durations: " + DURATION_HELP + ".",
         **_table(TOP_KEYS),
     }
+    schema["properties"]["population"]["items"]["allOf"] = _population_kind_rules()
+    return schema
 
 
 def schema_text() -> str:
@@ -50,8 +52,6 @@ def _table(keys: tuple[Key, ...]) -> dict[str, Any]:
     required = [key.name for key in keys if key.required]
     if required:
         schema["required"] = required
-    if keys is POPULATION_KEYS:
-        schema["allOf"] = _population_kind_rules()
     return schema
 
 
