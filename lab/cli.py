@@ -242,8 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run one scenario: start a farm of mock CAS behind a real balancer, run the scenario's client\n"
         "populations through it for the ramp and the load phase, fire its faults, then check the CAS's\n"
         "ledgers and the clients' events against its thresholds. report.html, summary.json and junit.xml\n"
-        "go to OUT/<name>-<UTC time>/; the lab is torn down on every way out, Ctrl-C included.\n"
-        + EXIT_HELP,
+        "go to OUT/<name>-<UTC time>/; the lab is torn down on every way out, Ctrl-C included.\n" + EXIT_HELP,
         "  caslab run quickstart                            a small run on the default driver (Envoy)\n"
         "  caslab run hosted-tenant-source-ip --driver haproxy\n"
         "  caslab run my-farm.toml --preset recommended --duration 2m\n"
