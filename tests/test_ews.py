@@ -291,3 +291,36 @@ def test_random_and_mangled_bodies_never_crash_and_always_leave_a_ledger_row(mak
 def test_the_client_parser_never_raises(body):
     assert ews.parse(body) is None or isinstance(ews.parse(body), ews.EwsAnswer)
     assert ews.classify(200, body)[0] in ("ok", "foreign", "error")
+
+
+def test_get_folder_answers_the_additional_properties_asked_for(make_farm):
+    make_farm(BASE, servers=1)
+    body = ews.get_folder(["inbox", "calendar"], shape="IdOnly").replace(
+        b"</t:BaseShape>",
+        b'</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="folder:DisplayName"/>'
+        b'<t:FieldURI FieldURI="folder:UnreadCount"/><t:FieldURI FieldURI="folder:FolderClass"/>'
+        b"</t:AdditionalProperties>",
+    )
+    answer = _post(requests.Session(), CAS01, body).text
+    assert "<t:DisplayName>Inbox</t:DisplayName>" in answer and "<t:FolderClass>IPF.Note<" in answer
+    assert "<t:DisplayName>Calendar</t:DisplayName>" in answer and "IPF.Appointment" in answer
+    assert answer.count("<t:UnreadCount>") == 1, "a calendar folder has no unread count"
+    assert "<t:TotalCount>" not in answer, "only what IdOnly and the additional properties name"
+
+
+def test_convert_id_converts_mailbox_ids_and_refuses_others_with_server_version_info(make_farm):
+    make_farm(BASE, servers=1)
+    session = requests.Session()
+    inbox_id = re.search(r'FolderId Id="([^"]+)"', _post(session, CAS01, ews.get_folder()).text).group(1)
+    ids = (
+        f'<t:AlternateId Format="EwsId" Id="{inbox_id}" Mailbox="{USER}"/>'
+        '<t:AlternateId Format="EwsId" Id="DUMMY" Mailbox="DUMMY"/>'
+    )
+    body = ews.envelope(
+        f'<m:ConvertId DestinationFormat="HexEntryId"><m:SourceIds>{ids}</m:SourceIds></m:ConvertId>'
+    )
+    answer = _post(session, CAS01, body)
+    assert answer.status_code == 200 and "ServerVersionInfo" in answer.text
+    hex_id = base64.b64decode(inbox_id).hex().upper()
+    assert f'Format="HexEntryId" Id="{hex_id}"' in answer.text
+    assert answer.text.count('ResponseClass="Success"') == 1 and "ErrorInvalidIdMalformed" in answer.text

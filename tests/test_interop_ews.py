@@ -1,9 +1,8 @@
 """exchangelib, a real EWS client, against the mock CAS farm behind the default balancer with TLS offload:
 it reads the ServerVersionInfo header, keeps exchangecookie and the balancer's cookie, makes a pull
 subscription, polls it and ends it; under `none-all` its GetEvents reaches another CAS and gets
-ErrorSubscriptionNotFound, as against an Exchange 2010 farm without affinity. Two places where the mock
-does not yet answer as Exchange 2010 does are recorded as strict xfails: once the mock is fixed they
-pass, which `strict` turns into a failure, and the mark is to be dropped."""
+ErrorSubscriptionNotFound, as against an Exchange 2010 farm without affinity. It also guesses the server
+version by itself (ConvertId of a dummy id) and reads the folder properties it asks for."""
 
 from __future__ import annotations
 
@@ -121,22 +120,11 @@ def test_exchangelib_get_events_on_another_cas_is_subscription_not_found(lab, tr
 DIRECT_URL = "http://127.0.40.11:8080/EWS/Exchange.asmx"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TransportError,
-    reason="mock EWS does not serve ConvertId: exchangelib's version guess gets a SOAP fault without "
-    "ServerVersionInfo for every version it tries (Exchange 2010 SP1 answers ConvertId)",
-)
 def test_exchangelib_guesses_the_server_version(lab):
     client = account(DIRECT_URL, version_hint=False)
     assert client.protocol.version.build == EXCHANGE_2010_SP1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mock EWS ignores GetFolder's AdditionalProperties: exchangelib asks IdOnly plus DisplayName, "
-    "TotalCount, UnreadCount, ChildFolderCount... and gets only the FolderId",
-)
 def test_exchangelib_reads_the_inbox_properties(lab):
     inbox = account(DIRECT_URL).inbox
     assert (inbox.name, inbox.total_count is not None) == ("Inbox", True)

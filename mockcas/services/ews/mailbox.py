@@ -73,6 +73,13 @@ def folder_from_id(user: str, value: str) -> tuple[str | None, str]:
     return (name, "") if name in FOLDERS else (None, "ErrorFolderNotFound")
 
 
+def is_mailbox_id(user: str, raw: bytes) -> bool:
+    """Whether `raw` is the bytes of one of this user's folder or item ids."""
+    if raw.startswith(_FOLDER_ID_PREFIX) and raw[4:20] == _digest(user):
+        return raw[20:].decode("ascii", "replace") in FOLDERS
+    return len(raw) == 24 and raw[:4] == bytes(4) and any(raw[4:20] == _digest(user, f) for f in FOLDERS)
+
+
 def change_key(*parts: str) -> str:
     return b64(b"\x01\x00\x00\x00\x16\x00\x00\x00" + _digest(*parts, size=12))
 
@@ -94,19 +101,50 @@ def folder_counts(user: str, folder: str) -> tuple[int, int, int]:
     return total, (h >> 8) % (total // 4 + 1), 0
 
 
-def folder_xml(user: str, name: str, shape: str) -> str:
+# The folder properties a client can ask for (FieldURI "folder:<name>"), in the order the EWS schema puts
+# them in a folder element; what each base shape includes besides the id.
+FOLDER_PROPERTIES = (
+    "ParentFolderId",
+    "FolderClass",
+    "DisplayName",
+    "TotalCount",
+    "ChildFolderCount",
+    "UnreadCount",
+)
+SHAPE_PROPERTIES = {
+    "IdOnly": frozenset(),
+    "Default": frozenset({"DisplayName", "TotalCount", "ChildFolderCount", "UnreadCount"}),
+    "AllProperties": frozenset(FOLDER_PROPERTIES),
+}
+_FOLDER_CLASSES = {"calendar": "IPF.Appointment", "contacts": "IPF.Contact", "tasks": "IPF.Task",
+                   "notes": "IPF.StickyNote", "journal": "IPF.Journal"}  # fmt: skip
+
+
+def folder_xml(user: str, name: str, shape: str, additional: frozenset[str] = frozenset()) -> str:
+    """A folder element with the properties of its base shape plus the `additional` ones asked for by
+    name (GetFolder's AdditionalProperties: exchangelib asks IdOnly plus the fields it reads)."""
     display, element = FOLDERS[name]
-    ident = f'<t:FolderId Id="{folder_id(user, name)}" ChangeKey="{change_key(user, name)}"/>'
-    if shape == "IdOnly":
-        return f"<t:{element}>{ident}</t:{element}>"
+    wanted = SHAPE_PROPERTIES[shape] | additional
     total, unread, children = folder_counts(user, name)
-    unread_xml = (
-        "" if element in ("CalendarFolder", "ContactsFolder") else f"<t:UnreadCount>{unread}</t:UnreadCount>"
-    )
-    return (
-        f"<t:{element}>{ident}<t:DisplayName>{escape(display)}</t:DisplayName><t:TotalCount>{total}</t:TotalCount>"
-        f"<t:ChildFolderCount>{children}</t:ChildFolderCount>{unread_xml}</t:{element}>"
-    )
+    parent = "root" if name == "msgfolderroot" else "msgfolderroot"
+    values = {
+        "ParentFolderId": ""
+        if name == "root"
+        else (f'<t:ParentFolderId Id="{folder_id(user, parent)}" ChangeKey="{change_key(user, parent)}"/>'),
+        "FolderClass": ""
+        if name in ("root", "msgfolderroot")
+        else (f"<t:FolderClass>{_FOLDER_CLASSES.get(name, 'IPF.Note')}</t:FolderClass>"),
+        "DisplayName": f"<t:DisplayName>{escape(display)}</t:DisplayName>",
+        "TotalCount": f"<t:TotalCount>{total}</t:TotalCount>",
+        "ChildFolderCount": f"<t:ChildFolderCount>{children}</t:ChildFolderCount>",
+        # Calendar and contacts folders have no unread count in the schema.
+        "UnreadCount": ""
+        if element in ("CalendarFolder", "ContactsFolder")
+        else (f"<t:UnreadCount>{unread}</t:UnreadCount>"),
+    }
+    ident = f'<t:FolderId Id="{folder_id(user, name)}" ChangeKey="{change_key(user, name)}"/>'
+    properties = "".join(values[p] for p in FOLDER_PROPERTIES if p in wanted)
+    return f"<t:{element}>{ident}{properties}</t:{element}>"
 
 
 def item_xml(user: str, folder: str, index: int, shape: str, now: datetime) -> str:

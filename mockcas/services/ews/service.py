@@ -16,12 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
 from mockcas.services.ews.mailbox import (
+    FOLDER_PROPERTIES,
     FOLDERS,
     FREE_BUSY_VIEWS,
     change_key,
@@ -31,6 +33,7 @@ from mockcas.services.ews.mailbox import (
     folder_xml,
     free_busy,
     free_busy_error,
+    is_mailbox_id,
     item_xml,
 )
 from mockcas.services.ews.soap import (
@@ -38,6 +41,7 @@ from mockcas.services.ews.soap import (
     NS_M,
     NS_T,
     Fault,
+    b64,
     child,
     envelope,
     error,
@@ -50,6 +54,7 @@ from mockcas.services.ews.soap import (
     schema_fault,
     success,
     text,
+    unb64,
 )
 from mockcas.services.ews.subscriptions import EVENT_TYPES, Subscription, Subscriptions, subscription_origin
 
@@ -83,6 +88,7 @@ class EwsService(HttpService):
             q(NS_M, "GetFolder"): self._get_folder,
             q(NS_M, "FindItem"): self._find_item,
             q(NS_M, "GetUserAvailabilityRequest"): self._get_user_availability,
+            q(NS_M, "ConvertId"): self._convert_id,
         }
 
     def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
@@ -229,8 +235,9 @@ class EwsService(HttpService):
 
     def _get_folder(self, op: ET.Element, user: str, session_key: str, ctx: RequestContext) -> str:
         shape = _base_shape(op, "FolderShape")
+        additional = _additional_folder_properties(child(op, NS_M, "FolderShape"))
         messages = [
-            success("GetFolder", f"<m:Folders>{folder_xml(user, name, shape)}</m:Folders>")
+            success("GetFolder", f"<m:Folders>{folder_xml(user, name, shape, additional)}</m:Folders>")
             if name
             else error("GetFolder", code)
             for name, code in _folder_targets(child(op, NS_M, "FolderIds"), user)
@@ -320,6 +327,58 @@ class EwsService(HttpService):
             f'<m:GetUserAvailabilityResponse xmlns:m="{NS_M}" xmlns:t="{NS_T}"><m:FreeBusyResponseArray>'
             f"{''.join(answers)}</m:FreeBusyResponseArray></m:GetUserAvailabilityResponse>"
         )
+
+    def _convert_id(self, op: ET.Element, user: str, session_key: str, ctx: RequestContext) -> str:
+        """ConvertId between id formats. Clients also send it as the smallest request there is, to read
+        ServerVersionInfo from its answer (exchangelib guesses the version that way, with the id "DUMMY"):
+        an id this mailbox does not know is answered ErrorInvalidIdMalformed, as Exchange does."""
+        destination = op.get("DestinationFormat", "")
+        if destination not in ID_FORMATS:
+            raise schema_fault(f"'{destination[:40]}' is not an id format.")
+        messages = []
+        for alternate in child(op, NS_M, "SourceIds"):
+            raw = _id_bytes(alternate.get("Id", ""), alternate.get("Format", ""))
+            if raw is None or not is_mailbox_id(user, raw):
+                messages.append(error("ConvertId", "ErrorInvalidIdMalformed"))
+                continue
+            converted = raw.hex().upper() if destination == "HexEntryId" else b64(raw)
+            mailbox = escape(alternate.get("Mailbox", ""), {'"': "&quot;"})
+            messages.append(
+                success(
+                    "ConvertId",
+                    f'<m:AlternateId xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                    f'xsi:type="t:AlternateIdType" Format="{destination}" Id="{converted}" '
+                    f'Mailbox="{mailbox}"/>',
+                )
+            )
+        ctx.note(session_key, "none", "ConvertId")
+        return response("ConvertId", messages)
+
+
+# The id formats of ConvertId ([MS-OXWSCVTID]); the mock's ids are the same bytes in every format.
+ID_FORMATS = ("EwsLegacyId", "EwsId", "EntryId", "HexEntryId", "StoreId", "OwaId")
+
+
+def _id_bytes(value: str, source_format: str) -> bytes | None:
+    """The bytes of an id given in `source_format`, or None when it is not one."""
+    if source_format not in ID_FORMATS:
+        raise schema_fault(f"'{source_format[:40]}' is not an id format.")
+    if source_format == "HexEntryId":
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            return None
+    return unb64(value)
+
+
+def _additional_folder_properties(shape: ET.Element) -> frozenset[str]:
+    """The folder properties named in a FolderShape's AdditionalProperties ("folder:DisplayName" ...);
+    properties the mock has not are left out of the answer, not refused."""
+    extra = shape.find(q(NS_T, "AdditionalProperties"))
+    if extra is None:
+        return frozenset()
+    names = (uri.get("FieldURI", "") for uri in extra.iter(q(NS_T, "FieldURI")))
+    return frozenset(n.removeprefix("folder:") for n in names) & set(FOLDER_PROPERTIES)
 
 
 def _base_shape(op: ET.Element, shape_element: str) -> str:
