@@ -276,8 +276,8 @@ def test_ecp_page_issues_a_canary_that_calls_must_echo(make_farm):
     assert r.status_code == 403 and "invalid canary" in r.text
     assert browser.state() == ("foreign", 403)
     assert wire.classify(r.status_code, body=r.text) == ("foreign", "invalid canary")
-    r = browser.post(f"/ecp/{service}.svc/{method}")  # the cookie alone is not an echo
-    assert r.status_code == 403 and browser.state() == ("foreign", 403)
+    r = browser.post(f"/ecp/{service}.svc/{method}")  # the cookie alone is not an echo: the client's
+    assert r.status_code == 403 and browser.state() == ("invalid", 403)  # mistake, not a move of CAS
     logon_only = f"cadata={browser.cookie('cadata')}; sessionid={browser.cookie('sessionid')}"
     r = browser.post(f"/ecp/{service}.svc/{method}", headers={"Cookie": logon_only})
     assert r.status_code == 403 and browser.state() == ("invalid", 403)

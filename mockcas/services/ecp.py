@@ -8,7 +8,9 @@ header, equal to the cookie. Exchange 2010 SP1 logs the failure as event 38 "inv
 
 Without an own logon, a page goes to the logon page (`reason=0`, returning to `/ecp/`) and a call gets
 440, as in OWA. With an own logon, a call whose canary is unknown to this CAS or differs from the cookie
-gets 403 "invalid canary" (ledger `foreign`); a call with no canary at all is ledger `invalid`.
+gets 403 "invalid canary" (ledger `foreign`: its page's script holds a canary another CAS issued); a
+call that echoes no canary, whether or not it sends the cookie, is a client's mistake, not a move between
+CAS: 403 too, ledger `invalid`.
 """
 
 from __future__ import annotations
@@ -96,8 +98,8 @@ class EcpService(HttpService):
         self, request: web.Request, ctx: RequestContext, cookie: str | None, logon: Logon
     ) -> web.Response:
         echoed = request.query.get(CANARY) or request.headers.get(CANARY)
-        if cookie is None and echoed is None:
-            ctx.note(logon.sid, "invalid", "no canary")
+        if echoed is None:
+            ctx.note(logon.sid, "invalid", "no canary echoed" if cookie else "no canary")
         elif cookie != echoed:
             ctx.note(logon.sid, "foreign", "invalid canary: cookie differs from query/header")
         elif logon.canary is None or cookie != logon.canary:
