@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
+from lab.backends import Lab
 from lab.backends.local import LocalLab
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
@@ -33,7 +34,7 @@ from lab.scenario import Scenario
 from lab.verifier import FaultFact, RunFacts, read_events
 
 if TYPE_CHECKING:
-    from lab.backends.docker import DockerLab, LabNetwork
+    from lab.backends.docker import LabNetwork
     from loadgen.runner import Progress
 
 log = logging.getLogger("caslab.lab")
@@ -105,7 +106,7 @@ def run_scenario(
     handler = _log_to(run_dir)
     _raise_on_sigterm()
     progress = ProgressLine()
-    lab = None
+    lab: Lab | None = None
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
@@ -117,7 +118,10 @@ def run_scenario(
             tls_files = make_tls_files(run_dir / "tls", vip, servers)
             (run_dir / "ca.pem").write_bytes(tls_files.ca_pem.read_bytes())
         spec = scenario.balancer_spec(servers, vip, tls_files)
-        lab = _make_lab(spec, run_dir, scenario, network)
+        lab = make_lab(
+            spec, run_dir, network, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
+            oab_skew=scenario.farm.oab_skew,
+        )  # fmt: skip
         progress("phase: starting farm and balancer")
         lab.start()
         endpoints = endpoints_for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
@@ -206,15 +210,17 @@ def _client_addresses(scenario: Scenario) -> int:
     return sum(a.pool_size for a in address_plans(scenario))
 
 
-def _make_lab(
-    spec: BalancerSpec, run_dir: Path, scenario: Scenario, network: LabNetwork | None
-) -> LocalLab | DockerLab:
+def make_lab(
+    spec: BalancerSpec,
+    run_dir: Path,
+    network: LabNetwork | None,
+    *,
+    time_scale: float = 1.0,
+    key_seed: str | None = None,
+    oab_skew: bool = False,
+) -> Lab:
     """The docker backend's lab when the addresses are on a lab network, else the local one."""
-    options = {
-        "time_scale": scenario.time_scale,
-        "key_seed": str(scenario.seed),
-        "oab_skew": scenario.farm.oab_skew,
-    }
+    options = {"time_scale": time_scale, "key_seed": key_seed, "oab_skew": oab_skew}
     if network is not None:
         from lab.backends.docker import DockerLab
 

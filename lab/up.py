@@ -17,11 +17,10 @@ from pathlib import Path
 
 import psutil
 
-from lab.backends.local import LocalLab
 from lab.balancers.presets import resolve
 from lab.certs import make_tls_files
 from lab.model import BalancerSpec
-from lab.run import lab_addresses
+from lab.run import lab_addresses, make_lab
 
 STATE = Path(".caslab") / "lab.json"
 
@@ -45,12 +44,7 @@ def up(
     tls_files = make_tls_files(run_dir / "tls", vip, endpoints) if tls != "none" else None
     spec = BalancerSpec(driver=driver, persistence=resolve(preset), servers=endpoints, vip=vip, tls=tls,
                         tls_files=tls_files, preset=preset)  # fmt: skip
-    if network is None:
-        lab = LocalLab(spec, run_dir)
-    else:
-        from lab.backends.docker import DockerLab
-
-        lab = DockerLab(spec, run_dir, network)
+    lab = make_lab(spec, run_dir, network)
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))

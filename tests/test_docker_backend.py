@@ -1,4 +1,4 @@
-"""The docker backend (lab/backends/docker.py): `caslab run --backend docker` gives the verdicts the local
+"""The docker backend (lab/backends/docker/): `caslab run --backend docker` gives the verdicts the local
 backend gives, `caslab up --backend docker` serves a lab until `caslab down`, faults reach the
 containers, and nothing of a lab (container, network, volume) outlives it, also after Ctrl-C.
 

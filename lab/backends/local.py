@@ -27,6 +27,8 @@ log = logging.getLogger("caslab.lab")
 
 
 class LocalLab:
+    """The lab on loopback; see lab.backends.Lab for what each call does."""
+
     def __init__(
         self,
         spec: BalancerSpec,
