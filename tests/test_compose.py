@@ -46,11 +46,13 @@ def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 180) 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def engine_and_images() -> None:
-    """dockerd answers, and the images match the working tree."""
+def image_tag() -> str:
+    """dockerd answers, and the images match the working tree; their tag (CASLAB_IMAGE_TAG)."""
     for script in ("scripts/docker-engine", "compose/build-images"):
         done = subprocess.run([str(ROOT / script)], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{script} failed:\n{done.stdout}{done.stderr}"
+    done = subprocess.run([str(ROOT / "compose/build-images"), "--print-tag"], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def free_publish_address() -> str:
@@ -105,10 +107,12 @@ class Lab:
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
-    """The ready lab, up and healthy; torn down with its volumes afterwards, whatever happened."""
+def lab(image_tag: str) -> Iterator[Lab]:
+    """The ready lab of this checkout's images, up and healthy; torn down with its volumes afterwards,
+    whatever happened."""
     env = {
         **os.environ,
+        "CASLAB_IMAGE_TAG": image_tag,
         "CASLAB_DRIVER": "haproxy",
         "CASLAB_PRESET": "recommended",
         "CASLAB_PUBLISH_HOST": free_publish_address(),
@@ -150,6 +154,9 @@ def test_ready_lab_answers_through_haproxy_from_all_three_cas(lab: Lab) -> None:
 
 def test_down_volumes_leaves_no_container_network_or_volume(lab: Lab) -> None:
     assert sorted(lab.owned("container")) == sorted(LAB_SERVICES)
+    images = docker("ps", "--all", "--filter", f"label=com.docker.compose.project={lab.project}",
+                    "--format", "{{.Image}}").split()  # fmt: skip
+    assert {image.split(":")[1] for image in images} == {lab.env["CASLAB_IMAGE_TAG"]}
     assert lab.owned("network") == [f"{lab.project}_lab"]
     assert lab.owned("volume") == [f"{lab.project}_balancer-config"]
 

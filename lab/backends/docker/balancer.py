@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import docker.errors
 
 from lab.backends.docker.engine import DockerLabError, LabContainers, bind
-from lab.backends.docker.images import balancer_image
 from lab.balancers import BalancerError, driver_class
 from lab.balancers.process import ProcessBalancer, listening_sockets
 from lab.model import BalancerSpec
@@ -32,14 +31,13 @@ class ContainerBalancer(ProcessBalancer):
     run as the host's user, so they can read the run's TLS key and write into the run folder."""
 
     containers: LabContainers
+    image: str = ""  # the lab sets it to its driver's image of this checkout's sources
     container: Container | None = None
     _version: str | None = None
 
-    @property
-    def image(self) -> str:
-        return balancer_image(self.name)
-
     def start(self) -> None:
+        if not self.image:
+            raise BalancerError(f"no image is set for the {self.name} container")
         self.write_config()
         vip = self.spec.vip
         extra = [host for host in vip.hosts(self.spec.topology) if host != vip.host]

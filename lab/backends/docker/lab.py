@@ -2,7 +2,8 @@
 containers on a network of its own.
 
 What differs from the local backend:
-- Images: compose/build-images makes sure they match the sources (a second when nothing changed).
+- Images: compose/build-images makes sure they match the sources (a second when nothing changed); the
+  lab runs the ones tagged with the hash of this checkout's sources.
 - The balancer is its driver's own class with ContainerBalancer mixed in (lab.backends.docker.balancer).
 - The load runs in the loadgen container (loadgen.container_run); the host fires the faults as the
   container's progress lines come in. Faults are container kill/start and the CAS admin switches.
@@ -28,7 +29,7 @@ from caslab.vocab import FAULT_ACTIONS
 from lab.backends.docker.balancer import container_balancer
 from lab.backends.docker.engine import DockerLabError, LabContainers, bind, connect
 from lab.backends.docker.host import make_room_for_neighbours
-from lab.backends.docker.images import CAS_IMAGE, LOADGEN_IMAGE, ensure_images
+from lab.backends.docker.images import Images, ensure_images
 from lab.backends.docker.network import LabNetwork
 from lab.backends.teardown import signals_held
 from lab.balancers import Balancer
@@ -62,6 +63,7 @@ class DockerLab:
         self.run_dir = run_dir = run_dir.resolve()  # mounted at the same path in the containers
         self.containers = LabContainers(connect(), network, run_dir)
         self.balancer: Balancer = container_balancer(spec, run_dir, self.containers)
+        self.images: Images | None = None
         self.farm_key = secrets.token_bytes(32)
         self.time_scale = time_scale
         self.key_seed = key_seed
@@ -86,13 +88,19 @@ class DockerLab:
 
     def start(self) -> None:
         self.balancer.check()  # refuse what the driver cannot do before building anything
-        ensure_images(self.containers.client, [CAS_IMAGE, self.balancer.image, LOADGEN_IMAGE])
+        self.images = ensure_images(self.containers.client, ["cas", self.balancer.name, "loadgen"])
+        self.balancer.image = self.images.of(self.balancer.name)
         self.containers.create_network()
-        log.info("starting %d CAS on %s", len(self.servers), self.containers.network.subnet)
+        log.info(
+            "starting %d CAS on %s (images %s)",
+            len(self.servers),
+            self.containers.network.subnet,
+            self.images.tag,
+        )
         for e in self.servers:
             args = self._cas_args(e)
             self.cas[e.name] = self.containers.run(
-                e.name.lower(), CAS_IMAGE, e.host, command=args, mounts=self._tls_mounts()
+                e.name.lower(), self.images.of("cas"), e.host, command=args, mounts=self._tls_mounts()
             )
         deadline = time.monotonic() + 60
         for e in self.servers:
@@ -179,7 +187,7 @@ class DockerLab:
                 "--duration", str(duration_s), "--ramp", str(ramp_s), plan_to_json(plan)]  # fmt: skip
         container = self.containers.run(
             "loadgen",
-            LOADGEN_IMAGE,
+            self.images.of("loadgen"),
             self.containers.network.loadgen_host,
             entrypoint=["python", "-m", "loadgen.container_run"],
             command=args,
