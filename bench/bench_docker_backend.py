@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from lab.backends.docker import BUILD_IMAGES, DockerLab, LabNetwork
+from lab.backends.state import LabRecord
 from lab.balancers.presets import resolve
 from lab.model import BalancerSpec
 
@@ -38,7 +39,8 @@ def main() -> None:
         network = LabNetwork.pick(0)
         spec = BalancerSpec(args.driver, resolve(preset), network.servers(3), network.vip, preset=preset)
         with tempfile.TemporaryDirectory() as run_dir:
-            lab = DockerLab(spec, Path(run_dir), network)
+            record = LabRecord.create(Path(run_dir), "run", "docker")  # in this checkout's .caslab/labs/
+            lab = DockerLab(spec, Path(run_dir), network, record)
             try:
                 began = time.perf_counter()
                 lab.start()
@@ -53,6 +55,7 @@ def main() -> None:
                 began = time.perf_counter()
                 lab.stop()
                 stop = time.perf_counter() - began
+                record.remove()
         print(f"{n:>5} {build:>13.2f} {start:>6.2f} {answer:>11.3f} {stop:>6.2f}")
 
 

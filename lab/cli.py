@@ -206,10 +206,10 @@ def _up(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_RUN
 
 
-def _down(_args: argparse.Namespace) -> int:
+def _down(args: argparse.Namespace) -> int:
     from lab.up import down
 
-    return down()
+    return down(everything=args.all)
 
 
 def _command(
@@ -319,8 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(
         sub,
         "down",
-        "stop the lab started by 'caslab up'",
-        "Stop the lab that `caslab up` started from this folder (it waits for the lab to be torn down).",
+        "stop the lab started by 'caslab up'; remove what killed labs left",
+        "Stop the lab that `caslab up` started from this folder (it waits for the lab to be torn down),\n"
+        "then remove every process, container and network of this folder's labs whose owner (the\n"
+        "`caslab run` or `caslab up` that made it) is gone, e.g. killed with SIGKILL. `caslab run` and\n"
+        "`caslab up` do the same before they start, and say what they removed.",
+        "  caslab down                                this folder's labs\n"
+        "  caslab down --all                          also running ones, and every caslab lab on Docker\n",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every lab of this folder, running or not, and every caslab lab on the Docker engine",
     )
     p.set_defaults(func=_down)
 

@@ -3,6 +3,10 @@
 `LocalFarm` starts the processes, waits until each answers its admin health URL, fires faults (stop,
 start, health down/up/drain) and collects the ledgers. It is used by the local backend, by tests and by
 benchmarks; it never leaves a process behind (stop() kills what did not exit on SIGTERM).
+
+Every CAS of a farm is started with the farm's run id (`--run-id`), and a CAS is ready only when its
+health URL answers with that id: an answer from another lab's CAS on the same address (whose process
+holds the port this one could not bind) proves nothing about this one.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.model import CasEndpoint, TlsFiles
@@ -37,20 +43,39 @@ def http_post_json(url: str, timeout: float = 5.0) -> dict:
 
 
 def wait_until_healthy(
-    endpoint: CasEndpoint, deadline: float, process: subprocess.Popen | None = None
-) -> None:
-    """Poll the CAS's admin health URL until it answers (its admin port opens after all others)."""
+    endpoint: CasEndpoint,
+    deadline: float,
+    process: subprocess.Popen | None = None,
+    run_id: str | None = None,
+) -> dict:
+    """Poll the CAS's admin health URL until it answers (its admin port opens after all others); with
+    `run_id`, until it answers with that run id, so that only this run's CAS counts. Returns the answer.
+    FarmError if `process` exits first or the deadline passes; the message names another run that
+    answered instead."""
     url = f"{endpoint.admin_url}/caslab/health"
+    other = None
     while True:
         if process is not None and process.poll() is not None:
-            raise FarmError(f"{endpoint.name} exited with code {process.returncode} while starting")
+            raise FarmError(
+                f"{endpoint.name} exited with code {process.returncode} while starting{_answered(url, other)}"
+            )
         try:
-            http_get_json(url, timeout=1.0)
-            return
+            answer = http_get_json(url, timeout=1.0)
+            if run_id is None or answer.get("run") == run_id:
+                return answer
+            other = answer
         except (OSError, urllib.error.URLError, ValueError):
-            if time.monotonic() > deadline:
-                raise FarmError(f"{endpoint.name} did not answer {url} in time") from None
-            time.sleep(0.05)
+            pass
+        if time.monotonic() > deadline:
+            raise FarmError(f"{endpoint.name} did not answer {url} in time{_answered(url, other)}") from None
+        time.sleep(0.05)
+
+
+def _answered(url: str, answer: dict | None) -> str:
+    if answer is None:
+        return ""
+    who = f"{answer.get('server')} of run {answer.get('run')!r} (pid {answer.get('pid')})"
+    return f"; {url} is answered by {who}"
 
 
 class LocalFarm:
@@ -65,7 +90,11 @@ class LocalFarm:
         tls_files: TlsFiles | None = None,
         vip_host: str = "mail.caslab.test",
         extra_args: list[str] | None = None,
+        run_id: str | None = None,
+        on_start: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`run_id` is what every CAS answers on its health URL (random unless given); `on_start(name,
+        pid)` is called the moment each CAS process has started (the lab records it)."""
         self.endpoints = endpoints
         self.farm_key = farm_key
         self.run_dir = run_dir
@@ -74,6 +103,8 @@ class LocalFarm:
         self.tls_files = tls_files
         self.vip_host = vip_host
         self.extra_args = extra_args or []
+        self.run_id = run_id or f"farm-{secrets.token_hex(4)}"
+        self.on_start = on_start
         self.processes: dict[str, subprocess.Popen] = {}
         self._ledger_next: dict[str, int] = {}
         self.ledger_rows: list[dict] = []
@@ -87,7 +118,7 @@ class LocalFarm:
     def _command(self, e: CasEndpoint) -> list[str]:
         cmd = [
             sys.executable, "-m", "lab.cli", "cas",
-            "--name", e.name, "--host", e.host,
+            "--name", e.name, "--run-id", self.run_id, "--host", e.host,
             "--http-port", str(e.http_port), "--https-port", str(e.https_port),
             "--mapi-port", str(e.mapi_port), "--ab-port", str(e.ab_port),
             "--admin-port", str(e.admin_port),
@@ -114,10 +145,12 @@ class LocalFarm:
                 self._command(e), stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
             )
             log.close()
+            if self.on_start:
+                self.on_start(e.name, self.processes[e.name].pid)
             self._ledger_next[e.name] = 0  # a new process starts a new ledger
         deadline = time.monotonic() + timeout
         for e in todo:
-            wait_until_healthy(e, deadline, self.processes[e.name])
+            wait_until_healthy(e, deadline, self.processes[e.name], self.run_id)
 
     def stop(self, names: list[str] | None = None, timeout: float = 5.0) -> None:
         """Stop the named servers (all by default): SIGTERM, then SIGKILL after `timeout`.

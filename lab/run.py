@@ -13,6 +13,7 @@ Backends: `local` (lab.backends.local: processes on loopback, the farm on 127.0.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -26,7 +27,9 @@ from typing import TYPE_CHECKING, TextIO
 import pandas as pd
 
 from lab.backends import Lab
+from lab.backends.janitor import clean
 from lab.backends.local import LocalLab
+from lab.backends.state import LabRecord
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
 from lab.report import write_run
@@ -104,12 +107,29 @@ def run_scenario(
     """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>."""
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
+    record = LabRecord.create(run_dir, "run", backend)
     _raise_on_sigterm()
+    try:
+        return _run_and_judge(scenario, run_dir, record, backend, say)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_and_judge(
+    scenario: Scenario,
+    run_dir: Path,
+    record: LabRecord,
+    backend: str,
+    say: Callable[[str], None],
+) -> tuple[int, Path]:
     progress = ProgressLine()
     lab: Lab | None = None
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
+        for line in clean(docker=backend == "docker"):
+            say(f"caslab: removed what a lab whose owner is gone left: {line}")
         servers, vip, network = lab_addresses(backend, scenario.farm.servers, _client_addresses(scenario))
         tls_files = None
         if scenario.farm.tls != "none":
@@ -119,13 +139,14 @@ def run_scenario(
             (run_dir / "ca.pem").write_bytes(tls_files.ca_pem.read_bytes())
         spec = scenario.balancer_spec(servers, vip, tls_files)
         lab = make_lab(
-            spec, run_dir, network, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
+            spec, run_dir, network, record, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
             oab_skew=scenario.farm.oab_skew,
         )  # fmt: skip
         progress("phase: starting farm and balancer")
         lab.start()
         endpoints = endpoints_for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
         plan = plan_from_scenario(scenario, endpoints, str(network.subnet) if network else None)
+        plan = dataclasses.replace(plan, run_id=lab.run_id)  # the clients send it; the verifier checks it
         schedule = list(scenario.fault_schedule())
         fired: list[dict] = []
 
@@ -162,6 +183,7 @@ def run_scenario(
             faults=[FaultFact(f["server"], f["action"], f["ts"]) for f in fired],
             server_stats=lab.server_stats(),
             balancer_counters=lab.counters(),
+            run_id=lab.run_id,
         )
         if result.saturated:
             facts.notes.append(f"invalid run: {result.saturation_reason}")
@@ -175,8 +197,7 @@ def run_scenario(
     finally:
         if lab is not None:
             lab.stop()
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        record.remove()
     progress("phase: verifying", final=True)
     analysis = write_run(
         run_dir, read_events([run_dir / "events.csv"]), pd.DataFrame(ledger), scenario, facts
@@ -214,6 +235,7 @@ def make_lab(
     spec: BalancerSpec,
     run_dir: Path,
     network: LabNetwork | None,
+    record: LabRecord,
     *,
     time_scale: float = 1.0,
     key_seed: str | None = None,
@@ -224,5 +246,5 @@ def make_lab(
     if network is not None:
         from lab.backends.docker import DockerLab
 
-        return DockerLab(spec, run_dir, network, **options)
-    return LocalLab(spec, run_dir, **options)
+        return DockerLab(spec, run_dir, network, record, **options)
+    return LocalLab(spec, run_dir, record, **options)

@@ -2,27 +2,30 @@
 
 `up` starts the farm and the balancer on the local backend (processes on loopback) or the docker one
 (containers on a lab network, which this host reaches directly), prints where to point a browser, curl
-or Outlook, and stays in the foreground until Ctrl-C or `caslab down` (which signals it through the
-state file .caslab/lab.json); either way it tears everything down, as a run does.
+or Outlook, and stays in the foreground until Ctrl-C or `caslab down`; either way it tears everything
+down, as a run does. Its lab is recorded in the checkout's `.caslab/labs/` (lab.backends.state), like a
+run's, which is how `down` finds it.
+
+`down` stops this checkout's `caslab up` lab (SIGTERM to its owner, which tears the lab down) and then
+removes whatever labs of this checkout left behind when their owner died (lab.backends.janitor): local
+CAS and balancer processes, docker containers and networks. `down --all` removes every lab of this
+checkout, running or not, and every caslab lab on the Docker engine.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
+from lab.backends.janitor import clean
+from lab.backends.owner import OWNER_STOP_S, ask_to_stop
+from lab.backends.state import LabRecord, labs_here
 from lab.balancers.presets import resolve
 from lab.certs import make_tls_files
 from lab.model import BalancerSpec
 from lab.run import lab_addresses, make_lab
-
-STATE = Path(".caslab") / "lab.json"
 
 
 def up(
@@ -34,24 +37,25 @@ def up(
     say: Callable[[str], None] = print,
     backend: str = "local",
 ) -> int:
-    if STATE.exists():
-        pid = json.loads(STATE.read_text()).get("pid")
-        if pid and _alive(pid):
-            say(f"caslab up: a lab is already running (pid {pid}); stop it with `caslab down`")
-            return 2
+    running = [r for r in labs_here() if r.command == "up" and not r.owner.gone()]
+    if running:
+        say(f"caslab up: a lab is already running (pid {running[0].owner.pid}); stop it with `caslab down`")
+        return 2
+    for line in clean(docker=backend == "docker"):
+        say(f"caslab up: removed what a lab whose owner is gone left: {line}")
     run_dir.mkdir(parents=True, exist_ok=True)
     endpoints, vip, network = lab_addresses(backend, servers)
     tls_files = make_tls_files(run_dir / "tls", vip, endpoints) if tls != "none" else None
     spec = BalancerSpec(driver=driver, persistence=resolve(preset), servers=endpoints, vip=vip, tls=tls,
                         tls_files=tls_files, preset=preset)  # fmt: skip
-    lab = make_lab(spec, run_dir, network)
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    record = LabRecord.create(run_dir, "up", backend)
+    lab = None
     try:
+        lab = make_lab(spec, run_dir, network, record)
         lab.start()
-        STATE.parent.mkdir(exist_ok=True)
-        STATE.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}))
         scheme, port = ("https", vip.https_port) if tls != "none" else ("http", vip.http_port)
         where = f"containers on {network.subnet}" if network else "loopback"
         say(f"caslab up: {servers} CAS behind {driver} ({preset}), {where}; config in {run_dir / 'balancer'}")
@@ -65,37 +69,29 @@ def up(
         while not stopping:
             time.sleep(0.5)
     finally:
-        lab.stop()
-        if STATE.exists() and json.loads(STATE.read_text()).get("pid") == os.getpid():
-            STATE.unlink()
+        if lab is not None:
+            lab.stop()
+        record.remove()
     say("caslab up: stopped")
     return 0
 
 
-def down(say: Callable[[str], None] = print, timeout: float = 30.0) -> int:
-    if not STATE.exists():
-        say("caslab down: no lab is running here (no .caslab/lab.json)")
-        return 0
-    pid = json.loads(STATE.read_text()).get("pid")
-    if not pid or not _alive(pid):
-        STATE.unlink()
-        say("caslab down: the lab was gone already")
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
-        say(f"caslab down: pid {pid} did not stop in {timeout:.0f}s")
-        return 2
-    say("caslab down: stopped")
-    return 0
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs; one that exited but was not yet reaped by its parent (a zombie, e.g. a
-    `caslab up` started by a test) has stopped."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def down(say: Callable[[str], None] = print, everything: bool = False, timeout: float = OWNER_STOP_S) -> int:
+    """Stop this checkout's `caslab up` lab, then remove what labs whose owner is gone left (`everything`:
+    every lab of this checkout and every caslab lab on the Docker engine). Exit code 2 if a lab did not
+    stop in `timeout`."""
+    code = 0
+    for record in labs_here():
+        if record.command != "up" or record.owner.gone():
+            continue
+        if ask_to_stop(record.owner, timeout):
+            say(f"caslab down: stopped the lab of caslab up (pid {record.owner.pid}, {record.run_dir})")
+        else:
+            say(f"caslab down: pid {record.owner.pid} did not stop in {timeout:.0f}s")
+            code = 2
+    removed = clean(everything=everything)
+    for line in removed:
+        say(f"caslab down: removed {line}")
+    if code == 0 and not removed and not any(r.command == "up" for r in labs_here()):
+        say("caslab down: no lab is running here and none was left behind")
+    return code

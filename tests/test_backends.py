@@ -10,6 +10,7 @@ import pytest
 from lab.backends import Lab
 from lab.backends.docker import DockerLab
 from lab.backends.local import LocalLab
+from lab.backends.state import LabRecord
 from lab.balancers.presets import resolve
 from lab.model import BalancerSpec, Vip, local_farm
 from lab.run import make_lab
@@ -20,7 +21,7 @@ CALLS = ["start", "fault", "run_load", "collect_ledgers", "server_stats", "count
 def test_the_contract_names_every_call_lab_run_makes():
     members = {name for name, _ in inspect.getmembers(Lab) if not name.startswith("_")}
     assert members == {*CALLS, "servers"}
-    assert set(inspect.get_annotations(Lab)) == {"spec", "run_dir", "balancer"}
+    assert set(inspect.get_annotations(Lab)) == {"spec", "run_dir", "run_id", "balancer"}
 
 
 @pytest.mark.parametrize("backend", [LocalLab, DockerLab])
@@ -35,9 +36,12 @@ def test_each_backend_has_the_servers_property(backend):
     assert isinstance(inspect.getattr_static(backend, "servers"), property)
 
 
-def test_the_local_lab_made_for_a_run_is_a_lab(tmp_path):
+def test_the_local_lab_made_for_a_run_is_a_lab(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the checkout whose .caslab/ holds the lab's state file
     spec = BalancerSpec("haproxy", resolve("none-all"), local_farm(2), Vip(), preset="none-all")
-    lab = make_lab(spec, tmp_path, None)  # makes no process until start()
+    record = LabRecord.create(tmp_path / "run-1", "run", "local")
+    lab = make_lab(spec, tmp_path, None, record)  # makes no process until start()
     assert isinstance(lab, LocalLab) and isinstance(lab, Lab)
     assert (lab.spec, lab.run_dir, lab.servers) == (spec, tmp_path, spec.servers)
     assert lab.balancer.name == "haproxy"
+    assert lab.run_id == record.run_id and record.run_id.startswith("run-1-")

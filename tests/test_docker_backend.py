@@ -23,6 +23,7 @@ import docker
 import pytest
 
 from lab.backends.docker import RUN_DIR_LABEL, RUN_LABEL, DockerLab, LabNetwork
+from lab.backends.state import LabRecord
 from lab.balancers.presets import resolve
 from lab.model import BalancerSpec
 
@@ -81,7 +82,8 @@ def assert_ran_in_containers_and_left_nothing(out: Path) -> None:
     run_dir = next(out.iterdir())
     assert sorted(p.name for p in (run_dir / "farm").iterdir()) == ["CAS01.log", "CAS02.log", "CAS03.log"]
     assert (run_dir / "loadgen.log").exists() and list((run_dir / "balancer").glob("*.log"))
-    assert re.search(r"starting 3 CAS on 10\.221\.\d+\.0/2\d", (run_dir / "lab.log").read_text())
+    lab_log = (run_dir / "lab.log").read_text()
+    assert re.search(r"starting 3 CAS of run [\w.-]+ on 10\.221\.\d+\.0/2\d", lab_log)
     assert leftovers(out) == []
 
 
@@ -200,13 +202,14 @@ def get(url: str, request_id: str) -> tuple[int, str]:
         return response.status, response.headers["X-CasLab-Server"]
 
 
-def test_vip_per_service_and_faults_reach_the_containers(tmp_path: Path) -> None:
+def test_vip_per_service_and_faults_reach_the_containers(tmp_path: Path, monkeypatch) -> None:
     """Each service group's own VIP address answers (the balancer container gets them added), a stopped
     CAS is gone and its ledger rows were kept, a started one answers again, health switches reach it."""
+    monkeypatch.chdir(tmp_path)  # the checkout whose .caslab/ holds the lab's state file
     network = LabNetwork.pick(0)
     spec = BalancerSpec("haproxy", resolve("none-all"), network.servers(2), network.vip,
                         topology="vip-per-service", preset="none-all")  # fmt: skip
-    lab = DockerLab(spec, tmp_path, network, time_scale=60)
+    lab = DockerLab(spec, tmp_path, network, LabRecord.create(tmp_path, "run", "docker"), time_scale=60)
     try:
         lab.start()
         mapi_host = network.vip.service_host("mapi", "vip-per-service")

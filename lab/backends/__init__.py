@@ -4,8 +4,9 @@ A backend brings up one lab (a farm of mock CAS behind a real balancer), drives 
 it, hands back what the farm recorded, and tears it all down. One narrow interface, like an httpx
 transport; one module (or package) per backend:
 
-    lab = LocalLab(spec, run_dir, ...)       # lab.backends.local: processes on loopback
-    lab = DockerLab(spec, run_dir, network)  # lab.backends.docker: containers on a network of their own
+    record = LabRecord.create(run_dir, "run", backend)   # lab.backends.state: the lab's id and owner
+    lab = LocalLab(spec, run_dir, record, ...)            # lab.backends.local: processes on loopback
+    lab = DockerLab(spec, run_dir, network, record, ...)  # lab.backends.docker: containers, own network
     lab.start()                              # farm up and healthy, then the balancer up and ready
     result = lab.run_load(plan, events, duration_s, ramp_s, on_progress=..., between=...)
     lab.fault(action, server)                # one fault of the scenario, while the load runs
@@ -16,9 +17,15 @@ transport; one module (or package) per backend:
 lab.run and lab.up drive any `Lab` through these calls and nothing else.
 
 What a backend must do:
-- `start()` starts every CAS of `spec.servers`, waits until each answers its admin health URL, then
-  starts the balancer and waits until it is ready (`Balancer.wait_ready`); it raises (any exception,
-  its message says why) if something does not come up, leaving `stop()` to clean up.
+- `start()` starts every CAS of `spec.servers` with the lab's `run_id` (`caslab cas --run-id`), waits
+  until each answers its admin health URL with that run id, then starts the balancer and waits until
+  it is ready (`Balancer.wait_ready`), its own process listening, not some other. It raises (any
+  exception, its message says why) if something does not come up, leaving `stop()` to clean up; a
+  lab whose addresses another lab holds starts nothing and says which lab that is
+  (lab.backends.addresses).
+- Whatever it starts can be found again if its owner is killed: a local process is written into the
+  lab's state file (`record.started`) as soon as it runs, a container or network carries the owner's
+  labels (lab.backends.docker.engine), so that the janitor (lab.backends.janitor) removes them.
 - `run_load` runs `plan` for `ramp_s + duration_s` seconds, writes the clients' event log to
   `events_path`, and calls `between(elapsed)` and `on_progress(progress)` about once a second (the
   caller fires the scenario's faults from `between`); it returns the load generator's LoadResult.
@@ -33,7 +40,8 @@ What a backend must do:
 - `stop()` leaves nothing behind (no process, container, network or volume of the lab), keeps the
   logs in `run_dir`, and can be called at any point, more than once.
 - `balancer` is the driver of `spec.driver` (lab.balancers), `servers` the CAS endpoints of the farm,
-  `run_dir` the run's folder, `spec` the BalancerSpec it was made with.
+  `run_dir` the run's folder, `spec` the BalancerSpec it was made with, `run_id` the record's run id
+  (its CAS write it into their ledger rows; the load plan and the verifier get it from here).
 
 What a backend may assume: `spec` passed its driver's `check()`; `run_dir` exists and is this run's
 alone; calls come from one thread, in the order above (`fault` only while `run_load` runs, through
@@ -59,6 +67,7 @@ class Lab(Protocol):
 
     spec: BalancerSpec
     run_dir: Path
+    run_id: str
     balancer: Balancer
 
     @property

@@ -4,6 +4,12 @@ on the VIP 127.0.1.1, and Locust in this process — all on loopback.
 `LocalLab` brings the pieces up in order (farm, then balancer, each polled until ready), fires faults,
 collects ledgers and tears everything down in `stop()`, which is safe to call at any point (also after a
 failed start, on Ctrl-C or on an error): no process is left behind.
+
+The lab owns its addresses: it starts nothing while another lab listens on them
+(lab.backends.addresses), every CAS it starts answers its health URL with the lab's run id, and the
+balancer is ready only when its own process holds the VIP's listening sockets. Each process is written
+into the lab's state file the moment it starts (lab.backends.state), so that if this process is
+killed with SIGKILL the janitor finds what it left.
 """
 
 from __future__ import annotations
@@ -15,8 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caslab.vocab import FAULT_ACTIONS
-from lab.balancers import Balancer, get_driver
-from lab.farm import LocalFarm
+from lab.backends.addresses import check_free
+from lab.backends.state import LabRecord
+from lab.backends.teardown import signals_held
+from lab.balancers import Balancer, BalancerError, get_driver
+from lab.balancers.process import ProcessBalancer
+from lab.farm import FarmError, LocalFarm
 from lab.model import BalancerSpec, CasEndpoint
 
 if TYPE_CHECKING:
@@ -33,6 +43,7 @@ class LocalLab:
         self,
         spec: BalancerSpec,
         run_dir: Path,
+        record: LabRecord,
         *,
         time_scale: float = 1.0,
         key_seed: str | None = None,
@@ -41,6 +52,8 @@ class LocalLab:
     ) -> None:
         self.spec = spec
         self.run_dir = run_dir
+        self.record = record
+        self.run_id = record.run_id
         # CAS serve HTTPS themselves only when the balancer re-encrypts (bridge) or passes TLS through.
         cas_tls = spec.tls_files if spec.tls in ("bridge", "passthrough") else None
         self.farm = LocalFarm(
@@ -52,6 +65,8 @@ class LocalLab:
             tls_files=cas_tls,
             vip_host=vip_host_name,
             extra_args=["--oab-skew"] if oab_skew else None,
+            run_id=self.run_id,
+            on_start=record.started,
         )
         self.balancer: Balancer = get_driver(spec, run_dir)
 
@@ -61,11 +76,23 @@ class LocalLab:
 
     def start(self) -> None:
         self.balancer.write_config()
-        log.info("starting %d CAS", len(self.spec.servers))
-        self.farm.start()
-        log.info("starting %s %s", self.balancer.name, self.balancer.version())
-        self.balancer.start()
-        self.balancer.wait_ready()
+        self._check_addresses()
+        log.info("starting %d CAS of run %s", len(self.spec.servers), self.run_id)
+        try:
+            self.farm.start()
+            log.info("starting %s %s", self.balancer.name, self.balancer.version())
+            self.balancer.start()
+            if isinstance(self.balancer, ProcessBalancer) and self.balancer.process is not None:
+                self.record.started("balancer", self.balancer.process.pid)
+            self.balancer.wait_ready()
+        except (FarmError, BalancerError):
+            self._check_addresses()  # another lab that took the addresses meanwhile: say which
+            raise
+
+    def _check_addresses(self) -> None:
+        """AddressesTaken if another lab listens where this one must (the VIP only when the lab runs the
+        balancer: an external one is the user's)."""
+        check_free(self.spec, f"caslab {self.record.command}", vip=isinstance(self.balancer, ProcessBalancer))
 
     def fault(self, action: str, server: str) -> None:
         """Fire one fault of the scenario (DESIGN.md section 8)."""
@@ -119,7 +146,8 @@ class LocalLab:
             return {}
 
     def stop(self) -> None:
-        try:
-            self.balancer.stop()
-        finally:
-            self.farm.stop()
+        with signals_held():
+            try:
+                self.balancer.stop()
+            finally:
+                self.farm.stop()

@@ -8,7 +8,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 from lab.balancers import Balancer, BalancerError
 from lab.model import BalancerSpec
@@ -78,8 +81,19 @@ class ProcessBalancer(Balancer):
             time.sleep(0.02)
 
     def listening(self) -> set[tuple[str, int]]:
-        """The listening TCP sockets where the balancer runs (a container's are elsewhere)."""
-        return listening_sockets()
+        """The listening TCP sockets that the balancer's process or its children (nginx's workers) hold.
+        A listener of another process on the same address and port (another lab's balancer, which
+        HAProxy and Envoy let share the port through SO_REUSEPORT) proves nothing about this one."""
+        if self.process is None:
+            return set()
+        try:
+            tree = [
+                self.process.pid,
+                *(c.pid for c in psutil.Process(self.process.pid).children(recursive=True)),
+            ]
+        except psutil.NoSuchProcess:
+            return set()
+        return listening_sockets(inodes=socket_inodes(tree))
 
     def _check_alive(self) -> None:
         if self.process is None:
@@ -105,10 +119,10 @@ class ProcessBalancer(Balancer):
             process.wait(timeout)
 
 
-def listening_sockets(table_path: str = "/proc/net/tcp") -> set[tuple[str, int]]:
-    """(IPv4 address, port) of every TCP socket in LISTEN state in this process's network namespace, or
-    in another process's one through /proc/<pid>/net/tcp."""
-    out = set()
+def listening_table(table_path: str = "/proc/net/tcp") -> dict[int, tuple[str, int]]:
+    """Socket inode -> (IPv4 address, port) of every TCP socket in LISTEN state in this process's network
+    namespace, or in another process's one through /proc/<pid>/net/tcp."""
+    out = {}
     with open(table_path) as table:
         next(table)
         for line in table:
@@ -117,5 +131,33 @@ def listening_sockets(table_path: str = "/proc/net/tcp") -> set[tuple[str, int]]
                 continue
             addr_hex, port_hex = fields[1].split(":")
             octets = bytes.fromhex(addr_hex)[::-1]  # the kernel prints the address little-endian
-            out.add((".".join(str(b) for b in octets), int(port_hex, 16)))
+            out[int(fields[9])] = (".".join(str(b) for b in octets), int(port_hex, 16))
+    return out
+
+
+def listening_sockets(
+    table_path: str = "/proc/net/tcp", inodes: set[int] | None = None
+) -> set[tuple[str, int]]:
+    """(IPv4 address, port) of every listening TCP socket (see listening_table); with `inodes`, of those
+    among them only (the sockets some processes hold, see socket_inodes)."""
+    table = listening_table(table_path)
+    return {where for inode, where in table.items() if inodes is None or inode in inodes}
+
+
+def socket_inodes(pids: Iterable[int]) -> set[int]:
+    """The inodes of the sockets the processes hold open (their /proc/<pid>/fd links "socket:[N]").
+    A process that has exited, or whose descriptors this user may not read, holds none here."""
+    out = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed since the listing
+                continue
+            if link.startswith("socket:["):
+                out.add(int(link[8:-1]))
     return out

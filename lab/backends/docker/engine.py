@@ -1,23 +1,33 @@
 """The Docker engine as a lab uses it: the connection, the labels that mark what belongs to a lab run,
-and `LabContainers`, which makes the network and the containers of one run and removes them all."""
+`LabContainers`, which makes the network and the containers of one run, and the removal of everything
+of a run by its label.
+
+Labels of every container, network and volume of a lab:
+    org.caslab.run           the run id (lab.backends.state.new_run_id)
+    org.caslab.run-dir       the run folder
+    org.caslab.role          a container's part: cas01…, balancer, loadgen
+    org.caslab.owner-pid, org.caslab.owner-started, org.caslab.owner-host, org.caslab.checkout
+                             who made the lab, and from where (lab.backends.owner): the janitor removes
+                             a lab whose owner is gone
+"""
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
+from docker.models.containers import Container
+from docker.models.resource import Model
 from docker.types import IPAMConfig, IPAMPool, Mount
 
 if TYPE_CHECKING:
-    from docker.models.containers import Container
-
     from lab.backends.docker.network import LabNetwork
+    from lab.backends.state import LabRecord
 
 RUN_LABEL, RUN_DIR_LABEL, ROLE_LABEL = "org.caslab.run", "org.caslab.run-dir", "org.caslab.role"
 INTERFACE = "eth0"  # a container's interface on its first network
@@ -27,10 +37,10 @@ class DockerLabError(RuntimeError):
     """Docker is not there, an image is missing, or a container could not start; the message says which."""
 
 
-def connect() -> docker.DockerClient:
+def connect(timeout: float = 120) -> docker.DockerClient:
     """A client of the Docker engine (DOCKER_HOST, else the local socket), or DockerLabError."""
     try:
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=timeout)
         client.ping()
     except docker.errors.DockerException as err:
         raise DockerLabError(
@@ -48,12 +58,14 @@ class LabContainers:
     """The containers and the network of one lab run. Everything is made here with the run's labels, so
     `remove_all` finds it all, whatever was running when the lab stopped."""
 
-    def __init__(self, client: docker.DockerClient, network: LabNetwork, run_dir: Path) -> None:
+    def __init__(
+        self, client: docker.DockerClient, network: LabNetwork, run_dir: Path, record: LabRecord
+    ) -> None:
         self.client = client
         self.network = network
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = record.run_id
         self.name = f"caslab-{self.run_id}"
-        self.labels = {RUN_LABEL: self.run_id, RUN_DIR_LABEL: str(run_dir)}
+        self.labels = {RUN_LABEL: self.run_id, RUN_DIR_LABEL: str(run_dir), **record.owner.labels()}
         self.user = f"{os.getuid()}:{os.getgid()}"
 
     def create_network(self) -> None:
@@ -113,36 +125,52 @@ class LabContainers:
         if done.exit_code != 0:
             raise DockerLabError(f"cannot add {', '.join(addresses)}: {done.output.decode(errors='replace')}")
 
-    def owned(self) -> tuple[list, list, list]:
-        """This run's containers, networks and volumes."""
-        only = {"label": f"{RUN_LABEL}={self.run_id}"}
-        return (
-            self.client.containers.list(all=True, filters=only),
-            self.client.networks.list(filters=only),
-            self.client.volumes.list(filters=only),
-        )
-
     def remove_all(self, timeout: float = 60.0) -> None:
-        """Remove every container (with its anonymous volumes), network and volume of the run. A network
-        with a container still attached refuses to go, so this repeats until nothing is left."""
-        deadline = time.monotonic() + timeout
-        while True:
-            containers, networks, volumes = self.owned()
-            if not (containers or networks or volumes):
-                return
-            problems = []
-            for thing, remove in [
-                *((c, lambda c=c: c.remove(force=True, v=True)) for c in containers),
-                *((n, n.remove) for n in networks),
-                *((v, lambda v=v: v.remove(force=True)) for v in volumes),
-            ]:
-                try:
-                    remove()
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as err:
-                    problems.append(f"{thing.name}: {err.explanation}")
-            if problems and time.monotonic() > deadline:
-                raise DockerLabError(f"could not remove {'; '.join(problems)}")
-            if problems:
-                time.sleep(0.2)  # the engine is still detaching a container; ask again
+        """Remove everything of the run (see remove_run)."""
+        remove_run(self.client, self.run_id, timeout)
+
+
+def lab_things(client: docker.DockerClient, run_id: str | None = None) -> tuple[list, list, list]:
+    """The containers, networks and volumes of one run, or of every lab run with no `run_id`."""
+    only = {"label": f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL}
+    return (
+        client.containers.list(all=True, filters=only),
+        client.networks.list(filters=only),
+        client.volumes.list(filters=only),
+    )
+
+
+def labels_of(thing: Model) -> dict[str, str]:
+    """A container's, network's or volume's labels."""
+    if isinstance(thing, Container):
+        return thing.labels
+    return thing.attrs.get("Labels") or {}
+
+
+def remove_run(client: docker.DockerClient, run_id: str, timeout: float = 60.0) -> tuple[int, int, int]:
+    """Remove every container (with its anonymous volumes), network and volume of the run; how many of
+    each. A network with a container still attached refuses to go, so this repeats until nothing is
+    left, or DockerLabError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    counts = None
+    while True:
+        containers, networks, volumes = lab_things(client, run_id)
+        counts = counts or (len(containers), len(networks), len(volumes))
+        if not (containers or networks or volumes):
+            return counts
+        problems = []
+        for thing, remove in [
+            *((c, lambda c=c: c.remove(force=True, v=True)) for c in containers),
+            *((n, n.remove) for n in networks),
+            *((v, lambda v=v: v.remove(force=True)) for v in volumes),
+        ]:
+            try:
+                remove()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as err:
+                problems.append(f"{thing.name}: {err.explanation}")
+        if problems and time.monotonic() > deadline:
+            raise DockerLabError(f"could not remove {'; '.join(problems)}")
+        if problems:
+            time.sleep(0.2)  # the engine is still detaching a container; ask again

@@ -8,7 +8,10 @@ What differs from the local backend:
 - The load runs in the loadgen container (loadgen.container_run); the host fires the faults as the
   container's progress lines come in. Faults are container kill/start and the CAS admin switches.
 - Teardown removes by label (org.caslab.run): every container, network and volume of the run, also of a
-  start that failed half-way, on Ctrl-C and on SIGTERM.
+  start that failed half-way, on Ctrl-C and on SIGTERM. The labels also name the lab's owner, so that
+  the janitor removes a lab whose owner was killed before it could (lab.backends.janitor).
+- The CAS are ready when their health URL answers with the run id; the balancer's readiness reads the
+  listening sockets of its container's own network namespace, which holds nothing else.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from lab.backends.docker.engine import DockerLabError, LabContainers, bind, conn
 from lab.backends.docker.host import make_room_for_neighbours
 from lab.backends.docker.images import Images, ensure_images
 from lab.backends.docker.network import LabNetwork
+from lab.backends.state import LabRecord
 from lab.backends.teardown import signals_held
 from lab.balancers import Balancer
 from lab.farm import http_get_json, http_post_json
@@ -53,6 +57,7 @@ class DockerLab:
         spec: BalancerSpec,
         run_dir: Path,
         network: LabNetwork,
+        record: LabRecord,
         *,
         time_scale: float = 1.0,
         key_seed: str | None = None,
@@ -61,7 +66,8 @@ class DockerLab:
     ) -> None:
         self.spec = spec
         self.run_dir = run_dir = run_dir.resolve()  # mounted at the same path in the containers
-        self.containers = LabContainers(connect(), network, run_dir)
+        self.run_id = record.run_id
+        self.containers = LabContainers(connect(), network, run_dir, record)
         self.balancer: Balancer = container_balancer(spec, run_dir, self.containers)
         self.images: Images | None = None
         self.farm_key = secrets.token_bytes(32)
@@ -92,11 +98,9 @@ class DockerLab:
         self.balancer.image = self.images.of(self.balancer.name)
         self.containers.create_network()
         log.info(
-            "starting %d CAS on %s (images %s)",
-            len(self.servers),
-            self.containers.network.subnet,
-            self.images.tag,
-        )
+            "starting %d CAS of run %s on %s (images %s)",
+            len(self.servers), self.run_id, self.containers.network.subnet, self.images.tag,
+        )  # fmt: skip
         for e in self.servers:
             args = self._cas_args(e)
             self.cas[e.name] = self.containers.run(
@@ -113,6 +117,7 @@ class DockerLab:
         """Arguments of the CAS image's entry point (`caslab cas --host 0.0.0.0`); ports are the defaults."""
         args = [
             "--name", e.name,
+            "--run-id", self.run_id,
             "--farm-key", self.farm_key.hex(),
             "--time-scale", str(self.time_scale),
             "--vip-host", self.vip_host_name,
@@ -130,12 +135,14 @@ class DockerLab:
         return [bind(self.cas_tls.server_cert.parent, read_only=True)] if self.cas_tls else []
 
     def _wait_healthy(self, e: CasEndpoint, deadline: float) -> None:
-        """Poll the CAS's admin health URL (its admin port opens after all others)."""
+        """Poll the CAS's admin health URL (its admin port opens after all others) until it answers with
+        this run's id."""
         url = f"{e.admin_url}/caslab/health"
         container = self.cas[e.name]
         while True:
             try:
-                http_get_json(url, timeout=1.0)
+                if http_get_json(url, timeout=1.0).get("run") != self.run_id:
+                    raise ValueError(f"{url} answers for another run")
                 self.running.add(e.name)
                 self._ledger_next[e.name] = 0  # a new process starts a new ledger
                 return
