@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from caslab import vocab
+from lab.backends.teardown import EXIT_BOUND_S
 from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, EXIT_PASS
 
 BACKEND_HELP = "local: processes on loopback (default); docker: containers on a lab network of their own"
@@ -168,10 +169,11 @@ def _run(args: argparse.Namespace) -> int:
     except ScenarioError as err:
         print(f"caslab run: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    from lab.backends.teardown import end_process
     from lab.run import run_scenario  # imports Locust, which patches the process with gevent
 
     code, _run_dir = run_scenario(scenario, Path(args.out), backend=args.backend)
-    return code
+    end_process(code)  # at once: the interpreter's own teardown of a large run's users took minutes
 
 
 def _matrix(args: argparse.Namespace) -> int:
@@ -182,12 +184,13 @@ def _matrix(args: argparse.Namespace) -> int:
     except ScenarioError as err:
         print(f"caslab matrix: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    from lab.backends.teardown import end_process
     from lab.matrix import run_matrix  # imports Locust, which patches the process with gevent
 
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     code, _folder = run_matrix(scenario, drivers, presets, Path(args.out))
-    return code
+    end_process(code)  # at once: the interpreter's own teardown of a large run's users took minutes
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -242,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Run one scenario: start a farm of mock CAS behind a real balancer, run the scenario's client\n"
         "populations through it for the ramp and the load phase, fire its faults, then check the CAS's\n"
         "ledgers and the clients' events against its thresholds. report.html, summary.json and junit.xml\n"
-        "go to OUT/<name>-<UTC time>/; the lab is torn down on every way out, Ctrl-C included.\n" + EXIT_HELP,
+        "go to OUT/<name>-<UTC time>/; the lab is torn down on every way out, Ctrl-C included.\n"
+        "The process exits as soon as the verdict is out, and at most "
+        f"{EXIT_BOUND_S} s after Ctrl-C or SIGTERM,\n"
+        "whatever the run was doing (what the lab has not torn down by then is killed). A run whose\n"
+        "addresses another lab holds stops before its load (exit 2) and names that lab.\n" + EXIT_HELP,
         "  caslab run quickstart                            a small run on the default driver (Envoy)\n"
         "  caslab run hosted-tenant-source-ip --driver haproxy\n"
         "  caslab run my-farm.toml --preset recommended --duration 2m\n"

@@ -4,7 +4,9 @@
              -> ledgers + client events -> verifier -> report files -> exit code
 
 Everything the run makes goes into reports/<name>-<UTC time>/. The lab is torn down on every path out
-(success, failure, Ctrl-C, SIGTERM), so no process or container is left behind.
+(success, failure, Ctrl-C, SIGTERM), so no process or container is left behind, and within a bound
+(lab.backends.teardown): `caslab run` exits at once after its verdict and at most EXIT_BOUND_S (60 s)
+after Ctrl-C or SIGTERM. What a run killed outright leaves, the next run removes (lab.backends.janitor).
 
 Backends: `local` (lab.backends.local: processes on loopback, the farm on 127.0.1.1x and the VIP on
 127.0.1.1; CASLAB_LOCAL_NET=127.0.22 moves them to 127.0.22.x, e.g. for a second lab at once) and
@@ -30,6 +32,7 @@ from lab.backends import Lab
 from lab.backends.janitor import clean
 from lab.backends.local import LocalLab
 from lab.backends.state import LabRecord
+from lab.backends.teardown import Deadline
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
 from lab.report import write_run
@@ -70,11 +73,20 @@ def _log_to(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _raise_on_sigterm() -> None:
+def _stop_on_signals(deadline: Deadline) -> dict[int, object]:
+    """Ctrl-C and SIGTERM stop the run (KeyboardInterrupt, so every `finally` tears down what it made) and
+    start the deadline of its teardown. A SIGINT ignored when caslab started (a background job) stays
+    ignored. Returns the handlers they replace."""
+
     def handler(_signum: int, _frame: object) -> None:
+        deadline.arm()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            saved[sig] = signal.signal(sig, handler)
+    return saved
 
 
 class ProgressLine:
@@ -108,10 +120,13 @@ def run_scenario(
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
     record = LabRecord.create(run_dir, "run", backend)
-    _raise_on_sigterm()
+    deadline = Deadline(record, EXIT_CANNOT_RUN)
+    saved_handlers = _stop_on_signals(deadline)
     try:
-        return _run_and_judge(scenario, run_dir, record, backend, say)
+        return _run_and_judge(scenario, run_dir, record, deadline, backend, say)
     finally:
+        for sig, saved in saved_handlers.items():
+            signal.signal(sig, saved)
         logging.getLogger().removeHandler(handler)
         handler.close()
 
@@ -120,6 +135,7 @@ def _run_and_judge(
     scenario: Scenario,
     run_dir: Path,
     record: LabRecord,
+    deadline: Deadline,
     backend: str,
     say: Callable[[str], None],
 ) -> tuple[int, Path]:
@@ -195,13 +211,18 @@ def _run_and_judge(
         say(f"caslab: the lab could not run: {err}")
         return EXIT_CANNOT_RUN, run_dir
     finally:
-        if lab is not None:
-            lab.stop()
-        record.remove()
-    progress("phase: verifying", final=True)
-    analysis = write_run(
-        run_dir, read_events([run_dir / "events.csv"]), pd.DataFrame(ledger), scenario, facts
-    )
+        with deadline.bounding():  # the lab is gone in TEARDOWN_S, or the deadline removes it
+            if lab is not None:
+                lab.stop()
+            record.remove()
+    try:
+        progress("phase: verifying", final=True)
+        analysis = write_run(
+            run_dir, read_events([run_dir / "events.csv"]), pd.DataFrame(ledger), scenario, facts
+        )
+    except KeyboardInterrupt:
+        say("caslab: interrupted while verifying; no report")
+        return EXIT_CANNOT_RUN, run_dir
     (run_dir / "events.csv").unlink()
     failed = [c.name for c in analysis.checks if not c.passed]
     say(f"caslab: verdict {analysis.verdict.upper()}" + (f" (failed: {', '.join(failed)})" if failed else ""))

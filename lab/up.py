@@ -22,6 +22,7 @@ from pathlib import Path
 from lab.backends.janitor import clean
 from lab.backends.owner import OWNER_STOP_S, ask_to_stop
 from lab.backends.state import LabRecord, labs_here
+from lab.backends.teardown import Deadline
 from lab.balancers.presets import resolve
 from lab.certs import make_tls_files
 from lab.model import BalancerSpec
@@ -69,9 +70,10 @@ def up(
         while not stopping:
             time.sleep(0.5)
     finally:
-        if lab is not None:
-            lab.stop()
-        record.remove()
+        with Deadline(record, 2).bounding():  # the lab is gone in TEARDOWN_S, or the deadline removes it
+            if lab is not None:
+                lab.stop()
+            record.remove()
     say("caslab up: stopped")
     return 0
 

@@ -1,7 +1,7 @@
-"""A lab owns what it starts (lab.backends: owner, state, janitor, addresses): its CAS prove they are this
-run's, its balancer is ready only when its own process listens, a run whose addresses another lab holds
-stops before its load and names that lab, and what a killed run left is removed by the next run or
-`caslab down`.
+"""A lab owns what it starts (lab.backends: owner, state, janitor, addresses, teardown): its CAS prove they
+are this run's, its balancer is ready only when its own process listens, a run whose addresses another lab
+holds stops before its load and names that lab, what a killed run left is removed by the next run or
+`caslab down`, and teardown ends within its stated bound.
 
 Tests that start servers run in a private network namespace (see the helper rules): the addresses are
 127.0.23x.y, away from the lab's default 127.0.1.x.
@@ -29,6 +29,7 @@ from lab.backends.addresses import AddressesTaken, check_free
 from lab.backends.janitor import clean
 from lab.backends.owner import Owner, start_time
 from lab.backends.state import STATE_DIR, LabRecord, labs_here
+from lab.backends.teardown import EXIT_BOUND_S
 from lab.balancers import BalancerError
 from lab.balancers.presets import resolve
 from lab.balancers.process import ProcessBalancer, listening_sockets
@@ -359,4 +360,25 @@ def test_what_a_sigkilled_run_left_is_removed_by_the_next_run_which_says_so(tmp_
         in (after.stdout)
     )
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in left)
+    assert list((tmp_path / STATE_DIR).glob("*.json")) == []
+
+
+@pytest.mark.slow
+def test_teardown_ends_within_its_bound_when_the_farm_does_not_answer(tmp_path, runs):
+    run, _ = start_run(tmp_path / "reports", tmp_path, "60s", "--driver", "haproxy")
+    runs.append(run)
+    left = lab_processes(tmp_path)
+    for cas in left:
+        if "cas" in cas.cmdline():
+            cas.suspend()  # SIGSTOP: its admin URL will not answer the lab's teardown
+    interrupted = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=EXIT_BOUND_S + 30)
+    took = time.monotonic() - interrupted
+
+    assert run.returncode == 2, output
+    assert took <= EXIT_BOUND_S, f"exited {took:.0f} s after Ctrl-C"
+    assert "teardown took more than 45 s; removing what is left" in output
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in left)
+    assert lab_addresses_listening() == set()
     assert list((tmp_path / STATE_DIR).glob("*.json")) == []
