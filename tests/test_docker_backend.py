@@ -237,3 +237,72 @@ def test_vip_per_service_and_faults_reach_the_containers(tmp_path: Path, monkeyp
         lab.stop()
     assert leftovers(tmp_path) == []
     assert (tmp_path / "balancer" / "haproxy.log").exists()
+
+
+def start(command: list[str], cwd: Path, ready: str) -> tuple[subprocess.Popen, str]:
+    """A caslab command in the background, returned once it has printed a line starting with `ready`."""
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
+    )
+    said = []
+    for line in process.stdout:
+        said.append(line)
+        if line.lstrip().startswith(ready):
+            return process, "".join(said)
+    process.wait()
+    raise AssertionError(f"{' '.join(command)} never said {ready!r}:\n{''.join(said)}")
+
+
+def test_a_sigkilled_run_leaves_its_containers_which_caslab_down_of_its_checkout_removes(
+    tmp_path: Path,
+) -> None:
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    out = here / "reports"
+    command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out)]
+    run, _ = start(command, here, "phase: ramp")
+    try:
+        running = leftovers(out)
+        tag = subprocess.run([str(ROOT / "compose/build-images"), "--print-tag"], capture_output=True,
+                             text=True).stdout.strip()  # fmt: skip
+        client = docker.from_env()
+        images = {c.image.tags[0] for c in client.containers.list(filters={"label": RUN_LABEL})}
+        assert {image.split(":")[1] for image in images} == {tag}, images  # this checkout's sources
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    assert len([c for c in running if c.startswith("container")]) == 5, running
+    assert sorted(leftovers(out)) == sorted(running)  # nothing tore them down
+
+    other = subprocess.run([*CASLAB, "down"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0 and sorted(leftovers(out)) == sorted(running), other.stdout  # not its lab
+
+    down = subprocess.run([*CASLAB, "down"], cwd=here, capture_output=True, text=True, timeout=120)
+
+    assert down.returncode == 0, down.stdout + down.stderr
+    removed = (
+        rf"removed lab quickstart-\S+ \(run, docker, owner pid {run.pid} on \S+\): 5 containers, 1 network,"
+    )
+    assert re.search(removed, down.stdout), down.stdout
+    assert leftovers(out) == []
+
+
+def test_caslab_down_all_removes_every_lab_on_the_engine_also_of_another_checkout(tmp_path: Path) -> None:
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    up, _ = start([*CASLAB, "up", "--backend", "docker", "--servers", "2", "--driver", "haproxy"], here,
+                  "stop with Ctrl-C")  # fmt: skip
+    up.send_signal(signal.SIGKILL)
+    up.wait()
+    left = leftovers(here)
+    assert len([c for c in left if c.startswith("container")]) == 3, left  # 2 CAS and the balancer
+
+    down = subprocess.run(
+        [*CASLAB, "down", "--all"], cwd=elsewhere, capture_output=True, text=True, timeout=120
+    )
+
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"(docker, owner pid {up.pid} on" in down.stdout and "3 containers, 1 network" in down.stdout, (
+        down.stdout
+    )
+    assert leftovers(here) == []

@@ -51,7 +51,7 @@ def _clean_record(record: LabRecord, everything: bool) -> str | None:
                 "the owner of lab %s (%s) did not stop; killing its processes", record.run_id, record.owner
             )
     what = remove_lab(record)
-    return f"lab {record.run_id} ({record.command}, owner {record.owner}, {record.backend}): {what}"
+    return f"lab {record.run_id} ({record.command}, {record.backend}, owner {record.owner}): {what}"
 
 
 def remove_lab(record: LabRecord, timeout: float = KILL_WAIT_S) -> str:

@@ -8,9 +8,11 @@ another process since is not taken for the owner, and the janitor never kills a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,15 +102,14 @@ class Owner:
 
 def ask_to_stop(owner: Owner, timeout: float = OWNER_STOP_S) -> bool:
     """Ask a live owner on this host to stop (SIGTERM: it tears its lab down, as on Ctrl-C) and wait until
-    it has exited; whether it did in `timeout`."""
-    process = running(owner.pid, owner.started) if owner.host == socket.gethostname() else None
-    if process is None:
+    it has exited (a zombie, not yet reaped by its parent, has); whether it did in `timeout`."""
+    if owner.host != socket.gethostname() or running(owner.pid, owner.started) is None:
         return True
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(owner.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        return False
+    deadline = time.monotonic() + timeout
+    while running(owner.pid, owner.started) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
     return True

@@ -37,8 +37,8 @@ def clean_engine(everything: bool = False) -> list[str]:
             continue
         if owner is not None and not gone:
             ask_to_stop(owner)  # on this host, it removes its own lab as it stops
-        whose = f"owner {owner}{' gone' if gone else ''}" if owner else "no owner label"
-        removed.append(f"docker lab {run_id} ({whose}): {remove_docker_lab(run_id, client=client)}")
+        whose = f"owner {owner}" if owner else "no owner label"
+        removed.append(f"lab {run_id} (docker, {whose}): {remove_docker_lab(run_id, client=client)}")
     return removed
 
 
@@ -50,4 +50,10 @@ def remove_docker_lab(run_id: str, timeout: float = 60.0, client: docker.DockerC
     except (DockerLabError, docker.errors.APIError) as err:
         log.warning("could not remove docker lab %s: %s", run_id, err)
         return f"could not remove it: {err}"
-    return f"{containers} containers, {networks} networks, {volumes} volumes"
+    return ", ".join(
+        _count(n, what) for n, what in [(containers, "container"), (networks, "network"), (volumes, "volume")]
+    )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
