@@ -37,6 +37,7 @@ from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
 from lab.report import write_run
 from lab.scenario import Scenario
+from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from loadgen.runner import Progress
 
 log = logging.getLogger("caslab.lab")
-
-EXIT_PASS, EXIT_FAIL, EXIT_CANNOT_RUN = 0, 1, 2
 
 
 class LabError(RuntimeError):
@@ -202,7 +201,7 @@ def _run_and_judge(
             run_id=lab.run_id,
         )
         if result.saturated:
-            facts.notes.append(f"invalid run: {result.saturation_reason}")
+            facts.invalid_reasons.append(result.saturation_reason)
     except KeyboardInterrupt:
         say("caslab: interrupted; tearing the lab down")
         return EXIT_CANNOT_RUN, run_dir
@@ -224,13 +223,9 @@ def _run_and_judge(
         say("caslab: interrupted while verifying; no report")
         return EXIT_CANNOT_RUN, run_dir
     (run_dir / "events.csv").unlink()
-    failed = [c.name for c in analysis.checks if not c.passed]
-    say(f"caslab: verdict {analysis.verdict.upper()}" + (f" (failed: {', '.join(failed)})" if failed else ""))
+    say(f"caslab: {verdict_line(analysis)}")
     say(f"caslab: report {run_dir / 'report.html'}")
-    if result.saturated:
-        say(f"caslab: the run is INVALID: {result.saturation_reason}")
-        return EXIT_CANNOT_RUN, run_dir
-    return (EXIT_PASS if analysis.verdict == "pass" else EXIT_FAIL), run_dir
+    return EXIT_CODES[analysis.verdict], run_dir
 
 
 def lab_addresses(
