@@ -251,7 +251,8 @@ def start_run(out: Path, cwd: Path, duration: str, *options: str) -> tuple[subpr
         if line.startswith(("phase: ramp", "phase: load")):
             return run, said
     run.wait()
-    raise AssertionError("the run never reached its load:\n" + "".join(said))
+    logs = "".join(log.read_text() for log in out.glob("*/lab.log"))
+    raise AssertionError(f"the run never reached its load (exit {run.returncode}):\n{''.join(said)}\n{logs}")
 
 
 def lab_processes(cwd: Path) -> list[psutil.Process]:
