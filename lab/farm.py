@@ -6,7 +6,9 @@ benchmarks; it never leaves a process behind (stop() kills what did not exit on 
 
 Every CAS of a farm is started with the farm's run id (`--run-id`), and a CAS is ready only when its
 health URL answers with that id: an answer from another lab's CAS on the same address (whose process
-holds the port this one could not bind) proves nothing about this one.
+holds the port this one could not bind) proves nothing about this one. The farm talks only to the CAS
+that proved so (`proven`): a farm that failed to start must not close another lab's channels or read
+its ledger as it stops.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class LocalFarm:
         self.run_id = run_id or f"farm-{secrets.token_hex(4)}"
         self.on_start = on_start
         self.processes: dict[str, subprocess.Popen] = {}
+        self.proven: set[str] = set()  # CAS whose health answered with this farm's run id
         self._ledger_next: dict[str, int] = {}
         self.ledger_rows: list[dict] = []
 
@@ -145,12 +148,14 @@ class LocalFarm:
                 self._command(e), stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
             )
             log.close()
+            self.proven.discard(e.name)
             if self.on_start:
                 self.on_start(e.name, self.processes[e.name].pid)
             self._ledger_next[e.name] = 0  # a new process starts a new ledger
         deadline = time.monotonic() + timeout
         for e in todo:
             wait_until_healthy(e, deadline, self.processes[e.name], self.run_id)
+            self.proven.add(e.name)
 
     def stop(self, names: list[str] | None = None, timeout: float = 5.0) -> None:
         """Stop the named servers (all by default): SIGTERM, then SIGKILL after `timeout`.
@@ -158,7 +163,7 @@ class LocalFarm:
         and its ledger is collected, so a stopped CAS's rows are not lost."""
         chosen = names or list(self.processes)
         for name in chosen:
-            if self.processes.get(name) and self.processes[name].poll() is None:
+            if name in self.proven and self.processes[name].poll() is None:
                 # A CAS that cannot answer has nothing more to hand out.
                 with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
                     http_post_json(f"{self.endpoint(name).admin_url}/caslab/close", timeout=timeout)
@@ -168,6 +173,7 @@ class LocalFarm:
             if proc and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for name in chosen:
+            self.proven.discard(name)
             proc = self.processes.pop(name, None)
             if proc is None:
                 continue
@@ -180,6 +186,7 @@ class LocalFarm:
     def kill(self, name: str) -> None:
         """Stop one server abruptly, as a crash would (its unread ledger rows are collected first)."""
         self.collect_ledger(name)
+        self.proven.discard(name)
         proc = self.processes.pop(name, None)
         if proc and proc.poll() is None:
             proc.kill()
@@ -193,12 +200,13 @@ class LocalFarm:
         return http_get_json(f"{self.endpoint(name).admin_url}/caslab/stats")
 
     def collect_ledger(self, name: str | None = None) -> list[dict]:
-        """Read new ledger rows of the named server (or all running ones) into `ledger_rows`."""
+        """Read new ledger rows of the named server (or all running ones) into `ledger_rows`: only of a
+        CAS proven to be this farm's."""
         names = [name] if name else list(self.processes)
         new: list[dict] = []
         for n in names:
             proc = self.processes.get(n)
-            if proc is None or proc.poll() is not None:
+            if n not in self.proven or proc is None or proc.poll() is not None:
                 continue
             e = self.endpoint(n)
             while True:

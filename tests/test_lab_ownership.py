@@ -33,7 +33,7 @@ from lab.backends.teardown import EXIT_BOUND_S
 from lab.balancers import BalancerError
 from lab.balancers.presets import resolve
 from lab.balancers.process import ProcessBalancer, listening_sockets
-from lab.farm import FarmError, wait_until_healthy
+from lab.farm import FarmError, LocalFarm, wait_until_healthy
 from lab.model import BalancerSpec, Vip, local_farm
 
 CASLAB = [sys.executable, "-m", "lab.cli"]
@@ -213,6 +213,19 @@ def test_a_cas_is_ready_only_when_it_answers_with_the_run_id(make_farm):
     assert (
         wait_until_healthy(cas, time.monotonic() + 5, run_id="another-run-1a2b")["run"] == "another-run-1a2b"
     )
+
+
+def test_a_farm_that_did_not_prove_a_cas_its_own_never_asks_that_address_anything(tmp_path, monkeypatch):
+    """A farm whose CAS lost its address to another lab's (a start at the same moment) stops without
+    closing that lab's channels or reading its ledger: it asks nothing of a CAS that did not answer
+    with its run id."""
+    asked = []
+    monkeypatch.setattr("lab.farm.http_post_json", lambda url, timeout=5.0: asked.append(url) or {})
+    monkeypatch.setattr("lab.farm.http_get_json", lambda url, timeout=5.0: asked.append(url) or {})
+    farm = LocalFarm(local_farm(1, "127.0.238"), farm_key=b"k" * 32, run_dir=tmp_path, run_id="this-run")
+    farm.processes["CAS01"] = sleeper()  # still running: it has not yet seen that its ports are taken
+    farm.stop(timeout=5)
+    assert asked == [] and farm.processes == {}
 
 
 def test_a_lab_whose_addresses_are_taken_names_who_holds_them_and_where_to_go(make_farm):

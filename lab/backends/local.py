@@ -131,7 +131,7 @@ class LocalLab:
     def server_stats(self) -> dict[str, dict]:
         """Each running CAS's /caslab/stats (peak in-flight requests, counts per service and state)."""
         stats = {}
-        for name in self.farm.processes:
+        for name in sorted(self.farm.proven):
             try:
                 stats[name] = self.farm.stats(name)
             except OSError as err:
