@@ -82,18 +82,19 @@ def down(say: Callable[[str], None] = print, everything: bool = False, timeout: 
     """Stop this checkout's `caslab up` lab, then remove what labs whose owner is gone left (`everything`:
     every lab of this checkout and every caslab lab on the Docker engine). Exit code 2 if a lab did not
     stop in `timeout`."""
-    code = 0
+    code, stopped = 0, 0
     for record in labs_here():
         if record.command != "up" or record.owner.gone():
             continue
         if ask_to_stop(record.owner, timeout):
             say(f"caslab down: stopped the lab of caslab up (pid {record.owner.pid}, {record.run_dir})")
+            stopped += 1
         else:
             say(f"caslab down: pid {record.owner.pid} did not stop in {timeout:.0f}s")
             code = 2
     removed = clean(everything=everything)
     for line in removed:
         say(f"caslab down: removed {line}")
-    if code == 0 and not removed and not any(r.command == "up" for r in labs_here()):
+    if code == 0 and not stopped and not removed:
         say("caslab down: no lab is running here and none was left behind")
     return code
