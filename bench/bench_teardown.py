@@ -1,12 +1,14 @@
 """How long `caslab run` takes to exit after its verdict and after Ctrl-C (prints figures, asserts nothing).
 
 The bound is lab.backends.teardown.EXIT_BOUND_S (60 s after Ctrl-C; at once after the verdict). Cases,
-each a fresh `python -m lab.cli run` of a one-population scenario on HAProxy (time scale 120):
+each a fresh `python -m lab.cli run` (USERS: one population of a NAT-ed tenant on HAProxy, time scale
+120):
 
     verdict     USERS users, 1 s ramp, 2 s load: seconds from the verdict line to the exit
     ctrl-c      USERS users: SIGINT 10 s after Locust starts spawning them; seconds to the exit
-    stuck farm  quickstart with its three CAS stopped (SIGSTOP) during the load, then SIGINT; seconds
-                to the exit (the lab's own teardown cannot finish: the deadline removes the lab)
+    stuck farm  quickstart (on its own driver) with its three CAS stopped (SIGSTOP) during the load,
+                then SIGINT; seconds to the exit (the lab's own teardown cannot finish: the deadline
+                removes the lab)
 
 and, after Ctrl-C, how many of the lab's processes are left (the verdict comes after the teardown).
 Run it in a network namespace of its own (it binds 127.0.236.x):

@@ -14,7 +14,8 @@ One idea per module:
 - `images`: the images this checkout's sources need (compose/build-images), by their content tag;
 - `host`: the one host setting a lab may need (the kernel's neighbour table);
 - `balancer`: ContainerBalancer, a driver's balancer run in its image;
-- `lab`: DockerLab, the backend itself (lab.backends.Lab).
+- `lab`: DockerLab, the backend itself (lab.backends.Lab);
+- `janitor`: the labs on the engine whose owner is gone, found by their labels, and their removal.
 """
 
 from lab.backends.docker.engine import RUN_DIR_LABEL, RUN_LABEL, DockerLabError
