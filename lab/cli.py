@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     from lab.run import run_scenario  # imports Locust, which patches the process with gevent
 
     code, _run_dir = run_scenario(scenario, Path(args.out), backend=args.backend)
-    end_process(code)  # at once: the interpreter's own teardown of a large run's users took minutes
+    end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
 
 
 def _matrix(args: argparse.Namespace) -> int:
@@ -190,7 +190,7 @@ def _matrix(args: argparse.Namespace) -> int:
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     code, _folder = run_matrix(scenario, drivers, presets, Path(args.out))
-    end_process(code)  # at once: the interpreter's own teardown of a large run's users took minutes
+    end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
 
 
 def _up(args: argparse.Namespace) -> int:

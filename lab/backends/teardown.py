@@ -6,7 +6,7 @@ users (its stop is linear in them), a CAS that does not answer, a Docker call th
 When the lab's own teardown has not finished TEARDOWN_S after the signal, the deadline removes what is
 left without asking it anything (lab.backends.janitor.remove_lab: kill the recorded processes, remove
 the containers) and ends the process. `end_process` ends it at once after the verdict: the interpreter's
-own teardown of millions of objects (greenlets of a large run) took minutes.
+own teardown of a large run's objects (its users' greenlets) took 18 s after 390,000 users.
 """
 
 from __future__ import annotations
