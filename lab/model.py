@@ -1,4 +1,5 @@
-"""Plain data shared by the lab's parts: persistence, the farm's addresses, the VIP, what a driver renders.
+"""Plain data shared by the lab's parts: persistence, idle timeouts, the farm's addresses and Exchange
+settings, the VIP, what a driver renders.
 
 Data flows one way (scenario -> lab -> farm, balancer, loadgen -> ledgers -> verifier -> report); these
 types are what travels. They hold no behaviour beyond validation of their own fields.
@@ -46,6 +47,84 @@ class Persistence:
     def __str__(self) -> str:
         text = f"{self.method} {self.name}" if self.name else self.method
         return f"{text} (fallback {self.fallback})" if self.fallback else text
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The balancer's idle timeouts (DESIGN.md section 13), in the lab's time (already divided by the
+    scenario's time_scale). None: the driver's long default (an hour), as when a scenario sets none.
+
+    `client_idle_s`: a connection from a client that is silent both ways this long is closed;
+    `server_idle_s`: the same for a connection to a CAS. `services` holds per-service overrides; `of`
+    merges one into these. How each driver says them: lab.balancers.layout and each driver's docstring.
+    """
+
+    client_idle_s: float | None = None
+    server_idle_s: float | None = None
+    # Per-service overrides (service id -> Timeouts without services). Not hashed: a pool's timeouts,
+    # made by `of`, have none, and pools are dict keys.
+    services: dict[str, Timeouts] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("client_idle_s", "server_idle_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be above 0 seconds, got {value}")
+        unknown = [s for s in self.services if s not in SERVICES]
+        if unknown:
+            raise ValueError(f"timeouts for unknown services {unknown}; services: {', '.join(SERVICES)}")
+
+    def of(self, service: str | None) -> Timeouts:
+        """The timeouts of one service (None: of traffic no service owns): its override where it sets
+        one, else these."""
+        own = self.services.get(service, Timeouts()) if service else Timeouts()
+        return Timeouts(
+            own.client_idle_s if own.client_idle_s is not None else self.client_idle_s,
+            own.server_idle_s if own.server_idle_s is not None else self.server_idle_s,
+        )
+
+    @property
+    def idle_s(self) -> float | None:
+        """Where one stream is both sides at once (a TCP proxy, a tunnel, an Envoy stream), idle on one
+        side is idle on the other: the shorter timeout ends it. None when neither is set."""
+        values = [v for v in (self.client_idle_s, self.server_idle_s) if v is not None]
+        return min(values) if values else None
+
+    @property
+    def is_set(self) -> bool:
+        return self.client_idle_s is not None or self.server_idle_s is not None or bool(self.services)
+
+
+# ExchangeSettings field -> the `caslab cas` flag that sets it (mockcas.config.CasConfig, same name).
+EXCHANGE_FLAGS = {
+    "rpc_min_connection_timeout_s": "--rpc-min-connection-timeout",
+    "eas_heartbeat_min_s": "--eas-heartbeat-min",
+    "eas_heartbeat_max_s": "--eas-heartbeat-max",
+    "owa_timeout_s": "--owa-timeout",
+    "tcp_keepalive_s": "--tcp-keepalive",
+}
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """Settings of every CAS, named after the Exchange and Windows settings they mock, in Exchange time
+    (each CAS divides them by its time_scale, as every protocol timer). None: Exchange's default, which
+    is the CAS's own (no flag is passed for it)."""
+
+    rpc_min_connection_timeout_s: float | None = None  # RPC MinimumConnectionTimeout (720 s IN / 900 s OUT)
+    eas_heartbeat_min_s: float | None = None  # ActiveSync MinHeartbeatInterval (60 s)
+    eas_heartbeat_max_s: float | None = None  # ActiveSync MaxHeartbeatInterval (3540 s)
+    owa_timeout_s: float | None = None  # forms-logon idle lifetime, public computer (15 min)
+    tcp_keepalive_s: float | None = None  # Windows KeepAliveTime on MAPI / Address Book (2 h)
+
+    def cas_args(self) -> list[str]:
+        """The `caslab cas` flags of the settings that are set (seconds of Exchange time)."""
+        out = []
+        for name, flag in EXCHANGE_FLAGS.items():
+            value = getattr(self, name)
+            if value is not None:
+                out += [flag, repr(float(value))]
+        return out
 
 
 @dataclass(frozen=True)
@@ -140,6 +219,8 @@ class BalancerSpec:
     health: HealthCheck = field(default_factory=HealthCheck)
     tls_files: TlsFiles | None = None
     preset: str | None = None  # the preset the persistence came from, for reports
+    timeouts: Timeouts = field(default_factory=Timeouts)  # idle timeouts, already time-scaled
+    persistence_table_size: int | None = None  # records per stick table; None: the driver's default
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -151,3 +232,5 @@ class BalancerSpec:
             raise ValueError(f"no persistence given for: {', '.join(missing)}")
         if self.tls != "none" and self.tls_files is None:
             raise ValueError(f"tls mode {self.tls!r} needs the run's certificate files")
+        if self.persistence_table_size is not None and self.persistence_table_size < 1:
+            raise ValueError(f"persistence_table_size must be at least 1, got {self.persistence_table_size}")

@@ -28,11 +28,19 @@ Class attributes of a driver:
 - `active_health_checks`: whether it probes the CAS itself (else it notices a dead CAS from failures);
 - `reasons`: method -> why this driver lacks it, for refusals;
 - `tcp_methods`, `tcp_reason`: the methods on TCP pools (MAPI, Address Book, TLS passthrough) when fewer
-  than `methods`, and why.
+  than `methods`, and why;
+- `client_idle_per_route`: whether it can give the services of one listener different client idle
+  timeouts (else `client_idle_reason` says why not);
+- `tcp_timeouts_reason`: set when it cannot close idle TCP streams at all (MAPI, Address Book, TLS
+  passthrough), saying why;
+- `table_methods`: the persistence methods for which it keeps a table whose size
+  `spec.persistence_table_size` sets (else `table_reason` says why it keeps none).
 
 What every driver builds (listeners, pools, routes) is decided once in `lab.balancers.layout`; the
-persistence presets are `lab.balancers.presets`. Counters are requests for HTTP pools and connections for
-TCP pools (MAPI, Address Book, TLS passthrough).
+persistence presets are `lab.balancers.presets`; which idle timeout goes where is decided there too
+(`lab.model.Timeouts`, already divided by the scenario's time_scale). A spec that sets no timeouts and no
+table size renders as it did before they existed: every driver keeps its long defaults then. Counters are
+requests for HTTP pools and connections for TCP pools (MAPI, Address Book, TLS passthrough).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from typing import ClassVar
 from caslab.registry import NotRegistered, Registry
 from caslab.vocab import DRIVERS as DRIVER_NAMES
 from caslab.vocab import METHODS, SERVICES, TCP_SERVICES, TLS_MODES
-from lab.balancers.layout import Layout, allowed_methods, build_layout, shape_problems
+from lab.balancers.layout import Layout, Listener, allowed_methods, build_layout, shape_problems
 from lab.model import BalancerSpec
 
 
@@ -55,9 +63,10 @@ class BalancerError(RuntimeError):
 @dataclass(frozen=True)
 class Refusal:
     """One thing a driver cannot do of a spec, as a record: a persistence `method` for a `service`, a
-    `tls` mode, or a combination of settings that no driver can render (only `reason` then, and the
-    service it is about, if one). `alternatives` are what the driver can do instead. `str()` is the
-    sentence a user reads."""
+    `tls` mode, a balancer `setting` (a key under the scenario's [balancer], e.g. "timeouts.client_idle"
+    or "persistence_table_size"; `service` when a service's own value asked for it), or a combination of
+    settings that no driver can render (only `reason` then, and the service it is about, if one).
+    `alternatives` are what the driver can do instead. `str()` is the sentence a user reads."""
 
     driver: str
     service: str | None = None
@@ -65,8 +74,13 @@ class Refusal:
     tls: str | None = None
     reason: str = ""
     alternatives: tuple[str, ...] = ()
+    setting: str | None = None
 
     def __str__(self) -> str:
+        if self.setting is not None:
+            about = f" for {self.service}" if self.service else ""
+            instead = f"; instead: {', or '.join(self.alternatives)}" if self.alternatives else ""
+            return f"{self.driver} cannot do {self.setting}{about}: {self.reason}{instead}"
         if self.tls is not None:
             return f"{self.driver} cannot do tls '{self.tls}'; it can do: {', '.join(self.alternatives)}"
         if self.method is not None:
@@ -96,6 +110,11 @@ class Balancer:
     reasons: ClassVar[dict[str, str]] = {}
     tcp_methods: ClassVar[frozenset[str] | None] = None
     tcp_reason: ClassVar[str] = ""
+    client_idle_per_route: ClassVar[bool] = True
+    client_idle_reason: ClassVar[str] = ""
+    tcp_timeouts_reason: ClassVar[str] = ""
+    table_methods: ClassVar[frozenset[str]] = frozenset()
+    table_reason: ClassVar[str] = ""
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         self.spec = spec
@@ -127,9 +146,84 @@ class Balancer:
                 else:
                     why = self.reasons.get(method, "")
                 out.append(Refusal(self.name, service, method, reason=why, alternatives=mine))
-        return out + [
-            Refusal(self.name, service, reason=problem) for service, problem in shape_problems(self.spec)
+        shape = [
+            Refusal(self.name, p.service, reason=p.text, setting=p.setting) for p in shape_problems(self.spec)
         ]
+        return out + shape + self._timer_refusals()
+
+    def _timer_refusals(self) -> list[Refusal]:
+        """What this driver cannot do of the spec's idle timeouts and table size."""
+        out = []
+        size = self.spec.persistence_table_size
+        if size is not None and not self._keeps_a_table():
+            reason = self.table_reason or (
+                f"{self.name} keeps a persistence table only for {', '.join(sorted(self.table_methods))}, "
+                "and no service here has one of them"
+            )
+            out.append(
+                Refusal(
+                    self.name,
+                    setting="persistence_table_size",
+                    reason=reason,
+                    alternatives=(
+                        "leave persistence_table_size out",
+                        f"{' or '.join(sorted(self.table_methods))} persistence for a service"
+                        if self.table_methods
+                        else "driver haproxy (stick tables) or external",
+                    ),
+                )
+            )
+        for listener in self.layout.listeners:
+            if listener.kind == "tcp" and self.tcp_timeouts_reason:
+                for side in ("client_idle", "server_idle"):
+                    asked = self._asked(listener.default.services, side)
+                    if asked:
+                        out.append(
+                            Refusal(
+                                self.name,
+                                asked[0],
+                                setting=f"timeouts.{side}",
+                                reason=f"{' and '.join(listener.services)} "
+                                f"{'is' if len(listener.services) == 1 else 'are'} TCP here, and "
+                                f"{self.tcp_timeouts_reason}",
+                                alternatives=(
+                                    "driver haproxy, nginx or envoy",
+                                    f"{side} per HTTP service only ([balancer.timeouts] <service> = "
+                                    f'{{ {side} = "..." }})',
+                                ),
+                            )
+                        )
+            if listener.client_idle_varies and not self.client_idle_per_route:
+                out.append(self._one_client_idle(listener))
+        return out
+
+    def _keeps_a_table(self) -> bool:
+        methods = {p.persistence.method for p in self.layout.pools}
+        methods |= {p.persistence.fallback.method for p in self.layout.pools if p.persistence.fallback}
+        return bool(methods & self.table_methods)
+
+    def _asked(self, services: tuple[str, ...], side: str) -> list[str | None]:
+        """Who set `side` for `services`: the services whose own override sets it, else None (the
+        scenario's [balancer.timeouts] itself), or [] when it is not set for them at all."""
+        timeouts = self.spec.timeouts
+        if not any(getattr(timeouts.of(s), f"{side}_s") is not None for s in services):
+            return []
+        own = [s for s in services if getattr(timeouts.services.get(s), f"{side}_s", None) is not None]
+        return own or [None]
+
+    def _one_client_idle(self, listener: Listener) -> Refusal:
+        services = listener.services
+        alternatives = [f"one client_idle for {', '.join(services)}"]
+        if self.spec.topology == "single-vip":
+            alternatives.insert(0, "topology vip-per-service (one listener per service group)")
+            alternatives[-1] += " and paths no service owns ([balancer.timeouts] client_idle)"
+        return Refusal(
+            self.name,
+            self._asked(services, "client_idle")[0],
+            setting="timeouts.client_idle",
+            reason=f"{self.client_idle_reason}, and {', '.join(services)} share the listener {listener.name}",
+            alternatives=tuple(alternatives),
+        )
 
     def check(self) -> None:
         """Raise Unsupported listing every refusal."""

@@ -17,14 +17,21 @@ Decided here once, so the drivers differ only in how they say it:
 - TLS: `none` listens on the VIP's HTTP port; `offload` and `bridge` end TLS on the HTTPS port (bridge
   connects to the CAS' HTTPS port with TLS again); `passthrough` forwards TCP from the HTTPS port to the
   CAS' HTTPS port, so there are no paths: one web pool on `single-vip`, one per group otherwise.
+- Idle timeouts (lab.model.Timeouts): each route carries its service's, each pool its services' and each
+  listener the ones all its services share (else the scenario's own, with `client_idle_varies` set).
+  The client side belongs to a listener (HAProxy frontends, Traefik entry points) or to a route (nginx
+  locations, Envoy routes); the server side belongs to a pool, so the services of one pool (OWA and ECP
+  with one method, the web services through one passthrough listener) must share a server_idle, and on
+  a TCP pool a client_idle too: one TCP stream is both sides at once, and its idle timeout is the
+  shorter of the two (`Timeouts.idle_s`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from caslab.vocab import HTTP_SERVICES, METHODS, SERVICE_PATHS, TCP_SERVICES, VIP_GROUPS
-from lab.model import BalancerSpec, CasEndpoint, Persistence
+from lab.model import BalancerSpec, CasEndpoint, Persistence, Timeouts
 
 # Methods each kind of traffic can carry at all, whatever the balancer.
 TCP_METHODS = frozenset({"none", "leastconn", "source-ip"})
@@ -47,6 +54,8 @@ class Pool:
     cas_port: str  # the CasEndpoint attribute with the port to connect to
     tls: bool = False  # connect to the CAS with TLS and verify it (bridge)
     rule_owner: str | None = None  # the pool whose source-IP rule (stick table, hash ring) this one uses
+    # Its services' idle timeouts (they share one server_idle: shape_problems).
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def port(self, cas: CasEndpoint) -> int:
         return getattr(cas, self.cas_port)
@@ -63,6 +72,7 @@ class Route:
     service: str
     prefixes: tuple[str, ...]  # lower case; match case-insensitively, the prefix or prefix + "/..."
     pool: Pool
+    timeouts: Timeouts = field(default_factory=Timeouts)  # the service's idle timeouts
 
 
 @dataclass(frozen=True)
@@ -73,10 +83,19 @@ class Listener:
     kind: str  # "http", "https" (TLS ends here) or "tcp"
     routes: tuple[Route, ...]
     default: Pool  # for every path no route takes (the only pool of a TCP listener)
+    # The idle timeouts every service here shares, else the scenario's own; and whether the services
+    # here differ in client_idle (a driver with one client timeout per listener cannot do that).
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    client_idle_varies: bool = False
 
     @property
     def pools(self) -> list[Pool]:
         return list(dict.fromkeys([*(r.pool for r in self.routes), self.default]))
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service this listener serves (its routes' and its default pool's)."""
+        return tuple(dict.fromkeys([*(r.service for r in self.routes), *self.default.services]))
 
 
 @dataclass(frozen=True)
@@ -110,16 +129,25 @@ def allowed_methods(spec: BalancerSpec, service: str) -> tuple[frozenset[str], s
     return HTTP_METHODS, "the TLS session ID is visible to the balancer only with tls passthrough"
 
 
-def shape_problems(spec: BalancerSpec) -> list[tuple[str | None, str]]:
-    """What no driver can render of this spec (problems of the combination, not of one method): the
-    service each is about (None when several are) and the problem."""
+@dataclass(frozen=True)
+class ShapeProblem:
+    """Something no driver can render of a spec: the service it is about (None when several are), what,
+    and the balancer setting it is about when it is not persistence (e.g. "timeouts.server_idle")."""
+
+    service: str | None
+    text: str
+    setting: str | None = None
+
+
+def shape_problems(spec: BalancerSpec) -> list[ShapeProblem]:
+    """What no driver can render of this spec (problems of the combination, not of one method)."""
     out = []
     for service, p in spec.persistence.items():
         if p.fallback is not None and (
             p.method not in FALLBACK_PRIMARIES or p.fallback.method not in FALLBACK_METHODS
         ):
             out.append(
-                (
+                ShapeProblem(
                     service,
                     f"{service}: a fallback is only for a key the client may not send "
                     f"({', '.join(sorted(FALLBACK_PRIMARIES))}) falling back to source-ip, not {p}",
@@ -132,13 +160,54 @@ def shape_problems(spec: BalancerSpec) -> list[tuple[str | None, str]]:
             if len({spec.persistence[s] for s in web}) > 1:
                 methods = ", ".join(f"{s}={spec.persistence[s]}" for s in web)
                 out.append(
-                    (
+                    ShapeProblem(
                         None,
                         f"tls passthrough sends {', '.join(web)} through one TCP listener, so they need one "
                         f"method, but they have {methods}; use one method or topology vip-per-service",
                     )
                 )
+    return out + _shared_timeout_problems(spec)
+
+
+def _shared_timeout_problems(spec: BalancerSpec) -> list[ShapeProblem]:
+    """Services of one pool with different server_idle, or different client_idle where one route takes
+    them all (a TCP pool; a listener's default pool on vip-per-service)."""
+    out = []
+    layout = build_layout(spec)
+    catch_all = {listener.default for listener in layout.listeners}
+    for pool in layout.pools:
+        if len(pool.services) < 2:
+            continue
+        sides = ("client_idle", "server_idle") if pool.tcp or pool in catch_all else ("server_idle",)
+        for side in sides:
+            values = {s: getattr(spec.timeouts.of(s), f"{side}_s") for s in pool.services}
+            if len(set(values.values())) == 1:
+                continue
+            own = [s for s in pool.services if getattr(spec.timeouts.services.get(s), f"{side}_s", None)]
+            have = ", ".join(f"{s} {_seconds(v)}" for s, v in values.items())
+            names = " and ".join(pool.services)
+            if pool.tcp:
+                why = f"tls passthrough sends {', '.join(pool.services)} through one TCP listener"
+                instead = "use topology vip-per-service"
+            elif side == "client_idle":
+                why = f"{names} share one pool and one address, where one route takes every path"
+                instead = "give them different persistence methods (then each has a route of its own)"
+            else:
+                why = f"{names} share one pool (one persistence rule)"
+                instead = "give them different persistence methods (then each has a pool of its own)"
+            out.append(
+                ShapeProblem(
+                    (own or [None])[0],
+                    f"{why}, so they take one {side}, but have {have}; set one {side} for all of them, "
+                    f"or {instead}",
+                    setting=f"timeouts.{side}",
+                )
+            )
     return out
+
+
+def _seconds(value: float | None) -> str:
+    return "(the driver's default)" if value is None else f"{value:g} s"
 
 
 def build_layout(spec: BalancerSpec) -> Layout:
@@ -164,7 +233,14 @@ def build_layout(spec: BalancerSpec) -> Layout:
             tls == "passthrough",
             cas_port,
             tls == "bridge",
+            timeouts=spec.timeouts.of(services[0]),
         )
+
+    def route(service: str) -> Route:
+        return Route(service, SERVICE_PATHS[service], by_service[service], spec.timeouts.of(service))
+
+    def listener(name: str, host: str, port: int, kind: str, routes: tuple, default: Pool) -> Listener:
+        return _with_timeouts(spec, Listener(name, host, port, kind, routes, default))
 
     same_owa_ecp = spec.persistence["owa"] == spec.persistence["ecp"]
     if same_owa_ecp:
@@ -177,12 +253,20 @@ def build_layout(spec: BalancerSpec) -> Layout:
     if spec.topology == "single-vip":
         if tls == "passthrough":
             listeners.append(
-                Listener("web", vip.host, web_port, web_kind, (), web_pool("web", HTTP_SERVICES))
+                listener("web", vip.host, web_port, web_kind, (), web_pool("web", HTTP_SERVICES))
             )
         else:
-            routes = tuple(Route(s, SERVICE_PATHS[s], by_service[s]) for s in HTTP_SERVICES)
-            other = Pool("other", (), Persistence("none"), False, cas_port, tls == "bridge")
-            listeners.append(Listener("web", vip.host, web_port, web_kind, routes, other))
+            routes = tuple(route(s) for s in HTTP_SERVICES)
+            other = Pool(
+                "other",
+                (),
+                Persistence("none"),
+                False,
+                cas_port,
+                tls == "bridge",
+                timeouts=spec.timeouts.of(None),
+            )
+            listeners.append(listener("web", vip.host, web_port, web_kind, routes, other))
     else:
         for group in VIP_GROUPS:
             if group[0] not in HTTP_SERVICES:
@@ -190,19 +274,15 @@ def build_layout(spec: BalancerSpec) -> Layout:
             host = vip.service_host(group[0], spec.topology)
             name = by_service[group[0]].name if len(group) == 1 or same_owa_ecp else "owa_ecp"
             if tls == "passthrough":
-                listeners.append(Listener(name, host, web_port, web_kind, (), web_pool(name, group)))
+                listeners.append(listener(name, host, web_port, web_kind, (), web_pool(name, group)))
                 continue
-            routes = tuple(
-                Route(s, SERVICE_PATHS[s], by_service[s])
-                for s in group[1:]
-                if by_service[s] != by_service[group[0]]
-            )
-            listeners.append(Listener(name, host, web_port, web_kind, routes, by_service[group[0]]))
+            routes = tuple(route(s) for s in group[1:] if by_service[s] != by_service[group[0]])
+            listeners.append(listener(name, host, web_port, web_kind, routes, by_service[group[0]]))
 
     listeners = _one_source_ip_rule(listeners)
     mapi_p, ab_p = spec.persistence["mapi"], spec.persistence["addressbook"]
     shared = mapi_p == ab_p and mapi_p.method == "source-ip"
-    mapi = Pool("mapi", ("mapi",), mapi_p, True, "mapi_port")
+    mapi = Pool("mapi", ("mapi",), mapi_p, True, "mapi_port", timeouts=spec.timeouts.of("mapi"))
     ab = Pool(
         "addressbook",
         ("addressbook",),
@@ -210,11 +290,23 @@ def build_layout(spec: BalancerSpec) -> Layout:
         True,
         "ab_port",
         rule_owner="mapi" if shared else None,
+        timeouts=spec.timeouts.of("addressbook"),
     )
     for pool, port in ((mapi, vip.mapi_port), (ab, vip.ab_port)):
         host = vip.service_host(pool.services[0], spec.topology)
-        listeners.append(Listener(pool.name, host, port, "tcp", (), pool))
+        listeners.append(listener(pool.name, host, port, "tcp", (), pool))
     return Layout(tuple(listeners))
+
+
+def _with_timeouts(spec: BalancerSpec, listener: Listener) -> Listener:
+    """`listener` with the timeouts all its services share (traffic no service owns has the scenario's
+    own), else the scenario's own and `client_idle_varies` when they differ in client_idle."""
+    owners: list[str | None] = list(listener.services) or [None]
+    if not listener.default.services:
+        owners.append(None)  # the `other` pool: paths no service owns
+    each = {spec.timeouts.of(s) for s in owners}
+    shared = next(iter(each)) if len(each) == 1 else spec.timeouts.of(None)
+    return replace(listener, timeouts=shared, client_idle_varies=len({t.client_idle_s for t in each}) > 1)
 
 
 def _one_source_ip_rule(listeners: list[Listener]) -> list[Listener]:

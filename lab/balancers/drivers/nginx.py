@@ -33,6 +33,21 @@ worker process, so round robin is exact. Upstreams keep idle connections to the 
 HAProxy and Envoy do, except RPC/HTTP's. Counters are read from the access logs (`$upstream_addr`:
 the last CAS tried is the one that answered); TCP connections are logged, so counted, when they end.
 `stub_status` (totals only) is on the VIP's stats port.
+
+Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), and what each governs:
+- client_idle: `keepalive_timeout` (a kept-alive client connection waiting for its next request; nginx's
+  own default is 75 s), `client_body_timeout` (between two reads of a request body: an idle RPC_IN_DATA
+  channel, which streams) and `send_timeout` (between two writes to a client that does not read). A
+  request the CAS holds (an EAS Ping, an idle RPC_OUT_DATA channel) has no client-side timer in nginx.
+- server_idle: `proxy_read_timeout` (between two reads from the CAS: a held Ping, an idle OUT channel),
+  `proxy_send_timeout` (between two writes to a CAS that does not read) and the upstream's
+  `keepalive_timeout` (an idle kept-alive connection to the CAS; nginx's own default is 60 s).
+- `stream {}` (MAPI, Address Book, TLS passthrough): `proxy_timeout`, between two successive reads or
+  writes on either side of the one TCP stream: the shorter of the two.
+The scenario's own timeouts go into `http {}` and `stream {}`; a service's override into its location
+(both sides: every directive above is allowed per location) or its stream server. nginx OSS keeps no
+persistence table, so a table size is refused: its hashes keep no state, its balancer cookie is held by
+the client, and `sticky learn` (a table with a zone) is nginx Plus.
 """
 
 from __future__ import annotations
@@ -46,7 +61,7 @@ from typing import ClassVar
 from lab.balancers import register
 from lab.balancers.layout import Listener, Pool
 from lab.balancers.process import ProcessBalancer
-from lab.model import BalancerSpec, CasEndpoint, Persistence
+from lab.model import BalancerSpec, CasEndpoint, Persistence, Timeouts
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 LONG = "3600s"  # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes
@@ -58,6 +73,29 @@ STREAM_LOG = '"$upstream_addr" "$upstream_bytes_received" $status $remote_addr'
 
 def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def idle(seconds: float | None) -> str:
+    """An nginx time: whole seconds when exact, else milliseconds; the long default when None."""
+    if seconds is None:
+        return LONG
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{max(1, round(seconds * 1000))}ms"
+
+
+def client_side(timeouts: Timeouts) -> list[str]:
+    """The client-side directives of `timeouts` (none when client_idle is not set)."""
+    if timeouts.client_idle_s is None:
+        return []
+    value = idle(timeouts.client_idle_s)
+    return [f"client_body_timeout {value};", f"send_timeout {value};", f"keepalive_timeout {value};"]
+
+
+def server_side(timeouts: Timeouts) -> list[str]:
+    """The server-side directives of `timeouts` (none when server_idle is not set)."""
+    if timeouts.server_idle_s is None:
+        return []
+    value = idle(timeouts.server_idle_s)
+    return [f"proxy_read_timeout {value};", f"proxy_send_timeout {value};"]
 
 
 def _sent_key(p: Persistence) -> str:
@@ -74,6 +112,10 @@ class Nginx(ProcessBalancer):
         "app-cookie": "nginx OSS cannot learn a cookie from the server's Set-Cookie; hashing is not learning",
         "ssl-session-id": "nginx's stream module cannot key on the TLS session ID",
     }
+    table_reason = (
+        "nginx OSS keeps no persistence table: its hashes keep no state, its balancer cookie is held by the "
+        "client, and `sticky learn` (a table in a shared zone) is nginx Plus only"
+    )
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         super().__init__(spec, run_dir)
@@ -116,6 +158,7 @@ class Nginx(ProcessBalancer):
         d = self.config_dir
         http_pools = [p for p in layout.pools if not p.tcp]
         tcp_pools = [p for p in layout.pools if p.tcp]
+        everywhere = spec.timeouts.of(None)  # the scenario's own, in http {} and stream {}
         lines = [
             f"# caslab: nginx config for preset {spec.preset or '(custom)'}, topology {spec.topology}, "
             f"tls {spec.tls}",
@@ -140,10 +183,11 @@ class Nginx(ProcessBalancer):
             "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
             "    proxy_set_header X-Forwarded-Proto $scheme;",
             "    proxy_connect_timeout 2s;",
-            f"    proxy_read_timeout {LONG};",
-            f"    proxy_send_timeout {LONG};",
-            f"    client_body_timeout {LONG};",
-            f"    send_timeout {LONG};",
+            f"    proxy_read_timeout {idle(everywhere.server_idle_s)};",
+            f"    proxy_send_timeout {idle(everywhere.server_idle_s)};",
+            f"    client_body_timeout {idle(everywhere.client_idle_s)};",
+            f"    send_timeout {idle(everywhere.client_idle_s)};",
+            *(f"    {line}" for line in client_side(everywhere)[2:]),  # keepalive_timeout
             "    proxy_next_upstream error timeout;  # refused or timed out: try another CAS",
             "    proxy_next_upstream_tries 3;",
             "",
@@ -179,14 +223,16 @@ class Nginx(ProcessBalancer):
             f"    log_format caslab '{STREAM_LOG}';",
             f"    access_log {d}/stream.log caslab;",
             "    proxy_connect_timeout 2s;",
-            f"    proxy_timeout {LONG};",
+            f"    proxy_timeout {idle(everywhere.idle_s)};",
             "    proxy_next_upstream on;",
         ]
         for pool in tcp_pools:
             lines += self._upstreams(pool)
         for listener in layout.listeners:
             if listener.kind == "tcp":
+                own = listener.default.timeouts.idle_s
                 lines += ["    server {", f"        listen {listener.host}:{listener.port};",
+                          *([f"        proxy_timeout {idle(own)};"] if own != everywhere.idle_s else []),
                           f"        proxy_pass {listener.default.name};", "    }"]  # fmt: skip
         lines.append("}")
         return {"nginx.conf": "\n".join(lines) + "\n"}
@@ -226,10 +272,14 @@ class Nginx(ProcessBalancer):
 
     @staticmethod
     def _upstream(pool: Pool, name: str, body: list[str]) -> list[str]:
-        """One upstream block. Idle connections to the CAS are kept, as HAProxy and Envoy reuse theirs;
-        none for RPC/HTTP (a channel owns its connection and the RPC proxy closes it at the channel's end)
-        or TCP."""
-        keepalive = [] if pool.tcp or "rpchttp" in pool.services else ["keepalive 32;"]
+        """One upstream block. Idle connections to the CAS are kept, as HAProxy and Envoy reuse theirs,
+        for server_idle when one is set; none for RPC/HTTP (a channel owns its connection and the RPC
+        proxy closes it at the channel's end) or TCP."""
+        keepalive = []
+        if not pool.tcp and "rpchttp" not in pool.services:
+            keepalive = ["keepalive 32;"]
+            if pool.timeouts.server_idle_s is not None:
+                keepalive.append(f"keepalive_timeout {idle(pool.timeouts.server_idle_s)};")
         return _block(f"upstream {name}", [f"zone {name} 64k;", *body, *keepalive])
 
     @staticmethod
@@ -238,18 +288,30 @@ class Nginx(ProcessBalancer):
         the variable of the map that puts the client's address in when it sent none."""
         return f"$key_{pool.name}" if pool.persistence.fallback else _sent_key(pool.persistence)
 
-    def _location(self, pattern: str, pool: Pool) -> list[str]:
+    def _location(self, pattern: str, pool: Pool, timeouts: Timeouts) -> list[str]:
         scheme = "https" if pool.tls else "http"
+        own = [f"            {line}" for line in self._own_timeouts(timeouts)]
         if pool.persistence.method == "lb-cookie":
             return [f"        location {pattern} {{",
                     f"            proxy_pass {scheme}://$pool_{pool.name};",
                     f"            add_header Set-Cookie $set_{pool.lb_cookie} always;",
-                    "        }"]  # fmt: skip
+                    *own, "        }"]  # fmt: skip
         return [
             f"        location {pattern} {{",
             f"            proxy_pass {scheme}://{pool.name};",
+            *own,
             "        }",
         ]
+
+    def _own_timeouts(self, timeouts: Timeouts) -> list[str]:
+        """The directives of a service's timeouts where they differ from the scenario's own."""
+        everywhere = self.spec.timeouts.of(None)
+        lines = []
+        if timeouts.client_idle_s != everywhere.client_idle_s:
+            lines += client_side(timeouts)
+        if timeouts.server_idle_s != everywhere.server_idle_s:
+            lines += server_side(timeouts)
+        return lines
 
     def _server(self, listener: Listener) -> list[str]:
         listen = f"        listen {listener.host}:{listener.port}"
@@ -264,8 +326,8 @@ class Nginx(ProcessBalancer):
         for route in listener.routes:
             for prefix in route.prefixes:
                 # Whole path segments, any case: /owa, /OWA/..., never /owanext.
-                lines += self._location(f"~* ^{re.escape(prefix)}(/|$)", route.pool)
-        lines += self._location("/", listener.default)
+                lines += self._location(f"~* ^{re.escape(prefix)}(/|$)", route.pool, route.timeouts)
+        lines += self._location("/", listener.default, listener.default.timeouts)
         return [*lines, "    }"]
 
     # -- running --------------------------------------------------------------------------------------

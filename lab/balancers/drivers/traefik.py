@@ -20,6 +20,19 @@ connection to a CAS failed to another CAS (not on RPC/HTTP routes: it would hold
 The entry points' read timeout is off (a streamed RPC/HTTP IN channel lasts as long as it lasts).
 Counters come from the JSON access log (`ServiceAddr`); Traefik logs no TCP connections, so MAPI,
 Address Book and passthrough traffic is not counted. The API (no dashboard) is on the VIP's stats port.
+
+Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), and what each governs:
+- client_idle: the entry point's `respondingTimeouts.idleTimeout` (a kept-alive client connection waiting
+  for its next request), one per entry point, so the services of one listener share one. Its
+  `readTimeout` and `writeTimeout` limit a whole request or answer, not idle time: they stay off.
+- server_idle: a servers transport's `forwardingTimeouts.responseHeaderTimeout` (the CAS is silent after
+  the request: a held Ping is cut when it runs out) and `idleConnTimeout` (a pooled connection to the
+  CAS); the static `serversTransport` for the scenario's own, a transport `cas_<pool>` for a service's.
+- Nothing else: once the CAS has sent its headers (an RPC_OUT_DATA channel) or while a request body is
+  still coming (RPC_IN_DATA), Traefik has no idle timer, so idle Outlook Anywhere channels are never cut
+  by it. Its TCP routers (MAPI, Address Book, TLS passthrough) have no idle timeout at all (the TCP
+  servers transport has dial timeout, keep-alive probes and termination delay only): refused.
+Traefik keeps no persistence table (`hrw` is a hash, the sticky cookie the client's): a size is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +55,18 @@ from lab.model import BalancerSpec
 LONG = "3600s"
 
 
+def idle(seconds: float | None) -> str:
+    """A Go duration: whole seconds when exact, else milliseconds; the long default when None."""
+    if seconds is None:
+        return LONG
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{max(1, round(seconds * 1000))}ms"
+
+
+def forwarding(server_idle_s: float) -> dict:
+    """The servers transport's timeouts for a server_idle."""
+    return {"responseHeaderTimeout": idle(server_idle_s), "idleConnTimeout": idle(server_idle_s)}
+
+
 def traefik_binary() -> str:
     path = Path(sysconfig.get_path("scripts")) / "traefik"
     if not path.exists():
@@ -62,6 +87,15 @@ class Traefik(ProcessBalancer):
     }
     tcp_methods = frozenset({"none"})
     tcp_reason = "Traefik's TCP services only round-robin"
+    client_idle_per_route = False
+    client_idle_reason = "Traefik sets `idleTimeout` per entry point only"
+    tcp_timeouts_reason = (
+        "Traefik's TCP routers have no idle timeout (its TCP servers transport sets dialTimeout, "
+        "dialKeepAlive and terminationDelay only)"
+    )
+    table_reason = (
+        "Traefik keeps no persistence table: hrw is a hash and its sticky cookie is held by the client"
+    )
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         super().__init__(spec, run_dir)
@@ -96,7 +130,10 @@ class Traefik(ProcessBalancer):
             listener.name: {
                 "address": f"{listener.host}:{listener.port}",
                 "transport": {
-                    "respondingTimeouts": {"readTimeout": "0s", "idleTimeout": LONG},
+                    "respondingTimeouts": {
+                        "readTimeout": "0s",
+                        "idleTimeout": idle(listener.timeouts.client_idle_s),
+                    },
                     # Stop at once when told to: the lab stops a balancer only when the run is over.
                     "lifeCycle": {"graceTimeOut": "0s"},
                 },
@@ -115,6 +152,8 @@ class Traefik(ProcessBalancer):
             "log": {"level": "WARN", "noColor": True},
             "accessLog": {"filePath": str(d / "access.log"), "format": "json"},
         }
+        if spec.timeouts.server_idle_s is not None:  # the default servers transport's
+            static["serversTransport"] = {"forwardingTimeouts": forwarding(spec.timeouts.server_idle_s)}
         http: dict = {"routers": {}, "services": {}, "middlewares": {"retry": {"retry": {"attempts": 3}}}}
         tcp: dict = {"routers": {}, "services": {}}
         for listener in layout.listeners:
@@ -136,8 +175,11 @@ class Traefik(ProcessBalancer):
             http["routers"][f"{listener.name}_default"] = self._router(
                 listener, "PathPrefix(`/`)", listener.default, priority=1
             )
+        transports = {}
         for pool in layout.pools:
             (tcp if pool.tcp else http)["services"][pool.name] = self._service(pool)
+            if not pool.tcp and (transport := self._transport(pool)):
+                transports[transport[0]] = transport[1]
         # Traefik refuses an empty section ("routers cannot be a standalone element").
         dynamic: dict = {kind: table for kind, table in (("http", http), ("tcp", tcp)) if table["routers"]}
         files = spec.tls_files
@@ -149,10 +191,8 @@ class Traefik(ProcessBalancer):
                 "stores": {"default": {"defaultCertificate": cert}},
                 "options": {"default": {"minVersion": "VersionTLS12"}},
             }
-        if spec.tls == "bridge":
-            http["serversTransports"] = {
-                "cas": {"serverName": files.server_name, "rootCAs": [str(files.ca_pem)]}
-            }
+        if transports:
+            http["serversTransports"] = transports
         return {
             "traefik.yml": json.dumps(static, indent=2) + "\n",
             "dynamic.yml": json.dumps(dynamic, indent=2) + "\n",
@@ -200,9 +240,25 @@ class Traefik(ProcessBalancer):
             # A session cookie: Traefik sets it once and never refreshes it, so a Max-Age would end every
             # session when it runs out, however busy the user (as with Envoy). Traefik has no idle timeout.
             balancer["sticky"] = {"cookie": {"name": pool.lb_cookie, "path": "/", "httpOnly": True}}
-        if pool.tls:
-            balancer["serversTransport"] = "cas"
+        if transport := self._transport(pool):
+            balancer["serversTransport"] = transport[0]
         return {"loadBalancer": balancer}
+
+    def _transport(self, pool: Pool) -> tuple[str, dict] | None:
+        """The servers transport of an HTTP pool when the default one will not do: TLS to the CAS
+        (bridge), or a service's own server_idle. Its name is `cas`, or `cas_<pool>` for a pool with a
+        server_idle of its own."""
+        own = pool.timeouts.server_idle_s
+        everywhere = self.spec.timeouts.server_idle_s
+        transport: dict = {}
+        if pool.tls:
+            files = self.spec.tls_files
+            transport = {"serverName": files.server_name, "rootCAs": [str(files.ca_pem)]}
+        if own is not None and (pool.tls or own != everywhere):
+            transport["forwardingTimeouts"] = forwarding(own)
+        if not transport:
+            return None
+        return ("cas" if own == everywhere else f"cas_{pool.name}"), transport
 
     # -- running --------------------------------------------------------------------------------------
 
