@@ -25,9 +25,10 @@ Keys beyond DESIGN.md section 8, each because a part of the lab needs it:
 
 Times: durations are strings such as "500ms", "20s", "2m", "1h" or "1m30s". `duration`, `ramp` and a
 fault's `at` are wall-clock time; `at` counts from the start of the load phase (after the ramp).
-Exchange's own times run `time_scale` faster: protocol timers in the mock CAS, persistence timeouts
-(divided when `balancer_spec` builds the spec for a driver) and a mobile device's `ip_change_every`
-(divided by the load generator).
+Exchange's own times run `time_scale` faster: protocol timers in the mock CAS and the settings of
+`[farm.exchange]` (each CAS divides them), persistence and idle timeouts (`[balancer.timeouts]`, divided
+when `balancer_spec` builds the spec for a driver) and a mobile device's `ip_change_every` (divided by
+the load generator).
 """
 
 from lab.scenario.durations import DURATION_HELP, format_duration, parse_duration

@@ -85,6 +85,27 @@ HEALTH_KEYS = (
     Key("fall", "integer", "Failed probes in a row before a CAS is taken out.", default=2, minimum=1),
     Key("rise", "integer", "Good probes in a row before it is taken back.", default=2, minimum=1),
 )
+IDLE_KEYS = (
+    Key(
+        "client_idle",
+        "duration",
+        "A client's connection to the balancer that is silent both ways this long is closed, in Exchange "
+        "time (divided by time_scale). Left out: the driver's long default (an hour).",
+    ),
+    Key(
+        "server_idle",
+        "duration",
+        "A connection from the balancer to a CAS that is silent both ways this long is closed, in Exchange "
+        "time (divided by time_scale). Left out: the driver's long default (an hour).",
+    ),
+)
+TIMEOUT_KEYS = (
+    *IDLE_KEYS,
+    *(
+        Key(s, "table", f"The idle timeouts of {s}, where they differ from the ones above.", keys=IDLE_KEYS)
+        for s in SERVICES
+    ),
+)
 BALANCER_KEYS = (
     Key(
         "driver",
@@ -118,10 +139,58 @@ BALANCER_KEYS = (
         ),
     ),
     Key("health", "table", "How the balancer probes each CAS.", keys=HEALTH_KEYS),
+    Key(
+        "timeouts",
+        "table",
+        "The balancer's idle timeouts (DESIGN.md section 13), and per-service ones: "
+        'rpchttp = { client_idle = "20m" }.',
+        keys=TIMEOUT_KEYS,
+    ),
+    Key(
+        "persistence_table_size",
+        "integer",
+        "Records a persistence table (stick table) holds; the oldest go when it is full. Left out: the "
+        "driver's default.",
+        minimum=1,
+    ),
 )
 
 # ---- [farm] ----------------------------------------------------------------------------------------
 
+# Exchange 2010 accepts heartbeat limits in this range (research/research-timers.md; MS-ASCMD gives
+# 60..3540 s as Exchange 2010's heartbeats, Exchange 2003 allowed a minimum from 1 s).
+HEARTBEAT_RANGE_S = (1.0, 3540.0)
+HEARTBEAT_KEYS = (
+    Key(
+        "min", "duration", "MinHeartbeatInterval: the shortest Ping heartbeat the CAS accepts.", default="60s"
+    ),
+    Key(
+        "max", "duration", "MaxHeartbeatInterval: the longest Ping heartbeat the CAS accepts.", default="59m"
+    ),
+)
+EXCHANGE_KEYS = (
+    Key(
+        "rpc_min_connection_timeout",
+        "duration",
+        "RPC MinimumConnectionTimeout: Outlook Anywhere's keep-alive interval, announced by the RPC proxy. "
+        "Left out: Exchange's defaults, 12 minutes client to server and 15 minutes server to client.",
+    ),
+    Key(
+        "eas_heartbeat",
+        "table",
+        "The ActiveSync Ping heartbeats the CAS accepts; a Ping outside them gets Status 5 and the limit.",
+        keys=HEARTBEAT_KEYS,
+    ),
+    Key(
+        "owa_timeout", "duration", "How long an idle OWA forms logon lives (public computer).", default="15m"
+    ),
+    Key(
+        "tcp_keepalive",
+        "duration",
+        "Windows KeepAliveTime: TCP keep-alives on MAPI and Address Book connections after this silence.",
+        default="2h",
+    ),
+)
 FARM_KEYS = (
     Key(
         "servers",
@@ -144,6 +213,13 @@ FARM_KEYS = (
         "boolean",
         "The CAS serve different versions of the Offline Address Book (DESIGN.md section 3).",
         default=False,
+    ),
+    Key(
+        "exchange",
+        "table",
+        "Settings of every CAS, named after Exchange and Windows settings, in Exchange time (divided by "
+        "time_scale); DESIGN.md section 13.",
+        keys=EXCHANGE_KEYS,
     ),
 )
 
@@ -229,6 +305,21 @@ THRESHOLD_KEYS = (  # the fields of lab.scenario.model.Thresholds
         "integer",
         "Most sessions allowed to break while a CAS was out that were not on that CAS (needs a [[fault]]).",
         minimum=0,
+    ),
+    per_service(
+        Key(
+            "cut",
+            "integer",
+            "Most held requests, channels and TCP sessions allowed to be closed by anything but the CAS's "
+            "own answer (DESIGN.md section 13).",
+            minimum=0,
+        )
+    ),
+    Key(
+        "eas_heartbeat_alert",
+        "boolean",
+        "The allowed value of Exchange 2010's heartbeat alert (event 1040: mean heartbeat at most 540 s); "
+        "false: the run fails when the alert condition holds.",
     ),
 )
 

@@ -13,7 +13,16 @@ from typing import Any
 
 from caslab.vocab import CLIENT_KINDS, DRIVERS
 from lab.balancers.presets import PRESETS, resolve
-from lab.model import BalancerSpec, CasEndpoint, HealthCheck, Persistence, TlsFiles, Vip
+from lab.model import (
+    BalancerSpec,
+    CasEndpoint,
+    ExchangeSettings,
+    HealthCheck,
+    Persistence,
+    Timeouts,
+    TlsFiles,
+    Vip,
+)
 from lab.scenario.durations import parse_duration
 
 # The verdicts a scenario can say it is meant to produce (its `expect`).
@@ -58,6 +67,7 @@ class Farm:
     servers: int = 3
     tls: str = "none"
     oab_skew: bool = False
+    exchange: ExchangeSettings = field(default_factory=ExchangeSettings)  # passed to every CAS
 
     @property
     def server_names(self) -> tuple[str, ...]:
@@ -71,6 +81,8 @@ class BalancerSection:
     preset: str = "recommended"
     persistence: dict[str, Persistence] = field(default_factory=dict)  # per-service overrides
     health: HealthCheck = field(default_factory=HealthCheck)
+    timeouts: Timeouts = field(default_factory=Timeouts)  # Exchange time (balancer_spec scales them)
+    persistence_table_size: int | None = None
 
     def methods(self) -> dict[str, Persistence]:
         """The per-service methods: the preset with the overrides applied."""
@@ -108,6 +120,8 @@ class Thresholds:
     balance_max_over_mean: float | None = None
     error_rate_pct: float | None = None
     fault_collateral_breaks: int | None = None
+    cut: int | dict[str, int] | None = None  # held requests, channels, TCP sessions not closed by the CAS
+    eas_heartbeat_alert: bool | None = None  # the allowed value of the event-1040 alert
 
 
 # Used when a scenario has no [thresholds] at all: a run with no checks could never fail.
@@ -170,7 +184,8 @@ class Scenario:
     def balancer_spec(
         self, servers: list[CasEndpoint], vip: Vip | None = None, tls_files: TlsFiles | None = None
     ) -> BalancerSpec:
-        """The driver's input: preset + overrides, with persistence timeouts run `time_scale` faster."""
+        """The driver's input: preset + overrides, with persistence and idle timeouts run `time_scale`
+        faster."""
         methods = {s: _scaled(p, self.time_scale) for s, p in self.balancer.methods().items()}
         return BalancerSpec(
             driver=self.balancer.driver,
@@ -182,6 +197,8 @@ class Scenario:
             health=self.balancer.health,
             tls_files=tls_files,
             preset=self.balancer.preset,
+            timeouts=_scaled_timeouts(self.balancer.timeouts, self.time_scale),
+            persistence_table_size=self.balancer.persistence_table_size,
         )
 
     def fault_schedule(self) -> list[tuple[float, Fault]]:
@@ -219,3 +236,11 @@ class Scenario:
 def _scaled(p: Persistence, time_scale: float) -> Persistence:
     fallback = _scaled(p.fallback, time_scale) if p.fallback else None
     return dataclasses.replace(p, timeout_s=p.timeout_s / time_scale, fallback=fallback)
+
+
+def _scaled_timeouts(t: Timeouts, time_scale: float) -> Timeouts:
+    def scaled(value: float | None) -> float | None:
+        return None if value is None else value / time_scale
+
+    services = {s: _scaled_timeouts(own, time_scale) for s, own in t.services.items()}
+    return Timeouts(scaled(t.client_idle_s), scaled(t.server_idle_s), services)

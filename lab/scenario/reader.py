@@ -14,10 +14,10 @@ import math
 import tomllib
 from typing import Any, NoReturn
 
-from caslab.vocab import METHODS
-from lab.model import HealthCheck, Persistence
-from lab.scenario.durations import DURATION_HELP, parse_duration
-from lab.scenario.keys import TOP_KEYS, Key
+from caslab.vocab import METHODS, SERVICES
+from lab.model import ExchangeSettings, HealthCheck, Persistence, Timeouts
+from lab.scenario.durations import DURATION_HELP, format_duration, parse_duration
+from lab.scenario.keys import HEARTBEAT_RANGE_S, TOP_KEYS, Key
 from lab.scenario.model import (
     DEFAULT_THRESHOLDS,
     POPULATION_KINDS,
@@ -118,6 +118,19 @@ class _Reader:
         except ValueError as err:
             self.fail(key, str(err))
 
+    def positive_duration(self, key: str) -> float | None:
+        """A duration above 0s when the key is there, else None (a negative one is called that, not
+        a malformed string)."""
+        if not self.has(key):
+            return None
+        value = self.table[key]
+        if isinstance(value, str) and value.strip().startswith("-"):
+            self.fail(key, f"must be longer than 0s, got {value!r}")
+        seconds = self.duration(key)
+        if seconds <= 0:
+            self.fail(key, f"must be longer than 0s, got {value!r}")
+        return seconds
+
     def table_at(self, key: str) -> _Reader:
         """The table under `key` (empty when left out), read by the keys declared for it."""
         declared = self.keys[key]
@@ -181,7 +194,47 @@ def parse_scenario(text: str, origin: str = "<scenario>", default_name: str = "s
 
 
 def _read_farm(r: _Reader) -> Farm:
-    return Farm(servers=r.integer("servers"), tls=r.text("tls"), oab_skew=r.boolean("oab_skew"))
+    return Farm(
+        servers=r.integer("servers"),
+        tls=r.text("tls"),
+        oab_skew=r.boolean("oab_skew"),
+        exchange=_read_exchange(r.table_at("exchange")),
+    )
+
+
+def _read_exchange(r: _Reader) -> ExchangeSettings:
+    """[farm.exchange]: only what the file sets (the rest stays Exchange's default, which the CAS has);
+    heartbeat limits in the range Exchange accepts, min no more than max (with the default of the one
+    left out)."""
+    heartbeat = r.table_at("eas_heartbeat")
+    low, high = HEARTBEAT_RANGE_S
+    limits = {}
+    for key in ("min", "max"):
+        seconds = heartbeat.positive_duration(key)
+        if seconds is not None and not low <= seconds <= high:
+            heartbeat.fail(
+                key,
+                f"Exchange 2010 accepts heartbeat limits from {format_duration(low)} to "
+                f"{format_duration(high)} ({high:g} s), got {heartbeat.table[key]!r}",
+            )
+        limits[key] = seconds
+    effective = {
+        k: v if v is not None else parse_duration(heartbeat.keys[k].default) for k, v in limits.items()
+    }
+    if effective["min"] > effective["max"]:
+        given = "min" if limits["min"] is not None else "max"
+        heartbeat.fail(
+            given,
+            f"min {format_duration(effective['min'])} is above max {format_duration(effective['max'])} "
+            "(Exchange would log event 1009 and fall back to its defaults)",
+        )
+    return ExchangeSettings(
+        rpc_min_connection_timeout_s=r.positive_duration("rpc_min_connection_timeout"),
+        eas_heartbeat_min_s=limits["min"],
+        eas_heartbeat_max_s=limits["max"],
+        owa_timeout_s=r.positive_duration("owa_timeout"),
+        tcp_keepalive_s=r.positive_duration("tcp_keepalive"),
+    )
 
 
 def _read_balancer(r: _Reader) -> BalancerSection:
@@ -196,7 +249,24 @@ def _read_balancer(r: _Reader) -> BalancerSection:
         health=HealthCheck(
             interval_s=health.duration("interval"), fall=health.integer("fall"), rise=health.integer("rise")
         ),
+        timeouts=_read_timeouts(r.table_at("timeouts")),
+        persistence_table_size=r.integer("persistence_table_size")
+        if r.has("persistence_table_size")
+        else None,
     )
+
+
+def _read_timeouts(r: _Reader) -> Timeouts:
+    """[balancer.timeouts]: client_idle, server_idle, and per service a table of the same two."""
+    services = {}
+    for service in (key for key in r.table if key in SERVICES):
+        own = r.table_at(service)
+        if not own.table:
+            r.fail(service, "sets nothing; give client_idle, server_idle or both, or leave it out")
+        services[service] = Timeouts(
+            own.positive_duration("client_idle"), own.positive_duration("server_idle")
+        )
+    return Timeouts(r.positive_duration("client_idle"), r.positive_duration("server_idle"), services)
 
 
 def _read_persistence(parent: _Reader, key: str) -> Persistence:
@@ -304,5 +374,6 @@ def _read_thresholds(r: _Reader) -> Thresholds:
     return Thresholds(**{key: limit(key) for key in r.keys if r.has(key)})
 
 
-def _limit(r: _Reader, key: str) -> int | float:
-    return r.integer(key) if r.keys[key].type == "integer" else r.number(key)
+def _limit(r: _Reader, key: str) -> int | float | bool:
+    kind = r.keys[key].type
+    return r.integer(key) if kind == "integer" else r.boolean(key) if kind == "boolean" else r.number(key)

@@ -2,12 +2,14 @@
 command line's overrides: persistence methods against the TLS mode and the services' protocols, the
 fault schedule against the farm and the load phase, and last what the chosen driver refuses.
 
-A driver's refusals are records (lab.balancers.Refusal: service, method, tls), so the key to blame is
-read from the record: the TLS mode, the service's override, else the preset.
+A driver's refusals are records (lab.balancers.Refusal: service, method, tls, setting), so the key to
+blame is read from the record: the TLS mode, a [balancer] setting (a service's own timeout, else the
+scenario's), the service's persistence override, else the preset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NoReturn
 
@@ -94,7 +96,11 @@ def _check_driver(s: Scenario, origin: str) -> None:
         return  # a driver of the design that is not installed here: the run says so when it starts
     dummy = Path("unused.pem")
     tls_files = TlsFiles(dummy, dummy, dummy, dummy) if s.farm.tls != "none" else None
-    spec = s.balancer_spec(local_farm(s.farm.servers), tls_files=tls_files)
+    # In Exchange time (time_scale 1), so that a refusal quotes the scenario's own values; what a driver
+    # refuses never depends on the scale (it scales every timer alike).
+    spec = dataclasses.replace(s, time_scale=1.0).balancer_spec(
+        local_farm(s.farm.servers), tls_files=tls_files
+    )
     refusals = REGISTERED_DRIVERS[s.balancer.driver](spec, Path(".")).refusals()
     if refusals:
         raise ScenarioError(
@@ -105,10 +111,17 @@ def _check_driver(s: Scenario, origin: str) -> None:
 
 
 def _blamed_key(s: Scenario, refusal: Refusal) -> str:
-    """The key that asked for what the driver refused: the TLS mode, a service's override, else the
-    preset that chose the service's method."""
+    """The key that asked for what the driver refused: the TLS mode, a balancer setting (a service's
+    own value of it, else the scenario's), a service's persistence override, else the preset that chose
+    the service's method."""
     if refusal.tls is not None:
         return "farm.tls"
+    if refusal.setting is not None:
+        group, _, name = refusal.setting.rpartition(".")
+        own = s.balancer.timeouts.services.get(refusal.service or "")
+        if group == "timeouts" and getattr(own, f"{name}_s", None) is not None:
+            return f"balancer.timeouts.{refusal.service}.{name}"
+        return f"balancer.{refusal.setting}"
     if refusal.service in s.balancer.persistence:
         return f"balancer.persistence.{refusal.service}"
     return "balancer.preset"
