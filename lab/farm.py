@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.model import CasEndpoint, TlsFiles
+from lab.model import CasEndpoint, ExchangeSettings, TlsFiles
 
 
 class FarmError(RuntimeError):
@@ -91,6 +91,7 @@ class LocalFarm:
         key_seed: str | None = None,
         tls_files: TlsFiles | None = None,
         vip_host: str = "mail.caslab.test",
+        exchange: ExchangeSettings | None = None,
         extra_args: list[str] | None = None,
         run_id: str | None = None,
         on_start: Callable[[str, int], None] | None = None,
@@ -104,6 +105,7 @@ class LocalFarm:
         self.key_seed = key_seed
         self.tls_files = tls_files
         self.vip_host = vip_host
+        self.exchange = exchange or ExchangeSettings()  # the scenario's [farm.exchange], for every CAS
         self.extra_args = extra_args or []
         self.run_id = run_id or f"farm-{secrets.token_hex(4)}"
         self.on_start = on_start
@@ -134,7 +136,7 @@ class LocalFarm:
             cmd += ["--key-seed", self.key_seed]
         if self.tls_files:
             cmd += ["--cert", str(self.tls_files.server_cert), "--key", str(self.tls_files.server_key)]
-        return cmd + self.extra_args
+        return cmd + self.exchange.cas_args() + self.extra_args
 
     def start(self, names: list[str] | None = None, timeout: float = 20.0) -> None:
         """Start the named servers (all by default) and wait until each is healthy."""

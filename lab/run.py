@@ -34,7 +34,7 @@ from lab.backends.local import LocalLab
 from lab.backends.state import LabRecord
 from lab.backends.teardown import Deadline
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
-from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
+from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings, Vip, local_farm
 from lab.report import write_run
 from lab.scenario import Scenario
 from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, verdict_line
@@ -155,7 +155,7 @@ def _run_and_judge(
         spec = scenario.balancer_spec(servers, vip, tls_files)
         lab = make_lab(
             spec, run_dir, network, record, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
-            oab_skew=scenario.farm.oab_skew,
+            oab_skew=scenario.farm.oab_skew, exchange=scenario.farm.exchange,
         )  # fmt: skip
         progress("phase: starting farm and balancer")
         lab.start()
@@ -256,9 +256,10 @@ def make_lab(
     time_scale: float = 1.0,
     key_seed: str | None = None,
     oab_skew: bool = False,
+    exchange: ExchangeSettings | None = None,
 ) -> Lab:
     """The docker backend's lab when the addresses are on a lab network, else the local one."""
-    options = {"time_scale": time_scale, "key_seed": key_seed, "oab_skew": oab_skew}
+    options = {"time_scale": time_scale, "key_seed": key_seed, "oab_skew": oab_skew, "exchange": exchange}
     if network is not None:
         from lab.backends.docker import DockerLab
 

@@ -27,7 +27,7 @@ from lab.backends.teardown import signals_held
 from lab.balancers import Balancer, BalancerError, get_driver
 from lab.balancers.process import ProcessBalancer
 from lab.farm import FarmError, LocalFarm
-from lab.model import BalancerSpec, CasEndpoint
+from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings
 
 if TYPE_CHECKING:
     from loadgen.plan import LoadPlan
@@ -49,6 +49,7 @@ class LocalLab:
         key_seed: str | None = None,
         vip_host_name: str = "mail.caslab.test",
         oab_skew: bool = False,
+        exchange: ExchangeSettings | None = None,
     ) -> None:
         self.spec = spec
         self.run_dir = run_dir
@@ -64,6 +65,7 @@ class LocalLab:
             key_seed=key_seed,
             tls_files=cas_tls,
             vip_host=vip_host_name,
+            exchange=exchange,
             extra_args=["--oab-skew"] if oab_skew else None,
             run_id=self.run_id,
             on_start=record.started,

@@ -38,7 +38,7 @@ from lab.backends.state import LabRecord
 from lab.backends.teardown import signals_held
 from lab.balancers import Balancer
 from lab.farm import http_get_json, http_post_json
-from lab.model import BalancerSpec, CasEndpoint
+from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings
 from loadgen.progress import LoadResult, Progress
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class DockerLab:
         key_seed: str | None = None,
         vip_host_name: str = "mail.caslab.test",
         oab_skew: bool = False,
+        exchange: ExchangeSettings | None = None,
     ) -> None:
         self.spec = spec
         self.run_dir = run_dir = run_dir.resolve()  # mounted at the same path in the containers
@@ -75,6 +76,7 @@ class DockerLab:
         self.key_seed = key_seed
         self.vip_host_name = vip_host_name
         self.oab_skew = oab_skew
+        self.exchange = exchange or ExchangeSettings()  # the scenario's [farm.exchange], for every CAS
         # CAS serve HTTPS themselves only when the balancer re-encrypts (bridge) or passes TLS through.
         self.cas_tls = spec.tls_files if spec.tls in ("bridge", "passthrough") else None
         self.cas: dict[str, Container] = {}
@@ -129,7 +131,7 @@ class DockerLab:
             args += ["--cert", str(self.cas_tls.server_cert), "--key", str(self.cas_tls.server_key)]
         if self.oab_skew:
             args += ["--oab-skew"]
-        return args
+        return args + self.exchange.cas_args()
 
     def _tls_mounts(self) -> list[Mount]:
         return [bind(self.cas_tls.server_cert.parent, read_only=True)] if self.cas_tls else []
