@@ -25,13 +25,14 @@ Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), 
 - client_idle: the entry point's `respondingTimeouts.idleTimeout` (a kept-alive client connection waiting
   for its next request), one per entry point, so the services of one listener share one. Its
   `readTimeout` and `writeTimeout` limit a whole request or answer, not idle time: they stay off.
-- server_idle: a servers transport's `forwardingTimeouts.responseHeaderTimeout` (the CAS is silent after
-  the request: a held Ping is cut when it runs out) and `idleConnTimeout` (a pooled connection to the
-  CAS); the static `serversTransport` for the scenario's own, a transport `cas_<pool>` for a service's.
+- server_idle: the pool's servers transport `cas_<pool>`, its `forwardingTimeouts.responseHeaderTimeout`
+  (the CAS is silent after the request: a held Ping is cut when it runs out) and `idleConnTimeout` (a
+  pooled connection to the CAS).
 - Nothing else: once the CAS has sent its headers (an RPC_OUT_DATA channel) or while a request body is
   still coming (RPC_IN_DATA), Traefik has no idle timer, so idle Outlook Anywhere channels are never cut
   by it. Its TCP routers (MAPI, Address Book, TLS passthrough) have no idle timeout at all (the TCP
-  servers transport has dial timeout, keep-alive probes and termination delay only): refused.
+  servers transport has dial timeout, keep-alive probes and termination delay only): refused, so the
+  scenario's own timeouts (which MAPI and Address Book have too) are refused; per HTTP service they work.
 Traefik keeps no persistence table (`hrw` is a hash, the sticky cookie the client's): a size is refused.
 """
 
@@ -152,8 +153,6 @@ class Traefik(ProcessBalancer):
             "log": {"level": "WARN", "noColor": True},
             "accessLog": {"filePath": str(d / "access.log"), "format": "json"},
         }
-        if spec.timeouts.server_idle_s is not None:  # the default servers transport's
-            static["serversTransport"] = {"forwardingTimeouts": forwarding(spec.timeouts.server_idle_s)}
         http: dict = {"routers": {}, "services": {}, "middlewares": {"retry": {"retry": {"attempts": 3}}}}
         tcp: dict = {"routers": {}, "services": {}}
         for listener in layout.listeners:
@@ -245,20 +244,18 @@ class Traefik(ProcessBalancer):
         return {"loadBalancer": balancer}
 
     def _transport(self, pool: Pool) -> tuple[str, dict] | None:
-        """The servers transport of an HTTP pool when the default one will not do: TLS to the CAS
-        (bridge), or a service's own server_idle. Its name is `cas`, or `cas_<pool>` for a pool with a
-        server_idle of its own."""
-        own = pool.timeouts.server_idle_s
-        everywhere = self.spec.timeouts.server_idle_s
+        """The servers transport of an HTTP pool when Traefik's default will not do: TLS to the CAS
+        (bridge, `cas`), or a server_idle (`cas_<pool>`, with the TLS too under bridge)."""
+        idle_s = pool.timeouts.server_idle_s
         transport: dict = {}
         if pool.tls:
             files = self.spec.tls_files
             transport = {"serverName": files.server_name, "rootCAs": [str(files.ca_pem)]}
-        if own is not None and (pool.tls or own != everywhere):
-            transport["forwardingTimeouts"] = forwarding(own)
+        if idle_s is not None:
+            transport["forwardingTimeouts"] = forwarding(idle_s)
         if not transport:
             return None
-        return ("cas" if own == everywhere else f"cas_{pool.name}"), transport
+        return ("cas" if idle_s is None else f"cas_{pool.name}"), transport
 
     # -- running --------------------------------------------------------------------------------------
 
