@@ -157,6 +157,7 @@ def test_envoy_connection_stream_route_cluster_and_tcp_proxy():
 
     assert manager("eas")["common_http_protocol_options"] == {"idle_timeout": "5.000s"}
     assert manager("eas")["stream_idle_timeout"] == "5.000s"
+    assert manager("eas")["drain_timeout"] == "0s"  # else an idle connection closes 5 s after its timeout
     assert manager("rpchttp")["common_http_protocol_options"] == {"idle_timeout": "20.000s"}
     assert manager("rpchttp")["stream_idle_timeout"] == "0.500s"  # a stream is idle on both sides at once
     upstream = clusters["rpchttp"]["typed_extension_protocol_options"]
@@ -167,6 +168,8 @@ def test_envoy_connection_stream_route_cluster_and_tcp_proxy():
     tcp = listeners["mapi"]["filter_chains"][0]["filters"][0]["typed_config"]
     assert tcp["idle_timeout"] == "5.000s"
     # On one VIP a service's own stream timeout is its route's.
+    unset = json.loads(rendered(spec("envoy", Timeouts())))["static_resources"]["listeners"][0]
+    assert "drain_timeout" not in unset["filter_chains"][0]["filters"][0]["typed_config"]
     single = json.loads(rendered(spec("envoy")))
     web = single["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert web["stream_idle_timeout"] == "5.000s"

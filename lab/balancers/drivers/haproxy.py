@@ -24,13 +24,13 @@ Counters come from the stats socket (`show stat`, per-server `stot`); the stats 
 stats port.
 
 Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 1h), and what each governs:
-- client_idle: `timeout client` (the client is silent when it should send or read: a request or its
-  body, e.g. an idle RPC_IN_DATA channel), `timeout http-keep-alive` (a kept-alive connection waiting
-  for its next request; else `timeout http-request`, 30 s, would govern it) and `timeout client-fin`
-  (a half-closed client connection). A request the CAS holds (an EAS Ping, an idle RPC_OUT_DATA
-  channel) is not the client's turn to speak: `timeout server` governs it.
-- server_idle: `timeout server` (the CAS is silent when it should answer or send: a held Ping, an idle
-  OUT channel; measured in tests/test_balancer_idle.py).
+- client_idle: `timeout client` (the client is silent while HAProxy waits for its request),
+  `timeout http-keep-alive` (a kept-alive connection waiting for its next request; else
+  `timeout http-request`, 30 s, would govern it) and `timeout client-fin` (a half-closed client
+  connection). Once a request is on its way to the CAS, the client side has no timer of its own:
+  measured, an idle RPC/HTTP channel pair outlives `timeout client` (tests/test_balancer_idle.py).
+- server_idle: `timeout server` (the CAS is silent while HAProxy waits for it: a held Ping, an idle
+  RPC_OUT_DATA channel, and an idle RPC_IN_DATA channel too, whose answer is still to come; measured).
 - `timeout tunnel` = the shorter of the two: it replaces both once a TCP connection (MAPI, Address
   Book, TLS passthrough) has no analyser left, and once an HTTP connection is upgraded (Exchange 2010
   upgrades none: RPC/HTTP channels and Pings are plain requests, so `timeout client/server` govern them).

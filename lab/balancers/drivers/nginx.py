@@ -37,9 +37,11 @@ the last CAS tried is the one that answered); TCP connections are logged, so cou
 Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), and what each governs:
 - client_idle: `keepalive_timeout` (a kept-alive client connection waiting for its next request; nginx's
   own default is 75 s), `client_body_timeout` (between two reads of a request body: an idle RPC_IN_DATA
-  channel, which streams) and `send_timeout` (between two writes to a client that does not read). A
-  request the CAS holds (an EAS Ping, an idle RPC_OUT_DATA channel) has no client-side timer in nginx.
-- server_idle: `proxy_read_timeout` (between two reads from the CAS: a held Ping, an idle OUT channel),
+  channel, which streams; measured, tests/test_balancer_idle.py) and `send_timeout` (between two writes
+  to a client that does not read). A request the CAS holds (an EAS Ping, an idle RPC_OUT_DATA channel)
+  has no client-side timer in nginx.
+- server_idle: `proxy_read_timeout` (between two reads from the CAS: a held Ping, an idle OUT channel;
+  measured),
   `proxy_send_timeout` (between two writes to a CAS that does not read) and the upstream's
   `keepalive_timeout` (an idle kept-alive connection to the CAS; nginx's own default is 60 s).
 - `stream {}` (MAPI, Address Book, TLS passthrough): `proxy_timeout`, between two successive reads or

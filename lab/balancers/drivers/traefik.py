@@ -30,9 +30,10 @@ Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), 
   pooled connection to the CAS).
 - Nothing else: once the CAS has sent its headers (an RPC_OUT_DATA channel) or while a request body is
   still coming (RPC_IN_DATA), Traefik has no idle timer, so idle Outlook Anywhere channels are never cut
-  by it. Its TCP routers (MAPI, Address Book, TLS passthrough) have no idle timeout at all (the TCP
-  servers transport has dial timeout, keep-alive probes and termination delay only): refused, so the
-  scenario's own timeouts (which MAPI and Address Book have too) are refused; per HTTP service they work.
+  by it (measured, tests/test_balancer_idle.py). Its TCP routers (MAPI, Address Book, TLS passthrough)
+  have no idle timeout at all (the TCP servers transport has dial timeout, keep-alive probes and
+  termination delay only): refused, so the scenario's own timeouts (which MAPI and Address Book have
+  too) are refused; per HTTP service they work.
 Traefik keeps no persistence table (`hrw` is a hash, the sticky cookie the client's): a size is refused.
 """
 
