@@ -3,6 +3,7 @@ where the method says, per-path rules on one VIP, each TLS mode, failover and dr
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 
 import pytest
@@ -161,3 +162,17 @@ def test_a_stick_entry_expires_after_the_persistence_timeout(farm, tmp_path):
         poll(lambda: "127.16.14.1" not in driver.admin("show table owa_ecp"), what="the entry to expire")
         third = Client("127.16.14.1").request().server
         assert len({first, second, third}) == 3
+
+
+def test_a_full_stick_table_drops_its_oldest_entries(farm, tmp_path):
+    """persistence_table_size 4: six clients leave at most four entries, the first client's gone and the
+    newest one's there (HAProxy purges "a few of the oldest" when full, not strictly the oldest one)."""
+    spec = dataclasses.replace(spec_for("haproxy", http=persistence("source-ip")), persistence_table_size=4)
+    with balancer_running(spec, tmp_path) as driver:
+        assert " size:4," in driver.admin("show table owa_ecp")
+        clients = [Client(f"127.16.23.{i}") for i in range(1, 7)]
+        for client in clients:
+            client.request()
+        table = driver.admin("show table owa_ecp")
+        kept = [c.source_ip for c in clients if f"key={c.source_ip} " in table]
+        assert len(kept) <= 4 and clients[0].source_ip not in kept and clients[-1].source_ip in kept, table

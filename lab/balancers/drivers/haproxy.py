@@ -37,7 +37,7 @@ Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 1h), and
 The scenario's own timeouts go into `defaults`; a service's override into its frontend (client side;
 2.6 sets `timeout client` per frontend only, so services on one frontend share one) or its backend
 (server side and tunnel). `persistence_table_size` is the `size` of every stick table (source-ip,
-app-cookie, header and its fallback, ssl-session-id; HAProxy drops the oldest entries when one is full)
+app-cookie, header and its fallback, ssl-session-id; a full one drops a few of its oldest entries)
 and `expire` stays the persistence timeout; lb-cookie and cookie-hash keep no table.
 """
 
