@@ -12,9 +12,11 @@ import jsonschema
 import pytest
 
 from lab.backends.local import LocalLab
+from lab.backends.owner import Owner
+from lab.backends.state import LabRecord
 from lab.farm import LocalFarm
 from lab.model import ExchangeSettings, Timeouts, local_farm
-from lab.run import _make_lab
+from lab.run import make_lab
 from lab.scenario import Scenario, ScenarioError, load_scenario, scenario_schema
 
 BASE = """
@@ -91,7 +93,11 @@ def test_the_exchange_settings_reach_every_cas_as_flags_in_exchange_time(tmp_pat
     flags = ["--rpc-min-connection-timeout", "120.0", "--eas-heartbeat-min", "120.0", "--eas-heartbeat-max",
              "1800.0", "--owa-timeout", "28800.0", "--tcp-keepalive", "1800.0"]  # fmt: skip
     # What `caslab run` builds for the local backend: every CAS's command carries them, with the scale.
-    lab = _make_lab(scenario.balancer_spec(local_farm(2, "127.0.19")), tmp_path, scenario, None)
+    record = LabRecord("t", "run", "local", str(tmp_path), Owner.this_process())  # not saved: no state file
+    spec = scenario.balancer_spec(local_farm(2, "127.0.19"))
+    lab = make_lab(
+        spec, tmp_path, None, record, time_scale=scenario.time_scale, exchange=scenario.farm.exchange
+    )
     assert isinstance(lab, LocalLab)
     for cas in lab.servers:
         command = lab.farm._command(cas)
