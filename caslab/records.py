@@ -50,5 +50,25 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 # ok: answered as the client wanted; foreign: the CAS did not know the client's state (a hard break);
 # cold: served, but the CAS had to warm up (a soft break); error: answered with an error; transport: no
-# answer at all (refused, reset, timed out).
-OUTCOMES: tuple[str, ...] = ("ok", "foreign", "cold", "error", "transport")
+# answer at all (refused, reset, timed out); cut: a held request, channel or TCP session (an EAS Ping, an
+# RPC/HTTP virtual connection, a MAPI or Address Book connection) that was closed by something other
+# than the CAS's own answer, such as a balancer's idle timeout (DESIGN.md section 13). An error in error
+# rates; its detail says what the client saw (CUT_DETAILS).
+OUTCOMES: tuple[str, ...] = ("ok", "foreign", "cold", "error", "transport", "cut")
+CUT_DETAILS: tuple[str, ...] = ("eof", "reset")  # the peer closed (FIN), or reset (RST) the connection
+
+# The ledger detail of a held request, channel or TCP session that the other side closed before the
+# CAS answered or before the client said goodbye: the CAS's side of a cut. Rows before this word
+# existed said "client-gone" (RPC/HTTP channels, a line-protocol client reset mid-line): same meaning.
+PEER_CLOSED = "peer-closed"
+PEER_CLOSED_OLD = "client-gone"
+
+# A detail may carry figures as `name=value` words after its text, e.g. the event of an EAS Ping:
+# "heartbeat=540" (answered), "eof heartbeat=840" (cut): the heartbeat the device asked for, in seconds
+# of Exchange time (HEARTBEAT_FIELD), which the verifier reads for Exchange's event-1040 condition.
+HEARTBEAT_FIELD = "heartbeat"
+
+
+def detail_with(detail: str, name: str, value: object) -> str:
+    """`detail` with the figure `name=value` appended (DESIGN.md section 7's documented form)."""
+    return f"{detail} {name}={value}".strip()

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from caslab import vocab
 from lab.backends.teardown import EXIT_BOUND_S
 from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, EXIT_PASS
+
+if TYPE_CHECKING:
+    from mockcas.config import CasConfig
 
 BACKEND_HELP = "local: processes on loopback (default); docker: containers on a lab network of their own"
 DRIVER_HELP = f"balancer driver: {', '.join(vocab.DRIVERS)} (a VIP you run yourself)"
@@ -75,7 +79,16 @@ def _run_cas(args: argparse.Namespace) -> int:
         key_file=Path(args.key) if args.key else None,
         oab_skew=args.oab_skew,
         run_id=args.run_id,
+        rpc_min_connection_timeout_s=args.rpc_min_connection_timeout,
+        eas_heartbeat_min_s=args.eas_heartbeat_min,
+        eas_heartbeat_max_s=args.eas_heartbeat_max,
+        owa_timeout_s=args.owa_timeout,
+        tcp_keepalive_s=args.tcp_keepalive,
     )
+    problem = _exchange_settings_problem(config)
+    if problem:
+        print(f"caslab cas: {problem}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     if farm_key:
         config.farm_key = farm_key
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -85,6 +98,23 @@ def _run_cas(args: argparse.Namespace) -> int:
         print(f"caslab cas: cannot listen on {args.host}: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     return EXIT_PASS
+
+
+def _exchange_settings_problem(config: CasConfig) -> str:
+    """What is wrong with the Exchange settings of `caslab cas` ("" when nothing is)."""
+    timers = {
+        "--rpc-min-connection-timeout": config.rpc_min_connection_timeout_s,
+        "--eas-heartbeat-min": config.eas_heartbeat_min_s,
+        "--eas-heartbeat-max": config.eas_heartbeat_max_s,
+        "--owa-timeout": config.owa_timeout_s,
+        "--tcp-keepalive": config.tcp_keepalive_s,
+    }
+    for flag, seconds in timers.items():
+        if seconds is not None and not seconds > 0:
+            return f"{flag} must be more than 0 seconds, not {seconds:g}"
+    if config.eas_heartbeat_min_s > config.eas_heartbeat_max_s:
+        return "--eas-heartbeat-min must not be more than --eas-heartbeat-max"
+    return ""
 
 
 def _list_scenarios(_args: argparse.Namespace) -> int:
@@ -369,6 +399,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="PEM private key for HTTPS")
     p.add_argument("--oab-skew", action="store_true", help="serve an OAB version unlike the other CAS")
     p.add_argument("--run-id", default="", help="the lab run this CAS serves, named in its admin answers")
+    seconds = {"type": float, "metavar": "S"}
+    exchange = p.add_argument_group(
+        "Exchange settings", "seconds of Exchange time, run --time-scale faster like every protocol timer"
+    )
+    exchange.add_argument(
+        "--rpc-min-connection-timeout",
+        **seconds,
+        help="the RPC proxy's MinimumConnectionTimeout: RPC/HTTP keep-alives every S seconds on both "
+        "channels, at most (default: not set; 720 s announced for IN, 900 s on OUT)",
+    )
+    exchange.add_argument(
+        "--eas-heartbeat-min", default=60, help="MinHeartbeatInterval (default 60)", **seconds
+    )
+    exchange.add_argument(
+        "--eas-heartbeat-max", default=3540, help="MaxHeartbeatInterval (default 3540)", **seconds
+    )
+    exchange.add_argument(
+        "--owa-timeout", default=900, help="OWA forms logon idle lifetime (default 900)", **seconds
+    )
+    exchange.add_argument(
+        "--tcp-keepalive",
+        default=7200,
+        **seconds,
+        help="Windows KeepAliveTime on MAPI and Address Book connections (default 7200)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ... (default %(default)s)")
     p.set_defaults(func=_run_cas)
 

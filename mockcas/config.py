@@ -34,6 +34,13 @@ class CasConfig:
     ab_referral_cost_ms: float = 20.0  # an Address Book bind referred to the user's CAS (assumed size)
     rpc_pairing_wait_s: float = 10.0  # not time-scaled: a lone RPC/HTTP channel is closed after this
     max_body_bytes: int = 1 << 20  # bodies above this are refused (RPC_IN_DATA streams, it is not read whole)
+    # Exchange/Windows settings of the CAS (DESIGN.md section 13), in seconds of Exchange time (scaled):
+    # the RPC proxy's MinimumConnectionTimeout (None: not set, so the defaults 720 s IN / 900 s OUT hold).
+    rpc_min_connection_timeout_s: float | None = None
+    eas_heartbeat_min_s: float = 60  # MinHeartbeatInterval: a Ping asking for less gets Status 5
+    eas_heartbeat_max_s: float = 3540  # MaxHeartbeatInterval: a Ping asking for more gets Status 5
+    owa_timeout_s: float = 900  # the forms logon's idle lifetime (public computer)
+    tcp_keepalive_s: float = 7200  # Windows KeepAliveTime on MAPI and Address Book connections
     # The run this CAS serves: its admin answers name it, so a lab can tell its own CAS from another
     # lab's on the same address (the run id of each request is in the request: X-CasLab-Run).
     run_id: str = ""

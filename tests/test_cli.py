@@ -95,3 +95,16 @@ def test_unknown_option_is_a_usage_error():
     with pytest.raises(SystemExit) as err:
         build_parser().parse_args(["run", "x", "--no-such-flag"])
     assert err.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--eas-heartbeat-min", "600", "--eas-heartbeat-max", "300"], "--eas-heartbeat-min must not be more"),
+        (["--owa-timeout", "0"], "--owa-timeout must be more than 0 seconds"),
+        (["--rpc-min-connection-timeout", "-120"], "--rpc-min-connection-timeout must be more than 0"),
+    ],
+)
+def test_cas_refuses_impossible_exchange_settings_before_it_listens(capsys, flags, problem):
+    assert main(["cas", "--host", "127.0.99.1", *flags]) == 2
+    assert problem in capsys.readouterr().err
