@@ -9,8 +9,8 @@ holds what the applications made for it on this CAS: OWA's `UserContext` and ECP
 A request's logon is one of:
 - own: a cadata this CAS issued, for a logon still alive (its idle timer restarts);
 - foreign: a cadata this CAS did not sign: another server's, tampered or malformed;
-- expired: a cadata this CAS issued, for a logon that idled out (15 min, the public-computer default;
-  the private 8-hour timeout is not modelled) or was logged off;
+- expired: a cadata this CAS issued, for a logon that idled out (the CAS's `owa_timeout_s`: 15 min by
+  default, the public-computer timeout; set it to 8 h for the private-computer one) or was logged off;
 - none: no cadata at all (a client that has not logged on).
 Pages answer foreign and expired logons with a 302 to the logon page (`reason=0`), script calls with
 440 Login Timeout, as Exchange does.
@@ -37,7 +37,6 @@ LOGON_PAGE = "/owa/auth/logon.aspx"
 LOGON_POST = "/owa/auth.owa"
 AUTH_COOKIE = "cadata"
 SESSION_COOKIE = "sessionid"  # the logon session id in clear, as 2007/2010 FBA set it beside cadata
-PUBLIC_IDLE_S = 15 * 60
 # The reason codes of logon.aspx: 0 = log on (again), 2 = wrong user name or password.
 REASON_LOGON, REASON_BAD_CREDENTIALS = 0, 2
 # A request made by script rather than by the browser's navigation (our chosen marker, besides each
@@ -73,7 +72,7 @@ class FormsAuth:
 
     def __init__(self, cas: Cas) -> None:
         self._sealer = cas.server_sealer
-        self.idle_s = cas.scaled(PUBLIC_IDLE_S)
+        self.idle_s = cas.scaled(cas.config.owa_timeout_s)
         self.clock: Callable[[], float] = time.monotonic  # tests may swap it to move time
         self._by_token: dict[str, Logon] = {}
         self._last_sweep = -math.inf  # the first logon sweeps (nothing) and starts the period

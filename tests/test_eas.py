@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 import time
 import urllib.error
@@ -255,6 +256,50 @@ def test_ping_parameters_are_checked_and_remembered_per_cas(make_farm):
     assert eas.parse_ping(send(CAS02, empty)[2]).status == 3  # CAS02 never saw them
     states = [r["state"] for r in ledger(CAS01)]
     assert states == ["new", "own", "invalid", "invalid", "invalid", "own", "own"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "asked", "status", "limit"),
+    [
+        ({}, 59, 5, 60),
+        ({}, 3541, 5, 3540),
+        ({}, 60, 1, None),
+        ({"eas_heartbeat_min_s": 300, "eas_heartbeat_max_s": 1200}, 299, 5, 300),
+        ({"eas_heartbeat_min_s": 300, "eas_heartbeat_max_s": 1200}, 1201, 5, 1200),
+        ({"eas_heartbeat_min_s": 300, "eas_heartbeat_max_s": 1200}, 300, 1, None),
+    ],
+)
+def test_a_heartbeat_outside_the_cas_limits_gets_status_5_and_the_limit(
+    make_farm, limits, asked, status, limit
+):
+    make_farm(BASE, servers=1, time_scale=3000, eas_cold_cost_ms=0, **limits)
+    dev = device()
+    key = provisioned(CAS01, dev)
+    answer = eas.parse_ping(send(CAS01, eas.ping(dev, key, asked, [("2", "Contacts")]))[2])
+    assert (answer.status, answer.heartbeat_limit_s) == (status, limit)
+    if status == 1:  # the ledger row says what the device asked for
+        assert ledger(CAS01, "eas")[-1]["detail"] == f"Ping heartbeat={asked}"
+
+
+def test_a_ping_closed_by_the_other_side_before_its_answer_is_peer_closed(make_farm):
+    make_farm(BASE, servers=1, time_scale=600, eas_cold_cost_ms=0)  # a 300 s heartbeat ends after 0.5 s
+    dev = device()
+    key = provisioned(CAS01, dev)
+    ping = eas.ping(dev, key, 300, [("2", "Contacts")])
+    head = f"POST {ping.path} HTTP/1.1\r\nHost: {CAS01}\r\nContent-Length: {len(ping.body)}\r\n"
+    head += (
+        "".join(f"{name}: {value}\r\n" for name, value in ping.headers.items())
+        + "X-CasLab-Request: cut-1\r\n"
+    )
+    with socket.create_connection((CAS01, 8080), timeout=5) as sock:
+        sock.sendall(head.encode() + b"\r\n" + ping.body)
+        time.sleep(0.1)  # the CAS holds the Ping; a balancer's idle timeout closes the connection
+    deadline = time.monotonic() + 5
+    while not (rows := [r for r in ledger(CAS01, "eas") if r["request_id"] == "cut-1"]):
+        assert time.monotonic() < deadline, "no ledger row for the cut Ping"
+        time.sleep(0.05)
+    assert (rows[0]["status"], rows[0]["detail"]) == (499, "peer-closed heartbeat=300")
+    assert rows[0]["latency_ms"] >= 400  # found when its answer was due, at the end of the heartbeat
 
 
 def test_stopping_the_cas_ends_a_hanging_ping_promptly(make_farm):

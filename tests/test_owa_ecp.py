@@ -247,6 +247,20 @@ def test_logon_idles_out_after_15_scaled_minutes_and_activity_keeps_it(make_farm
     assert ecp.status_code == 440 and browser.state() == ("expired", 440)
 
 
+def test_logon_idles_out_after_the_cas_owa_timeout(make_farm):
+    farm = make_farm(BASE, servers=1, time_scale=60, owa_timeout_s=8 * 3600)  # the private-computer timeout
+    auth = forms_auth(farm["CAS01"])
+    assert auth.idle_s == 8 * 3600 / 60
+    now = [1000.0]
+    auth.clock = lambda: now[0]
+    browser = logged_on(farm)
+    now[0] += 15 * 60 / 60 + 1  # idle longer than the public default, well within this CAS's timeout
+    assert browser.get(wire.folder_page("IPF.Note")).status_code == 200
+    now[0] += auth.idle_s + 1
+    assert browser.get(wire.folder_page("IPF.Note")).status_code == 302
+    assert browser.state() == ("expired", 302)
+
+
 def test_idle_logons_are_forgotten_so_memory_stays_bounded(make_farm):
     farm = make_farm(BASE, servers=1, time_scale=60)
     auth = forms_auth(farm["CAS01"])

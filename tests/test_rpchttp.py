@@ -139,7 +139,7 @@ def test_virtual_connection_answers_calls_on_the_out_channel(make_farm):
         "r-in": ("own", vc.session_key),
     }
     # The client closed both channels: IN first (its client went), then OUT went with its partner.
-    assert (rows["r-in"]["status"], rows["r-in"]["detail"]) == (499, "client-gone")
+    assert (rows["r-in"]["status"], rows["r-in"]["detail"]) == (499, "peer-closed")
     assert (rows["r-out"]["status"], rows["r-out"]["detail"]) == (200, "partner-closed")
 
 
@@ -173,6 +173,41 @@ def test_keepalives_are_pinged_down_out_and_taken_up_in(make_farm):
         assert rts.is_ping(vc.receive(timeout=2)) and vc.pings_received == 1
         assert vc.keep_alive()  # more than keepalive_s since the last PDU up IN: it pings
         assert vc.call(1, b"still here") == b"still here"  # the CAS took the ping in silently
+
+
+def _announced_ms(host: str = CAS01) -> tuple[int, int]:
+    """The connection time-out (ms) a CAS announces in CONN/A3 and in CONN/C2 of a new virtual connection."""
+    cookie = rts.new_cookie()
+    a1 = rts.conn_a1(cookie, rts.new_cookie())
+    with _raw("RPC_OUT_DATA", host, body=a1, length=len(a1)) as out:
+        assert _head(out)[0] == 200
+        a3 = rts.parse_conn_a3(_pdu(out))
+        b1 = rts.conn_b1(cookie, rts.new_cookie(), rts.new_cookie())
+        with _raw("RPC_IN_DATA", host, body=b1, length=1 << 30):
+            return a3, rts.parse_conn_c2(_pdu(out)).connection_timeout_ms
+
+
+@pytest.mark.parametrize(
+    ("minimum", "announced_s", "out_ping_s"),
+    [(None, 720, 900), (120, 120, 120), (1000, 720, 900)],
+    ids=["default", "min-connection-timeout-120", "min-above-the-defaults"],
+)
+def test_connection_timeout_is_announced_and_out_pinged_as_exchange_sets_it(
+    make_farm, minimum, announced_s, out_ping_s
+):
+    time_scale = 3000  # 720 s -> 0.24 s, 900 s -> 0.3 s, 120 s -> 0.04 s
+    make_farm(
+        BASE, servers=1, rpc_pairing_wait_s=WAIT, time_scale=time_scale, rpc_min_connection_timeout_s=minimum
+    )
+    expected_ms = round(announced_s / time_scale * 1000)
+    assert _announced_ms() == (expected_ms, expected_ms)
+    with _client() as vc:
+        assert vc.connect().joined
+        assert vc.keepalive_s == pytest.approx(announced_s / time_scale)
+        started = time.monotonic()
+        for _ in range(3):  # OUT is silent but for the CAS's pings: they come at its interval
+            assert rts.is_ping(vc.receive(timeout=2))
+        assert time.monotonic() - started == pytest.approx(3 * out_ping_s / time_scale, rel=0.3)
 
 
 def test_both_halves_on_one_cas_of_two_are_joined(make_farm):
@@ -225,7 +260,7 @@ def test_in_dropping_ends_out(make_farm):
         in_.close()
         assert _closed(out)
     rows = {r["detail"]: r["state"] for r in _rows(CAS01, 2)}
-    assert rows == {"client-gone": "own", "partner-closed": "new"}
+    assert rows == {"peer-closed": "own", "partner-closed": "new"}
 
 
 def test_out_dropping_ends_in(make_farm):
@@ -235,7 +270,7 @@ def test_out_dropping_ends_in(make_farm):
         out.close()
         assert _closed(in_)
     rows = {(r["detail"], r["status"]) for r in _rows(CAS01, 2)}
-    assert rows == {("client-gone", 499), ("partner-closed", 200)}
+    assert rows == {("peer-closed", 499), ("partner-closed", 200)}
 
 
 # -- bad input -----------------------------------------------------------------------------------------
@@ -283,7 +318,7 @@ def test_a_client_vanishing_mid_pdu_is_recorded_and_the_cas_lives_on(make_farm):
     make_farm(BASE, servers=1, rpc_pairing_wait_s=5.0)
     _raw("RPC_IN_DATA", body=B1[:50], length=GiB).close()
     [row] = _rows(CAS01, 1)
-    assert (row["state"], row["status"], row["detail"]) == ("invalid", 499, "client-gone")
+    assert (row["state"], row["status"], row["detail"]) == ("invalid", 499, "peer-closed")
     with _client() as vc:
         assert vc.connect().joined
 

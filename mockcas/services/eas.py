@@ -17,7 +17,16 @@ The mailbox itself is synthesized, identically on every CAS: a fixed folder hier
 receives one new message every `MAIL_INTERVAL_S` (time-scaled), at a phase of its own per user. Message k
 of a user is the same everywhere, so a sync key's watermark (the last message number the device has) is
 all the state a Sync needs. A Ping waits until its heartbeat ends (Status 1) or a message arrives in a
-watched folder (Status 2).
+watched folder (Status 2). A Ping asking for a heartbeat outside the CAS's MinHeartbeatInterval ..
+MaxHeartbeatInterval (`eas_heartbeat_min_s`, `eas_heartbeat_max_s`; 60..3540 s by default) gets Status
+5 and the limit it broke in `HeartbeatInterval`, as Exchange 2010 answers ([MS-ASCMD] 2.2.3.162.8).
+
+The ledger row of a Ping says the heartbeat it asked for: detail `Ping heartbeat=540` (seconds of
+Exchange time; caslab.records.HEARTBEAT_FIELD). A Ping whose connection the other side closed before
+the CAS answered (a balancer's idle timeout, a device that gave up) is recorded with status 499 and
+detail `peer-closed heartbeat=540`: the CAS's side of a cut. The CAS finds that out when the Ping's
+answer is due (its heartbeat ended, mail came, or the CAS is closing), as a server finds a dead
+connection when it writes to it.
 
 Bad input gets the protocol's own answer and a ledger row with state `invalid`: 400 for missing query
 parameters, an unsupported protocol version or a broken body, 501 for an unknown command (MS-ASHTTP),
@@ -40,6 +49,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from caslab import wbxml
+from caslab.records import HEARTBEAT_FIELD, PEER_CLOSED, detail_with
 from caslab.wbxml import E, Element, WbxmlError
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
@@ -52,9 +62,8 @@ PROTOCOL_VERSIONS = ("2.0", "2.1", "2.5", "12.0", "12.1", "14.0", "14.1")
 SERVER_VERSION = "14.1"  # Exchange 2010 SP1
 WBXML_TYPE = "application/vnd.ms-sync.wbxml"
 POLICY_TYPE = "MS-EAS-Provisioning-WBXML"
-HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 60, 3540  # Exchange 2010's defaults
 MAX_PING_FOLDERS = 300
-CACHE_IDLE_S = 2 * HEARTBEAT_MAX_S  # a device idle this long (Exchange time) is forgotten by the CAS
+CACHE_IDLE_HEARTBEATS = 2  # a device idle this many longest heartbeats is forgotten by the CAS
 MAIL_INTERVAL_S = 600.0  # one new Inbox message per user every 10 minutes (Exchange time)
 INITIAL_ITEMS = 5  # messages already in the Inbox when a device first syncs it
 SYNC_STATE_ITEMS = 30 * 24 * 3600 // int(MAIL_INTERVAL_S)  # a watermark older than 30 days is stale
@@ -142,6 +151,7 @@ class EasRequest:
     command: str
     user: str  # canonical, from the Authorization header
     device_id: str
+    http: web.Request  # the request itself (a held Ping asks it whether its client is still there)
 
 
 class Answer(Exception):
@@ -234,7 +244,7 @@ class ActiveSync(HttpService):
         version = request.headers.get("MS-ASProtocolVersion", "")
         if version not in PROTOCOL_VERSIONS:
             raise Answer(_bad_request(), f"MS-ASProtocolVersion {version[:20]!r} not supported")
-        return EasRequest(command, user, device_id)
+        return EasRequest(command, user, device_id, request)
 
     async def _read_body(self, request: web.Request) -> Element | None:
         try:
@@ -252,7 +262,7 @@ class ActiveSync(HttpService):
         """'own' if this CAS has the device warm, else warm it up (paying the cost): 'cold' when the
         device brings mailbox state (a policy key) from earlier work elsewhere, 'new' when it does not."""
         now = time.monotonic()
-        cutoff = now - self.cas.scaled(CACHE_IDLE_S)
+        cutoff = now - self.cas.scaled(CACHE_IDLE_HEARTBEATS * self.cas.config.eas_heartbeat_max_s)
         while self._devices and next(iter(self._devices.values())).last_seen < cutoff:
             self._devices.popitem(last=False)
         key = (eas.user, eas.device_id)
@@ -454,6 +464,8 @@ class ActiveSync(HttpService):
         params = self._ping_params(tree, cached)
         if cache is not None:
             cache.ping = params
+        asked = detail_with("Ping", HEARTBEAT_FIELD, params.heartbeat_s)
+        ctx.note(ctx.session_key, ctx.state, asked)
         heartbeat_ends = time.time() + self.cas.scaled(params.heartbeat_s)
         wake_at = heartbeat_ends
         if INBOX_ID in params.folders:
@@ -462,8 +474,14 @@ class ActiveSync(HttpService):
         try:
             await asyncio.wait_for(self._closing.wait(), timeout=max(0.0, wake_at - time.time()))
         except TimeoutError:
-            pass
+            closing = False
         else:
+            closing = True
+        if _peer_closed(eas.http):
+            cut = detail_with(PEER_CLOSED, HEARTBEAT_FIELD, params.heartbeat_s)
+            ctx.note(ctx.session_key, ctx.state, cut)
+            return web.Response(status=499)  # never sent: the ledger's status for a request nobody waits for
+        if closing:
             raise Answer(
                 web.Response(status=503, text="503 - Service Unavailable"), "Ping: CAS stopping", ctx.state
             )
@@ -490,8 +508,9 @@ class ActiveSync(HttpService):
             heartbeat = int(heartbeat_text)
         else:
             raise Answer(_ping_status("4"), "Ping: HeartbeatInterval not a number")
-        if not HEARTBEAT_MIN_S <= heartbeat <= HEARTBEAT_MAX_S:
-            limit = HEARTBEAT_MIN_S if heartbeat < HEARTBEAT_MIN_S else HEARTBEAT_MAX_S
+        low, high = self.cas.config.eas_heartbeat_min_s, self.cas.config.eas_heartbeat_max_s
+        if not low <= heartbeat <= high:
+            limit = math.ceil(low) if heartbeat < low else math.floor(high)
             reply = E("Ping:Ping", E("Ping:Status", "5"), E("Ping:HeartbeatInterval", str(limit)))
             raise Answer(_wbxml(reply), f"Ping: heartbeat {heartbeat} s out of range")
         folders = folders or cached.folders  # type: ignore[union-attr]
@@ -501,6 +520,11 @@ class ActiveSync(HttpService):
         if not FOLDER_IDS.issuperset(folders):
             raise Answer(_ping_status("7"), "Ping: unknown folder (hierarchy sync required)")
         return PingParams(heartbeat, folders)
+
+
+def _peer_closed(request: web.Request) -> bool:
+    """Whether the other side closed the request's connection (aiohttp drops a closed transport)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 # --- response builders ---

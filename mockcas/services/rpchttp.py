@@ -15,19 +15,26 @@ The channel that arrives first is the `new` half, its partner the `own` half; th
 is the virtual-connection cookie (as a GUID string).
 
 Keep-alives, time-scaled: the CAS sends a Ping RTS PDU down OUT when OUT was silent for 900 s; CONN/A3
-and CONN/C2 tell the client to ping IN every 720 s (the value on the wire is the scaled one, so a lab
-client pings at lab speed). Pings, Keep-Alive and FlowControlAck RTS PDUs on IN are taken in silently.
+and CONN/C2 announce the connection time-out, 720 s, after which the client pings IN (the value on the
+wire is the scaled one, so a lab client pings at lab speed). With the RPC proxy's
+MinimumConnectionTimeout set (`rpc_min_connection_timeout_s`, Microsoft's fix for network devices that
+drop idle connections after 5 minutes), the proxy and the client use the lower of it and those defaults
+on both channels: 120 s makes both ping every 2 minutes (research-timers.md). Pings, Keep-Alive and
+FlowControlAck RTS PDUs on IN are taken in silently.
 Not modelled: flow control windows (nothing here sends enough to fill one), channel recycling, binds and
 RPC-level authentication. A request's stub is echoed back as the response's.
 
 Ledger rows, one per channel, written when the channel ends (state, status, detail):
     joined, then its partner ended    new/own   OUT 200, IN 200 (cut by the CAS)   partner-closed
-    joined, then its client left      new/own   499                                 client-gone
+    joined, then closed by the peer   new/own   499                                 peer-closed
     IN body used up (no recycling)    new/own   200                                 in-stream-ended
     partner never came                foreign   OUT 200 (cut short), IN 503         channel-split
     the CAS closed                    new/own   as above                            cas-closing
     bad input                         invalid   400/403/404/405/411, or 499 if the client left mid-PDU
     no good credentials               none      401                                 unauthenticated
+`peer-closed` (`client-gone` in ledgers before it was renamed) is a channel whose TCP connection the
+other side closed or reset while the channel was open: the client, or a balancer between (a cut, when
+the client did not mean it). Its partner half then ends as `partner-closed`.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiohttp import StreamReader, web
 
 from caslab import rts
+from caslab.records import PEER_CLOSED
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
 
@@ -59,8 +67,8 @@ METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
 RPC_PORTS = frozenset({"6001", "6002", "6004"})
 OUT_CONTENT_LENGTH = 1 << 30  # the streamed OUT body; [MS-RPCH] allows 128 KB..2 GB
 IN_CONTENT_LENGTH_RANGE = (128 * 1024, 2 * 1024**3)  # what an IN channel may declare
-OUT_KEEPALIVE_S = 900.0  # the CAS pings OUT after this much silence (Exchange time)
-IN_KEEPALIVE_S = 720.0  # the client must ping IN this often (told in CONN/A3 and CONN/C2)
+OUT_KEEPALIVE_S = 900.0  # the CAS pings OUT after this much silence (Exchange time), by default
+IN_KEEPALIVE_S = 720.0  # the client must ping IN this often (told in CONN/A3 and CONN/C2), by default
 RECEIVE_WINDOW = 65536  # what CONN/C2 announces for the IN channel
 MAX_CALL_STUB = 4 * 1024 * 1024  # [MS-RPCE]: a call whose stub is longer gets a fault ...
 FAULT_TOO_BIG = 0x5  # ... with this status
@@ -107,6 +115,11 @@ class RpcHttpService(HttpService):
         super().__init__(cas)
         self._connections: dict[bytes, _VirtualConnection] = {}
         self._closed = asyncio.Event()
+        # The connection time-out the proxy announces for IN, and the silence after which it pings OUT
+        # (Exchange time): the defaults, or MinimumConnectionTimeout where that is lower.
+        minimum = cas.config.rpc_min_connection_timeout_s
+        self.in_keepalive_s = IN_KEEPALIVE_S if minimum is None else min(minimum, IN_KEEPALIVE_S)
+        self.out_keepalive_s = OUT_KEEPALIVE_S if minimum is None else min(minimum, OUT_KEEPALIVE_S)
 
     # -- request checks -----------------------------------------------------------------------------
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
@@ -165,7 +178,7 @@ class RpcHttpService(HttpService):
         except (asyncio.IncompleteReadError, TimeoutError):
             return None, _fail(ctx, 400, "protocol-error: opening PDU truncated or missing")
         except ConnectionError:
-            ctx.note("", "invalid", "client-gone")
+            ctx.note("", "invalid", PEER_CLOSED)
             return None, _Unanswered(status=499)
         except _CasClosing:
             ctx.note("", "none", "cas-closing")
@@ -225,19 +238,19 @@ class RpcHttpService(HttpService):
         vc.out_response = response
         try:
             await response.prepare(request)
-            await self._send_out(vc, rts.conn_a3(self._ms(IN_KEEPALIVE_S)))
+            await self._send_out(vc, rts.conn_a3(self._ms(self.in_keepalive_s)))
             vc.out_ready = True
             if vc.in_ctx is not None:
                 await self._join(vc)
         except (_OutGone, ConnectionError):
-            self._finish(vc, out_detail="client-gone", in_detail="partner-closed")
+            self._finish(vc, out_detail=PEER_CLOSED, in_detail="partner-closed")
         if await self._paired(vc, ctx):
             await self._keep_out_alive(vc)
-        return _Unanswered(status=499) if ctx.detail == "client-gone" else response
+        return _Unanswered(status=499) if ctx.detail == PEER_CLOSED else response
 
     async def _keep_out_alive(self, vc: _VirtualConnection) -> None:
         """Until the virtual connection ends: ping down OUT whenever it was silent for the keep-alive."""
-        interval = self.cas.scaled(OUT_KEEPALIVE_S)
+        interval = self.cas.scaled(self.out_keepalive_s)
         while not vc.ended.is_set():
             idle_for = time.monotonic() - vc.last_out_send
             with contextlib.suppress(TimeoutError):
@@ -247,7 +260,7 @@ class RpcHttpService(HttpService):
                 try:
                     await self._send_out(vc, rts.ping())
                 except _OutGone:
-                    self._finish(vc, out_detail="client-gone", in_detail="partner-closed")
+                    self._finish(vc, out_detail=PEER_CLOSED, in_detail="partner-closed")
 
     # -- IN channel ---------------------------------------------------------------------------------
     async def _in_channel(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
@@ -261,7 +274,7 @@ class RpcHttpService(HttpService):
             try:
                 await self._join(vc)
             except _OutGone:
-                self._finish(vc, out_detail="client-gone", in_detail="partner-closed")
+                self._finish(vc, out_detail=PEER_CLOSED, in_detail="partner-closed")
         if not await self._paired(vc, ctx):  # split, or the OUT half went away before the join
             return web.Response(status=503, reason=UNAVAILABLE_REASON, text=ctx.detail)
         pump = asyncio.create_task(self._pump_in(vc, request.content))
@@ -271,7 +284,7 @@ class RpcHttpService(HttpService):
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-        if ctx.detail == "client-gone":
+        if ctx.detail == PEER_CLOSED:
             return _Unanswered(status=499)
         if ctx.state == "invalid":
             return web.Response(status=400, text=ctx.detail)
@@ -303,9 +316,9 @@ class RpcHttpService(HttpService):
                 vc.in_ctx.note(vc.key, "invalid", f"protocol-error: {err}")
             self._finish(vc, out_detail="partner-closed")
         except ConnectionError:
-            self._finish(vc, in_detail="client-gone", out_detail="partner-closed")
+            self._finish(vc, in_detail=PEER_CLOSED, out_detail="partner-closed")
         except _OutGone:
-            self._finish(vc, out_detail="client-gone", in_detail="partner-closed")
+            self._finish(vc, out_detail=PEER_CLOSED, in_detail="partner-closed")
         except Exception:  # a bug here must not leave the channel pair hanging
             log.exception("%s: RPC/HTTP IN channel failed", self.cas.name)
             self._finish(vc, in_detail="bug", out_detail="partner-closed")
@@ -338,7 +351,7 @@ class RpcHttpService(HttpService):
     # -- pairing ------------------------------------------------------------------------------------
     async def _join(self, vc: _VirtualConnection) -> None:
         """Both halves are here: tell the client on OUT (CONN/C2)."""
-        await self._send_out(vc, rts.conn_c2(RECEIVE_WINDOW, self._ms(IN_KEEPALIVE_S)))
+        await self._send_out(vc, rts.conn_c2(RECEIVE_WINDOW, self._ms(self.in_keepalive_s)))
         vc.joined = True
         vc.decided.set()
 
