@@ -4,6 +4,7 @@ the blocking client. Every connection comes from and goes to 127.0.15.x."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caslab.records import PEER_CLOSED
 from loadgen.wire.mapi import AddressBookConnection, LineConnection, MapiConnection
 from mockcas.services.lines import MAX_LINE_BYTES
 from mockcas.services.mapi import SESSION_IDLE_S
@@ -48,8 +50,14 @@ def read_reply(sock: socket.socket) -> dict | None:
     return json.loads(data) if data else None
 
 
-def rows(farm, name: str = "CAS01") -> list:
-    return farm[name].ledger.rows()
+def rows(farm, name: str = "CAS01", *, partings: bool = False) -> list:
+    """The CAS's ledger rows; without the rows of connections ending (a goodbye, or a connection cut
+    between lines) unless `partings`."""
+    return [
+        r
+        for r in farm[name].ledger.rows()
+        if partings or not (r.detail == "goodbye" or (r.detail == PEER_CLOSED and r.state == "none"))
+    ]
 
 
 # -- MAPI on one CAS ------------------------------------------------------------------------------------
@@ -225,15 +233,15 @@ def test_half_line_and_reset_mid_line_leave_invalid_rows(make_farm):
         assert conn.ping().outcome == "ok"
     assert [(r.state, r.status, r.detail) for r in rows(farm)] == [
         ("invalid", 400, "half-line"),
-        ("invalid", 499, "client-gone"),
+        ("invalid", 499, "peer-closed"),
         ("none", 0, ""),
         ("none", 0, ""),
     ]
 
 
-def _wait_for_rows(farm, count: int, timeout: float = 5.0) -> None:
+def _wait_for_rows(farm, count: int, timeout: float = 5.0, *, partings: bool = False) -> None:
     deadline = time.monotonic() + timeout
-    while len(rows(farm)) < count:
+    while len(rows(farm, partings=partings)) < count:
         assert time.monotonic() < deadline, f"the ledger never reached {count} rows"
         time.sleep(0.01)
 
@@ -276,14 +284,14 @@ def test_closing_the_service_closes_open_connections(make_farm):
 
 _ops = st.sampled_from(["logon", "connect", "rop", "logoff", "bind", "resolve"]) | st.text(
     max_size=10
-).filter(lambda op: op != "ping")
+).filter(lambda op: op not in ("ping", "bye"))
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 )
 # Lines that are no valid request: raw bytes, JSON that is no object, and objects whose op is unknown
-# or lacks or mistypes a string field it needs (every op here needs one; only ping needs none).
+# or lacks or mistypes a string field it needs (every op here needs one; only ping and bye need none).
 _raw = st.binary(max_size=200).map(lambda b: b.replace(b"\n", b""))
 _not_objects = _json_values.filter(lambda v: not isinstance(v, dict)).map(lambda v: json.dumps(v).encode())
 _bad_objects = st.fixed_dictionaries(
@@ -317,6 +325,104 @@ def test_arbitrary_lines_get_an_error_and_a_ledger_row_and_never_kill_the_listen
     check()
 
 
+# -- goodbyes, cuts and TCP keep-alives ---------------------------------------------------------------
+
+
+def test_a_connection_closed_without_goodbye_leaves_a_peer_closed_row_and_one_with_goodbye_none(make_farm):
+    farm = make_farm(BASE, servers=1)
+    polite = mapi(session="polite")
+    assert polite.ping(rid="p1").ok
+    assert polite.goodbye(rid="p2").outcome == "ok"
+    assert polite.check() is None and not polite.connected
+    rude = MapiConnection((CAS01, MAPI), source_ip=CLIENT, session="rude", run_id="run-7", timeout=5)
+    assert rude.ping(rid="r1").ok
+    rude.close()  # no goodbye: to the CAS, a cut
+    with raw_connection():  # a connection that carries nothing (a health check) leaves no row
+        pass
+    _wait_for_rows(farm, 4, partings=True)
+    assert [
+        (r.request_id, r.session_key, r.state, r.status, r.detail, r.run_id)
+        for r in rows(farm, partings=True)
+    ] == [
+        ("p1", "polite", "none", 0, "", ""),
+        ("p2", "polite", "none", 0, "goodbye", ""),
+        ("r1", "rude", "none", 0, "", "run-7"),
+        ("", "rude", "none", 499, "peer-closed", "run-7"),
+    ]
+    cut = rows(farm, partings=True)[-1]
+    assert cut.client_ip == CLIENT and cut.latency_ms > 0  # from the connection's opening to its end
+
+
+def test_connections_the_cas_closes_itself_leave_no_peer_closed_row(make_farm):
+    farm = make_farm(BASE, servers=1)
+    conn = mapi()
+    assert conn.ping().ok
+    farm.call(farm["CAS01"].tcp_services["mapi"].close())
+    assert conn.call("ping").outcome == "cut"  # the client cannot tell a stopping CAS from a balancer
+    assert [r.detail for r in rows(farm, partings=True)] == [""]
+
+
+def test_the_client_finds_a_connection_closed_or_reset_under_it_without_sending(make_farm):
+    make_farm(BASE, servers=1)
+    with socket.create_server((CLIENT, 0)) as listener:  # stands for a balancer that cuts idle connections
+        for linger, seen in ((False, "eof"), (True, "reset")):
+            conn = LineConnection(listener.getsockname(), source_ip=CLIENT, timeout=2)
+            conn._connect()
+            accepted, _ = listener.accept()
+            assert conn.check() is None  # open and well
+            if linger:
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            accepted.close()
+            deadline = time.monotonic() + 5
+            while (found := conn.check()) is None:
+                assert time.monotonic() < deadline, "the cut was never found"
+                time.sleep(0.01)
+            assert (found.outcome, found.detail, found.rid, found.server) == ("cut", seen, "", "")
+            assert not conn.connected
+
+
+def _keepalive_probes_sent() -> int:
+    """TCP keep-alive probes this network namespace's kernel has sent (TcpExt TCPKeepAlive)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split()[1:], values.split()[1:], strict=True))["TCPKeepAlive"])
+    raise AssertionError("no TcpExt counters")
+
+
+@pytest.mark.parametrize("port", [MAPI, AB])
+def test_idle_connections_get_tcp_keepalive_probes_after_the_scaled_keepalive_time(make_farm, port):
+    # KeepAliveTime 2 h at time scale 7200: the CAS's kernel probes after 1 s of silence.
+    make_farm(BASE, servers=1, time_scale=7200, tcp_keepalive_s=7200)
+    with raw_connection(port=port) as sock:
+        sock.sendall(b'{"op": "ping"}\n')
+        assert read_reply(sock)["status"] == 0
+        ss = subprocess.run(
+            ["ss", "-tno", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True
+        )
+        assert "timer:(keepalive," in ss.stdout, ss.stdout  # the CAS's end of the connection keeps one
+        before = _keepalive_probes_sent()
+        deadline = time.monotonic() + 10
+        while _keepalive_probes_sent() == before:  # probes are packets on the wire, answered by our kernel
+            assert time.monotonic() < deadline, "no keep-alive probe was sent"
+            time.sleep(0.1)
+        sock.sendall(b'{"op": "ping"}\n')  # the connection is alive and well after its probes
+        assert read_reply(sock)["status"] == 0
+
+
+def test_the_keepalive_time_is_the_cas_setting_scaled(make_farm):
+    make_farm(BASE, servers=1, time_scale=60, tcp_keepalive_s=1800)  # 30 minutes -> 30 s
+    with raw_connection() as sock:
+        sock.sendall(b'{"op": "ping"}\n')
+        assert read_reply(sock)["status"] == 0
+        ss = subprocess.run(
+            ["ss", "-tno", "state", "established", f"( sport = :{MAPI} )"], capture_output=True, text=True
+        )
+    timer = re.search(r"timer:\(keepalive,(\d+)sec,", ss.stdout)
+    assert timer is not None, ss.stdout
+    assert 25 <= int(timer.group(1)) <= 30  # the kernel's countdown to the first probe
+
+
 # -- the client ----------------------------------------------------------------------------------------
 
 
@@ -330,7 +436,7 @@ def test_client_reports_transport_failure_and_reconnects(make_farm):
         farm.call(farm["CAS01"].tcp_services["mapi"].close())  # the server drops the connection
         dropped = conn.ping()
         again = conn.ping()
-    assert dropped.outcome == "transport"
+    assert (dropped.outcome, dropped.detail) == ("cut", "eof")  # closed by something else than an answer
     assert again.outcome == "ok" and again.server == "CAS01"
 
 

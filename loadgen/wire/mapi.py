@@ -8,12 +8,20 @@ import, so it is cooperative whether it was imported before or after the patchin
 Each exchange returns an `Exchange` holding what a Locust request event and the run's event log need
 (the answering server, outcome, latency, reply size); failures are returned, not raised, so a user
 can report them like any other exchange.
+
+Connections stay open between exchanges, as Outlook's do. One that something else closed meanwhile (a
+balancer's idle timeout, a CAS that went away) is a **cut**: `check()` finds it without sending
+anything (the connection is readable and at its end, or reset), and a request sent on a connection
+that was open before and gets no reply for that reason is a cut too (outcome `cut`, detail `eof` or
+`reset`). Either way the connection is closed, and the next call opens a new one. A client that closes
+a connection on purpose says goodbye (`goodbye()`, the protocol's `bye`), so the CAS can tell.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import select
 import socket
 import time
 from dataclasses import dataclass, field
@@ -32,8 +40,8 @@ class Exchange:
     latency_ms: float  # connecting (when this exchange had to) + sending + the reply
     server: str  # the CAS that answered; "" when none did
     status: int  # the protocol's status (0 = ok); -1 when no reply arrived
-    outcome: str  # ok | cold | foreign | error | transport (DESIGN.md section 7)
-    detail: str  # the error's name, or what went wrong on the wire
+    outcome: str  # ok | cold | foreign | error | transport | cut (DESIGN.md section 7)
+    detail: str  # the error's name, or what went wrong on the wire (a cut's: eof or reset)
     length: int  # bytes of the reply line
     reply: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +79,45 @@ class LineConnection:
         self._sock: socket.socket | None = None
         self._replies: Any = None  # the socket's buffered reader
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for select() over several connections (-1 when not connected)."""
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def check(self) -> Exchange | None:
+        """A cut exchange (op "", no request id) if the open connection was closed or reset by the other
+        side, which also closes it here; None if it is open and well (or not open at all). Sends nothing."""
+        if self._sock is None:
+            return None
+        started = time.time()
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            if not readable:
+                return None
+            data = self._sock.recv(1, socket.MSG_PEEK)  # readable: this does not block
+        except ConnectionError:
+            seen = "reset"
+        except OSError:
+            return None
+        else:
+            if data:  # bytes nobody asked for: not a cut (the protocol sends none)
+                return None
+            seen = "eof"
+        self.close()
+        return Exchange("", "", started, 0.0, "", -1, "cut", seen, 0)
+
+    def goodbye(self, *, rid: str | None = None) -> Exchange | None:
+        """Say goodbye and close the connection, as a client that leaves on purpose; the exchange, or
+        the cut found instead (None when it was not open)."""
+        if self._sock is None:
+            return None
+        result = self.check() or self.call("bye", rid=rid)
+        self.close()
+        return result
+
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -97,19 +144,24 @@ class LineConnection:
             request["run"] = self.run_id
         line = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         started, t0 = time.time(), time.perf_counter()
+        reused = self._sock is not None  # open before this call: its end now is a cut
 
-        def failed(detail: str) -> Exchange:
+        def failed(detail: str, outcome: str = "transport") -> Exchange:
             self.close()
             ms = (time.perf_counter() - t0) * 1000
-            return Exchange(op, rid, started, ms, "", -1, "transport", detail, 0)
+            return Exchange(op, rid, started, ms, "", -1, outcome, detail, 0)
 
         try:
             if self._sock is None:
                 self._connect()
             self._sock.sendall(line)
             raw = self._replies.readline(MAX_LINE_BYTES + 1)
+        except ConnectionError as err:
+            return failed("reset", "cut") if reused else failed(f"{type(err).__name__}: {err}")
         except OSError as err:
             return failed(f"{type(err).__name__}: {err}")
+        if not raw:
+            return failed("eof", "cut") if reused else failed("no reply (connection closed)")
         if not raw.endswith(b"\n"):
             return failed("no complete reply line (connection closed)")
         try:
@@ -132,6 +184,7 @@ class LineConnection:
         )
 
     def close(self) -> None:
+        """Close the connection without a goodbye (after a failure; see goodbye())."""
         if self._sock is not None:
             self._replies.close()
             self._sock.close()
@@ -141,7 +194,7 @@ class LineConnection:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self.close()
+        self.goodbye()
 
 
 class MapiConnection(LineConnection):

@@ -11,6 +11,7 @@ Ops (port `ab_port`, default 59532); the bind belongs to the connection, as NSPI
   resolve  names (a list of 1 to 100 strings) -> resolved   NspiResolveNames after a bind: for each name
                                               the user's address, or null; 409 not-bound before a bind
   ping     keep-alive (own when the connection is bound, else none)
+  bye      the client closes this connection on purpose (lines.py)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class AddressBookService(JsonLineService):
 
     def __init__(self, cas: Cas) -> None:
         super().__init__(cas)
-        self.ops = {"bind": self.bind, "resolve": self.resolve, "ping": self.ping}
+        self.ops |= {"bind": self.bind, "resolve": self.resolve, "ping": self.ping}
 
     async def bind(self, request: Request) -> Answer:
         user = self.cas.users.check(request.text("user"), request.text("password"))

@@ -9,7 +9,10 @@ type with `nc`.
 
 Framing: one JSON object per line, UTF-8, ended by "\\n"; a line holds at most 64 KiB (`MAX_LINE_BYTES`,
 newline included). The client sends a request line and reads one reply line; a connection carries any
-number of exchanges, answered in order.
+number of exchanges, answered in order. A client that closes a connection on purpose says goodbye first
+(op `bye`, on either port): the CAS answers (ledger detail `goodbye`) and closes the connection. So a
+connection that ends without one was cut: by the network (a balancer's idle timeout), or by a client
+that died.
 
 Every request has `op` (a string naming what to do) and may have
   rid      the client's request id (a string of at most 200 characters): echoed in the reply and written
@@ -42,8 +45,17 @@ Every reply has
                                   is dropped and the connection goes on
   500     server-error            a bug in the mock (logged with its traceback)
 A client that resets the connection in the middle of a line leaves a ledger row with status 499 and
-error client-gone. Every request line, half line and oversized line leaves exactly one ledger row;
-ending the connection between lines is the normal way to leave and leaves none.
+error peer-closed (client-gone before it was renamed). Every request line, half line and oversized line
+leaves exactly one ledger row. A connection that carried a request and then ended between lines without
+a `bye` leaves one more: state none, status 499, detail peer-closed, no request id, the session and
+run of its last request, `ts` when it was opened (so its latency is the connection's life): the CAS's
+side of a cut. (A connection that carried nothing, such as a balancer's health check, leaves none.)
+
+TCP keep-alives: the CAS turns on SO_KEEPALIVE on every connection it accepts, with the idle time of
+Windows' KeepAliveTime (`tcp_keepalive_s`, 2 hours by default; time-scaled, at least the kernel's 1 s)
+and Windows' probe rhythm (KeepAliveInterval 1 s, 10 probes). The probes are real packets, so a device
+that forwards packets sees activity on an idle connection; a proxy that ends TCP itself answers them
+in its own kernel and sees none (research-timers.md).
 """
 
 from __future__ import annotations
@@ -52,11 +64,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from caslab.records import PEER_CLOSED
 from mockcas.services import TcpService
 
 if TYPE_CHECKING:
@@ -67,6 +81,9 @@ log = logging.getLogger("mockcas")
 MAX_LINE_BYTES = 64 * 1024
 MAX_ID_CHARS = 200
 _READ_CHUNK = 64 * 1024
+GOODBYE_OP = "bye"
+# Windows' keep-alive probes after KeepAliveTime: one every KeepAliveInterval (1 s), 10 at most.
+KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 1, 10
 
 
 class ProtocolError(Exception):
@@ -84,6 +101,11 @@ class Connection:
 
     client_ip: str
     bound_user: str = ""  # the user an Address Book bind on this connection authenticated
+    opened: float = field(default_factory=time.time)
+    requests: int = 0  # request lines served
+    session: str = ""  # the session and run of its latest request, for the row of a cut
+    run: str = ""
+    said_goodbye: bool = False
 
 
 @dataclass
@@ -105,11 +127,13 @@ class Request:
 
 @dataclass
 class Answer:
-    """A successful exchange: the ledger state, whose state it was, and the reply's own fields."""
+    """A successful exchange: the ledger state, whose state it was, the reply's own fields, and a few
+    words for the ledger row's detail."""
 
     state: str
     session_key: str
     fields: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
 
 
 Op = Callable[[Request], Awaitable[Answer]]
@@ -144,27 +168,61 @@ class JsonLineService(TcpService):
 
     def __init__(self, cas: Cas) -> None:
         super().__init__(cas)
-        self.ops: dict[str, Op] = {}
+        self.ops: dict[str, Op] = {GOODBYE_OP: self.goodbye}  # a subclass adds its own
         self._writers: set[asyncio.StreamWriter] = set()
+        self._closing = False
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         conn = Connection(client_ip=peer[0] if peer else "")
+        self._keep_alive(writer.get_extra_info("socket"))
         self._writers.add(writer)
         try:
-            await self._serve(reader, writer, conn)
+            if await self._serve(reader, writer, conn) and conn.requests and not self._closing:
+                self._record_cut(conn)
         finally:
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(OSError):  # a client that reset the connection: closed either way
                 await writer.wait_closed()
 
+    def _keep_alive(self, sock: socket.socket | None) -> None:
+        """TCP keep-alives after `tcp_keepalive_s` of silence (scaled), as Windows sends them."""
+        if sock is None:
+            return
+        idle = max(1, round(self.cas.scaled(self.cas.config.tcp_keepalive_s)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+    def _record_cut(self, conn: Connection) -> None:
+        """The row of a connection that ended between lines without a goodbye (see the module docstring)."""
+        self.cas.record(
+            ts=conn.opened,
+            service=self.id,
+            session_key=conn.session or conn.bound_user,
+            client_ip=conn.client_ip,
+            state="none",
+            status=499,
+            run_id=conn.run,
+            detail=PEER_CLOSED,
+        )
+
+    async def goodbye(self, request: Request) -> Answer:
+        """The client is about to close this connection on purpose: the CAS answers, then closes it."""
+        request.conn.said_goodbye = True
+        return Answer("none", request.conn.bound_user, detail="goodbye")
+
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
-    ) -> None:
-        # Our own buffer rather than readline(): it knows whether a reset came in the middle of a line
-        # (a request the ledger must show) or between lines (a normal goodbye), and it can drop the rest
-        # of an oversized line and go on serving instead of closing on a client that is still sending.
+    ) -> bool:
+        """Serve request lines until the connection ends; True if it ended between lines without a
+        goodbye (closed or reset by the other side), False if it ended otherwise."""
+        # Our own buffer rather than readline(): it knows whether a reset came in the middle of a line (a
+        # request the ledger must show) or between lines (a cut, unless the client said goodbye), and it
+        # can drop the rest of an oversized line and go on serving instead of closing on a client that is
+        # still sending.
         pending = bytearray()
         skipping = False  # inside a line too long to serve, answered already: dropping it up to its end
         while True:
@@ -179,21 +237,23 @@ class JsonLineService(TcpService):
                 line = bytes(pending[: end + 1])
                 del pending[: end + 1]
                 if not await self._send(writer, await self._exchange(line, conn, time.time())):
-                    return
+                    return True
+                if conn.said_goodbye:
+                    return False
                 continue
             elif end >= 0 or len(pending) >= MAX_LINE_BYTES:
                 message = f"a line holds at most {MAX_LINE_BYTES} bytes"
                 reply = self._finish(conn, time.time(), status=413, error="line-too-long", message=message)
                 if not await self._send(writer, reply):
-                    return
+                    return True
                 skipping = True
                 continue
             try:
                 chunk = await reader.read(_READ_CHUNK)
             except OSError:
                 if pending:
-                    self._finish(conn, time.time(), status=499, error="client-gone", message="reset")
-                return
+                    self._finish(conn, time.time(), status=499, error=PEER_CLOSED, message="reset")
+                return not pending
             if not chunk:
                 if pending:  # the stream ended inside a line; the client may still read (half-closed)
                     message = "the stream ended mid-line"
@@ -201,7 +261,7 @@ class JsonLineService(TcpService):
                         writer,
                         self._finish(conn, time.time(), status=400, error="half-line", message=message),
                     )
-                return
+                return not pending
             pending += chunk
 
     @staticmethod
@@ -220,6 +280,7 @@ class JsonLineService(TcpService):
             rid = id_field(fields, "rid")
             session = id_field(fields, "session")
             run = id_field(fields, "run")
+            conn.session, conn.run = session or conn.session, run or conn.run
             op = fields.get("op")
             if not isinstance(op, str):
                 raise ProtocolError(400, "bad-request", "field 'op' must be a string")
@@ -259,6 +320,7 @@ class JsonLineService(TcpService):
             session_key=session or answer.session_key,
             state=answer.state,
             extra=answer.fields,
+            detail=answer.detail,
         )
 
     def _finish(
@@ -274,9 +336,11 @@ class JsonLineService(TcpService):
         error: str = "",
         message: str = "",
         extra: dict[str, Any] | None = None,
+        detail: str = "",
     ) -> bytes:
         """Write the exchange's ledger row (before the reply leaves, so a client holding the reply can
         find its row) and return the reply line."""
+        conn.requests += 1
         self.cas.record(
             ts=t0,
             service=self.id,
@@ -286,7 +350,7 @@ class JsonLineService(TcpService):
             status=status,
             request_id=rid,
             run_id=run,
-            detail=error,
+            detail=error or detail,
         )
         reply: dict[str, Any] = {"server": self.cas.name, "status": status, "state": state}
         if rid:
@@ -298,5 +362,6 @@ class JsonLineService(TcpService):
 
     async def close(self) -> None:
         """Close every open connection (their handlers then see the end of the stream and return)."""
+        self._closing = True
         for writer in list(self._writers):
             writer.close()

@@ -12,6 +12,7 @@ Ops (port `mapi_port`, default 59531)
                                             the reply gives the payload's size in bytes
   ping     handle (optional)                keep-alive; with a handle it also keeps the session alive
   logoff   handle                           ends the session
+  bye                                       the client closes this connection on purpose (lines.py)
 An op with a handle is own when this CAS holds the session, foreign (404 context-handle-unknown) when
 another CAS made the handle, expired (410) when the session saw no op for `SESSION_IDLE_S` (divided by
 the run's time_scale). A user has as many sessions as Outlook instances logged on.
@@ -55,7 +56,7 @@ class MapiService(JsonLineService):
 
     def __init__(self, cas: Cas) -> None:
         super().__init__(cas)
-        self.ops = {
+        self.ops |= {
             "logon": self.logon,
             "connect": self.connect,
             "rop": self.rop,
