@@ -25,10 +25,12 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import gevent
+from geventhttpclient.response import HTTPConnectionClosed
 from locust import FastHttpUser
 from locust.contrib.fasthttp import ResponseContextManager
 from locust.runners import WorkerRunner
 
+from caslab.records import detail_with
 from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
 from loadgen.cookies import CachingCookieJar
@@ -50,15 +52,15 @@ def classify_by_status(response: ResponseContextManager) -> tuple[str, str]:
     return "ok", ""
 
 
-def transport_or(classify: Classifier) -> Classifier:
-    """`classify`, except that a request that got no answer at all is a transport failure."""
-
-    def wrapped(response: ResponseContextManager) -> tuple[str, str]:
-        if not response.status_code:
-            return classify_by_status(response)
-        return classify(response)
-
-    return wrapped
+def unanswered(response: ResponseContextManager, held: bool) -> tuple[str, str]:
+    """(outcome, detail) of a request that got no answer at all: a transport failure, or for a request
+    the server holds open on purpose (`held`: an EAS Ping) whose connection was closed under it, a
+    cut: `eof` when it was closed, `reset` when it was reset (DESIGN.md section 13)."""
+    error = response.error
+    if held and isinstance(error, HTTPConnectionClosed | ConnectionError):
+        reset = isinstance(error, ConnectionResetError) or isinstance(error.__context__, ConnectionResetError)
+        return "cut", "reset" if reset else "eof"
+    return classify_by_status(response)
 
 
 def worker_slot(environment: Any) -> tuple[int, int]:
@@ -83,6 +85,7 @@ class CasUser(FastHttpUser):
     host = "http://127.0.0.1"  # replaced per request by the plan's endpoints (absolute URLs)
     network_timeout = 60.0
     connection_timeout = 10.0
+    last_event: EventContext  # the event of the latest call()
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -152,11 +155,15 @@ class CasUser(FastHttpUser):
         name: str | None = None,
         classify: Classifier = classify_by_status,
         headers: dict[str, str] | None = None,
+        held: bool = False,
+        figures: dict[str, object] | None = None,
         **kwargs: Any,
     ) -> ResponseContextManager:
-        """One HTTP request of this client, classified and logged. Returns the response."""
+        """One HTTP request of this client, classified and logged. Returns the response; its event is
+        `self.last_event`. `held`: the server holds it open on purpose, so losing its connection is a
+        cut (see `unanswered`); `figures` go into the event's detail as name=value words."""
         self.follow_address()
-        ctx = self.new_context(service)
+        ctx = self.last_event = self.new_context(service)
         all_headers = {REQUEST_ID_HEADER: ctx.request_id, **self.run_headers, **(headers or {})}
         if not self.keeps_cookies:
             self.client.cookiejar.clear()
@@ -170,9 +177,14 @@ class CasUser(FastHttpUser):
             context={"caslab": ctx},
             **kwargs,
         ) as response:
-            ctx.outcome, ctx.detail = transport_or(classify)(response)
+            if response.status_code:
+                ctx.outcome, ctx.detail = classify(response)
+            else:
+                ctx.outcome, ctx.detail = unanswered(response, held)
             if ctx.outcome == "ok" and response.headers.get(STATE_HEADER) == "cold":
                 ctx.outcome = "cold"  # served, but the CAS had to warm up for this client (a soft break)
+            for name, value in (figures or {}).items():
+                ctx.detail = detail_with(ctx.detail, name, value)
             if ctx.outcome in ("ok", "cold"):
                 response.success()
             else:

@@ -6,6 +6,8 @@ Locust monkey-patches the whole process with gevent when it is imported, so the 
     python tests/loadgen_driver.py walk --host URL --events CSV --kinds browser,ews-app [--rounds 2]
         [--time-scale 240] [--kind-seconds 30] [--run-id ID]
     python tests/loadgen_driver.py run --scenario TOML --host URL --events CSV --seconds 6
+    python tests/loadgen_driver.py idle --host URL --events CSV --kind outlook-mapi --seconds 3
+        [--time-scale 240]
 
 `walk` is one user of each kind, one kind after another (so no two kinds' requests interleave at a
 round-robin balancer): its `on_start`, then every task of the kind in order, `--rounds` times, then
@@ -14,6 +16,9 @@ the OAB download); walking them makes every flow happen in every test. A kind st
 `--kind-seconds` is stopped the way Locust stops a user (its greenlet killed, `on_stop` run).
 
 `run` is the lab's library mode (loadgen.runner.run_load) on the populations of a scenario file.
+
+`idle` is one user of a kind that keeps timers while its user thinks (the Outlook kinds): its
+`on_start`, then `idle(seconds)` (what it does between tasks), then `on_stop`.
 
 Both print one JSON line: the plan's start time (epoch seconds); for `walk` the request names each
 kind fired (from Locust's request event, "" for requests without a caslab context), for `run` the
@@ -87,6 +92,25 @@ def walk(args: argparse.Namespace) -> dict:
     return {"start_time": plan.start_time, "events": log.written, "names": names}
 
 
+def idle(args: argparse.Namespace) -> dict:
+    population = PopulationPlan(
+        name="idle", addresses=AddressPlan(0, "direct", users=1, source_ips=1), clients={args.kind: 1}
+    )
+    plan = LoadPlan([population], Endpoints.from_url(args.host), time_scale=args.time_scale)
+    env = Environment(user_classes=user_classes(plan))
+    log = EventLog(Path(args.events))
+    env.events.request.add_listener(log.on_request)
+    plan.start_time = time.time()
+    user = env.user_classes[0](env)
+    try:
+        user.on_start()
+        user.idle(args.seconds)
+        user.on_stop()
+    finally:
+        log.close()
+    return {"start_time": plan.start_time, "events": log.written}
+
+
 def run(args: argparse.Namespace) -> dict:
     from loadgen.runner import run_load
 
@@ -109,6 +133,13 @@ def main() -> None:
     p.add_argument("--kind-seconds", type=float, default=30)
     p.add_argument("--run-id", default="")
     p.set_defaults(func=walk)
+    p = commands.add_parser("idle")
+    p.add_argument("--host", required=True)
+    p.add_argument("--events", required=True)
+    p.add_argument("--kind", required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--time-scale", type=float, default=240)
+    p.set_defaults(func=idle)
     p = commands.add_parser("run")
     p.add_argument("--scenario", required=True)
     p.add_argument("--host", required=True)

@@ -100,7 +100,7 @@ def test_unknown_option_is_a_usage_error():
 @pytest.mark.parametrize(
     ("flags", "problem"),
     [
-        (["--eas-heartbeat-min", "600", "--eas-heartbeat-max", "300"], "--eas-heartbeat-min must not be more"),
+        (["--eas-heartbeat-min", "600", "--eas-heartbeat-max", "300"], "must not be more than"),
         (["--owa-timeout", "0"], "--owa-timeout must be more than 0 seconds"),
         (["--rpc-min-connection-timeout", "-120"], "--rpc-min-connection-timeout must be more than 0"),
     ],

@@ -68,7 +68,8 @@ FLOWS = {
     },
     "outlook2010-rpchttp": OUTLOOK_HTTP | RPC_CHANNELS,
     "outlook2007-rpchttp": OUTLOOK_HTTP | RPC_CHANNELS,
-    "outlook-mapi": OUTLOOK_HTTP | {"mapi logon", "mapi connect", "ab bind", "mapi rop", "ab resolve"},
+    "outlook-mapi": OUTLOOK_HTTP
+    | {"mapi logon", "mapi connect", "ab bind", "mapi rop", "ab resolve", "mapi bye", "ab bye"},
     "eas-device": {
         "autodiscover POST /Autodiscover/Autodiscover.xml",
         "eas OPTIONS",

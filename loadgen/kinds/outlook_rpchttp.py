@@ -11,10 +11,19 @@ The two versions differ in what a balancer can key on (DESIGN.md section 4):
 - Outlook 2007 keeps no cookies: only `User-Agent: MSRPC`, Basic `Authorization` and its address.
 A virtual connection whose halves the balancer split fails after the CAS's pairing wait (a hard break);
 Outlook then opens a new one, as the real client retries.
+
+While the user is idle (its think time) Outlook's timers run: it pings each IN channel once nothing went
+up it for the connection time-out the proxy announced (CONN/A3, CONN/C2: 12 minutes by default, 2 with
+MinimumConnectionTimeout 120), and it reads OUT all along, so a channel that something closes or resets
+under it (a balancer's idle timeout) is found at once. Such a virtual connection was **cut**: Outlook
+records what it saw (an event with outcome `cut`, detail `eof` or `reset`, no request id: the CAS's
+own rows are the channels' `peer-closed`/`partner-closed`) and opens a new one. A call that fails on a
+cut channel is recorded the same way.
 """
 
 from __future__ import annotations
 
+import select
 import ssl
 import time
 import uuid
@@ -47,6 +56,51 @@ class OutlookAnywhere(OutlookHttp):
     def on_stop(self) -> None:
         for vc, _server in self.connections.values():
             vc.close()
+
+    def wait_time(self) -> float:
+        self.idle(self.think())  # Outlook's timers run while its user thinks (see the module docstring)
+        return 0.0
+
+    def idle(self, seconds: float) -> None:
+        """`seconds` of an idle user: ping IN when due, take in what comes down OUT, reopen what was cut."""
+        end = time.monotonic() + seconds
+        while True:
+            self.tend()
+            now = time.monotonic()
+            if now >= end:
+                return
+            joined = [vc for vc, _server in self.connections.values() if vc.joined]
+            due = min([vc.next_keepalive_at() for vc in joined] + [end])
+            sockets = [sock for vc in joined for sock in vc.sockets()]
+            if sockets:
+                select.select(sockets, [], [], max(0.0, due - now))  # wakes at a ping, a cut, or when due
+            else:
+                time.sleep(max(0.0, due - now))
+
+    def tend(self) -> None:
+        """Each virtual connection: a cut one is recorded and opened again; a live one pings IN if due."""
+        for port, (vc, _server) in list(self.connections.items()):
+            seen = vc.check()
+            if seen:
+                self.connections.pop(port)
+                self._report_cut(port, seen)
+                self.open(port)
+            elif vc.joined:
+                try:
+                    vc.keep_alive()
+                except RpcHttpError as err:  # the ping found IN broken
+                    self.connections.pop(port)
+                    if err.cut:
+                        self._report_cut(port, err.cut)
+                    self.open(port)
+            else:
+                self.connections.pop(port)
+
+    def _report_cut(self, port: int, seen: str) -> None:
+        ctx = self.new_context("rpchttp")
+        ctx.request_id = ""  # no request of its own: the CAS's rows are those of the channels
+        name, now = f"rpchttp cut :{port}", time.time()
+        self.report(ctx, name=name, started=now, server="", status=0, outcome="cut", detail=seen)
 
     def channel_headers(self) -> dict[str, str]:
         cookies = self.cookie_header() if self.keeps_cookies else ""
@@ -96,11 +150,7 @@ class OutlookAnywhere(OutlookHttp):
 
     @task(8)
     def rpc(self) -> None:
-        for port, (vc, _server) in list(self.connections.items()):
-            if not vc.joined:
-                self.connections.pop(port)
-            else:
-                vc.keep_alive()
+        self.tend()
         port = self.rng.choice(RPC_PORTS)
         opened = self.connections.get(port) or self.open(port)
         if opened is None:
@@ -111,7 +161,7 @@ class OutlookAnywhere(OutlookHttp):
         started = time.time()
         try:
             answer = vc.call(opnum=self.rng.choice((10, 11, 14)), stub=b"\0" * self.rng.randint(16, 512))
-        except RpcHttpError as err:
+        except RpcHttpError as err:  # a channel cut under the call, or no answer in time
             self.connections.pop(port, None)
             self.report(
                 ctx,
@@ -119,8 +169,8 @@ class OutlookAnywhere(OutlookHttp):
                 started=started,
                 server="",
                 status=0,
-                outcome="transport",
-                detail=str(err),
+                outcome="cut" if err.cut else "transport",
+                detail=err.cut or str(err),
             )
             return
         self.report(

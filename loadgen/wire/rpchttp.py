@@ -16,6 +16,15 @@ the user's source address (loadgen.binding).
 `call()` raises `RpcHttpError` when the virtual connection is broken, `RpcFault` when the server faults
 the call. Flow-control acknowledgements are not sent (the mock CAS does not enforce windows) and
 channels are not recycled: a virtual connection ends when its 1 GB IN body is used up.
+
+Timers, as Outlook keeps them while its user is idle: `keepalive_s` is the connection time-out the
+proxy announced (CONN/A3, then CONN/C2), and `keep_alive()` pings IN once nothing went up it for that
+long (`next_keepalive_at()` says when). `check()` takes in what came down OUT meanwhile (the server's
+pings) without waiting, and finds a channel that something closed or reset under the client: a **cut**
+(a balancer's idle timeout, a CAS that went away), after which the virtual connection is closed and
+the client opens a new one, as Outlook does. `sockets()` are the channels' sockets, for select().
+A call that fails because a channel was cut raises `RpcHttpError` with `cut` set to what the client
+saw (`eof` or `reset`).
 """
 
 from __future__ import annotations
@@ -43,7 +52,16 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class RpcHttpError(Exception):
-    """The virtual connection is not open, or broke."""
+    """The virtual connection is not open, or broke; `cut` says how, when a channel was closed ("eof")
+    or reset ("reset") under it, else it is ""."""
+
+    def __init__(self, message: str, cut: str = "") -> None:
+        super().__init__(message)
+        self.cut = cut
+
+
+class _ChannelClosed(ConnectionError):
+    """The other side closed a channel's connection (its end of stream)."""
 
 
 class RpcFault(RpcHttpError):
@@ -98,8 +116,21 @@ class _Channel:
         self.sock.settimeout(remaining)
         chunk = self.sock.recv(65536)
         if not chunk:
-            raise ConnectionResetError("the server closed the channel")
+            raise _ChannelClosed("the server closed the channel")
         self.buffer += chunk
+
+    def take_in(self) -> str:
+        """Take in whatever has arrived, without waiting: "" while the connection is open, "eof" once
+        the other side closed it, "reset" once it was reset."""
+        self.sock.settimeout(0.0)
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buffer += chunk
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return ""
+        except OSError:
+            return "reset"
+        return "eof"
 
     def read_exact(self, n: int, deadline: float) -> bytes:
         while len(self.buffer) < n:
@@ -121,6 +152,13 @@ class _Channel:
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             raise RpcHttpError(f"not an HTTP answer: {status_line[:80]!r}")
         return int(parts[1]), http.client.parse_headers(io.BytesIO(rest))
+
+    def whole_pdu(self) -> bytes | None:
+        """The PDU at the head of what was received, if all of it has arrived (it stays there)."""
+        if len(self.buffer) < rts.HEADER_LENGTH:
+            return None
+        length = rts.parse_header(bytes(self.buffer[: rts.HEADER_LENGTH])).frag_length
+        return bytes(self.buffer[:length]) if len(self.buffer) >= length else None
 
     def read_pdu(self, deadline: float) -> rts.Pdu:
         head = self.read_exact(rts.HEADER_LENGTH, deadline)
@@ -247,8 +285,7 @@ class VirtualConnection:
                     self.cookies[name.strip()] = value.strip()
             if out.status != 200:
                 return result("error", f"{out.method}: http {out.status}")
-            connection_timeout_ms = rts.parse_conn_a3(self._out.read_pdu(deadline))
-            self.keepalive_s = connection_timeout_ms / 1000
+            self.keepalive_s = rts.parse_conn_a3(self._out.read_pdu(deadline)) / 1000
             self._in = self._open(self.address)
             b1 = rts.conn_b1(
                 self.vc_cookie, rts.new_cookie(), rts.new_cookie(), IN_CONTENT_LENGTH, CLIENT_KEEPALIVE_MS
@@ -258,7 +295,7 @@ class VirtualConnection:
         except (OSError, rts.RtsError, RpcHttpError) as err:
             return result("transport", _describe(err))
         try:
-            rts.parse_conn_c2(self._read_out(deadline))
+            self.keepalive_s = rts.parse_conn_c2(self._read_out(deadline)).connection_timeout_ms / 1000
         except (OSError, rts.RtsError, RpcHttpError) as err:
             # Not joined. The CAS that holds the IN half answers it once its pairing wait is over.
             try:
@@ -290,7 +327,7 @@ class VirtualConnection:
             self._in.send(data)  # type: ignore[union-attr]
         except OSError as err:
             self.close()
-            raise RpcHttpError(f"IN channel: {_describe(err)}") from err
+            raise RpcHttpError(f"IN channel: {_describe(err)}", _cut(err)) from err
         self._in_sent += len(data)
         self._last_in_send = time.monotonic()
 
@@ -314,7 +351,7 @@ class VirtualConnection:
             raise
         except (OSError, rts.RtsError, RpcHttpError) as err:
             self.close()
-            raise RpcHttpError(f"OUT channel: {_describe(err)}") from err
+            raise RpcHttpError(f"OUT channel: {_describe(err)}", _cut(err)) from err
 
     def ping(self) -> None:
         """Send a Ping RTS PDU up IN (what the client does when its connection time-out timer fires)."""
@@ -322,10 +359,34 @@ class VirtualConnection:
 
     def keep_alive(self) -> bool:
         """Ping IN if nothing went up it for the server's connection time-out; True if it pinged."""
-        if self.joined and time.monotonic() - self._last_in_send >= self.keepalive_s:
+        if self.joined and time.monotonic() >= self.next_keepalive_at():
             self.ping()
             return True
         return False
+
+    def next_keepalive_at(self) -> float:
+        """When (time.monotonic()) the next keep-alive ping is due on IN."""
+        return self._last_in_send + self.keepalive_s
+
+    def sockets(self) -> list[socket.socket]:
+        """The open channels' sockets (to wait on with select(): the server's pings, or a cut)."""
+        return [c.sock for c in (self._out, self._in) if c is not None and self.joined]
+
+    def check(self) -> str:
+        """Take in the pings that came down OUT and look for a cut, without waiting: "" while the virtual
+        connection is open (or was never joined), else what the client saw on the channel that was
+        closed ("eof") or reset ("reset"), and the virtual connection is closed."""
+        out, in_ = self._out, self._in
+        if not self.joined or out is None or in_ is None:
+            return ""
+        seen = out.take_in() or in_.take_in()
+        # Pings are taken off; anything else (a response) is left for call() or receive().
+        while (raw := out.whole_pdu()) is not None and rts.is_ping(rts.decode_pdu(raw)):
+            del out.buffer[: len(raw)]
+            self.pings_received += 1
+        if seen:
+            self.close()
+        return seen
 
     def receive(self, timeout: float | None = None) -> rts.Pdu:
         """The next PDU down OUT, pings included (they are also counted in `pings_received`)."""
@@ -358,6 +419,16 @@ def _record(channel: ChannelResult, status: int, headers: http.client.HTTPMessag
     channel.status = status
     channel.server = headers.get(SERVER_HEADER, "")
     channel.state = headers.get(STATE_HEADER, "")
+
+
+def _cut(err: BaseException) -> str:
+    """What a failure says about a channel: closed by the other side ("eof"), reset ("reset"), or
+    neither ("": a time-out, a protocol error)."""
+    if isinstance(err, _ChannelClosed):
+        return "eof"
+    if isinstance(err, ConnectionError):
+        return "reset"
+    return ""
 
 
 def _describe(err: BaseException) -> str:
