@@ -204,6 +204,20 @@ def test_summary_has_the_schema_keys(written):
     assert summary["reconciliation"]["matched"] == 14
     assert summary["faults"][0]["after_return"]["moved_back"] == 1
     assert summary["notes"] == ["a note for the reader"]
+    # Time (DESIGN.md section 13): nothing was cut, no device pinged, and every move was the failover's.
+    assert (mapi["cut"], mapi["cut_seen_by_cas"], summary["totals"]["cut"], summary["eas_heartbeat"]) == (
+        0,
+        0,
+        0,
+        None,
+    )
+    nothing = dict.fromkeys(("expired", "evicted", "cas-failed", "no-persistence", "other"), 0)
+    assert mapi["moves"] == {**nothing, "cas-failed": 2} and mapi["breaks_by_cause"] == {
+        **nothing,
+        "cas-failed": 2,
+    }
+    assert summary["services"]["owa"]["moves"] == {**nothing, "cas-failed": 1}
+    assert summary["services"]["owa"]["breaks_by_cause"] == nothing
 
 
 def test_junit_has_a_test_case_per_check_and_failures_for_failed_ones(written):
@@ -230,12 +244,13 @@ def test_the_html_report_is_self_contained_with_its_plots_inline_as_svg(written)
     page = (written / "report.html").read_text()
     assert plot_labels(page) == [
         "load per CAS", "population x CAS", "requests per CAS over time", "affinity per service",
+        "why sessions moved",  # the sessions of the stopped CAS moved: it failed
     ]  # fmt: skip
-    assert page.count("<svg") == page.count("</svg>") == 4
+    assert page.count("<svg") == page.count("</svg>") == 5
     for raster in ("image/png", "base64", "<img", "<image"):
         assert raster not in page, f"no raster image: {raster}"
     ids = re.findall(r' id="([^"]+)"', page)
-    assert len(ids) == len(set(ids)), "the four plots' element ids do not collide"
+    assert len(ids) == len(set(ids)), "the plots' element ids do not collide"
     assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page), "nothing is fetched from elsewhere"
     assert "class='banner fail'" in page and "This scenario is meant to fail: as expected." in page
     for text in ("fault_collateral_breaks", "CAS02 stop at 10s, start at 20s", "a note for the reader"):
@@ -257,6 +272,74 @@ def test_a_plot_with_nothing_to_show_is_said_in_words_not_drawn():
     assert plot_labels(page) == [] and "<svg" not in page
     for words in ("there is no load to show", "there are no shares to show", "no traffic over time to show"):
         assert words in page
+
+
+TIMERS = (
+    # Outlook Anywhere cut twice, an intranet connection once, an ActiveSync device cut back to 60 s.
+    {"service": "rpchttp", "user": "o", "session": "O", "server": "CAS01", "t": 1},
+    {
+        "service": "rpchttp",
+        "user": "o",
+        "session": "O",
+        "server": "",
+        "outcome": "cut",
+        "detail": "eof",
+        "t": 6,
+    },
+    {
+        "service": "rpchttp",
+        "user": "o",
+        "session": "O",
+        "server": "",
+        "outcome": "cut",
+        "detail": "reset",
+        "t": 9,
+    },
+    {"service": "mapi", "user": "m", "session": "M", "server": "", "outcome": "cut", "detail": "eof", "t": 7},
+    {
+        "service": "eas",
+        "user": "e",
+        "session": "E",
+        "server": "",
+        "outcome": "cut",
+        "detail": "eof heartbeat=540",
+    },
+    {"service": "eas", "user": "e", "session": "E", "server": "CAS02", "detail": "heartbeat=60", "t": 2},
+    {"service": "eas", "user": "e", "session": "E", "server": "CAS02", "detail": "heartbeat=360", "t": 3},
+    # An OWA user idle longer than its balancer cookie lived (30 s, as the run recorded it) moved.
+    {"service": "owa", "user": "w", "session": "W", "server": "CAS01", "t": 1},
+    {"service": "owa", "user": "w", "session": "W", "server": "CAS03", "outcome": "foreign", "t": 35},
+)
+
+
+def test_the_timers_section_shows_cuts_heartbeats_and_moves_and_says_what_fixes_them():
+    scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test")
+    facts = RunFacts(driver="haproxy", started_ts=T0, persistence_timeouts_s={"owa": 30.0})
+    ev = events(*TIMERS)
+    page = report_html(verify(ev, ledger_of(ev), scenario, facts), scenario, facts, {})
+    labels = plot_labels(page)
+    assert {"cuts per service over time", "EAS heartbeats asked for", "why sessions moved"} <= set(labels)
+    section = page[page.index("<h2>Timers</h2>") : page.index("<h2>Reconciliation</h2>")]
+    assert "Exchange 2010 logs event 1040" in section  # the mean heartbeat, 320 s, is at or below 540 s
+    for advice in (
+        "MinimumConnectionTimeout to 120 s",  # Outlook Anywhere cut
+        "KB 905013",  # Pings cut
+        "HAProxy is a full proxy",  # intranet Outlook cut behind a proxy: KeepAliveTime does not help
+        "raise the persistence timeout",  # the OWA user's entry expired
+    ):
+        assert advice in section, advice
+    assert "<td>1 (1 broke)</td>" in section  # the expired move logged the OWA user off
+
+
+def test_a_timers_section_with_nothing_to_show_says_so_in_words():
+    scenario = parse_scenario(SCENARIO, "report-test.toml", "report-test")
+    facts = RunFacts(driver="external", started_ts=T0)
+    clean = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    page = report_html(verify(clean, ledger_of(clean), scenario, facts), scenario, facts, {})
+    section = page[page.index("<h2>Timers</h2>") : page.index("<h2>Reconciliation</h2>")]
+    assert "<svg" not in section and "class='advice'" not in section
+    for words in ("nothing to plot", "there are no heartbeats to show", "there is nothing to explain"):
+        assert words in section
 
 
 def test_render_report_rebuilds_the_files_from_the_stored_data(run_dir):

@@ -260,19 +260,23 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         {"request_id": "r6", "outcome": "transport"},  # reached a CAS, the answer was lost
         {"request_id": "r7", "server": "", "status": 503, "outcome": "error"},  # the balancer's own answer
         {"request_id": "r1", "server": "CAS01"},  # another client used the same id
+        {"request_id": "r8", "server": "", "status": 0, "outcome": "cut"},  # a Ping cut under the client
+        {"request_id": "r10", "server": "", "status": 0, "outcome": "cut"},  # the CAS found it cut too
     )
     ledger = pd.DataFrame(
         [(rid, server) for rid, server in
          [("r1", "CAS01"), ("r2", "CAS02"), ("r3", "CAS01"), ("r3", "CAS01"), ("r9", "CAS03"), ("", "CAS01"),
-          ("r6", "CAS02")]],
+          ("r6", "CAS02"), ("r10", "CAS03")]],
         columns=["request_id", "server"],
     ).assign(ts=T0, latency_ms=1.0)  # fmt: skip
     r = run(ev, ledger=ledger).reconciliation
     assert r == {
-        "events": 9,
-        "matched": 5,
+        "events": 11,
+        "matched": 6,
         "transport_failures": 2,
         "transport_seen_by_cas": 1,
+        "cuts": 2,
+        "cuts_seen_by_cas": 1,
         "unmatched": 1,
         "lost_with_stopped_cas": 0,
         "answered_by_balancer": 1,
@@ -280,18 +284,19 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "event_duplicate_ids": 1,
         "unknown_outcome": 0,
         "server_differs": 1,
-        "ledger_rows": 7,
+        "ledger_rows": 8,
         "ledger_without_request_id": 1,
         "ledger_not_in_events": 1,
         "ledger_duplicate_ids": 1,
         "foreign_run_rows": 0,
     }
     not_matched_transport = r["transport_failures"] - r["transport_seen_by_cas"]
+    not_matched_cuts = r["cuts"] - r["cuts_seen_by_cas"]
     accounted = (
         r["matched"] + r["unmatched"] + r["lost_with_stopped_cas"] + r["answered_by_balancer"]
         + r["without_request_id"]
     )  # fmt: skip
-    assert accounted + not_matched_transport == r["events"]
+    assert accounted + not_matched_transport + not_matched_cuts == r["events"]
 
 
 def test_a_client_request_without_its_ledger_row_makes_the_run_invalid_with_the_count():

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from lab.report.plots import plots
 from lab.report.summary import balancer_methods
+from lab.report.timers import timers_section
 from lab.scenario import Scenario, format_duration
 from lab.verifier import AFFINITY_SERVICES, Analysis, RunFacts
 
@@ -82,6 +83,7 @@ def report_html(
     shares = (analysis.population_shares * 100).round(1).astype(str) + "%"
     shares.insert(0, "requests", analysis.population_requests.sum(axis=1))
     methods = pd.DataFrame({"persistence": balancer_methods(scenario, facts)}).rename_axis("service")
+    timers = timers_section(analysis, facts.driver)
     page = TEMPLATES.get_template("report.html.j2")
     return page.render(
         verdict=analysis.verdict,
@@ -104,6 +106,9 @@ def report_html(
         reconciliation_table=table(pd.DataFrame({"count": analysis.reconciliation}).rename_axis("")),
         methods=table(methods),
         configs=configs,
+        timers=timers,
+        cuts=None if timers.cuts is None else table(timers.cuts),
+        moves=None if timers.moves is None else table(timers.moves),
     )
 
 

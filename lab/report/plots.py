@@ -1,5 +1,6 @@
-"""The report's four plots (DESIGN.md section 9) as inline SVG: load per CAS, the population x CAS heat
-map, requests per CAS over time with the faults marked, and affinity per service.
+"""The report's plots (DESIGN.md sections 9 and 13) as inline SVG: load per CAS, the population x CAS
+heat map, requests per CAS over time with the faults marked, affinity per service, and for time: cuts
+per service over time, the heartbeats ActiveSync devices asked for, and why sessions moved.
 
 SVG stays sharp at any zoom and is smaller than the PNGs it replaces; its text stays text (the
 browser's sans-serif font draws it, no glyphs are embedded) and nothing is raster: the heat map is
@@ -16,12 +17,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lab.verifier import Analysis
+from lab.verifier import CAUSES, Analysis
 
 if TYPE_CHECKING:  # matplotlib is imported only when plotting: it is slow to import
     from matplotlib.axes import Axes
 
 PALETTE = ["#1f6feb", "#e36209", "#2da44e", "#8250df", "#cf222e", "#6e7781", "#bf8700", "#0a7ea4", "#d63384"]
+CAUSE_COLORS = {
+    "expired": "#bf8700", "evicted": "#8250df", "cas-failed": "#cf222e", "no-persistence": "#6e7781",
+    "other": "#0a7ea4",
+}  # fmt: skip
+HEARTBEAT_ALERT_S = 540  # Exchange 2010's event-1040 threshold (lab.verifier.timers)
 POPULATION_PALETTE = ["#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#bab0ac", "#eeca3b"]
 SVG_SETTINGS = {
     "svg.fonttype": "none",  # text as <text>, drawn by the browser: no embedded glyph outlines
@@ -43,7 +49,7 @@ class Plot:
 
 
 def plots(analysis: Analysis, ramp_s: float) -> dict[str, Plot]:
-    """The four plots of the page, by name: load, heatmap, timeline, affinity."""
+    """The plots of the page, by name: load, heatmap, timeline, affinity, cuts, heartbeats, moves."""
     import matplotlib
 
     with matplotlib.rc_context(SVG_SETTINGS):
@@ -52,6 +58,9 @@ def plots(analysis: Analysis, ramp_s: float) -> dict[str, Plot]:
             "heatmap": _heatmap(analysis),
             "timeline": _timeline(analysis, ramp_s),
             "affinity": _affinity(analysis),
+            "cuts": _cuts(analysis, ramp_s),
+            "heartbeats": _heartbeats(analysis),
+            "moves": _moves(analysis),
         }
 
 
@@ -185,3 +194,77 @@ def _affinity(analysis: Analysis) -> Plot:
     ax.set_title("Affinity per service")
     ax.legend(fontsize=7, frameon=False)
     return _svg(ax, "affinity", alt)
+
+
+def _cuts(analysis: Analysis, ramp_s: float) -> Plot:
+    """Cuts the clients saw per service over time: when a balancer's idle timeout bites."""
+    alt = "cuts per service over time"
+    cuts = analysis.timers.cut_timeline
+    cuts = cuts.loc[:, cuts.sum() > 0] if not cuts.empty else cuts
+    if cuts.empty:
+        return Plot(alt, nothing_to_show="No held request, channel or connection was cut: nothing to plot.")
+    ax = _axes(5.6, 3.2)
+    for i, service in enumerate(cuts.columns):
+        ax.step(cuts.index, cuts[service], where="post", label=service, color=PALETTE[i % len(PALETTE)])
+    if ramp_s:
+        ax.axvspan(0, ramp_s, color="#d0d7de", alpha=0.5, linewidth=0, label="ramp")
+    ax.set_ylim(bottom=0)
+    _whole_numbers(ax)
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("cuts per time bin")
+    ax.set_title("Cuts per service over time")
+    ax.legend(fontsize=7, frameon=False)
+    return _svg(ax, "cuts", alt)
+
+
+def _heartbeats(analysis: Analysis) -> Plot:
+    """How many Pings asked for each heartbeat, with Exchange's alert threshold marked."""
+    alt = "EAS heartbeats asked for"
+    asked = analysis.timers.heartbeats
+    if asked.empty:
+        return Plot(alt, nothing_to_show="No ActiveSync device pinged: there are no heartbeats to show.")
+    counts = asked["heartbeat_s"].value_counts().sort_index()
+    minutes = counts.index.to_numpy() / 60
+    ax = _axes(5.6, 3.2)
+    width = min(0.8, 0.8 * float(np.min(np.diff(minutes)))) if len(minutes) > 1 else 0.8
+    ax.bar(minutes, counts.to_numpy(), width=width, color="#1f6feb", label="Pings")
+    _whole_numbers(ax)
+    ax.axvline(
+        HEARTBEAT_ALERT_S / 60, color="#cf222e", linestyle="--", linewidth=1, label="event-1040 threshold"
+    )
+    ax.set_xlim(left=0)
+    ax.set_xlabel("heartbeat asked for (minutes)")
+    ax.set_ylabel("Pings")
+    ax.set_title("ActiveSync heartbeats")
+    ax.legend(fontsize=7, frameon=False)
+    return _svg(ax, "heartbeats", alt)
+
+
+def _moves(analysis: Analysis) -> Plot:
+    """Moves per service, stacked by why the session moved."""
+    alt = "why sessions moved"
+    moves = analysis.timers.moves
+    moves = moves[moves.sum(axis=1) > 0] if not moves.empty else moves
+    if moves.empty:
+        return Plot(alt, nothing_to_show="No session moved to another CAS: there is nothing to explain.")
+    ax = _axes(5.6, 3.2)
+    x = np.arange(len(moves))
+    bottom = np.zeros(len(moves))
+    for cause in CAUSES:
+        values = moves[cause].to_numpy()
+        if values.any():
+            ax.bar(x, values, bottom=bottom, label=cause, color=CAUSE_COLORS[cause])
+            bottom += values
+    ax.set_xticks(x, moves.index, rotation=30, ha="right")
+    _whole_numbers(ax)
+    ax.set_ylabel("moves")
+    ax.set_title("Why sessions moved")
+    ax.legend(fontsize=7, frameon=False)
+    return _svg(ax, "moves", alt)
+
+
+def _whole_numbers(ax: Axes) -> None:
+    """Ticks on whole numbers only: the y axis counts things."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))

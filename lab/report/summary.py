@@ -1,7 +1,10 @@
 """summary.json (DESIGN.md section 9): the run's figures and verdict as plain JSON for other tools.
 
 Schema caslab.summary/1 only grows: fields are added, none removed or renamed (verdict_reason and
-invalid_reasons came with the `invalid` verdict).
+invalid_reasons came with the `invalid` verdict; with time (DESIGN.md section 13) came per service `cut`,
+`cut_seen_by_cas`, `moves` and `breaks_by_cause` (counts per cause: expired, evicted, cas-failed,
+no-persistence, other), `totals.cut`, and `eas_heartbeat`: {mean_s, min_s, max_s, alert, recent_mean_s,
+pings}, or null when no ActiveSync device pinged).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from lab.scenario import Scenario
-from lab.verifier import Analysis, RunFacts
+from lab.verifier import CAUSES, Analysis, RunFacts
 
 SCHEMA = "caslab.summary/1"
 
@@ -36,11 +40,21 @@ def balancer_methods(scenario: Scenario, facts: RunFacts) -> dict[str, str]:
     return facts.methods or {s: str(p) for s, p in scenario.balancer.methods().items()}
 
 
+def _causes(table: pd.DataFrame, service: str) -> dict[str, int]:
+    """One service's row of a service x cause table, as {cause: count} (all zero when it has none)."""
+    if service not in table.index:
+        return dict.fromkeys(CAUSES, 0)
+    return {cause: int(table.loc[service, cause]) for cause in CAUSES}
+
+
 def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str, Any]:
+    timers = analysis.timers
     services = {
         name: {
             **{k: v for k, v in row.items() if not k.endswith("_ms")},
             "latency_ms": {"p50": row["p50_ms"], "p95": row["p95_ms"], "p99": row["p99_ms"]},
+            "moves": _causes(timers.moves, name),
+            "breaks_by_cause": _causes(timers.move_breaks, name),
         }
         for name, row in analysis.services.to_dict("index").items()
     }
@@ -82,6 +96,7 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
             "populations": populations,
             "reconciliation": analysis.reconciliation,
             "faults": analysis.faults,
+            "eas_heartbeat": timers.eas_heartbeat,
             "notes": list(facts.notes),
         }
     )

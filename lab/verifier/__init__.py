@@ -11,15 +11,28 @@ them:
     load.py            where the answers went: per CAS, per population and CAS, over time
     balance.py         max/mean, CV, Jain's index, and the same sessions placed at random
     reconciliation.py  every client event matched to its ledger row, the rest counted by why
+    timers.py          cuts seen by the clients and by the CAS; the heartbeats ActiveSync devices asked for
+    moves.py           why sessions moved: an expired or evicted persistence entry, a failed CAS, ...
     checks.py          the scenario's thresholds as checks
     analysis.py        the result (Analysis) and its verdict
     pipeline.py        `verify`: the steps in order
 """
 
-from lab.verifier.analysis import Analysis
+from lab.verifier.analysis import Analysis, Timers
 from lab.verifier.checks import AFFINITY_SERVICES, Check
 from lab.verifier.coding import read_events
 from lab.verifier.facts import FaultFact, RunFacts
+from lab.verifier.moves import CAUSES
 from lab.verifier.pipeline import verify
 
-__all__ = ["AFFINITY_SERVICES", "Analysis", "Check", "FaultFact", "RunFacts", "read_events", "verify"]
+__all__ = [
+    "AFFINITY_SERVICES",
+    "CAUSES",
+    "Analysis",
+    "Check",
+    "FaultFact",
+    "RunFacts",
+    "Timers",
+    "read_events",
+    "verify",
+]

@@ -17,6 +17,17 @@ from lab.verifier.checks import Check
 
 
 @dataclass
+class Timers:
+    """What time did to the run (DESIGN.md section 13; lab/verifier/timers.py and moves.py)."""
+
+    cut_timeline: pd.DataFrame = field(default_factory=pd.DataFrame)  # time bin x service: cuts seen
+    heartbeats: pd.DataFrame = field(default_factory=pd.DataFrame)  # ts, heartbeat_s of each EAS Ping
+    eas_heartbeat: dict[str, Any] | None = None  # mean_s, min_s, max_s, alert, recent_mean_s, pings
+    moves: pd.DataFrame = field(default_factory=pd.DataFrame)  # service x cause: moves
+    move_breaks: pd.DataFrame = field(default_factory=pd.DataFrame)  # service x cause: moves that broke
+
+
+@dataclass
 class Analysis:
     """The verifier's result: tables for the report, plain dicts for summary.json, checks for the verdict."""
 
@@ -31,6 +42,7 @@ class Analysis:
     reconciliation: dict[str, int]
     totals: dict[str, Any]
     checks: list[Check]
+    timers: Timers = field(default_factory=Timers)
     invalid_reasons: list[str] = field(default_factory=list)  # why the lab cannot vouch for the run
 
     @property

@@ -7,7 +7,8 @@
 - A **soft break** is a request answered `cold` (the CAS had to warm up: EAS device cache, Address Book
   referral) and, for EAS, a request that reached another CAS than the one before it. The first request
   of an EAS session is always cold (every CAS warms up once per device), so it is not a break.
-- **Errors** are requests answered with an error, plus transport failures (no answer at all).
+- **Errors** are requests answered with an error, plus transport failures (no answer at all) and cuts
+  (a held request, channel or TCP session closed under the client: lab/verifier/timers.py).
 """
 
 from __future__ import annotations
@@ -58,14 +59,15 @@ def find_breaks(events: CodedEvents) -> Breaks:
     return Breaks(
         hard=outcome["foreign"],
         soft=(outcome["cold"] & ~(eas & first)) | (eas & moved),
-        error=outcome["error"] | outcome["transport"],
+        error=outcome["error"] | outcome["transport"] | outcome["cut"],
         split=np.bincount(pairs // n_servers, minlength=events.n_sessions) > 1,
         sessions_per_server=np.bincount(pairs % n_servers, minlength=len(events.server_names)),
     )
 
 
 def service_table(events: CodedEvents, breaks: Breaks, latency_ms: np.ndarray) -> pd.DataFrame:
-    """Per service: requests, sessions, split sessions, breaks, errors and latency percentiles."""
+    """Per service: requests, sessions, split sessions, breaks, errors (of which transport failures and
+    cuts) and latency percentiles."""
     n_services = len(events.service_names)
     sessions = np.bincount(events.session_service, minlength=n_services)
     split = np.bincount(events.session_service[breaks.split], minlength=n_services)
@@ -79,11 +81,12 @@ def service_table(events: CodedEvents, breaks: Breaks, latency_ms: np.ndarray) -
             "soft_breaks": events.per_service(breaks.soft),
             "errors": events.per_service(breaks.error),
             "transport": events.per_service(events.outcome["transport"]),
+            "cut": events.per_service(events.outcome["cut"]),
         },
         index=pd.Index(events.service_names, name="service"),
     )
-    # A transport failure's latency is the client's timeout, not the CAS's.
-    timed = ~events.outcome["transport"]
+    # A transport failure's latency is the client's timeout, not the CAS's; a cut is no answer either.
+    timed = ~(events.outcome["transport"] | events.outcome["cut"])
     levels = list(LATENCY_PERCENTILES.values())
     quantiles = pd.Series(latency_ms[timed]).groupby(events.service[timed]).quantile(levels).unstack()
     quantiles = quantiles.reindex(index=range(n_services), columns=levels).set_axis(table.index)

@@ -53,10 +53,18 @@ def check(name: str, value: float, limit: float, op: str = "<=") -> Check:
 
 
 def threshold_checks(
-    thresholds: Thresholds, services: pd.DataFrame, totals: dict, balance: dict, faults: list
+    thresholds: Thresholds,
+    services: pd.DataFrame,
+    totals: dict,
+    balance: dict,
+    faults: list,
+    eas_heartbeat: dict | None = None,
 ) -> list[Check]:
     """A check per threshold the scenario sets, in a fixed order, after `answered_requests`."""
     t = thresholds
+    # The timer thresholds of DESIGN.md section 13 (read so until every Thresholds has them).
+    cut_limit = getattr(t, "cut", None)
+    alert_allowed = getattr(t, "eas_heartbeat_alert", None)
 
     def per_service(column: str, service: str) -> float:
         return float(services[column].get(service, 0))
@@ -85,4 +93,13 @@ def threshold_checks(
     if t.fault_collateral_breaks is not None:
         collateral = sum(f["collateral_sessions"] for f in faults)
         checks.append(check("fault_collateral_breaks", collateral, t.fault_collateral_breaks))
+    if isinstance(cut_limit, dict):
+        checks += [check(f"cut.{s}", per_service("cut", s), v) for s, v in cut_limit.items()]
+    elif cut_limit is not None:
+        checks.append(check("cut", totals["cut"], cut_limit))
+    if alert_allowed is not None:
+        # 1 when Exchange's event-1040 condition holds at the end of the run, 0 when not; no Ping at all
+        # leaves nothing to judge (NaN, which never passes).
+        alert = math.nan if eas_heartbeat is None else float(eas_heartbeat["alert"])
+        checks.append(check("eas_heartbeat_alert", alert, 1 if alert_allowed else 0))
     return checks

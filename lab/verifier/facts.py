@@ -38,6 +38,11 @@ class RunFacts:
     # Why the lab cannot vouch for the run (e.g. its load generator saturated): any reason makes it invalid.
     invalid_reasons: list[str] = field(default_factory=list)
     run_id: str = ""  # the id the run's clients sent and its CAS wrote into their ledger rows
+    # The persistence as the balancer ran it, for telling why sessions moved (lab/verifier/moves.py):
+    # per service, how long an idle entry lived (seconds of wall time: the scenario's, time-scaled), and
+    # how many entries a table held (None: no limit set). Absent, the scenario's are used.
+    persistence_timeouts_s: dict[str, float] = field(default_factory=dict)
+    persistence_table_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

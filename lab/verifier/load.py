@@ -70,13 +70,20 @@ def timeline(events: CodedEvents, run_start: float, run_end: float) -> pd.DataFr
     """Answered requests per CAS per time bin, from the run's start to its end (or its last answer).
     Index: seconds since the run started (the bin's start); columns: servers."""
     answered = events.answered
-    ts, server = events.ts[answered], events.server[answered]
-    n_servers = len(events.server_names)
+    return binned(events.ts[answered], events.server[answered], events.server_names, run_start, run_end)
+
+
+def binned(
+    ts: np.ndarray, group: np.ndarray, names: list[str], run_start: float, run_end: float
+) -> pd.DataFrame:
+    """Events (their times `ts` and `group`s, positions in `names`) counted per group per time bin, over
+    the run (or to its last event). Index: seconds since the run started (the bin's start)."""
+    n_groups = len(names)
     since_start = np.maximum(ts - run_start, 0)
     span = max(float(since_start.max(initial=0)), run_end - run_start) or 1.0
     width = next((w for w in BIN_WIDTHS_S if span / w <= TIME_BINS), WIDEST_BIN_S)
     bins = (since_start // width).astype(np.int64)
     n_bins = int(span // width) + 1
-    counts = np.bincount(bins * n_servers + server, minlength=n_bins * n_servers).reshape(n_bins, n_servers)
+    counts = np.bincount(bins * n_groups + group, minlength=n_bins * n_groups).reshape(n_bins, n_groups)
     bin_starts = pd.Index(np.arange(n_bins) * width, name="t_s")
-    return pd.DataFrame(counts, index=bin_starts, columns=events.server_names)
+    return pd.DataFrame(counts, index=bin_starts, columns=names)

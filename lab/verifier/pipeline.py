@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from lab.verifier.analysis import Analysis
+from lab.verifier.analysis import Analysis, Timers
 from lab.verifier.balance import RANDOM_TRIALS, balance_figures
 from lab.verifier.breaks import Breaks, find_breaks, service_table
 from lab.verifier.checks import threshold_checks
@@ -27,7 +27,9 @@ from lab.verifier.coding import (
 from lab.verifier.facts import RunFacts
 from lab.verifier.faults import answered_before_a_stop, fired_faults, outages
 from lab.verifier.load import population_tables, server_table, timeline
+from lab.verifier.moves import Outage, Stickiness, move_causes
 from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs
+from lab.verifier.timers import cut_timeline, cuts_seen_by_cas, heartbeat_figures, heartbeats
 
 if TYPE_CHECKING:
     from lab.scenario import Scenario
@@ -66,7 +68,26 @@ def verify(
     session_weights = answers_per_session[answers_per_session > 0]
     balance = balance_figures(load_per_cas, session_weights, trials, scenario.seed)
     services = service_table(coded, breaks, numbers(events["latency_ms"]))
+    load_end = run_start + scenario.ramp_s + scenario.duration_s if facts.started_ts is not None else run_end
+    services.insert(
+        services.columns.get_loc("cut") + 1,
+        "cut_seen_by_cas",
+        cuts_seen_by_cas(ledger, coded.service_names, load_end),
+    )
     totals = _totals(coded, breaks)
+    ping_heartbeats = heartbeats(events)
+    eas_heartbeat = heartbeat_figures(ping_heartbeats)
+    moves, move_breaks = move_causes(
+        coded,
+        events,
+        breaks,
+        _stickiness(scenario, facts),
+        _table_size(scenario, facts),
+        [
+            Outage(coded.server_names.index(f["server"]), run_start + f["at_s"], _back(f, run_start))
+            for f in faults
+        ],
+    )
     population_requests, population_shares = population_tables(events["population"], coded)
     reconciliation = reconcile(
         events["request_id"], ledger, coded, ledger_server, stopped, foreign_run_rows=int(other_runs.sum())
@@ -81,9 +102,39 @@ def verify(
         faults=faults,
         reconciliation=reconciliation,
         totals=totals,
-        checks=threshold_checks(scenario.thresholds, services, totals, balance, faults),
+        checks=threshold_checks(scenario.thresholds, services, totals, balance, faults, eas_heartbeat),
+        timers=Timers(
+            cut_timeline=cut_timeline(coded, run_start, run_end),
+            heartbeats=ping_heartbeats,
+            eas_heartbeat=eas_heartbeat,
+            moves=moves,
+            move_breaks=move_breaks,
+        ),
         invalid_reasons=[*facts.invalid_reasons, *invalid_reasons(reconciliation)],
     )
+
+
+def _stickiness(scenario: Scenario, facts: RunFacts) -> dict[str, Stickiness]:
+    """Per service, the persistence the balancer ran: the scenario's methods, with the idle timeouts
+    the run recorded (else the scenario's, time-scaled)."""
+    return {
+        service: Stickiness(
+            p.method, p.name, facts.persistence_timeouts_s.get(service, p.timeout_s / scenario.time_scale)
+        )
+        for service, p in scenario.balancer.methods().items()
+    }
+
+
+def _table_size(scenario: Scenario, facts: RunFacts) -> int | None:
+    """How many entries a persistence table held: as the run recorded it, else as the scenario set it."""
+    if facts.persistence_table_size is not None:
+        return facts.persistence_table_size
+    return getattr(scenario.balancer, "persistence_table_size", None)  # a key of DESIGN.md section 13
+
+
+def _back(outage: dict[str, Any], run_start: float) -> float:
+    """When an outage ended (epoch seconds): its CAS's return, or never."""
+    return run_start + outage["back_at_s"] if outage["back_at_s"] is not None else np.inf
 
 
 def _totals(coded: CodedEvents, breaks: Breaks) -> dict[str, Any]:
@@ -98,4 +149,5 @@ def _totals(coded: CodedEvents, breaks: Breaks) -> dict[str, Any]:
         "soft_breaks": int(breaks.soft.sum()),
         "errors": n_errors,
         "error_rate_pct": round(100 * n_errors / n_requests, 4) if n_requests else 0.0,
+        "cut": int(coded.outcome["cut"].sum()),
     }

@@ -1,13 +1,15 @@
 """Reconciliation (DESIGN.md section 7): each client event carrying a request id is matched to the
 ledger row of that id, so that nothing is silently dropped.
 
-What does not match is counted by why: transport failures (no answer), answers the balancer gave itself
-(no CAS named, e.g. Envoy's 503 with no healthy CAS), answers of a CAS without a ledger row (the lab
-lost rows: `unmatched`), answers of a CAS that a fault stopped while the request was still open, such
-as an RPC/HTTP channel (a killed CAS never writes those rows: `lost_with_stopped_cas`), events without
-a request id (exchanges inside an open connection), ledger rows no client asked for (health probes),
-ids on several ledger rows (a balancer retry) or on several events (clients whose ids are not unique)
-and events whose answering server differs from the ledger's.
+What does not match is counted by why: transport failures and cuts (no answer; a cut Ping's row is
+written when its answer was due, `cuts_seen_by_cas` counts those found), answers the balancer gave
+itself (no CAS named, e.g. Envoy's 503 with no healthy CAS), answers of a CAS without a ledger row (the
+lab lost rows: `unmatched`), answers of a CAS that a fault stopped while the request was still open,
+such as an RPC/HTTP channel (a killed CAS never writes those rows: `lost_with_stopped_cas`), events
+without a request id (exchanges inside an open connection, cuts of channels and connections), ledger
+rows no client asked for (health probes, connections cut), ids on several ledger rows (a balancer
+retry) or on several events (clients whose ids are not unique) and events whose answering server
+differs from the ledger's.
 
 Reconciliation is also a check that the lab can vouch for the run: a client request answered by a CAS
 without its ledger row (`unmatched`), or a ledger row of another run (`foreign_run_rows`: its run id is
@@ -45,15 +47,18 @@ def reconcile(
     ledger_server_of_id = np.full(len(blank), -2, dtype=np.int64)
     ledger_server_of_id[first_ids] = ledger_server[first_rows]
     transport = events.outcome["transport"]
+    cut = events.outcome["cut"]
     answered = events.server >= 0
-    not_found = event_has_id & ~matched & ~transport
-    differs = matched & ~transport & (ledger_server_of_id[event_id] != events.server)
+    not_found = event_has_id & ~matched & ~transport & ~cut
+    differs = matched & ~transport & ~cut & (ledger_server_of_id[event_id] != events.server)
     known_outcomes = sum(int(mask.sum()) for mask in events.outcome.values())
     return {
         "events": n_events,
         "matched": int(matched.sum()),
         "transport_failures": int(transport.sum()),
         "transport_seen_by_cas": int((transport & matched).sum()),
+        "cuts": int(cut.sum()),
+        "cuts_seen_by_cas": int((cut & matched).sum()),
         "unmatched": int((not_found & answered & ~stopped).sum()),
         "lost_with_stopped_cas": int((not_found & answered & stopped).sum()),
         "answered_by_balancer": int((not_found & ~answered).sum()),

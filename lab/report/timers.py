@@ -1,0 +1,107 @@
+"""What the report's Timers section says (DESIGN.md section 13): the cuts per service from both sides,
+the heartbeats ActiveSync devices asked for, why sessions moved, and what to do about what it found,
+in the words of Microsoft's guidance (research-timers.md). The plots are in plots.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lab.verifier import CAUSES, Analysis
+
+# Drivers of the lab that end TCP themselves (a full proxy), as against a device that forwards packets.
+FULL_PROXIES = {"haproxy": "HAProxy", "nginx": "nginx", "envoy": "Envoy", "traefik": "Traefik"}
+
+
+@dataclass(frozen=True)
+class TimersSection:
+    cuts: pd.DataFrame | None  # service: cut (clients), cut_seen_by_cas; None when nothing was cut
+    heartbeat: str  # the EAS heartbeat figures in words ("" when no device pinged)
+    moves: pd.DataFrame | None  # service x cause: "moves (broke)"; None when no session moved
+    advice: list[str]  # what the findings mean and what fixes them
+
+
+def timers_section(analysis: Analysis, driver: str) -> TimersSection:
+    services, timers = analysis.services, analysis.timers
+    cut = services[["cut", "cut_seen_by_cas"]]
+    cut = cut[(cut["cut"] > 0) | (cut["cut_seen_by_cas"] > 0)]
+    cut = cut.rename(columns={"cut": "cut (clients saw)", "cut_seen_by_cas": "closed by the peer (CAS saw)"})
+    moves = timers.moves
+    moved = moves[moves.sum(axis=1) > 0] if not moves.empty else moves
+    table = None
+    if not moved.empty:
+        broke = timers.move_breaks.loc[moved.index]
+        table = pd.DataFrame(
+            {c: [_moves(n, b) for n, b in zip(moved[c], broke[c], strict=True)] for c in CAUSES},
+            index=moved.index,
+        )
+    return TimersSection(
+        cuts=cut if not cut.empty else None,
+        heartbeat=_heartbeat_words(timers.eas_heartbeat),
+        moves=table,
+        advice=_advice(services["cut"], timers.eas_heartbeat, moved, driver),
+    )
+
+
+def _moves(n: int, broke: int) -> str:
+    return "–" if not n else f"{n:,}" if not broke else f"{n:,} ({broke:,} broke)"
+
+
+def _heartbeat_words(figures: dict | None) -> str:
+    if figures is None:
+        return ""
+    words = (
+        f"{figures['pings']:,} Pings asked for heartbeats of {figures['min_s']:,} to {figures['max_s']:,} s, "
+        f"{figures['mean_s']:,.0f} s on average; the last {min(figures['pings'], 200)} averaged "
+        f"{figures['recent_mean_s']:,.0f} s"
+    )
+    if figures["alert"]:
+        return words + ": at or below 540 s, Exchange 2010 logs event 1040 (Direct Push is not working well)."
+    return words + ": above 540 s, no event 1040."
+
+
+def _advice(cuts: pd.Series, heartbeat: dict | None, moved: pd.DataFrame, driver: str) -> list[str]:
+    advice = []
+    if cuts.get("rpchttp", 0):
+        advice.append(
+            "Outlook Anywhere channels were cut while idle: by default the CAS keeps them alive only every "
+            "12 minutes (IN) and 15 minutes (OUT). Set the RPC proxy's MinimumConnectionTimeout to 120 s on "
+            "every CAS ([farm.exchange] rpc_min_connection_timeout), or raise the balancer's idle timeout "
+            "for RPC/HTTP above 15 minutes."
+        )
+    if cuts.get("eas", 0) or (heartbeat is not None and heartbeat["alert"]):
+        advice.append(
+            "ActiveSync Pings were cut before their heartbeat ended, and devices fall back to short "
+            "heartbeats (battery, more requests). Microsoft (KB 905013) asks for idle timeouts of at least "
+            "15 minutes on the ActiveSync path; 30 minutes lets devices keep their longest heartbeats."
+        )
+    if cuts.get("mapi", 0) or cuts.get("addressbook", 0):
+        proxy = FULL_PROXIES.get(driver)
+        where = (
+            f"{proxy} is a full proxy: it ends TCP itself, its kernel answers the probes and it sees no "
+            "data, so its idle timer runs on and lowering KeepAliveTime does not help here."
+            if proxy
+            else "On a device that forwards packets (a firewall, an appliance in L4 mode) the probes count "
+            "as activity; on a full proxy they do not."
+        )
+        advice.append(
+            "Intranet Outlook connections were cut while idle: nothing crosses them but TCP keep-alives "
+            "after the CAS's KeepAliveTime (2 hours by default). Microsoft's fix (KB 2535656), a "
+            "KeepAliveTime below the device's idle timeout, holds for devices that forward packets only. "
+            f"{where} The fix that works on a proxy is its own idle timeout for the MAPI and Address Book "
+            "ports, above the time Outlook leaves a connection idle."
+        )
+    causes = moved.sum() if not moved.empty else pd.Series(dtype=int)
+    if causes.get("expired", 0):
+        advice.append(
+            "Persistence entries expired while users were idle, and the users moved: raise the persistence "
+            "timeout above the users' idle time (OWA's logon lives 15 minutes idle on a public computer, "
+            "8 hours on a private one)."
+        )
+    if causes.get("evicted", 0):
+        advice.append(
+            "The persistence table was full, so the balancer dropped entries of idle users, who moved: "
+            "raise persistence_table_size above the number of keys live at once."
+        )
+    return advice
