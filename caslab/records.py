@@ -55,7 +55,9 @@ EVENT_COLUMNS: tuple[str, ...] = (
 # than the CAS's own answer, such as a balancer's idle timeout (DESIGN.md section 13). An error in error
 # rates; its detail says what the client saw (CUT_DETAILS).
 OUTCOMES: tuple[str, ...] = ("ok", "foreign", "cold", "error", "transport", "cut")
-CUT_DETAILS: tuple[str, ...] = ("eof", "reset")  # the peer closed (FIN), or reset (RST) the connection
+# The peer closed (FIN) or reset (RST) the connection; or, for a held HTTP request, a balancer gave up
+# waiting and answered itself with its time-out ("http 504", "http 408").
+CUT_DETAILS: tuple[str, ...] = ("eof", "reset", "http 504", "http 408")
 
 # The ledger detail of a held request, channel or TCP session that the other side closed before the
 # CAS answered or before the client said goodbye: the CAS's side of a cut. Rows before this word

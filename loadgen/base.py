@@ -31,13 +31,16 @@ from locust.contrib.fasthttp import ResponseContextManager
 from locust.runners import WorkerRunner
 
 from caslab.records import detail_with
-from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, STATE_HEADER
+from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, SERVER_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
 from loadgen.cookies import CachingCookieJar
 from loadgen.eventlog import EventContext
 from loadgen.plan import LoadPlan, PopulationPlan
 
 _instances = itertools.count(1)
+# What a balancer answers itself when it gave up waiting on a held request: a gateway time-out (HAProxy,
+# nginx, Traefik), a request time-out (Envoy's stream idle timeout).
+BALANCER_TIMEOUTS = (504, 408)
 
 Response = ResponseContextManager  # what Locust's FastHttpSession answers with catch_response
 Classifier = Callable[[Response], tuple[str, str]]
@@ -52,15 +55,31 @@ def classify_by_status(response: ResponseContextManager) -> tuple[str, str]:
     return "ok", ""
 
 
-def unanswered(response: ResponseContextManager, held: bool) -> tuple[str, str]:
-    """(outcome, detail) of a request that got no answer at all: a transport failure, or for a request
-    the server holds open on purpose (`held`: an EAS Ping) whose connection was closed under it, a
-    cut: `eof` when it was closed, `reset` when it was reset (DESIGN.md section 13)."""
+def held_cut(response: ResponseContextManager) -> str:
+    """What ended a request the server holds open on purpose (an EAS Ping) other than the CAS's own answer,
+    or "" when the CAS answered or nothing came at all: its connection was closed (`eof`) or reset
+    (`reset`) under it, or a balancer gave up waiting and answered itself with its time-out (`http 504`,
+    Envoy's `http 408`; no X-CasLab-Server). That is a cut (DESIGN.md section 13)."""
+    if response.status_code:
+        from_balancer = not response.headers.get(SERVER_HEADER)
+        gave_up = from_balancer and response.status_code in BALANCER_TIMEOUTS
+        return f"http {response.status_code}" if gave_up else ""
     error = response.error
-    if held and isinstance(error, HTTPConnectionClosed | ConnectionError):
-        reset = isinstance(error, ConnectionResetError) or isinstance(error.__context__, ConnectionResetError)
-        return "cut", "reset" if reset else "eof"
-    return classify_by_status(response)
+    if not isinstance(error, HTTPConnectionClosed | ConnectionError):
+        return ""  # refused, timed out: the request never was held
+    reset = isinstance(error, ConnectionResetError) or isinstance(error.__context__, ConnectionResetError)
+    return "reset" if reset else "eof"
+
+
+def transport_or(classify: Classifier) -> Classifier:
+    """`classify`, except that a request that got no answer at all is a transport failure."""
+
+    def wrapped(response: ResponseContextManager) -> tuple[str, str]:
+        if not response.status_code:
+            return classify_by_status(response)
+        return classify(response)
+
+    return wrapped
 
 
 def worker_slot(environment: Any) -> tuple[int, int]:
@@ -161,7 +180,7 @@ class CasUser(FastHttpUser):
     ) -> ResponseContextManager:
         """One HTTP request of this client, classified and logged. Returns the response; its event is
         `self.last_event`. `held`: the server holds it open on purpose, so losing its connection is a
-        cut (see `unanswered`); `figures` go into the event's detail as name=value words."""
+        cut (see `held_cut`); `figures` go into the event's detail as name=value words."""
         self.follow_address()
         ctx = self.last_event = self.new_context(service)
         all_headers = {REQUEST_ID_HEADER: ctx.request_id, **self.run_headers, **(headers or {})}
@@ -177,10 +196,10 @@ class CasUser(FastHttpUser):
             context={"caslab": ctx},
             **kwargs,
         ) as response:
-            if response.status_code:
-                ctx.outcome, ctx.detail = classify(response)
+            if held and (seen := held_cut(response)):
+                ctx.outcome, ctx.detail = "cut", seen
             else:
-                ctx.outcome, ctx.detail = unanswered(response, held)
+                ctx.outcome, ctx.detail = transport_or(classify)(response)
             if ctx.outcome == "ok" and response.headers.get(STATE_HEADER) == "cold":
                 ctx.outcome = "cold"  # served, but the CAS had to warm up for this client (a soft break)
             for name, value in (figures or {}).items():
