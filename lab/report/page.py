@@ -123,6 +123,7 @@ def _tiles(analysis: Analysis) -> list[tuple[str, str, bool]]:
         ("split sessions needing affinity", number(split), split > 0),
         ("hard breaks", number(t["hard_breaks"]), t["hard_breaks"] > 0),
         ("soft breaks", number(t["soft_breaks"]), t["soft_breaks"] > 0),
+        ("cuts", number(t["cut"]), t["cut"] > 0),
         ("error rate", f"{t['error_rate_pct']:.2f}%", False),
         ("balance max/mean", number(balance["max_over_mean"]), bool(balance["exceeds_random"])),
         ("Jain's index", number(balance["jain"]), False),

@@ -146,7 +146,8 @@ def _keyed_on(rule: Stickiness | None) -> str:
 def _neighbours(coded: CodedEvents, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per event: when the same key was last answered before it, and next after it (NaN: never)."""
     answered = np.flatnonzero(coded.answered)
-    order = answered[np.lexsort((coded.ts[answered], key[answered]))]
+    by_time = answered[np.argsort(coded.ts[answered], kind="stable")]
+    order = by_time[np.argsort(key[by_time], kind="stable")]  # by key, then time
     same = same_as_before(key[order])
     times = coded.ts[order]
     before = np.full(len(coded.ts), np.nan)

@@ -75,7 +75,7 @@ def verify(
         cuts_seen_by_cas(ledger, coded.service_names, load_end),
     )
     totals = _totals(coded, breaks)
-    ping_heartbeats = heartbeats(events)
+    ping_heartbeats = heartbeats(events, coded)
     eas_heartbeat = heartbeat_figures(ping_heartbeats)
     moves, move_breaks = move_causes(
         coded,

@@ -60,16 +60,14 @@ def cut_timeline(events: CodedEvents, run_start: float, run_end: float) -> pd.Da
     return binned(events.ts[cut], events.service[cut], events.service_names, run_start, run_end)
 
 
-def heartbeats(events: pd.DataFrame) -> pd.DataFrame:
+def heartbeats(events: pd.DataFrame, coded: CodedEvents) -> pd.DataFrame:
     """The EAS Pings the CAS took in or the network cut, oldest first: ts and the heartbeat asked (s)."""
-    pings = events[
-        (events["service"] == "eas") & events["outcome"].isin(["ok", "cold", "cut"]).to_numpy(dtype=bool)
-    ]
-    asked = pings["detail"].astype(str).str.extract(_HEARTBEAT, expand=False)
+    eas = coded.service_names.index("eas") if "eas" in coded.service_names else -1
+    taken = coded.outcome["ok"] | coded.outcome["cold"] | coded.outcome["cut"]
+    rows = np.flatnonzero((coded.service == eas) & taken)
+    asked = events["detail"].iloc[rows].astype(str).str.extract(_HEARTBEAT, expand=False)
     found = asked.notna().to_numpy(dtype=bool)
-    table = pd.DataFrame(
-        {"ts": numbers(pings["ts"])[found], "heartbeat_s": asked[found].astype(float).to_numpy()}
-    )
+    table = pd.DataFrame({"ts": coded.ts[rows][found], "heartbeat_s": asked[found].astype(float).to_numpy()})
     return table.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
