@@ -210,6 +210,22 @@ def test_connection_timeout_is_announced_and_out_pinged_as_exchange_sets_it(
         assert time.monotonic() - started == pytest.approx(3 * out_ping_s / time_scale, rel=0.3)
 
 
+def test_the_client_takes_in_out_pings_while_idle_and_finds_its_channels_cut(make_farm):
+    farm = make_farm(BASE, servers=1, rpc_pairing_wait_s=WAIT, time_scale=9000)  # OUT pinged every 0.1 s
+    with _client() as vc:
+        assert vc.connect().joined
+        time.sleep(0.35)  # idle: the CAS's pings wait in the socket, as they do while Outlook's user thinks
+        assert vc.check() == "" and vc.pings_received >= 2 and vc.joined
+        assert len(vc.sockets()) == 2 and vc.next_keepalive_at() < time.monotonic()  # a ping up IN is due
+        assert vc.keep_alive() and vc.next_keepalive_at() > time.monotonic()
+        farm.call(farm["CAS01"].close())  # the channels end under the client without an answer
+        deadline = time.monotonic() + 5
+        while not (seen := vc.check()):
+            assert time.monotonic() < deadline, "the cut was never found"
+            time.sleep(0.01)
+        assert seen in ("eof", "reset") and not vc.joined and vc.sockets() == []
+
+
 def test_both_halves_on_one_cas_of_two_are_joined(make_farm):
     make_farm(BASE, servers=2, rpc_pairing_wait_s=WAIT)
     with _client(CAS02) as vc:

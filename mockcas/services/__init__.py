@@ -18,6 +18,8 @@ What every service must do:
 - answer bad input with the protocol's own error, never an exception (one that escapes is a bug: the
   CAS answers 500, or the line protocol's server-error, and writes a ledger row with detail "bug");
 - say for every request what server state it used, for the ledger (`caslab.records.LEDGER_STATES`);
+- note a request it holds open (a Ping, an RPC/HTTP channel) whose connection the other side closed
+  before the answer with detail `caslab.records.PEER_CLOSED`: the CAS's side of a cut (DESIGN.md 13);
 - end in `close()` whatever it holds open (hanging requests, channels, connections).
 
 Services read each other's state only within one CAS and only along two documented paths: OWA and ECP
@@ -135,7 +137,9 @@ class TcpService:
 
         The service must write the ledger rows of the connection's exchanges itself, with
         `self.cas.record(...)` (there is no HTTP layer to do it), one row per request the client sent,
-        before the reply leaves, so a client holding a reply can find its row."""
+        before the reply leaves, so a client holding a reply can find its row; and one row with detail
+        `caslab.records.PEER_CLOSED` for a connection that carried requests and that the other side
+        closed without the protocol's goodbye (a cut, DESIGN.md section 13)."""
         raise NotImplementedError
 
     def has_session(self, user: str) -> bool:
