@@ -96,13 +96,17 @@ def expect_verdict(run: Run, code: int) -> dict:
 
 def assert_reconciled(r: dict, events: pd.DataFrame) -> None:
     """Every event is accounted for once, and none is left unexplained: an event with a request id is
-    matched to its ledger row, or got no answer (transport), or the balancer's own answer, or was open
-    on a CAS a fault stopped; events without one are exchanges inside an open connection."""
+    matched to its ledger row, or got no answer (transport, or a held request cut), or the balancer's
+    own answer, or was open on a CAS a fault stopped; events without one are exchanges inside an open
+    connection (and cuts of channels and connections)."""
     unexplained = {k: r[k] for k in ("unmatched", "unknown_outcome", "server_differs") if r[k]}
     assert not unexplained, f"unexplained events: {unexplained} in {r}"
     with_id = events["request_id"] != ""
     transport_unseen = int((with_id & (events["outcome"] == "transport")).sum()) - r["transport_seen_by_cas"]
-    accounted = r["matched"] + transport_unseen + r["answered_by_balancer"] + r["lost_with_stopped_cas"]
+    cuts_unseen = int((with_id & (events["outcome"] == "cut")).sum()) - r["cuts_seen_by_cas"]
+    accounted = (
+        r["matched"] + transport_unseen + cuts_unseen + r["answered_by_balancer"] + r["lost_with_stopped_cas"]
+    )
     assert (accounted, r["without_request_id"]) == (int(with_id.sum()), int((~with_id).sum())), r
     assert r["matched"] > 0 and r["events"] == len(events)
 
