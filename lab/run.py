@@ -199,6 +199,8 @@ def _run_and_judge(
             server_stats=lab.server_stats(),
             balancer_counters=lab.counters(),
             run_id=lab.run_id,
+            persistence_timeouts_s={service: p.timeout_s for service, p in spec.persistence.items()},
+            persistence_table_size=spec.persistence_table_size,
         )
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)

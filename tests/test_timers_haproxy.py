@@ -71,14 +71,6 @@ backend cas
 """
 
 
-@dataclasses.dataclass(frozen=True)
-class TimerThresholds(Thresholds):
-    """Thresholds with the timer keys of DESIGN.md section 13, as lab.scenario's own grow them."""
-
-    cut: int | dict[str, int] | None = None
-    eas_heartbeat_alert: bool | None = None
-
-
 @pytest.fixture(params=["http", "tcp"])
 def haproxy(request, tmp_path):
     """HAProxy in front of CAS01 in `mode http` or `mode tcp`; the fixture's value is the mode."""
@@ -125,7 +117,7 @@ def load_through_haproxy(tmp_path: Path, farm) -> tuple[pd.DataFrame, pd.DataFra
 
 def judged(events: pd.DataFrame, ledger: pd.DataFrame, facts: RunFacts):
     scenario = parse_scenario(SCENARIO, "timers.toml", "timers-haproxy")
-    scenario = dataclasses.replace(scenario, thresholds=TimerThresholds(cut=0, eas_heartbeat_alert=False))
+    scenario = dataclasses.replace(scenario, thresholds=Thresholds(cut=0, eas_heartbeat_alert=False))
     return verify(events, ledger, scenario, facts)
 
 

@@ -13,14 +13,6 @@ from lab.scenario import BalancerSection, Fault, Thresholds
 from lab.verifier import RunFacts
 
 
-@dataclasses.dataclass(frozen=True)
-class TimerThresholds(Thresholds):
-    """Thresholds with the timer keys of DESIGN.md section 13, as lab.scenario's own grow them."""
-
-    cut: int | dict[str, int] | None = None
-    eas_heartbeat_alert: bool | None = None
-
-
 def cut(**row: object) -> dict:
     return {"server": "", "status": 0, "outcome": "cut", "detail": "eof", "request_id": "", **row}
 
@@ -178,9 +170,9 @@ def test_a_move_without_persistence_is_put_down_to_the_method():
 
 def test_cut_limits_are_checks_in_total_and_per_service():
     ev = events({"service": "eas"}, cut(service="rpchttp"), cut(service="rpchttp"), cut(service="mapi"))
-    total = run(ev, scenario(TimerThresholds(cut=3)))
+    total = run(ev, scenario(Thresholds(cut=3)))
     assert (check(total, "cut").value, check(total, "cut").passed) == (3, True)
-    each = run(ev, scenario(TimerThresholds(cut={"rpchttp": 1, "mapi": 1, "eas": 0})))
+    each = run(ev, scenario(Thresholds(cut={"rpchttp": 1, "mapi": 1, "eas": 0})))
     assert [(c.name, c.value, c.passed) for c in each.checks[1:]] == [
         ("cut.rpchttp", 2, False),
         ("cut.mapi", 1, True),
@@ -189,12 +181,12 @@ def test_cut_limits_are_checks_in_total_and_per_service():
 
 
 def test_eas_heartbeat_alert_false_fails_the_run_when_the_condition_holds():
-    no_alert = TimerThresholds(eas_heartbeat_alert=False)
+    no_alert = Thresholds(eas_heartbeat_alert=False)
     short = run(events(*pings(60, 60, 360)), scenario(no_alert))
     assert (check(short, "eas_heartbeat_alert").value, short.verdict) == (1, "fail")
     long = run(events(*pings(840, 1140)), scenario(no_alert))
     assert (check(long, "eas_heartbeat_alert").value, long.verdict) == (0, "pass")
     nothing = run(events({"service": "owa"}), scenario(no_alert))
     assert not check(nothing, "eas_heartbeat_alert").passed  # no Ping: nothing to vouch for
-    allowed = run(events(*pings(60)), scenario(TimerThresholds(eas_heartbeat_alert=True)))
+    allowed = run(events(*pings(60)), scenario(Thresholds(eas_heartbeat_alert=True)))
     assert check(allowed, "eas_heartbeat_alert").passed

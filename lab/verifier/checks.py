@@ -62,9 +62,7 @@ def threshold_checks(
 ) -> list[Check]:
     """A check per threshold the scenario sets, in a fixed order, after `answered_requests`."""
     t = thresholds
-    # The timer thresholds of DESIGN.md section 13 (read so until every Thresholds has them).
-    cut_limit = getattr(t, "cut", None)
-    alert_allowed = getattr(t, "eas_heartbeat_alert", None)
+    cut_limit, alert_allowed = t.cut, t.eas_heartbeat_alert  # the timer thresholds, DESIGN.md section 13
 
     def per_service(column: str, service: str) -> float:
         return float(services[column].get(service, 0))

@@ -129,7 +129,7 @@ def _table_size(scenario: Scenario, facts: RunFacts) -> int | None:
     """How many entries a persistence table held: as the run recorded it, else as the scenario set it."""
     if facts.persistence_table_size is not None:
         return facts.persistence_table_size
-    return getattr(scenario.balancer, "persistence_table_size", None)  # a key of DESIGN.md section 13
+    return scenario.balancer.persistence_table_size
 
 
 def _back(outage: dict[str, Any], run_start: float) -> float:
