@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from caslab.vocab import (
     AB_PORT,
@@ -25,6 +26,9 @@ from caslab.vocab import (
     TOPOLOGIES,
     VIP_GROUPS,
 )
+
+if TYPE_CHECKING:
+    from lab.balancers.userconfig import Adopted
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,9 @@ class BalancerSpec:
     preset: str | None = None  # the preset the persistence came from, for reports
     timeouts: Timeouts = field(default_factory=Timeouts)  # idle timeouts, already time-scaled
     persistence_table_size: int | None = None  # records per stick table; None: the driver's default
+    # The user's own config with the lab put into it (lab.balancers.userconfig): the driver runs it instead
+    # of rendering one, and `persistence` is what the lab read from it.
+    config: Adopted | None = None
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:

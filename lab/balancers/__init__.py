@@ -12,6 +12,11 @@ One narrow interface, like an httpx transport; one module per driver in `lab.bal
     driver.stop()                           # always safe to call, also after a failed start
     driver.version()                        # what runs (for reports); reads no state of the driver
 
+A spec with `config` (the user's own file, adopted by lab.balancers.userconfig) makes every driver run
+that file instead of its own: `write_config` writes the adopted files, `refusals` is empty (the file's
+methods are the user's), readiness waits for the file's listeners and counters name the CAS its servers
+became (`cas_of`). Start, readiness and stop are the driver's as for its own config.
+
 A driver subclasses `Balancer`, sets the class attributes below and implements `render`, `start`,
 `wait_ready`, `stop`, `counters` and `version`; drivers that run a local process subclass
 `lab.balancers.process.ProcessBalancer`, which does start/wait_ready/stop for them from `command()`.
@@ -127,6 +132,8 @@ class Balancer:
 
     def refusals(self) -> list[Refusal]:
         """What this driver cannot do of the spec, one record each (empty when all is fine)."""
+        if self.spec.config is not None:
+            return []  # the user's file: its reader refused what cannot run in the lab
         out = []
         if self.spec.tls not in self.tls_modes:
             out.append(Refusal(self.name, tls=self.spec.tls, alternatives=tuple(sorted(self.tls_modes))))
@@ -234,12 +241,28 @@ class Balancer:
     def render(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def files(self) -> dict[str, str]:
+        """The config files to run: the user's adopted files when the spec has them, else render()."""
+        return self.spec.config.as_run() if self.spec.config is not None else self.render()
+
+    def listen_addresses(self) -> set[tuple[str, int]]:
+        """Every (address, port) the balancer listens on once ready (the stats port aside)."""
+        if self.spec.config is not None:
+            return set(self.spec.config.listeners)
+        return {(listener.host, listener.port) for listener in self.layout.listeners}
+
+    def cas_of(self, pool: str, server: str) -> str | None:
+        """The CAS a server of a pool (by their names in the config) is; None for no CAS of the farm."""
+        if self.spec.config is not None:
+            return self.spec.config.cas_of(pool, server)
+        return server if server in {cas.name for cas in self.spec.servers} else None
+
     def write_config(self) -> dict[str, Path]:
         """Render and write the config files into run_dir/balancer/; returns their paths."""
         self.check()
         self.config_dir.mkdir(parents=True, exist_ok=True)
         paths = {}
-        for name, text in self.render().items():
+        for name, text in self.files().items():
             path = self.config_dir / name
             path.write_text(text)
             paths[name] = path

@@ -66,7 +66,7 @@ class ProcessBalancer(Balancer):
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the process listens on every VIP address and port of the layout."""
-        wanted = {(listener.host, listener.port) for listener in self.layout.listeners}
+        wanted = self.listen_addresses()
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
