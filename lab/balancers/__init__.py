@@ -264,6 +264,7 @@ class Balancer:
         paths = {}
         for name, text in self.files().items():
             path = self.config_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)  # a user's config may name files in folders
             path.write_text(text)
             paths[name] = path
         return paths

@@ -55,9 +55,11 @@ What a reader implements (see `Reader`):
   listener, server, health-check address, log target, resolver, peer, mailer, anything with a host), with
   file and line. The safety check reads only this, so a reader that misses a rewrite still cannot send a
   packet away: the address it left is refused here. List what you cannot place as kind "name".
-- `readings(source) -> [Reading]`: per service (by the paths the file routes, caslab.vocab.SERVICE_PATHS),
-  the pool it reaches, the persistence read from the file (a lab.model.Persistence where it is one of the
-  lab's methods, else None with the file's own words), its timeouts, and what the lab cannot read.
+- `readings(source, place) -> [Reading]`: per service (by the paths the file routes: caslab.vocab.
+  SERVICE_PATHS), the pool it reaches, the persistence read from the file (a lab.model.Persistence where
+  it is one of the lab's methods, else None with the file's own words), its timeouts, and what the lab
+  cannot read.
+  `rule` names what holds the client's CAS, so that services sharing it can be seen to (OWA and ECP).
   `explain` adds what that predicts for each client kind (lab.balancers.userconfig.predict).
 - `server_lines(place, role, options)`: the farm's CAS as server lines in the driver's syntax, for the
   `{{ cas_servers }}` placeholder.
@@ -367,9 +369,11 @@ class Reading:
     persistence: Persistence | None  # the lab's method it amounts to; None: none of the lab's methods
     words: str  # the file's own words for it ("cookie SRV insert indirect nocache", "stick on src")
     timeouts: tuple[Timeout, ...] = ()
-    unread: tuple[
-        str, ...
-    ] = ()  # what the file does here that the lab cannot read (the run still measures it)
+    unread: tuple[str, ...] = ()  # what the file does here that the lab cannot read (the run measures it)
+    # What holds the client's CAS (a stick table, a cookie, a hash key, named so that services sharing one
+    # rule have the same text): services with one rule keep a client on one CAS across them (OWA and
+    # ECP, MAPI and the Address Book). "" when none does or the lab cannot tell.
+    rule: str = ""
     predictions: tuple[Prediction, ...] = ()
 
     @property
@@ -413,6 +417,7 @@ class Explanation:
                     words=r["words"],
                     timeouts=tuple(Timeout(**t) for t in r["timeouts"]),
                     unread=tuple(r["unread"]),
+                    rule=r.get("rule", ""),
                     predictions=tuple(Prediction(**x) for x in r["predictions"]),
                 )
             )
@@ -444,7 +449,7 @@ class Reader:
     def addresses(self, files: dict[str, str]) -> list[Address]:
         raise NotImplementedError
 
-    def readings(self, source: Source) -> list[Reading]:
+    def readings(self, source: Source, place: Place) -> list[Reading]:
         raise NotImplementedError
 
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
@@ -505,9 +510,10 @@ class Reader:
         from lab.balancers.userconfig.placeholders import example_place
         from lab.balancers.userconfig.predict import predicted
 
-        source = self.open(path, place or example_place())
+        place = place or example_place()
+        source = self.open(path, place)
         self.check_kind(source)
-        readings = tuple(predicted(r) for r in self.readings(source))
+        readings = tuple(predicted(self.readings(source, place)))
         notes = []
         if source.has_placeholders:
             notes.append("placeholders filled in with the lab's addresses before reading")
