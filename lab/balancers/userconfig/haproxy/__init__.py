@@ -1,0 +1,46 @@
+"""The reader of users' HAProxy configs (the contract is lab.balancers.userconfig).
+
+    parse.py        HAProxy's words, sections with their defaults, times
+    layout.py       what the file listens on (roles of ports), its pools, its TLS mode
+    rules.py        the rules that put the lab into the file, line by line
+    addresses.py    every address of the file as run (for the safety check)
+    routes.py       which backend each service reaches (use_backend, ACLs)
+    persistence.py  a backend's persistence in the lab's words
+    explain.py      per service: route, persistence, timeouts
+
+HAProxy has no include directive; a folder of files (`-f conf.d/`) is refused by the contract's `adopt`
+with what to do instead. The file as run is `haproxy.cfg` in the run's balancer/ folder, which the
+HAProxy driver runs and checks (`haproxy -c`) as it does its own.
+"""
+
+from __future__ import annotations
+
+from lab.balancers.userconfig import Address, Adopted, Place, Reader, Reading, Source, register
+
+
+@register
+class HAProxyReader(Reader):
+    driver = "haproxy"
+    label = "HAProxy"
+    main_file = "haproxy.cfg"
+
+    def rewrite(self, source: Source, place: Place) -> Adopted:
+        from lab.balancers.userconfig.haproxy.rules import adopt
+
+        return adopt(source, place, self.main_file)
+
+    def addresses(self, files: dict[str, str]) -> list[Address]:
+        from lab.balancers.userconfig.haproxy.addresses import addresses
+
+        return [a for name, text in files.items() if name == self.main_file for a in addresses(name, text)]
+
+    def readings(self, source: Source, place: Place) -> list[Reading]:
+        from lab.balancers.userconfig.haproxy.explain import readings
+
+        return readings(source, place)
+
+    def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
+        tail = f" {options}" if options else ""
+        return "\n    ".join(
+            f"server {cas.name} {cas.host}:{Place.cas_port(cas, role)}{tail}" for cas in place.servers
+        )
