@@ -153,6 +153,13 @@ BALANCER_KEYS = (
         "driver's default.",
         minimum=1,
     ),
+    Key(
+        "config",
+        "string",
+        "Your own config file for `driver`, run as written with the lab put into it (its servers become "
+        "the farm's CAS, its listeners move to the VIP); relative to this file. Presets and persistence "
+        "then do not apply.",
+    ),
 )
 
 # ---- [farm] ----------------------------------------------------------------------------------------

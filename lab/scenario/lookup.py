@@ -7,6 +7,7 @@ nothing a run writes holds a path of the machine it ran on.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ScenarioError(origin, "", f"cannot read: {err.strerror or err}") from None
-    return parse_scenario(text, origin=origin, default_name=path.stem)
+    scenario = parse_scenario(text, origin=origin, default_name=path.stem)
+    return dataclasses.replace(scenario, folder=path.parent)  # a user's config is relative to it
 
 
 def bundled_scenarios() -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from caslab.vocab import CLIENT_KINDS, DRIVERS
@@ -83,6 +84,10 @@ class BalancerSection:
     health: HealthCheck = field(default_factory=HealthCheck)
     timeouts: Timeouts = field(default_factory=Timeouts)  # Exchange time (balancer_spec scales them)
     persistence_table_size: int | None = None
+    # The user's own balancer config (DESIGN.md section 14), as the scenario or --config names it; the
+    # preset and the per-service persistence do not apply then.
+    config: str | None = None
+    preset_given: bool = False  # the file names a preset (so a config makes it not apply: say so)
 
     def methods(self) -> dict[str, Persistence]:
         """The per-service methods: the preset with the overrides applied."""
@@ -146,15 +151,29 @@ class Scenario:
     origin: str = "<scenario>"
     source_text: str = field(default="", repr=False, compare=False)  # the TOML, kept for re-rendering
     overrides: dict[str, str] = field(default_factory=dict)  # what the command line changed
+    folder: Path | None = field(default=None, compare=False)  # the file's folder (None: not from a file)
 
     def with_overrides(
-        self, driver: str | None = None, preset: str | None = None, duration: str | None = None
+        self,
+        driver: str | None = None,
+        preset: str | None = None,
+        duration: str | None = None,
+        config: str | None = None,
+        tls: str | None = None,
     ) -> Scenario:
-        """This scenario with the command line's --driver/--preset/--duration applied and checked again."""
+        """This scenario with the command line's --driver/--preset/--duration/--config applied and checked
+        again; `tls` is the TLS mode a user's config has, which wins over the scenario's."""
         # Imported here: the rules take a Scenario, so they import this module.
         from lab.scenario.rules import check_scenario
 
-        given = {k: v for k, v in (("driver", driver), ("preset", preset), ("duration", duration)) if v}
+        pairs = (
+            ("driver", driver),
+            ("preset", preset),
+            ("duration", duration),
+            ("config", config),
+            ("tls", tls),
+        )
+        given = {k: v for k, v in pairs if v}
         if not given:
             return self
         if driver and driver not in DRIVERS:
@@ -165,8 +184,13 @@ class Scenario:
                 self.origin, "--preset", f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}"
             )
         balancer = dataclasses.replace(
-            self.balancer, driver=driver or self.balancer.driver, preset=preset or self.balancer.preset
+            self.balancer,
+            driver=driver or self.balancer.driver,
+            preset=preset or self.balancer.preset,
+            preset_given=self.balancer.preset_given or bool(preset),
+            config=config or self.balancer.config,
         )
+        farm = dataclasses.replace(self.farm, tls=tls or self.farm.tls)
         duration_s = self.duration_s
         if duration:
             try:
@@ -176,10 +200,32 @@ class Scenario:
             if duration_s <= 0:
                 raise ScenarioError(self.origin, "--duration", "must be longer than 0s")
         changed = dataclasses.replace(
-            self, balancer=balancer, duration_s=duration_s, overrides={**self.overrides, **given}
+            self, balancer=balancer, farm=farm, duration_s=duration_s, overrides={**self.overrides, **given}
         )
         check_scenario(changed, f"{self.origin} (with {', '.join(f'--{k} {v}' for k, v in given.items())})")
         return changed
+
+    @property
+    def config_path(self) -> Path | None:
+        """The user's balancer config: --config as given (relative to where caslab runs), else the
+        scenario's `balancer.config`, relative to the scenario's file."""
+        if "config" in self.overrides:
+            return Path(self.overrides["config"])
+        if self.balancer.config is None:
+            return None
+        path = Path(self.balancer.config)
+        return path if path.is_absolute() or self.folder is None else self.folder / path
+
+    def not_applied_with_config(self) -> list[str]:
+        """What the scenario sets that a user's config replaces (said when both are given)."""
+        if self.balancer.config is None:
+            return []
+        out = []
+        if self.balancer.preset_given:
+            out.append(f"preset {self.balancer.preset}")
+        if self.balancer.persistence:
+            out.append(f"persistence overrides for {', '.join(self.balancer.persistence)}")
+        return out
 
     def balancer_spec(
         self, servers: list[CasEndpoint], vip: Vip | None = None, tls_files: TlsFiles | None = None

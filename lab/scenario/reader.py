@@ -253,6 +253,8 @@ def _read_balancer(r: _Reader) -> BalancerSection:
         persistence_table_size=r.integer("persistence_table_size")
         if r.has("persistence_table_size")
         else None,
+        config=r.text("config") if r.has("config") else None,
+        preset_given=r.has("preset"),
     )
 
 

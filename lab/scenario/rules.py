@@ -25,10 +25,26 @@ HTTP_METHODS = ("lb-cookie", "app-cookie", "cookie-hash", "header")
 
 
 def check_scenario(s: Scenario, origin: str) -> None:
-    """Raise ScenarioError for the first rule `s` breaks; `origin` names where it came from."""
+    """Raise ScenarioError for the first rule `s` breaks; `origin` names where it came from. With a user's
+    own balancer config, the methods are the file's: only whether the driver can read one is checked."""
+    if s.balancer.config is not None:
+        _check_config(s, origin)
+        _check_faults(s, origin)
+        return
     _check_methods(s, origin)
     _check_faults(s, origin)
     _check_driver(s, origin)
+
+
+def _check_config(s: Scenario, origin: str) -> None:
+    from lab.balancers.userconfig import READERS
+
+    if s.balancer.driver not in READERS:
+        have = ", ".join(READERS)
+        key = "--config" if "config" in s.overrides else "balancer.config"
+        raise ScenarioError(
+            origin, key, f"caslab reads configs for {have}, not for driver {s.balancer.driver}"
+        )
 
 
 def _check_methods(s: Scenario, origin: str) -> None:
