@@ -189,20 +189,70 @@ def _balancer_config(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _balancer_explain(args: argparse.Namespace) -> int:
+    """Print, per service, what a user's config does and predicts; then whether it can run in the lab."""
+    import dataclasses
+
+    from lab.balancers.userconfig import ConfigRefused, reader_for
+    from lab.balancers.userconfig.placeholders import example_place
+    from lab.candidate import explain_table
+    from lab.scenario import ScenarioError, load_scenario
+
+    path = Path(args.file)
+    try:
+        place = example_place()
+        if args.scenario:
+            scenario = load_scenario(args.scenario)
+            place = dataclasses.replace(
+                example_place(scenario.farm.servers),
+                topology=scenario.balancer.topology,
+                time_scale=scenario.time_scale,
+            )
+        reader = reader_for(args.driver)
+        print(explain_table(reader.explain(path, place)), end="")
+        adopted = reader.adopt(path, place)
+    except ConfigRefused as err:
+        print(f"caslab balancer explain: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except ScenarioError as err:
+        print(f"caslab balancer explain: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    servers = ", ".join(dict.fromkeys(f"{m.server}->{m.cas}" for m in adopted.servers))
+    print(f"\nin the lab: tls {adopted.tls} ({adopted.tls_reason}); {len(adopted.rewrites)} lines rewritten")
+    if servers:
+        print(f"servers: {servers}")
+    if args.diff:
+        print(adopted.diff(), end="")
+    else:
+        print("(--diff shows the file as it would run)")
+    return EXIT_PASS
+
+
 def _run(args: argparse.Namespace) -> int:
     from lab.scenario import ScenarioError, load_scenario
 
     try:
         scenario = load_scenario(args.scenario).with_overrides(
-            driver=args.driver, preset=args.preset, duration=args.duration
+            driver=args.driver, preset=args.preset, duration=args.duration, config=args.config
         )
     except ScenarioError as err:
         print(f"caslab run: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    path = scenario.config_path
+    if path is not None and not path.is_file():
+        print(f"caslab run: {path}: no such file (the balancer config to run)", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    for what in scenario.not_applied_with_config():
+        print(
+            f"caslab: warning: {what} does not apply: the balancer runs {path.name} as written",
+            file=sys.stderr,
+        )
     from lab.backends.teardown import end_process
     from lab.run import run_scenario  # imports Locust, which patches the process with gevent
 
-    code, _run_dir = run_scenario(scenario, Path(args.out), backend=args.backend)
+    code, _run_dir = run_scenario(
+        scenario, Path(args.out), backend=args.backend, allow_unrouted=args.allow_unrouted
+    )
     end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
 
 
@@ -284,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  caslab run hosted-tenant-source-ip --driver haproxy\n"
         "  caslab run my-farm.toml --preset recommended --duration 2m\n"
         "  caslab run quickstart --backend docker           the same lab in containers\n"
+        "  caslab run hosted-tenant-recommended --driver haproxy --config haproxy.cfg   your own config\n"
         "  CASLAB_LOCAL_NET=127.0.22 caslab run quickstart  a second local lab beside a running one\n",
     )
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
@@ -292,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
     p.add_argument("--duration", help="override the load phase, e.g. 30s")
     p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="your own balancer config for the scenario's driver, run as written with the lab put into it "
+        "(see `caslab balancer explain`); presets and persistence overrides do not apply then",
+    )
+    p.add_argument(
+        "--allow-unrouted",
+        action="store_true",
+        help="run a --config that routes nowhere a service the clients use (the report shows its errors)",
+    )
     p.set_defaults(func=_run)
 
     p = _command(
@@ -315,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(
         sub,
         "balancer",
-        "balancer helpers: print a rendered config",
-        "Balancer helpers. `config` prints the files a driver renders, to read or to start from.",
+        "balancer helpers: print a rendered config, explain your own",
+        "Balancer helpers. `config` prints the files a driver renders, to read or to start from;\n"
+        "`explain` reads your own config and says what it does per service, before anything runs.",
     )
     bsub = p.add_subparsers(dest="balancer_command", metavar="ACTION", required=True, help="one of:")
     pc = _command(
@@ -334,6 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--preset", required=True, help=PRESET_HELP)
     pc.add_argument("--scenario", help="a scenario file or bundled name whose balancer section to render")
     pc.set_defaults(func=_balancer_config)
+    pe = _command(
+        bsub,
+        "explain",
+        "say what your own config does per service, before running it",
+        "Read your own balancer config (for --driver) and print, per service, the backend its routes send\n"
+        "the service's requests to, the persistence the lab reads there (in the lab's method names where it\n"
+        "is one of them, else in the file's words), its timeouts, and what that predicts for each client\n"
+        "kind (a cookie an ActiveSync device never returns, a NAT-ed tenant on one source address...).\n"
+        "Then whether the file can run in the lab: how many lines the lab's rules rewrite (--diff shows\n"
+        "them), or each line it refuses and why (exit code 2). Nothing is started and nothing is sent.",
+        "  caslab balancer explain haproxy.cfg --driver haproxy\n"
+        "  caslab balancer explain haproxy.cfg --driver haproxy --diff --scenario quickstart\n",
+    )
+    pe.add_argument("file", metavar="FILE", help="your balancer config")
+    pe.add_argument("--driver", required=True, help=DRIVER_HELP)
+    pe.add_argument("--scenario", help="read it for this scenario's farm size, topology and time scale")
+    pe.add_argument("--diff", action="store_true", help="print the diff from the file to the file as run")
+    pe.set_defaults(func=_balancer_explain)
 
     p = _command(
         sub,

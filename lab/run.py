@@ -114,15 +114,17 @@ def run_scenario(
     backend: str = "local",
     say: Callable[[str], None] = print,
     run_name: str | None = None,
+    allow_unrouted: bool = False,
 ) -> tuple[int, Path]:
-    """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>."""
+    """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>.
+    `allow_unrouted`: run a user's config that routes nowhere some service the clients use."""
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
     record = LabRecord.create(run_dir, "run", backend)
     deadline = Deadline(record, EXIT_CANNOT_RUN)
     saved_handlers = _stop_on_signals(deadline)
     try:
-        return _run_and_judge(scenario, run_dir, record, deadline, backend, say)
+        return _run_and_judge(scenario, run_dir, record, deadline, backend, say, allow_unrouted)
     finally:
         for sig, saved in saved_handlers.items():
             signal.signal(sig, saved)
@@ -137,6 +139,7 @@ def _run_and_judge(
     deadline: Deadline,
     backend: str,
     say: Callable[[str], None],
+    allow_unrouted: bool,
 ) -> tuple[int, Path]:
     progress = ProgressLine()
     lab: Lab | None = None
@@ -146,13 +149,21 @@ def _run_and_judge(
         for line in clean(docker=backend == "docker"):
             say(f"caslab: removed what a lab whose owner is gone left: {line}")
         servers, vip, network = lab_addresses(backend, scenario.farm.servers, _client_addresses(scenario))
+        candidate = None
+        if scenario.balancer.config is not None:  # the user's own file (lab.candidate)
+            from lab.candidate import prepare_candidate
+
+            candidate = prepare_candidate(
+                scenario, servers, vip, run_dir, say, allow_unrouted=allow_unrouted, local=network is None
+            )
+            scenario = candidate.scenario
         tls_files = None
-        if scenario.farm.tls != "none":
+        if scenario.farm.tls != "none" and candidate is None:
             from lab.certs import make_tls_files
 
             tls_files = make_tls_files(run_dir / "tls", vip, servers)
             (run_dir / "ca.pem").write_bytes(tls_files.ca_pem.read_bytes())
-        spec = scenario.balancer_spec(servers, vip, tls_files)
+        spec = candidate.spec if candidate else scenario.balancer_spec(servers, vip, tls_files)
         lab = make_lab(
             spec, run_dir, network, record, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
             oab_skew=scenario.farm.oab_skew, exchange=scenario.farm.exchange,
@@ -191,7 +202,7 @@ def _run_and_judge(
         facts = RunFacts(
             driver=spec.driver,
             driver_version=lab.balancer.version(),
-            methods={service: str(p) for service, p in spec.persistence.items()},
+            methods=candidate.methods if candidate else {s: str(p) for s, p in spec.persistence.items()},
             preset=spec.preset,
             started_ts=load_started,
             ended_ts=time.time(),
