@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from caslab.records import LEDGER_COLUMNS
+from lab.candidate import ADOPTION, read_account
 from lab.report.junit import junit_xml
 from lab.report.page import report_html, what_broke
 from lab.report.summary import summary
@@ -60,7 +61,8 @@ def _render(
     (run_dir / "summary.json").write_text(json.dumps(data, indent=2, allow_nan=False))
     (run_dir / "junit.xml").write_text(junit_xml(analysis, scenario))
     configs = _balancer_files(run_dir / "balancer")
-    page = report_html(analysis, scenario, facts, configs, what_broke(events))
+    own = read_account(run_dir / "balancer")  # the user's own config, when the run had one
+    page = report_html(analysis, scenario, facts, configs, what_broke(events), own)
     (run_dir / "report.html").write_text(page, encoding="utf-8")
     return analysis
 
@@ -70,7 +72,8 @@ def _balancer_files(folder: Path) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     out = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix not in NOT_CONFIG):
+    shown = [p for p in folder.iterdir() if p.is_file() and p.suffix not in NOT_CONFIG and p.name != ADOPTION]
+    for path in sorted(shown):
         text = path.read_bytes()[:CONFIG_SHOWN_BYTES].decode("utf-8", errors="replace")
         out[path.name] = text + ("\n... (cut)" if path.stat().st_size > CONFIG_SHOWN_BYTES else "")
     return out

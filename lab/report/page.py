@@ -76,8 +76,10 @@ def report_html(
     facts: RunFacts,
     configs: dict[str, str],
     broke: pd.DataFrame | None = None,
+    own: dict[str, Any] | None = None,
 ) -> str:
-    """The page; `configs` are the rendered balancer files by name, `broke` is `what_broke(events)`."""
+    """The page; `configs` are the rendered balancer files by name, `broke` is `what_broke(events)`, `own`
+    the account of the user's own config (lab.candidate.read_account), when the run had one."""
     servers = analysis.servers.copy()
     servers["share"] = servers["share"].map(lambda v: f"{v:.1%}")
     shares = (analysis.population_shares * 100).round(1).astype(str) + "%"
@@ -90,7 +92,7 @@ def report_html(
         verdict_reason=analysis.verdict_reason,
         scenario=scenario,
         balancer=f"{facts.driver} {facts.driver_version}".strip(),
-        preset=facts.preset or scenario.balancer.preset,
+        preset=f"none: your config {own['file']}" if own else facts.preset or scenario.balancer.preset,
         duration=format_duration(scenario.duration_s),
         tiles=_tiles(analysis),
         notes=facts.notes,
@@ -109,6 +111,9 @@ def report_html(
         timers=timers,
         cuts=None if timers.cuts is None else table(timers.cuts),
         moves=None if timers.moves is None else table(timers.moves),
+        own=_own(own, analysis.services, {k for p in scenario.populations for k in p.clients})
+        if own
+        else None,
     )
 
 
@@ -157,3 +162,44 @@ def _fault_table(faults: list[dict[str, Any]]) -> Table | None:
             }
         )
     return table(pd.DataFrame(rows).set_index("fault"))
+
+
+def _own(own: dict[str, Any], measured: pd.DataFrame, kinds: set[str]) -> dict[str, Any]:
+    """What the page shows of the user's own config: the account of lab.candidate, the explanation beside
+    what was measured (predictions for the client kinds the scenario has)."""
+    from lab.balancers.userconfig import Rewrite
+    from lab.candidate import explain_table
+
+    explanation = own["explanation"]
+    pairs = dict.fromkeys(f"{m['server']} -> {m['cas']}" for m in own["servers"])
+    return {
+        **own,
+        "rewrites": [str(Rewrite(**r)) for r in own["rewrites"]],
+        "servers": ", ".join(pairs),
+        "table": _own_table(explanation, measured, kinds),
+        "unread": [f"{r.service}: {u}" for r in explanation.readings for u in r.unread],
+        "explained": explain_table(explanation),
+    }
+
+
+def _own_table(explanation: Any, measured: pd.DataFrame, kinds: set[str]) -> Table:
+    """Per service: what the lab read from the user's config and predicted, beside what the run measured."""
+    rows = []
+    for r in explanation.readings:
+        m = measured.loc[r.service] if r.service in measured.index else None
+        predicted = "; ".join(f"{p.client_kind}: {p.effect}" for p in r.predictions if p.client_kind in kinds)
+        rows.append(
+            {
+                "service": r.service,
+                "route": r.pool or "(none)",
+                "persistence read": r.method,
+                "timeouts": ", ".join(map(str, r.timeouts)),
+                "predicted": predicted,
+                "requests": m["requests"] if m is not None else 0,
+                "split %": m["split_pct"] if m is not None else None,
+                "hard": m["hard_breaks"] if m is not None else 0,
+                "soft": m["soft_breaks"] if m is not None else 0,
+                "errors": m["errors"] if m is not None else 0,
+            }
+        )
+    return table(pd.DataFrame(rows).set_index("service"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,8 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
             "balancer": {
                 "driver": facts.driver,
                 "version": facts.driver_version,
-                "preset": facts.preset or scenario.balancer.preset,
+                "preset": None if scenario.balancer.config else facts.preset or scenario.balancer.preset,
+                "config": Path(scenario.balancer.config).name if scenario.balancer.config else None,
                 "methods": balancer_methods(scenario, facts),
                 "topology": scenario.balancer.topology,
                 "tls": scenario.farm.tls,
