@@ -83,8 +83,13 @@ def prepare_candidate(
     adopted = reader.adopt(path, place)
     explanation = reader.explain(path, place)
     notes = []
+
+    def note(text: str, kind: str = "note") -> None:
+        say(f"caslab: {kind}: {text}")
+        notes.append(text)
+
     for what in scenario.not_applied_with_config():
-        notes.append(f"{what} does not apply: the balancer runs {path.name} as written")
+        note(f"{what} does not apply: the balancer runs {path.name} as written", "warning")
     unrouted = [s for s in explanation.unrouted() if s in used_services(scenario)]
     if unrouted:
         problems = [Problem(path.name, 0, f"{s}: {explanation.reading(s).route}") for s in unrouted]
@@ -94,14 +99,10 @@ def prepare_candidate(
                 f"{path.name} routes nowhere services the scenario's clients use ({', '.join(unrouted)}); "
                 "with --allow-unrouted the run goes on and the report shows their errors",
             )
-        notes.append(
-            f"no route in {path.name} for {', '.join(unrouted)}: their requests fail (--allow-unrouted)"
-        )
+        note(f"no route in {path.name} for {', '.join(unrouted)}: their requests fail (--allow-unrouted)")
     if adopted.tls != scenario.farm.tls:
-        notes.append(f"farm.tls is {adopted.tls!r}, as {path.name} has it ({adopted.tls_reason})")
+        note(f"farm.tls is {adopted.tls!r}, as {path.name} has it ({adopted.tls_reason})")
         scenario = scenario.with_overrides(tls=adopted.tls)
-    for note in notes:
-        say(f"caslab: note: {note}")
     if local:
         check_bindable(adopted)
     persistence = {r.service: r.persistence or Persistence("none") for r in explanation.readings}

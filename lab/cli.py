@@ -242,11 +242,6 @@ def _run(args: argparse.Namespace) -> int:
     if path is not None and not path.is_file():
         print(f"caslab run: {path}: no such file (the balancer config to run)", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    for what in scenario.not_applied_with_config():
-        print(
-            f"caslab: warning: {what} does not apply: the balancer runs {path.name} as written",
-            file=sys.stderr,
-        )
     from lab.backends.teardown import end_process
     from lab.run import run_scenario  # imports Locust, which patches the process with gevent
 

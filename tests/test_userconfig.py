@@ -435,3 +435,25 @@ def test_a_driver_without_a_reader_is_a_scenario_error():
         load_scenario(HERE / "candidate-recommended.toml").with_overrides(driver="external")
     assert "caslab reads configs for haproxy, not for driver external" in str(err.value)
     assert err.value.key == "balancer.config"
+
+
+def test_on_vip_per_service_each_listener_takes_the_addresses_of_the_services_it_routes(tmp_path):
+    path = write(tmp_path, """\
+defaults
+    mode http
+frontend ft_owa
+    bind 10.0.0.10:443 ssl crt /etc/ssl/private/owa.pem
+    use_backend bk_web if { path_beg -i /owa /ecp }
+frontend ft_eas
+    bind 10.0.0.11:443 ssl crt /etc/ssl/private/eas.pem
+    use_backend bk_web if { path_beg -i /microsoft-server-activesync }
+backend bk_web
+    server ex1 10.0.0.21:80
+    server ex2 10.0.0.22:80
+    server ex3 10.0.0.23:80
+""")  # fmt: skip
+    per_service = dataclasses.replace(example_place(), topology="vip-per-service")
+    adopted = READER.adopt(path, per_service)
+    assert sorted(adopted.listeners) == [("127.0.1.2", 8443), ("127.0.1.4", 8443)]  # OWA/ECP's, EAS's
+    err = refused(path, example_place())  # one VIP: both would be 127.0.1.1:8443
+    assert "line 7: becomes VIP 127.0.1.1:8443, as line 4 does already" in str(err)

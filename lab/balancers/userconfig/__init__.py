@@ -75,6 +75,7 @@ with `config` makes the driver write the adopted files instead of rendering its 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
@@ -399,8 +400,6 @@ class Explanation:
         return [r.service for r in self.readings if r.pool is None]
 
     def to_dict(self) -> dict:
-        import dataclasses
-
         return dataclasses.asdict(self)
 
     @classmethod

@@ -4,6 +4,8 @@ service's requests to, and that backend's persistence and timeouts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from caslab.vocab import SERVICES, TCP_SERVICES
 from lab.balancers.userconfig import Place, Reading, Source, Timeout
 from lab.balancers.userconfig.haproxy import layout
@@ -67,7 +69,7 @@ def _request(service: str, host: str, front: Section) -> Request:
     return request_for(service, host, tls, http)
 
 
-def _idle_timeouts(front: Section, backend: Section, line_of: object) -> list[Timeout]:
+def _idle_timeouts(front: Section, backend: Section, line_of: Callable[[int], int]) -> list[Timeout]:
     out = []
     for section, names in ((front, ("client",)), (backend, ("server", "tunnel", "http-keep-alive"))):
         for name in names:

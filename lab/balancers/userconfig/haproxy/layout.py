@@ -5,6 +5,7 @@ listener, its pools (backend/listen sections with `server` lines) and the TLS mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lab.balancers.userconfig import PORT_ROLES
@@ -118,7 +119,7 @@ def server_tls(server: Line, section: Section) -> bool:
     return bool(default and default.has("ssl"))
 
 
-def tls_mode(sections: list[Section], line_of: callable) -> tuple[str, str]:
+def tls_mode(sections: list[Section], line_of: Callable[[int], int]) -> tuple[str, str]:
     """The TLS mode the file amounts to (none, offload, bridge, passthrough) and why, with the line."""
     https = [
         (s, line)
