@@ -229,7 +229,7 @@ class Rewrite:
 
     file: str  # the user's name of the file
     line: int  # the line as written (1-based); 0 for a line the lab added
-    was: str  # the line as written ("" when added)
+    was: str  # the line as written, placeholders filled in ("" when added)
     now: str  # the line(s) as run ("" when dropped)
     rule: str  # the rule, in a few words ("server -> CAS02 (the 2nd distinct server name)")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from caslab.vocab import SERVICES
 from lab.balancers.userconfig import ConfigRefused, Place, Problem, Source
@@ -56,9 +57,8 @@ PLACEHOLDERS: dict[str, str] = {
     "run_folder": "the balancer's folder of the run",
 }
 
-_ENV = jinja2.Environment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, trim_blocks=False
-)
+# Sandboxed: a config file is text to fill in, and may come from anywhere; it reaches no Python internals.
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 class CasServers:
@@ -134,7 +134,7 @@ def open_source(reader: Reader, path: Path, place: Place, name: str | None = Non
             [Problem(name, line, f"placeholder syntax: {err.message}", _line(written, line))],
             f"{name} has a placeholder that cannot be filled in",
         ) from None
-    except jinja2.UndefinedError as err:
+    except (jinja2.UndefinedError, SecurityError) as err:
         line, shown = _line_naming(written, str(err))
         why = f"{err}; placeholders: {', '.join(PLACEHOLDERS)}"
         raise ConfigRefused([Problem(name, line, why, shown)], f"{name} has an unknown placeholder") from None

@@ -205,7 +205,9 @@ class _Rules:
             self._server(line, self.servers[line.index])
         elif keyword == "default-server":
             self._options(line, {}, [])
-        elif keyword in ("maxconn", "ulimit-n") and section.kind == "global" and line.args[0].isdigit():
+        elif (
+            keyword in ("maxconn", "ulimit-n") and section.kind == "global" and "".join(texts[1:2]).isdigit()
+        ):
             self._fit_files(line)
         elif keyword == "timeout" and len(texts) > 2 and texts[1] in SCALED_TIMEOUTS:
             self._scaled(line, {2}, f"timeout {texts[1]}")
