@@ -120,6 +120,10 @@ class Envoy(ProcessBalancer):
 
     @property
     def config_path(self) -> Path:
+        """envoy.json for the lab's own config; the user's adopted file keeps its reader's name (envoy.yaml:
+        Envoy picks its parser by the extension, and YAML also reads JSON)."""
+        if self.spec.config is not None:
+            return self.config_dir / self.spec.config.main.name
         return self.config_dir / "envoy.json"
 
     @property
