@@ -43,10 +43,13 @@ import json
 import subprocess
 import sysconfig
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import ClassVar
+
+import yaml
 
 from caslab.vocab import HTTP_SERVICES
 from lab.balancers import BalancerError, register
@@ -269,10 +272,7 @@ class Traefik(ProcessBalancer):
         entry points before the file provider's routes are loaded."""
         deadline = time.monotonic() + timeout
         super().wait_ready(timeout)
-        rendered = json.loads(self.render()["dynamic.yml"])
-        wanted = {
-            f"{name}@file" for kind in ("http", "tcp") for name in rendered.get(kind, {}).get("routers", {})
-        }
+        wanted = self._routers()
         while True:
             self._check_alive()
             try:
@@ -280,11 +280,31 @@ class Traefik(ProcessBalancer):
                 enabled = {r["name"] for r in routers if r.get("status") == "enabled"}
                 if wanted <= enabled:
                     return
+                # Traefik has no config check: a router it disabled is its verdict on the config.
+                failed = [r for r in routers if r["name"] in wanted and r.get("status") == "disabled"]
+                if failed:
+                    said = "; ".join(
+                        f"{r['name']}: {', '.join(r.get('error') or ['disabled'])}" for r in failed
+                    )
+                    raise BalancerError(f"traefik rejects routers of its config: {said}")
             except (OSError, urllib.error.URLError, ValueError):
                 pass
             if time.monotonic() > deadline:
                 raise BalancerError(f"traefik did not load its routers in {timeout:g} s; see {self.log_path}")
             time.sleep(0.02)
+
+    def _routers(self) -> set[str]:
+        """The routers Traefik must have loaded: the rendered config's, or those of the user's file."""
+        if self.spec.config is not None:
+            main = self.spec.config.main
+            dynamic = tomllib.loads(main.text) if main.name.endswith(".toml") else yaml.safe_load(main.text)
+        else:
+            dynamic = json.loads(self.render()["dynamic.yml"])
+        return {
+            f"{name}@file"
+            for kind in ("http", "tcp")
+            for name in (dynamic or {}).get(kind, {}).get("routers", {})
+        }
 
     def healthy(self) -> dict[str, bool]:
         """Each CAS' health as Traefik sees it in the first web service."""
