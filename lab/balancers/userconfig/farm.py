@@ -51,7 +51,9 @@ def map_servers(
             out[s] = cas
         else:
             rest.append(s)
-    if rest and all(s.server.lower() in by_name for s in rest):
+    if not rest:
+        return out, []
+    if all(s.server.lower() in by_name for s in rest):
         out.update({s: by_name[s.server.lower()] for s in rest})
         return out, []
     pools: dict[str, list[PoolServer]] = {}

@@ -4,10 +4,10 @@
 Traefik's static config (entry points, providers, logs, the API) is not part of the file under test:
 the lab writes its own, as its driver does (lab.balancers.drivers.traefik), with one entry point for
 each entry point the file names, on the VIP by its role. An entry point's role, in this order:
-a port of PORT_ROLES in its name (`ep443`, `tcp-59531`); its name (web/http -> http, websecure/https ->
-https, mapi/rpc -> mapi, addressbook/nspi -> addressbook, traefik/dashboard/api -> stats); else its
-routers (an HTTP router with `tls` -> https, without -> http, a TCP router -> the role of its servers'
-port). Routers that name no entry point are on every entry point, as in Traefik. The entry points' own
+a port of PORT_ROLES in its name (`ep443`, `tcp-59531`); the API (a router to api@internal) -> stats;
+its HTTP routers (one with `tls` -> https, else http); a TCP router passing TLS through -> https; its
+name (mapi/rpc -> mapi, addressbook/nspi/ab -> addressbook); else the role of its TCP servers' port.
+Routers that name no entry point are on every entry point, as in Traefik. The entry points' own
 timeouts are the lab driver's (no read timeout: RPC/HTTP channels stream), so what is under test is the
 dynamic file.
 
@@ -36,6 +36,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import yaml
+
 from lab.balancers.userconfig import (
     PORT_ROLES,
     Address,
@@ -49,25 +51,20 @@ from lab.balancers.userconfig import (
     ServerMapping,
     Source,
     Timeout,
+    guess_driver,
     register,
 )
 from lab.balancers.userconfig.farm import CLIENT_PATHS, PoolServer, cas_port, map_servers
 from lab.balancers.userconfig.yamlfile import Edits, load, scalar
 from lab.model import Persistence
 
+# TCP entry points by name (HTTP ones take their role from their routers: TLS or not).
 ROLE_WORDS = {
-    "web": "http",
-    "http": "http",
-    "websecure": "https",
-    "https": "https",
     "mapi": "mapi",
     "rpc": "mapi",
     "addressbook": "addressbook",
     "nspi": "addressbook",
     "ab": "addressbook",
-    "traefik": "stats",
-    "dashboard": "stats",
-    "api": "stats",
 }
 LONG = "3600s"
 
@@ -197,6 +194,23 @@ class TraefikReader(Reader):
     driver = "traefik"
     label = "Traefik"
     main_file = "dynamic.yml"
+
+    def looks_like(self, text: str) -> bool:
+        """Traefik's marks, or (a file in JSON, which has none of them) http/tcp routers or services."""
+        guess = guess_driver(text)
+        if guess is not None:
+            return guess == self.driver
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError:
+                return False
+        return any(
+            isinstance(_mapping(data).get(k), dict) and {"routers", "services"} & set(data[k])
+            for k in ("http", "tcp")
+        )
 
     def rewrite(self, source: Source, place: Place) -> Adopted:
         doc = _Doc(source)
@@ -395,16 +409,21 @@ class TraefikReader(Reader):
         for number in re.findall(r"\d+", ep):
             if int(number) in PORT_ROLES:
                 return PORT_ROLES[int(number)]
+        if any(str(r.get("service")).endswith("@internal") for _k, _n, r in routers):
+            return "stats"
+        http = [r for kind, _n, r in routers if kind == "http"]
+        if http:
+            return "https" if any("tls" in r for r in http) else "http"
+        if any(_mapping(r.get("tls")).get("passthrough") for _k, _n, r in routers):
+            return "https"
         if ep.lower() in ROLE_WORDS:
             return ROLE_WORDS[ep.lower()]
-        kind, _name, router = routers[0]
-        if kind == "http":
-            return "https" if "tls" in router else "http"
-        service = _mapping(doc.get("tcp", "services", str(router.get("service"))))
-        for server in _mapping(service.get("loadBalancer")).get("servers") or []:
-            port = _address(str(_mapping(server).get("address", "")))[1]
-            if port in PORT_ROLES:
-                return PORT_ROLES[port]
+        for _kind, _name, router in routers:
+            service = _mapping(doc.get("tcp", "services", str(router.get("service"))))
+            for server in _mapping(service.get("loadBalancer")).get("servers") or []:
+                port = _address(str(_mapping(server).get("address", "")))[1]
+                if port in PORT_ROLES:
+                    return PORT_ROLES[port]
         return None
 
     def _static(self, place: Place, entry_points: dict, dynamic_name: str, stats_named: bool) -> str:

@@ -200,7 +200,7 @@ class Edits:
                 continue
             out.append(line)
             origins.append(origin)
-            if i in rules:
+            if i in rules and line != lines[i]:
                 rewrites.append(
                     Rewrite(self.source.name, origin, was, line, "; ".join(dict.fromkeys(reversed(rules[i]))))
                 )

@@ -693,6 +693,12 @@ def _apply(f: _File) -> tuple[AdoptedFile, list[Rewrite]]:
                 if replaced is None:  # the statement spans lines: replace the whole line
                     replaced = _indent(f, d) + statement_text
                 new = replaced
+            if new == text:  # already the lab's (a config the lab rendered, a placeholder's line)
+                out.keep(index)
+                for added, rule in f.added.get(index, []):
+                    out.put(added, 0)
+                    out.note(0, "", added, rule)
+                continue
             origin = f.source.line_of(index)
             was = written[origin - 1] if 0 < origin <= len(written) else text
             rule = "; ".join(dict.fromkeys(r for _d, _s, r in edits))
