@@ -1,0 +1,258 @@
+"""The nginx, Envoy and Traefik readers of users' own balancer files (lab.balancers.userconfig): files
+written the way users write them, with production addresses (10.20.0.x, 443, 59531, /etc/ssl), put into
+the lab by the rules; what the lab reads per service; refusals by name; a missed rewrite caught by the
+safety check; and the configs the lab renders itself read back as the presets they came from.
+
+Nothing here starts a balancer except the tests marked slow, which start the real binary on the file as
+run; run those inside `unshare -n` (loopback only), as every test that starts servers.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caslab.vocab import SERVICES
+from lab.balancers import BalancerError, Unsupported, get_driver
+from lab.balancers.presets import PRESETS, resolve
+from lab.balancers.userconfig import ConfigRefused, Place, reader_for
+from lab.balancers.userconfig.placeholders import example_place
+from lab.certs import make_tls_files
+from lab.model import BalancerSpec, Persistence, Vip, local_farm
+
+HERE = Path(__file__).parent / "userconfig"
+FILES = {"nginx": "nginx-hash.conf", "envoy": "envoy-hash-policy.yaml", "traefik": "traefik-sticky.yml"}
+COOKIE_HASH_FALLBACK = "cookie-hash OutlookSession (fallback source-ip)"
+# What each file does per service, in the lab's words (as `caslab balancer explain` says it).
+READ = {
+    "nginx": {"owa": "source-ip", "ecp": "source-ip", "ews": "leastconn", "eas": "header Authorization",
+              "rpchttp": COOKIE_HASH_FALLBACK, "oab": "leastconn", "autodiscover": "leastconn",
+              "mapi": "source-ip", "addressbook": "source-ip"},
+    "envoy": {"owa": "lb-cookie", "ecp": "lb-cookie", "ews": "none", "eas": "header Authorization",
+              "rpchttp": COOKIE_HASH_FALLBACK, "oab": "none", "autodiscover": "none", "mapi": "source-ip",
+              "addressbook": "(unknown)"},
+    "traefik": {"owa": "lb-cookie", "ecp": "lb-cookie", "ews": "lb-cookie", "eas": "none", "rpchttp": "none",
+                "oab": "none", "autodiscover": "none", "mapi": "none", "addressbook": "(unknown)"},
+}  # fmt: skip
+PRODUCTION = re.compile(r"(?m)^[^#\n]*(\b10\.20\.|/etc/ssl)")  # addresses and TLS files of production
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> Place:
+    farm, vip = local_farm(3), Vip()
+    folder = tmp_path / "balancer"
+    folder.mkdir()
+    return Place(tuple(farm), vip, make_tls_files(tmp_path / "tls", vip, farm), folder)
+
+
+def copy(tmp_path: Path, driver: str, change: tuple[str, str] | None = None) -> Path:
+    """The user-style file of `driver` in tmp_path, with one text change."""
+    text = (HERE / FILES[driver]).read_text()
+    if change:
+        assert change[0] in text
+        text = text.replace(*change)
+    path = tmp_path / FILES[driver]
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("driver", FILES)
+def test_a_production_file_runs_with_the_lab_in_place_of_production(driver, place):
+    adopted = reader_for(driver).adopt(HERE / FILES[driver], place)
+    for name, text in adopted.as_run().items():
+        assert not PRODUCTION.search(text), (name, PRODUCTION.search(text))
+    assert {m.cas for m in adopted.servers} == {"CAS01", "CAS02", "CAS03"}
+    by_address = {(m.pool, m.server): m.cas for m in adopted.servers}
+    # 10.20.0.11 is the first distinct server of the file, so CAS01 in every pool; .12 CAS02, .13 CAS03
+    assert all(
+        cas == "CAS0" + re.search(r"10\.20\.0\.1(\d)", server).group(1)
+        for (_p, server), cas in by_address.items()
+    )
+    assert (place.vip.host, place.vip.https_port) in adopted.listeners
+    assert (place.vip.host, place.vip.mapi_port) in adopted.listeners
+    assert adopted.tls == "bridge", adopted.tls_reason  # each file ends TLS and speaks TLS to the CAS
+    assert all(r.rule for r in adopted.rewrites) and all(r.line or not r.was for r in adopted.rewrites)
+    assert str(place.tls_files.ca_pem) in adopted.main.text
+    assert place.tls_files.server_name in adopted.main.text
+
+
+@pytest.mark.parametrize("driver", FILES)
+def test_explain_reads_each_services_persistence_from_the_routes(driver):
+    explanation = reader_for(driver).explain(HERE / FILES[driver])
+    assert {r.service: r.method for r in explanation.readings} == READ[driver]
+    owa, ecp = explanation.reading("owa"), explanation.reading("ecp")
+    assert owa.pool == ecp.pool and owa.rule == ecp.rule and owa.rule  # one rule holds both
+    eas = {p.client_kind: p.effect for p in explanation.reading("eas").predictions}
+    assert eas["eas-device"] == ("holds" if driver != "traefik" else "soft")
+
+
+def test_nginx_reads_timeouts_and_the_rule_mapi_and_the_address_book_share():
+    explanation = reader_for("nginx").explain(HERE / FILES["nginx"])
+    mapi, ab = explanation.reading("mapi"), explanation.reading("addressbook")
+    assert mapi.rule == ab.rule  # a plain hash over the same hosts: one address, one CAS on both ports
+    assert [str(t) for t in mapi.timeouts] == ["proxy_timeout 2h"]
+    assert "proxy_read_timeout 1h" in [str(t) for t in explanation.reading("owa").timeouts]
+
+
+def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():
+    explanation = reader_for("envoy").explain(HERE / FILES["envoy"])
+    assert "ttl 3600s (Envoy sets it)" in explanation.reading("owa").words
+    assert explanation.reading("owa").persistence.timeout_s == 3600
+    assert "route idle_timeout 20m" in [str(t) for t in explanation.reading("rpchttp").timeouts]
+
+
+@pytest.mark.parametrize("driver", FILES)
+@pytest.mark.parametrize("other", FILES)
+def test_a_file_for_another_driver_is_refused_by_name(driver, other, place):
+    if driver == other:
+        return
+    with pytest.raises(ConfigRefused) as refused:
+        reader_for(driver).adopt(HERE / FILES[other], place)
+    assert f"set the scenario's driver to {other}" in str(refused.value)
+
+
+@pytest.mark.parametrize("driver", FILES)
+def test_a_missed_rewrite_is_refused_by_the_safety_check(driver, place, monkeypatch):
+    module = sys.modules[type(reader_for(driver)).__module__]
+    monkeypatch.setattr(module, "map_servers", lambda servers, place: ({}, []))  # rule 1 "forgets" them
+    with pytest.raises(ConfigRefused) as refused:
+        reader_for(driver).adopt(HERE / FILES[driver], place)
+    lines = (HERE / FILES[driver]).read_text().splitlines()
+    problems = refused.value.problems
+    assert problems and all("is not a CAS of the farm nor the VIP" in p.why for p in problems)
+    assert all("10.20.0." in lines[p.line - 1] for p in problems)  # each names the line as written
+    assert "as run would reach addresses that are not the lab's" in refused.value.headline
+
+
+FORWARD_AUTH = (
+    "  middlewares:\n    auth:\n      forwardAuth:\n        address: https://sso.contoso.com/auth\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("driver", "change", "said"),
+    [
+        ("nginx", ("http {\n", "http {\n    resolver 10.20.0.53;\n"), "resolver"),
+        ("nginx", ("    include /etc/nginx/mime.types;", "    include /etc/nginx/conf.d/*.conf;"), "glob"),
+        ("nginx", ("    include /etc/nginx/mime.types;", "    include owa-extra.conf;"), "no such file"),
+        ("nginx", ("proxy_pass https://exchange;", "proxy_pass https://10.9.9.9;"), "10.9.9.9:443 is not a"),
+        ("nginx", ("error_log /var/log/nginx/error.log warn;", "ssl_dhparam /etc/ssl/dh.pem;"), "dhparam"),
+        ("envoy", ("static_resources:\n", "dynamic_resources:\n  ads_config: {}\nstatic_resources:\n"),
+         "dynamic_resources"),
+        ("envoy", ("  - name: mapi\n    connect_timeout", "  - name: zipkin\n    connect_timeout"),
+         "cluster zipkin is reached by no route"),
+        ("traefik", ("  serversTransports:", FORWARD_AUTH + "  serversTransports:"), "forwardAuth sso."),
+    ],
+)  # fmt: skip
+def test_what_would_reach_outside_the_lab_is_refused_by_name(driver, change, said, tmp_path, place):
+    with pytest.raises(ConfigRefused) as refused:
+        reader_for(driver).adopt(copy(tmp_path, driver, change), place)
+    assert said in str(refused.value)
+
+
+def test_a_farm_of_another_size_is_refused_with_the_size_that_fits(tmp_path):
+    small = example_place(servers=2)
+    with pytest.raises(ConfigRefused) as refused:
+        reader_for("nginx").adopt(HERE / FILES["nginx"], small)
+    assert "set `[farm] servers = 3`" in str(refused.value)
+
+
+def test_nginx_placeholders_and_rules_mix(tmp_path, place):
+    servers = "".join(f"        server 10.20.0.1{n}:443;\n" for n in (1, 2, 3))
+    change = (servers + "        keepalive 32;", "        {{ cas_servers.https }}\n        keepalive 32;")
+    adopted = reader_for("nginx").adopt(copy(tmp_path, "nginx", change), place)
+    upstream = re.search(r"upstream exchange \{(.*?)\}", adopted.main.text, re.S).group(1)
+    assert [s.split()[1] for s in upstream.split(";") if "server" in s] == [
+        f"{c.host}:{c.https_port}" for c in place.servers
+    ]
+    assert {m.cas for m in adopted.servers if m.pool == "exchange"} == {"CAS01", "CAS02", "CAS03"}
+
+
+def test_nginx_counters_get_the_lab_s_log_beside_each_log_of_a_location(place):
+    adopted = reader_for("nginx").adopt(HERE / FILES["nginx"], place)
+    text = adopted.main.text
+    rpc = re.search(r"location ~\* \^/rpc/ \{(.*?)\}", text, re.S).group(1)
+    assert "access_log rpc.log;" in rpc and "access_log access.log caslab_counts;" in rpc
+    assert "access_log stream.log caslab_counts;" in text and "load_module" in text
+    assert "user www-data" not in text and "pid nginx.pid;" in text and "error_log stderr warn;" in text
+
+
+def _rendered(driver: str, preset: str, tls: str) -> tuple[BalancerSpec, str, str] | None:
+    place = example_place()
+    spec = BalancerSpec(driver, resolve(preset), list(place.servers), place.vip, tls=tls,
+                        tls_files=place.tls_files, preset=preset)  # fmt: skip
+    drv = get_driver(spec, Path("unused"))
+    try:
+        drv.check()
+    except Unsupported:
+        return None
+    main = {"nginx": "nginx.conf", "envoy": "envoy.json", "traefik": "dynamic.yml"}[driver]
+    return spec, main, drv.render()[main]
+
+
+@pytest.mark.parametrize("tls", ["none", "offload"])
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("driver", FILES)
+def test_the_configs_the_lab_renders_read_back_as_their_preset(driver, preset, tls, tmp_path):
+    rendered = _rendered(driver, preset, tls)
+    if rendered is None:
+        return  # the driver cannot do this preset (its refusal is tested with the driver)
+    spec, main, text = rendered
+    (tmp_path / main).write_text(text)
+    reader = reader_for(driver)
+    adopted = reader.adopt(tmp_path / main, example_place())
+    assert adopted.tls == tls and {m.cas for m in adopted.servers} == {"CAS01", "CAS02", "CAS03"}
+    readings = {r.service: r.persistence for r in reader.explain(tmp_path / main).readings}
+    for service in SERVICES:
+        want, got = spec.persistence[service], readings[service]
+        assert got is not None, service
+        fallback = got.fallback.method if got.fallback else None
+        assert (got.method, got.name, fallback) == (
+            want.method,
+            want.name,
+            want.fallback.method if want.fallback else None,
+        ), service
+
+
+# -- the balancers' own checks (slow: they run the real binaries; inside `unshare -n`) --------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver", ["nginx", "envoy"])
+def test_the_file_as_run_passes_the_balancers_own_check(driver, place):
+    adopted = reader_for(driver).adopt(HERE / FILES[driver], place)
+    spec = BalancerSpec(driver, {s: Persistence() for s in SERVICES}, list(place.servers), place.vip,
+                        tls=adopted.tls, tls_files=place.tls_files, config=adopted)  # fmt: skip
+    get_driver(spec, place.folder.parent).validate()
+
+
+@pytest.mark.slow
+def test_the_balancers_own_check_refuses_what_it_refuses(tmp_path, place):
+    path = copy(tmp_path, "nginx", ("proxy_buffering off;", "proxy_bufering off;"))
+    adopted = reader_for("nginx").adopt(path, place)
+    spec = BalancerSpec("nginx", {s: Persistence() for s in SERVICES}, list(place.servers), place.vip,
+                        tls=adopted.tls, tls_files=place.tls_files, config=adopted)  # fmt: skip
+    with pytest.raises(BalancerError, match='unknown directive "proxy_bufering"'):
+        get_driver(spec, place.folder.parent).validate()
+
+
+@pytest.mark.slow
+def test_traefik_loads_every_router_of_the_file_as_run(place):
+    if subprocess.run(["ip", "route", "get", "10.20.0.11"], capture_output=True).returncode == 0:
+        pytest.skip("starts Traefik: run inside `unshare -n` (loopback only)")
+    adopted = reader_for("traefik").adopt(HERE / FILES["traefik"], place)
+    spec = BalancerSpec("traefik", {s: Persistence() for s in SERVICES}, list(place.servers), place.vip,
+                        tls=adopted.tls, tls_files=place.tls_files, config=adopted)  # fmt: skip
+    driver = get_driver(spec, place.folder.parent)
+    driver.start()
+    try:
+        driver.wait_ready(20)  # every router of the file enabled; a disabled one is a BalancerError
+        routers = {r["name"]: r for r in driver.api("/http/routers")}
+    finally:
+        driver.stop()
+    assert {"owa-ecp@file", "ews@file", "exchange@file"} <= set(routers)
+    assert "127.0.1.1" in routers["owa-ecp@file"]["rule"]
