@@ -1,0 +1,106 @@
+"""Users' own nginx, Envoy and Traefik files run through the lab (`caslab run --config`, `[balancer]
+config`) with the verdict the source article gives; and the configs `caslab balancer config` prints,
+run through this path, with the verdicts of the rendered ones.
+
+Every run is `caslab run` in a subprocess inside a network namespace of its own with nothing but
+loopback, whatever namespace pytest runs in: the files hold production addresses (10.20.0.x), so a
+rewrite the lab missed fails there instead of leaving the machine.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_scenarios import REPO, RUN_TIMEOUT_S, Run, expect_verdict, top_share
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent / "userconfig"
+FILES = {"nginx": "nginx-hash.conf", "envoy": "envoy-hash-policy.yaml", "traefik": "traefik-sticky.yml"}
+
+
+def isolated(*argv: str) -> list[str]:
+    """`argv` run in a new network namespace whose only interface is loopback."""
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def namespaces() -> None:
+    if shutil.which("unshare") is None or subprocess.run(isolated("true"), capture_output=True).returncode:
+        pytest.skip("needs `unshare -n` (root or user namespaces) to run user files away from the network")
+
+
+def caslab_run(out: Path, scenario: str | Path, *options: str) -> Run:
+    command = [sys.executable, "-m", "lab.cli", "run", str(scenario), "--out", str(out), *options]
+    done = subprocess.run(isolated(*command), capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    folders = sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []
+    return Run(done.returncode, done.stdout, done.stderr, folders[-1] if folders else None)
+
+
+@pytest.mark.parametrize("driver", FILES)
+def test_a_production_file_passes_in_front_of_the_nat_ed_tenant(driver, tmp_path):
+    run = caslab_run(tmp_path / "out", HERE / f"candidate-{driver}.toml")
+    summary = expect_verdict(run, 0)
+    assert summary["balancer"]["config"] == FILES[driver] and summary["balancer"]["preset"] is None
+    assert summary["farm"]["tls"] == "bridge"  # each file ends TLS and speaks TLS to the CAS
+    assert summary["totals"]["hard_breaks"] == 0 and summary["totals"]["requests"] > 300
+    folder = run.folder / "balancer"
+    assert (folder / "written" / FILES[driver]).read_text() == (HERE / FILES[driver]).read_text()
+    for path in folder.iterdir():
+        if path.is_file() and path.suffix in (".conf", ".yaml", ".yml"):
+            assert not re.search(r"(?m)^[^#\n]*\b10\.20\.", path.read_text()), path
+
+
+def test_hash_on_the_source_address_for_everything_fails_for_the_reason_the_article_gives(tmp_path):
+    """nginx: `hash $remote_addr` in every upstream puts the NAT-ed tenant on one CAS."""
+    text = (HERE / FILES["nginx"]).read_text()
+    text = re.sub(r"(?m)^        (hash|least_conn)\b.*$", "        hash $remote_addr;", text)
+    (tmp_path / FILES["nginx"]).write_text(text)
+    scenario = tmp_path / "candidate.toml"
+    scenario.write_text((HERE / "candidate-nginx.toml").read_text())
+    run = caslab_run(tmp_path / "out", scenario)
+    summary = expect_verdict(run, 1)
+    assert run.failed_checks() == {"balance_max_over_mean"}
+    assert top_share(summary, "tenant-nat") >= 0.99, summary["populations"]
+    assert set(summary["balancer"]["methods"].values()) == {"source-ip"}
+
+
+@pytest.mark.parametrize(
+    ("driver", "scenario", "preset", "duration"),
+    [
+        ("nginx", "hosted-tenant-recommended", "recommended", "6s"),
+        ("nginx", "round-robin", "none-all", "12s"),
+        ("envoy", "hosted-tenant-source-ip", "source-ip-all", "6s"),
+        ("envoy", "lb-cookie-everything", "lb-cookie-all", "12s"),
+        ("traefik", "round-robin", "none-all", "12s"),
+    ],
+)
+def test_the_configs_the_lab_renders_give_the_same_verdicts_through_this_path(
+    tmp_path, driver, scenario, preset, duration
+):
+    printed = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "balancer", "config", "--driver", driver, "--preset", preset,
+         "--scenario", scenario],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    ).stdout  # fmt: skip
+    options = ("--driver", driver, "--duration", duration)
+    rendered = caslab_run(tmp_path / "rendered", scenario, *options)
+    code = rendered.code
+    assert code in (0, 1), rendered.stdout + rendered.stderr
+    config = tmp_path / {"nginx": "nginx.conf", "envoy": "envoy.json", "traefik": "dynamic.yml"}[driver]
+    config.write_text(_main_file(driver, printed))
+    own = caslab_run(tmp_path / "own", scenario, *options, "--config", str(config))
+    expect_verdict(own, code)
+    assert own.failed_checks() == rendered.failed_checks()
+
+
+def _main_file(driver: str, printed: str) -> str:
+    """The main file of what `caslab balancer config` prints (Traefik's: the dynamic config)."""
+    if driver != "traefik":
+        return printed
+    return printed.split("# ---- dynamic.yml ----\n", 1)[1]
