@@ -65,8 +65,8 @@ def test_hash_on_the_source_address_for_everything_fails_for_the_reason_the_arti
     scenario.write_text((HERE / "candidate-nginx.toml").read_text())
     run = caslab_run(tmp_path / "out", scenario)
     summary = expect_verdict(run, 1)
-    assert run.failed_checks() == {"balance_max_over_mean"}
-    assert top_share(summary, "tenant-nat") >= 0.99, summary["populations"]
+    assert "balance_max_over_mean" in run.failed_checks()
+    assert top_share(summary, "tenant-nat") >= 0.99, summary["populations"]  # the tenant on one CAS
     assert set(summary["balancer"]["methods"].values()) == {"source-ip"}
 
 
