@@ -433,7 +433,8 @@ def test_a_driver_without_a_reader_is_a_scenario_error():
 
     with pytest.raises(ScenarioError) as err:
         load_scenario(HERE / "candidate-recommended.toml").with_overrides(driver="external")
-    assert "caslab reads configs for haproxy, not for driver external" in str(err.value)
+    readers = "envoy, haproxy, nginx, traefik"
+    assert f"caslab reads configs for {readers}, not for driver external" in str(err.value)
     assert err.value.key == "balancer.config"
 
 
