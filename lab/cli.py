@@ -84,6 +84,7 @@ def _run_cas(args: argparse.Namespace) -> int:
         eas_heartbeat_max_s=args.eas_heartbeat_max,
         owa_timeout_s=args.owa_timeout,
         tcp_keepalive_s=args.tcp_keepalive,
+        w3c_log_dir=Path(args.w3c_log) if args.w3c_log else None,
     )
     problem = _exchange_settings_problem(config)
     if problem:
@@ -456,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
         "/caslab/fault?health=up|down|drain. A run starts its CAS this way; run one by hand to try a\n"
         "client against a single server.",
         "  caslab cas --name CAS01 --host 127.0.1.11\n"
-        "  caslab cas --name CAS02 --host 127.0.1.12 --time-scale 60 --log-level DEBUG\n",
+        "  caslab cas --name CAS02 --host 127.0.1.12 --time-scale 60 --log-level DEBUG\n"
+        "  caslab cas --name CAS01 --host 127.0.1.11 --w3c-log logs/CAS01   its IIS log in logs/CAS01/\n",
     )
     p.add_argument("--name", default="CAS01", help="server name, sent as X-CasLab-Server (default CAS01)")
     p.add_argument("--host", default="127.0.1.11", help="address to listen on (default 127.0.1.11)")
@@ -499,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=7200,
         **seconds,
         help="Windows KeepAliveTime on MAPI and Address Book connections (default 7200)",
+    )
+    p.add_argument(
+        "--w3c-log",
+        metavar="DIR",
+        help="write an IIS W3C log (u_exYYMMDD.log, as IIS 7.5 on Exchange 2010) into DIR",
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ... (default %(default)s)")
     p.set_defaults(func=_run_cas)

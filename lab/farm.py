@@ -134,6 +134,8 @@ class LocalFarm:
         ]  # fmt: skip
         if self.key_seed:
             cmd += ["--key-seed", self.key_seed]
+        # Its IIS W3C log (u_exYYMMDD.log) beside its own log file, for `caslab scenario from-logs`.
+        cmd += ["--w3c-log", str(self.run_dir / e.name)]
         if self.tls_files:
             cmd += ["--cert", str(self.tls_files.server_cert), "--key", str(self.tls_files.server_key)]
         return cmd + self.exchange.cas_args() + self.extra_args

@@ -14,6 +14,7 @@ from mockcas.ledger import Ledger
 from mockcas.sealing import Sealer
 from mockcas.services import HTTP_SERVICES, TCP_SERVICES, HttpService, TcpService
 from mockcas.users import Users
+from mockcas.w3c import W3cLog
 
 # Health switch values: 'down' fails the balancer's probe with 503 while the services keep answering
 # (a soft failure); 'drain' answers the probe 404, which HAProxy's `http-check disable-on-404` reads as
@@ -33,6 +34,7 @@ class Cas:
         self.farm_sealer = Sealer(config.farm_key)  # state in the mailbox: any CAS accepts it
         self.users = Users(config.users, config.password, config.domain)
         self.ledger = Ledger(config.name)
+        self.w3c = W3cLog(config.w3c_log_dir) if config.w3c_log_dir else None  # its IIS log, if asked
         self.health = "up"
         self.started = time.time()
         self.inflight = 0
@@ -73,3 +75,5 @@ class Cas:
     async def close(self) -> None:
         for service in [*self.http_services.values(), *self.tcp_services.values()]:
             await service.close()
+        if self.w3c is not None:
+            self.w3c.flush()  # the lab reads the IIS log after it closed the CAS's open requests

@@ -44,6 +44,8 @@ class CasConfig:
     # The run this CAS serves: its admin answers name it, so a lab can tell its own CAS from another
     # lab's on the same address (the run id of each request is in the request: X-CasLab-Run).
     run_id: str = ""
+    # Where this CAS writes its IIS W3C log (u_exYYMMDD.log, mockcas.w3c); None writes none.
+    w3c_log_dir: Path | None = None
 
     def scaled(self, seconds: float) -> float:
         """A protocol timer of `seconds` real Exchange time, in this lab's time."""

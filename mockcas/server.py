@@ -6,6 +6,7 @@ Every HTTP response carries `X-CasLab-Server: <name>` and `X-CasLab-State: <ledg
 service before it starts the response). The ledger row of an HTTP request is written by
 an aiohttp access logger, because aiohttp calls it for every request, including those its parser
 rejected before any handler ran (oversized headers, bogus request lines): nothing escapes the ledger.
+The same logger writes the request's line in the CAS's IIS log, when it keeps one (mockcas.w3c).
 
 `Expect: 100-continue` is answered after authentication, as IIS does: aiohttp would send `100 Continue`
 before any handler runs, so the service routes take that decision away from it (`_defer_expect`) and
@@ -39,6 +40,7 @@ from mockcas import iis
 from mockcas.cas import Cas
 from mockcas.config import CasConfig
 from mockcas.services import HttpService, RequestContext
+from mockcas.users import parse_basic
 
 log = logging.getLogger("mockcas")
 
@@ -69,6 +71,36 @@ def service_for(path: str) -> str | None:
     return None
 
 
+def _log_iis(cas: Cas, request: web.BaseRequest, ctx: RequestContext, status: int, started: float) -> None:
+    """The request's line in the CAS's IIS log (mockcas.w3c), when it keeps one."""
+    if cas.w3c is None:
+        return
+    ended = time.time()
+    cas.w3c.write(
+        ended=ended,
+        server_ip=cas.config.host,
+        server_port=cas.config.https_port if request.secure else cas.config.http_port,
+        method=request.method,
+        target=request.raw_path,
+        username=_logged_user(request, ctx, status),
+        client_ip=request.remote or "",
+        user_agent=request.headers.get(hdrs.USER_AGENT, ""),
+        status=status,
+        time_taken_ms=round((ended - started) * 1000),
+        forwarded_for=request.headers.get("X-Forwarded-For", ""),
+    )
+
+
+def _logged_user(request: web.BaseRequest, ctx: RequestContext, status: int) -> str:
+    """IIS's cs-username: the user the request authenticated as. A service that checked credentials or
+    a forms logon names the user (`ctx.user`); otherwise the name in Basic credentials IIS let through;
+    nobody for an anonymous request or a 401."""
+    if ctx.user:
+        return ctx.user
+    credentials = parse_basic(request.headers.get(hdrs.AUTHORIZATION)) if status != 401 else None
+    return credentials[0] if credentials else ""
+
+
 def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
     class LedgerAccessLogger(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time_taken: float) -> None:
@@ -78,8 +110,11 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
                 ctx.note("", "invalid", f"http {response.status}")
             if ctx.recorded:
                 return
+            started = request.get(_T0, time.time() - time_taken)
+            if _CTX in request:  # IIS logs what reached it; the parser's rejections go to HTTPERR
+                _log_iis(cas, request, ctx, response.status, started)
             cas.record(
-                ts=request.get(_T0, time.time() - time_taken),
+                ts=started,
                 service=ctx.service,
                 session_key=ctx.session_key,
                 client_ip=client_ip(request),
@@ -153,6 +188,7 @@ def build_service_app(cas: Cas) -> web.Application:
         except asyncio.CancelledError:
             # The CAS is stopping with this request in flight: aiohttp will not log it, so write the row
             # here. (A client that vanishes does not cancel the handler; services see a reset instead.)
+            _log_iis(cas, request, ctx, 499, request[_T0])
             cas.record(
                 ts=request[_T0],
                 service=sid,
@@ -283,6 +319,8 @@ class CasServer:
             server.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if self.cas.w3c is not None:
+            self.cas.w3c.close()  # after the runners: the last requests' lines are written by now
         for server in self._tcp_servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)

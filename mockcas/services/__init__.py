@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 class RequestContext:
     """What the CAS knows about one HTTP request while a service handles it: the service id, the path in
     lower case, what the service noted for the request's ledger row, and the user its credentials
-    proved (set by a service that checks Basic credentials in `refusal`)."""
+    proved (set by a service that checks Basic credentials in `refusal`, or by OWA and ECP from the
+    forms logon; the IIS log writes it as cs-username)."""
 
     __slots__ = ("detail", "path", "recorded", "service", "session_key", "state", "user")
 

@@ -80,6 +80,7 @@ class EcpService(HttpService):
         if check.logon is None:
             origin = request_origin(request, self.cas.config.vip_host)
             return without_logon(ctx, check, call, origin, "/ecp/")
+        ctx.user = check.logon.user  # the forms logon's user, for the IIS log's cs-username
         if call:
             return self._call(request, ctx, cookies.get(CANARY), check.logon)
         return self._page(ctx, cookies.get(CANARY), check.logon)

@@ -196,6 +196,7 @@ class OwaService(HttpService):
             ctx.note(username[:SESSION_KEY_MAX_CHARS], "none", "bad credentials")
             return logon_redirect(origin, "/owa/", REASON_BAD_CREDENTIALS)
         logon = self.forms.logon(user)
+        ctx.user = user
         ctx.note(logon.sid, "new", "logon")
         response = web.Response(status=302, headers={"Location": return_path(form.get("destination", ""))})
         response.set_cookie(AUTH_COOKIE, logon.token, path="/", httponly=True)
@@ -214,6 +215,7 @@ class OwaService(HttpService):
         if check.logon is None:
             return without_logon(ctx, check, script, origin, "/owa/")
         logon = check.logon
+        ctx.user = logon.user  # the forms logon's user, for the IIS log's cs-username
         if path == LOGOFF_PATH:
             return self._logoff(ctx, logon)
         sent = cookies.get(USER_CONTEXT_COOKIE)
