@@ -97,6 +97,9 @@ class CasUser(FastHttpUser):
     abstract = True
     client_kind: ClassVar[str] = ""
     keeps_cookies: ClassVar[bool] = True
+    # The program's own User-Agent, sent on every request unless a request names another (as Outlook's
+    # RPC/HTTP channels send MSRPC): CAS logs, and balancers keyed on it, see what they see of the real one.
+    user_agent: ClassVar[str] = ""
     # Filled in by loadgen.plan.user_classes:
     plan: ClassVar[LoadPlan]
     population: ClassVar[PopulationPlan]
@@ -184,6 +187,8 @@ class CasUser(FastHttpUser):
         self.follow_address()
         ctx = self.last_event = self.new_context(service)
         all_headers = {REQUEST_ID_HEADER: ctx.request_id, **self.run_headers, **(headers or {})}
+        if self.user_agent and not any(name.lower() == "user-agent" for name in all_headers):
+            all_headers["User-Agent"] = self.user_agent
         if not self.keeps_cookies:
             self.client.cookiejar.clear()
         with self.client.request(

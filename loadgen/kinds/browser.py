@@ -22,6 +22,7 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 @register
 class Browser(CasUser):
     client_kind = "browser"
+    user_agent = "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; WOW64; Trident/5.0)"  # IE9, Windows 7
     logged_on = False
 
     def classify(self, r: Response) -> tuple[str, str]:

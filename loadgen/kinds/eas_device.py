@@ -28,6 +28,7 @@ from loadgen.wire import autodiscover, eas
 @register
 class EasDevice(CasUser):
     client_kind = "eas-device"
+    user_agent = eas.IPHONE_USER_AGENT  # also on its Autodiscover call
     keeps_cookies = False
     network_timeout = 3600.0  # a Ping hangs for the whole heartbeat
     policy_key = ""

@@ -18,6 +18,7 @@ from loadgen.wire import ews
 @register
 class EwsApp(CasUser):
     client_kind = "ews-app"
+    user_agent = "ExchangeServicesClient/14.03.0032.000"  # the EWS Managed API 1.2 names itself so
 
     def on_start(self) -> None:
         self.keeps_cookies = self.population.keeps_cookies

@@ -10,6 +10,11 @@ import datetime as dt
 from loadgen.base import CasUser, Response
 from loadgen.wire import autodiscover, ews, oab
 
+# What Outlook names itself on its HTTP calls (Autodiscover, EWS, the OAB manifest); its RPC/HTTP
+# channels say MSRPC (loadgen.wire.rpchttp) and the OAB files are fetched by BITS (loadgen.wire.oab).
+OUTLOOK_2010_USER_AGENT = "Microsoft Office/14.0 (Windows NT 6.1; Microsoft Outlook 14.0.7113; Pro)"
+OUTLOOK_2007_USER_AGENT = "Microsoft Office/12.0 (Windows NT 6.1; Microsoft Office Outlook 12.0.6662; Pro)"
+
 
 class OutlookHttp(CasUser):
     abstract = True
@@ -83,7 +88,7 @@ class OutlookHttp(CasUser):
                 "oab",
                 base + download.file.name,
                 name="oab file range",
-                headers=download.next_headers(),
+                headers={**download.next_headers(), "User-Agent": oab.BITS_USER_AGENT},
                 auth=(self.username, self.password),
                 classify=lambda r: download.take(r.status_code, r.headers, r.content),
             )

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from locust import task
 
 from loadgen.kinds import register
-from loadgen.kinds.outlook import OutlookHttp
+from loadgen.kinds.outlook import OUTLOOK_2010_USER_AGENT, OutlookHttp
 from loadgen.wire.mapi import AddressBookConnection, Exchange, LineConnection, MapiConnection
 
 CONNECTIONS_PER_SESSION = 3  # Outlook 2010 typically holds several RPC connections per mailbox
@@ -36,6 +36,7 @@ KEEPALIVE_S = 300  # Outlook's background traffic keeps its session alive (Excha
 @register
 class OutlookMapi(OutlookHttp):
     client_kind = "outlook-mapi"
+    user_agent = OUTLOOK_2010_USER_AGENT
     keeps_cookies = True
     handle = ""
     last_mapi = 0.0

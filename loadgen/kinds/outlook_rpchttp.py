@@ -34,7 +34,7 @@ from locust import task
 
 from loadgen.eventlog import EventContext
 from loadgen.kinds import register
-from loadgen.kinds.outlook import OutlookHttp
+from loadgen.kinds.outlook import OUTLOOK_2007_USER_AGENT, OUTLOOK_2010_USER_AGENT, OutlookHttp
 from loadgen.wire.rpchttp import ConnectResult, RpcHttpError, VirtualConnection
 
 RPC_PORTS = (6001, 6004)  # the store (EMSMDB) and the address book (NSPI) endpoints
@@ -195,6 +195,7 @@ class OutlookAnywhere(OutlookHttp):
 @register
 class Outlook2010(OutlookAnywhere):
     client_kind = "outlook2010-rpchttp"
+    user_agent = OUTLOOK_2010_USER_AGENT
     sends_outlook_session = True
     keeps_cookies = True
 
@@ -202,4 +203,5 @@ class Outlook2010(OutlookAnywhere):
 @register
 class Outlook2007(OutlookAnywhere):
     client_kind = "outlook2007-rpchttp"
+    user_agent = OUTLOOK_2007_USER_AGENT
     keeps_cookies = False

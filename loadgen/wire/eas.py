@@ -38,6 +38,10 @@ FOLDER_CLASSES = {
 INBOX_TYPE = 2
 
 
+# An iPhone 4S on iOS 6.1 (what its ActiveSync requests and IIS logs name it).
+IPHONE_USER_AGENT = "Apple-iPhone4C1/1002.329"
+
+
 @dataclass(frozen=True)
 class Device:
     """One phone of one user. `device_id` is 1-32 letters and digits, unique per device."""
@@ -47,7 +51,7 @@ class Device:
     device_id: str
     device_type: str = "iPhone"
     protocol_version: str = "14.1"
-    user_agent: str = "Apple-iPhone3C1/1002.329"
+    user_agent: str = IPHONE_USER_AGENT
     model: str = "iPhone"
 
     def __post_init__(self) -> None:

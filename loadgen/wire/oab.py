@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
 MANIFEST = "oab.xml"
+# Outlook hands the OAB files to the Background Intelligent Transfer Service, which fetches the ranges
+# under its own name (BITS 7.5 is Windows 7's).
+BITS_USER_AGENT = "Microsoft BITS/7.5"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
