@@ -1,0 +1,111 @@
+"""What one logged request says about its client: the service (from the path), the program (from the
+User-Agent) and, for ActiveSync, the device (from the query). Pure functions on one value each: the
+tally calls them once per distinct value, never per line.
+
+Services are the lab's (caslab.vocab.SERVICE_PATHS: /owa, /ecp, /ews, /Microsoft-Server-ActiveSync,
+/rpc, /oab, /autodiscover, any case); a path of none of them is "other" (the site's root, favicon,
+a health probe of another URL).
+
+Agent families, as Exchange 2010 sees its clients:
+- outlook2010 / outlook2007: `Microsoft Office/14.0 (...; Microsoft Outlook 14.0...)` and
+  `Microsoft Office/12.0 (...)`, which Outlook sends on its own HTTP calls (Autodiscover, EWS, the OAB
+  manifest). Later Outlooks (15.0, 16.0) behave as 2010 does towards a balancer (they keep cookies and
+  send OutlookSession), so they count as outlook2010; 11.0 (2003) as 2007 (no cookies);
+- msrpc: `MSRPC`, the User-Agent of every RPC over HTTP channel, whatever the Outlook version;
+- bits: `Microsoft BITS/...`, the service that fetches the OAB files for Outlook;
+- eas: phones and ActiveSync apps (their requests carry DeviceId, which is what decides);
+- ews-app: EWS applications (`ExchangeServicesClient/...`, the EWS Managed API, and the like);
+- browser: `Mozilla/...` (every browser's agent starts so);
+- other: anything else, and "none" for a line without a User-Agent.
+IIS writes spaces in a User-Agent as "+"; both spellings are read.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_plus
+
+from caslab.vocab import SERVICE_PATHS
+
+OTHER = "other"
+SERVICES: tuple[str, ...] = (OTHER, *SERVICE_PATHS)  # code 0 is "other"
+AGENT_FAMILIES: tuple[str, ...] = (
+    "none",
+    "outlook2010",
+    "outlook2007",
+    "msrpc",
+    "bits",
+    "eas",
+    "ews-app",
+    "browser",
+    OTHER,
+)
+OUTLOOK_FAMILIES = ("outlook2010", "outlook2007")
+
+_OFFICE = re.compile(r"^Microsoft[ +]Office/(\d+)\.", re.IGNORECASE)
+_EAS_AGENTS = re.compile(
+    r"^(Apple-|Android|MSFT-|SAMSUNG|TouchDown|Nine|Outlook-iOS|Outlook-Android|BlackBerry|Nokia|HTC|Moto)",
+    re.IGNORECASE,
+)
+_EWS_AGENTS = re.compile(
+    r"^(ExchangeServicesClient|ExchangeWebServices|EWS|MacOutlook|Entourage)", re.IGNORECASE
+)
+_QUERY_FIELD = {
+    name: re.compile(rf"(?:^|&){name}=([^&]*)", re.IGNORECASE) for name in ("DeviceId", "DeviceType", "User")
+}
+# The same, for pyarrow's extract_regex (RE2 syntax), which the tally runs on a whole column at once.
+DEVICE_ID_PATTERN = r"(?i)(?:^|&)DeviceId=(?P<value>[^&]*)"
+DEVICE_TYPE_PATTERN = r"(?i)(?:^|&)DeviceType=(?P<value>[^&]*)"
+EAS_USER_PATTERN = r"(?i)(?:^|&)User=(?P<value>[^&]*)"
+
+
+def service_of(path: str) -> str:
+    """The service whose virtual directory holds `path` (query already removed), else "other"."""
+    lowered = path.lower()
+    for service, prefixes in SERVICE_PATHS.items():
+        for prefix in prefixes:
+            if lowered == prefix or lowered.startswith(prefix + "/"):
+                return service
+    return OTHER
+
+
+def agent_family(agent: str) -> str:
+    """The family of a User-Agent (see the module docstring)."""
+    if not agent or agent == "-":
+        return "none"
+    office = _OFFICE.match(agent)
+    if office:
+        return "outlook2007" if int(office.group(1)) <= 12 else "outlook2010"
+    if agent == "MSRPC":
+        return "msrpc"
+    if agent.lower().startswith(("microsoft bits/", "microsoft+bits/")):
+        return "bits"
+    if _EAS_AGENTS.match(agent):
+        return "eas"
+    if _EWS_AGENTS.match(agent):
+        return "ews-app"
+    if agent.startswith("Mozilla/"):
+        return "browser"
+    return OTHER
+
+
+def user_key(name: str) -> str:
+    """The one spelling of a user name that logs write as `DOMAIN\\user`, `user@domain` or `user`: the
+    bare name in lower case, so one person is counted once. "" for no user (`-`)."""
+    if not name or name == "-":
+        return ""
+    name = unquote_plus(name).lower()
+    return name.rsplit("\\", 1)[-1].split("@", 1)[0]
+
+
+def first_address(forwarded: str) -> str:
+    """The client's address in an X-Forwarded-For value (its first entry; IIS writes the ", " between
+    entries as ",+"), "" for none."""
+    first = forwarded.split(",", 1)[0].replace("+", "").strip()
+    return "" if first == "-" else first
+
+
+def query_field(query: str, name: str) -> str:
+    """One field of an ActiveSync query (DeviceId, DeviceType or User), decoded; "" when absent."""
+    found = _QUERY_FIELD[name].search(query)
+    return unquote_plus(found.group(1)) if found else ""

@@ -1,0 +1,326 @@
+"""`caslab scenario from-logs`: the readers (IIS W3C, HAProxy httplog, nginx combined; plain and
+gzipped; bad input)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lab.fromlogs import haproxy, nginx
+from lab.fromlogs.classify import agent_family, first_address, service_of, user_key
+from lab.fromlogs.read import read_logs
+from lab.fromlogs.sources import LogError
+from lab.fromlogs.w3c import W3cReader
+
+FIELDS = (
+    "date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) "
+    "sc-status sc-substatus sc-win32-status time-taken cs(X-Forwarded-For)"
+)
+SOFTWARE = "#Software: Microsoft Internet Information Services 7.5\n"
+HEADER = f"{SOFTWARE}#Version: 1.0\n#Date: 2024-01-05 00:00:00\n#Fields: {FIELDS}\n"
+OUTLOOK_2010 = "Microsoft+Office/14.0+(Windows+NT+6.1;+Microsoft+Outlook+14.0.7113;+Pro)"
+OUTLOOK_2007 = "Microsoft+Office/12.0+(Windows+NT+6.1;+Microsoft+Office+Outlook+12.0.6662;+Pro)"
+BROWSER = "Mozilla/5.0+(compatible;+MSIE+9.0;+Windows+NT+6.1;+WOW64;+Trident/5.0)"
+IPHONE = "Apple-iPhone4C1/902.176"
+DAY = dt.datetime(2024, 1, 5, tzinfo=dt.UTC).timestamp()
+CHANGE_EVERY_S = 1200  # the carrier's phones in farm_lines move every 20 minutes
+BALANCER = "10.0.0.5"
+
+
+def line(t: float, stem: str, query: str, user: str, agent: str, forwarded: str, peer: str = BALANCER) -> str:
+    when = dt.datetime.fromtimestamp(DAY + t, dt.UTC)
+    return (
+        f"{when:%Y-%m-%d %H:%M:%S} 10.0.0.11 POST {stem} {query or '-'} 443 {user or '-'} {peer} {agent} "
+        f"200 0 0 15 {forwarded or '-'}"
+    )
+
+
+def farm_lines(hours: int = 2, forwarded: bool = True) -> list[str]:
+    """Two hours of a farm behind a balancer that source-NATs, in time order: a tenant of 30 users
+    behind 2 NAT addresses (all with a browser, 10 with Outlook 2010 and 4 with Outlook 2007 over
+    RPC/HTTP), 8 phones on a carrier's 4 addresses moving every 20 minutes, 5 intranet users with
+    Outlook over MAPI and 4 home users with a browser."""
+    rows: list[tuple[float, str]] = []
+
+    def add(t: float, *args: str) -> None:
+        peer = BALANCER if forwarded else args[-1]
+        rows.append((t, line(t, *args[:-1], args[-1] if forwarded else "", peer=peer)))
+
+    for t in range(0, hours * 3600, 60):
+        for u in range(1, 31):
+            nat = f"203.0.113.{1 + u % 2}"
+            if (t // 60 + u) % 5 == 0:
+                add(t, "/owa/ev.owa", "ns=Messaging", f"CONTOSO\\user{u}", BROWSER, nat)
+            if u <= 14 and (t // 60 + u) % 10 == 0:
+                add(t, "/rpc/rpcproxy.dll", "cas01.contoso.com:6001", f"user{u}@contoso.com", "MSRPC", nat)
+                agent = OUTLOOK_2010 if u <= 10 else OUTLOOK_2007
+                add(t, "/EWS/Exchange.asmx", "", f"user{u}@contoso.com", agent, nat)
+        for d in range(1, 9):
+            if (t // 60 + d) % 2 == 0:
+                slot = (d + (t + d * 150) // CHANGE_EVERY_S) % 4
+                query = f"Cmd=Ping&User=phone{d}&DeviceId=APPL{d:04d}SECRET&DeviceType=iPhone"
+                add(
+                    t,
+                    "/Microsoft-Server-ActiveSync/default.eas",
+                    query,
+                    f"phone{d}",
+                    IPHONE,
+                    f"198.51.100.{slot + 1}",
+                )
+        for u in range(1, 6):
+            if (t // 60 + u) % 10 == 0:
+                add(t, "/EWS/Exchange.asmx", "", f"desk{u}", OUTLOOK_2010, f"10.1.0.{u}")
+        for u in range(1, 5):
+            if (t // 60 + u) % 5 == 0:
+                add(t, "/owa/", "ae=Folder", f"home{u}", BROWSER, f"192.0.2.{u}")
+    return [text for _, text in sorted(rows)]
+
+
+def write_log(path: Path, lines: list[str], header: str = HEADER) -> Path:
+    text = header + "".join(f"{x}\n" for x in lines)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def read_one(path: Path) -> tuple[W3cReader, list[dict]]:
+    reader = W3cReader(path)
+    rows = [row for batch in reader.batches() for row in batch.to_pylist()]
+    return reader, rows
+
+
+# -- what a request says ----------------------------------------------------------------------------
+
+
+def test_service_of_a_path_is_its_virtual_directory_in_any_case():
+    assert service_of("/owa/") == service_of("/OWA") == "owa"
+    assert service_of("/Microsoft-Server-ActiveSync/default.eas") == "eas"
+    assert service_of("/rpc/rpcproxy.dll") == "rpchttp"
+    assert service_of("/EWS/Exchange.asmx") == "ews"
+    assert service_of("/OAB/1234/oab.xml") == "oab"
+    assert service_of("/Autodiscover/Autodiscover.xml") == "autodiscover"
+    assert service_of("/owanext") == service_of("/") == service_of("/favicon.ico") == "other"
+
+
+def test_agent_families_of_exchange_clients():
+    assert agent_family(OUTLOOK_2010) == agent_family(OUTLOOK_2010.replace("+", " ")) == "outlook2010"
+    assert (
+        agent_family("Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.4266; Pro)")
+        == "outlook2010"
+    )
+    assert (
+        agent_family(OUTLOOK_2007) == agent_family("Microsoft Office/11.0 (Windows NT 5.1)") == "outlook2007"
+    )
+    assert agent_family("MSRPC") == "msrpc"
+    assert agent_family("Microsoft+BITS/7.5") == "bits"
+    assert agent_family(IPHONE) == agent_family("Android-SAMSUNG-GT-I9300/101.40102") == "eas"
+    assert agent_family("ExchangeServicesClient/14.03.0032.000") == "ews-app"
+    assert agent_family(BROWSER) == "browser"
+    assert agent_family("curl/7.88.1") == "other"
+    assert agent_family("-") == agent_family("") == "none"
+
+
+def test_a_user_is_one_name_however_a_log_spells_it():
+    assert (
+        user_key("CONTOSO\\User1")
+        == user_key("user1@contoso.com")
+        == user_key("user1%40contoso.com")
+        == "user1"
+    )
+    assert user_key("-") == user_key("") == ""
+    assert (
+        first_address("198.51.100.7,+10.0.0.1") == first_address("198.51.100.7, 10.0.0.1") == "198.51.100.7"
+    )
+    assert first_address("-") == ""
+
+
+# -- the IIS W3C reader -----------------------------------------------------------------------------
+
+
+def test_fields_decide_the_columns_and_an_unknown_field_is_skipped_with_a_note(tmp_path):
+    header = "#Version: 1.0\n#Fields: time c-ip X-Forwarded-For cs-uri-stem x-made-up date cs-username\n"
+    log = write_log(
+        tmp_path / "u_ex240105.log",
+        ["10:00:01 10.0.0.5 203.0.113.9 /owa/ zz 2024-01-05 CONTOSO\\alice"],
+        header,
+    )
+    reader, rows = read_one(log)
+    assert rows == [
+        {
+            "ts": int(DAY) + 36001,
+            "peer": "10.0.0.5",
+            "forwarded": "203.0.113.9",
+            "user": "CONTOSO\\alice",
+            "agent": "",
+            "path": "/owa/",
+            "query": "",
+        }
+    ]
+    assert reader.notes.skipped_fields == ["x-made-up"]
+
+
+def test_lines_of_another_format_are_counted_and_quoted_never_read(tmp_path):
+    good = farm_lines(hours=1)[:3]
+    nginx_line = '203.0.113.7 - bob [05/Jan/2024:10:00:00 +0000] "GET /owa/ HTTP/1.1" 200 5 "-" "x"'
+    bad_time = good[0].replace(good[0][11:19], "25:61:00")
+    log = write_log(tmp_path / "u_ex240105.log", [good[0], nginx_line, good[1], bad_time, good[2]])
+    reader, rows = read_one(log)
+    assert len(rows) == 3 and reader.notes.misfits == 2
+    first, second = reader.notes.examples
+    assert first.startswith("line 6: 12 fields where #Fields names 15")  # after 4 header lines
+    assert second.startswith("line 8: a date and time not as IIS writes them")
+    assert reader.notes.lines == 9
+
+
+def test_a_new_header_block_may_change_the_fields_mid_file(tmp_path):
+    first = line(0, "/owa/", "", "alice", BROWSER, "203.0.113.1")
+    second_header = f"{SOFTWARE}#Fields: date time cs-uri-stem c-ip cs-username\n"
+    text = HEADER + first + "\n" + second_header + "2024-01-05 00:00:09 /EWS/Exchange.asmx 192.0.2.8 bob\n"
+    log = tmp_path / "u_ex240105.log"
+    log.write_text(text)
+    _, rows = read_one(log)
+    assert [(r["path"], r["peer"], r["forwarded"], r["user"]) for r in rows] == [
+        ("/owa/", BALANCER, "203.0.113.1", "alice"),
+        ("/EWS/Exchange.asmx", "192.0.2.8", "", "bob"),
+    ]
+
+
+def test_gzipped_and_plain_logs_read_alike_and_several_days_add_up(tmp_path):
+    lines = farm_lines(hours=1)
+    plain = write_log(tmp_path / "u_ex240105.log", lines)
+    packed = write_log(tmp_path / "u_ex240106.log.gz", [x.replace("2024-01-05", "2024-01-06") for x in lines])
+    assert [r["path"] for r in read_one(packed)[1]] == [r["path"] for r in read_one(plain)[1]]
+    observed = read_logs([plain, packed])
+    assert [f.requests for f in observed.files] == [len(lines), len(lines)]
+    assert int(observed.activity["requests"].sum()) == 2 * len(lines)
+    assert observed.activity["first"].min() == int(DAY)
+    assert observed.activity["last"].max() >= int(DAY) + 86400
+
+
+def test_bytes_that_are_not_utf8_are_read_with_replacement(tmp_path):
+    log = tmp_path / "u_ex240105.log"
+    log.write_bytes(
+        HEADER.encode() + line(0, "/owa/", "", "al\xe9", BROWSER, "203.0.113.1").encode("latin-1") + b"\n"
+    )
+    reader, rows = read_one(log)
+    assert rows[0]["user"] == "al\ufffd" and reader.notes.remarks
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("hello world\nthis is no log\n", "line 1: not an IIS W3C log"),
+        ("\n\nGET / HTTP/1.1\n", "line 3: not an IIS W3C log"),
+        (
+            "#Software: IIS\n" + line(0, "/owa/", "", "a", BROWSER, "") + "\n",
+            "line 2: a request line before any #Fields",
+        ),
+        ("#Fields: time c-ip cs-uri-stem\n", "line 1: #Fields lacks date"),
+        (
+            "#Fields: date time cs-uri-stem cs-username\n",
+            "line 1: #Fields has neither c-ip nor X-Forwarded-For",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_log_says_which_line_and_why(tmp_path, content, problem):
+    log = tmp_path / "not.log"
+    log.write_text(content)
+    with pytest.raises(LogError, match=problem):
+        read_logs([log])
+
+
+def test_binary_data_and_broken_gzip_are_not_logs(tmp_path):
+    binary = tmp_path / "a.bin"
+    binary.write_bytes(b"\x00\x01\x02garbage")
+    with pytest.raises(LogError, match="line 1: binary data"):
+        read_logs([binary])
+    broken = tmp_path / "u_ex240105.log.gz"
+    broken.write_bytes(gzip.compress((HEADER + "\n".join(farm_lines(1))).encode())[:3000])
+    with pytest.raises(LogError, match="gzip"):
+        read_logs([broken])
+
+
+def test_logs_without_exchange_traffic_are_an_error_not_an_empty_scenario(tmp_path):
+    log = write_log(
+        tmp_path / "u_ex240105.log", [line(t, "/index.html", "", "alice", BROWSER, "") for t in range(5)]
+    )
+    with pytest.raises(LogError, match="no Exchange traffic found: of 5 requests read"):
+        read_logs([log])
+
+
+GARBAGE_LINE = st.text(max_size=80).map(lambda g: g.replace("\n", " ").replace("\r", " ").lstrip("#"))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(GARBAGE_LINE.filter(str.strip), min_size=1, max_size=30), st.integers(0, 3))
+def test_the_w3c_reader_never_raises_on_garbage_lines_and_counts_each(tmp_path, garbage, good):
+    lines = farm_lines(hours=1)[:good] + garbage
+    log = tmp_path / "u_ex240105.log"
+    log.write_text(HEADER + "".join(f"{x}\n" for x in lines), encoding="utf-8")
+    reader, rows = read_one(log)
+    assert len(rows) >= good
+    assert len(rows) + reader.notes.misfits == len(lines)  # each line is read or counted, none lost
+
+
+# -- the balancers' logs ----------------------------------------------------------------------------
+
+HAPROXY_LINE = (
+    "Jan  5 10:00:00 lb1 haproxy[1234]: 203.0.113.7:50123 [05/Jan/2024:10:00:00.123] https~ eas/cas01 "
+    "0/0/1/12/13 200 512 - - ---- 10/10/2/1/0 0/0 {Apple-iPhone4C1/902.176} "
+    '"POST /Microsoft-Server-ActiveSync/default.eas?Cmd=Ping&User=bob&DeviceId=D1&DeviceType=iPhone HTTP/1.1"'
+)
+NGINX_LINE = (
+    '203.0.113.8 - alice@contoso.com [05/Jan/2024:11:00:00 +0100] "POST /EWS/Exchange.asmx HTTP/1.1" 200 512 '
+    '"-" "ExchangeServicesClient/14.03.0032.000"'
+)
+
+
+def _balancer_rows(path: Path, reader) -> list[dict]:
+    return [row for batch in reader.batches() for row in batch.to_pylist()]
+
+
+def test_an_haproxy_httplog_line_gives_address_time_and_request_and_captures_when_named(tmp_path):
+    log = tmp_path / "haproxy.log"
+    log.write_text(HAPROXY_LINE + "\n")
+    (row,) = _balancer_rows(log, haproxy.reader(log))
+    assert row["peer"] == "203.0.113.7" and row["ts"] == int(DAY) + 36000
+    assert row["path"] == "/Microsoft-Server-ActiveSync/default.eas" and "DeviceId=D1" in row["query"]
+    assert row["agent"] == ""  # a capture is not read without its name
+    (row,) = _balancer_rows(log, haproxy.reader(log, ("User-Agent",)))
+    assert row["agent"] == "Apple-iPhone4C1/902.176"
+
+
+def test_an_nginx_combined_line_gives_the_basic_user_the_agent_and_the_zone(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text(NGINX_LINE + "\n")
+    (row,) = _balancer_rows(log, nginx.reader(log))
+    assert row["user"] == "alice@contoso.com" and row["agent"].startswith("ExchangeServicesClient")
+    assert row["ts"] == int(DAY) + 36000  # 11:00 at +0100 is 10:00 UTC
+
+
+def test_a_balancer_log_of_the_other_format_is_told_apart_and_its_misfits_counted(tmp_path):
+    log = tmp_path / "mixed.log"
+    log.write_text(NGINX_LINE + "\n" + HAPROXY_LINE + "\n" + NGINX_LINE.replace("11:00", "11:05") + "\n")
+    observed = read_logs([log])
+    (notes,) = observed.files
+    assert notes.format == "nginx-combined" and notes.requests == 2 and notes.misfits == 1
+    assert notes.examples[0].startswith("line 2: not an nginx combined line")
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(st.text(max_size=120), min_size=1, max_size=20), st.sampled_from(["haproxy", "nginx"]))
+def test_the_balancer_log_readers_never_raise_on_garbage_and_count_it(tmp_path, garbage, fmt):
+    first = HAPROXY_LINE if fmt == "haproxy" else NGINX_LINE
+    log = tmp_path / "balancer.log"
+    lines = [g.replace("\n", " ").replace("\r", " ") for g in garbage]
+    log.write_text(first + "\n" + "".join(f"{x}\n" for x in lines), encoding="utf-8")
+    reader = haproxy.reader(log) if fmt == "haproxy" else nginx.reader(log)
+    rows = _balancer_rows(log, reader)
+    assert len(rows) + reader.notes.misfits == 1 + sum(1 for x in lines if x.strip())
