@@ -135,6 +135,22 @@ def _scenario_schema(_args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _scenario_from_logs(args: argparse.Namespace) -> int:
+    from lab.fromlogs.command import from_logs
+
+    if args.time_scale <= 0:
+        print("caslab scenario from-logs: --time-scale must be above 0", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    capture = tuple(c.strip() for c in args.haproxy_capture.split(",") if c.strip())
+    return from_logs(
+        [Path(p) for p in args.logs],
+        output=Path(args.output) if args.output else None,
+        report=Path(args.report) if args.report else None,
+        time_scale=args.time_scale,
+        haproxy_capture=capture,
+    )
+
+
 def _rerender_report(args: argparse.Namespace) -> int:
     """Re-render report.html, junit.xml and summary.json from a run's stored data; exit as the verdict."""
     from lab.report import RUN_FACTS, render_report
@@ -523,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(
         sub,
         "scenario",
-        "scenario file helpers: print the JSON Schema of scenario files",
-        "Scenario file helpers. `schema` prints the JSON Schema of scenario files.",
+        "scenario file helpers: the JSON Schema of scenario files, a scenario from logs",
+        "Scenario file helpers. `schema` prints the JSON Schema of scenario files; `from-logs` infers a\n"
+        "scenario from a farm's IIS or balancer access logs.",
     )
     ssub = p.add_subparsers(dest="scenario_command", metavar="ACTION", required=True, help="one of:")
     ps = _command(
@@ -540,6 +557,50 @@ def build_parser() -> argparse.ArgumentParser:
         "  caslab scenario schema > scenario.schema.json\n",
     )
     ps.set_defaults(func=_scenario_schema)
+    pf = _command(
+        ssub,
+        "from-logs",
+        "infer a scenario from CAS (IIS) or balancer access logs",
+        "Read the logs of a real farm and write a scenario whose populations, client mix and address\n"
+        "changes match them, each inference a comment with its evidence (e.g. '3 addresses carried\n"
+        "47-63 distinct users each: a NAT-ed tenant'). User names and device ids are counted, never\n"
+        "written.\n\n"
+        "Logs: IIS W3C logs of Exchange 2010 CAS (u_exYYMMDD.log; the #Fields line decides the columns;\n"
+        "log cs(User-Agent), cs-username and, behind a balancer that source-NATs, X-Forwarded-For as\n"
+        "cs(X-Forwarded-For)), HAProxy `option httplog` and nginx `combined` access logs, plain or\n"
+        "gzipped, several files and days at once. The format is told from each file's first line.\n\n"
+        "What it infers: each request's service from its path; each client's kind from its User-Agent\n"
+        "and services (Outlook 2010/2007 by Microsoft Office/14.0 or 12.0, RPC over HTTP by MSRPC, MAPI\n"
+        "Outlook by its HTTP calls without RPC over HTTP, ActiveSync devices by DeviceId, browsers,\n"
+        "EWS applications); populations from addresses (many users behind one: a NAT-ed tenant, or a\n"
+        "Citrix farm if all run desktop Outlook; one user each: intranet or direct; phones moving among\n"
+        "shared addresses: a carrier, with their rate of address changes); request rates per kind and\n"
+        "the peak hour. The figures of the fit (observed against what the scenario makes in the lab)\n"
+        "are printed; --report writes them as an HTML page with plots.\n\n"
+        "A file that is not a log is an error naming its line; lines of another format inside a log\n"
+        "are counted and quoted here, never guessed at; logs with no Exchange traffic are an error.\n"
+        "Exit code: 0 the scenario was written, 2 the logs could not make one.",
+        "  caslab scenario from-logs u_ex240105.log u_ex240106.log.gz -o tenant.toml --report fit.html\n"
+        "  caslab scenario from-logs logs/CAS*/u_ex*.log > farm.toml\n"
+        "  caslab scenario from-logs haproxy.log --haproxy-capture User-Agent -o from-balancer.toml\n"
+        "  caslab scenario from-logs reports/RUN/farm/*/u_ex*.log --time-scale 120   a caslab run's logs\n",
+    )
+    pf.add_argument("logs", nargs="+", metavar="LOG", help="log files (plain or gzipped)")
+    pf.add_argument("-o", "--output", metavar="FILE", help="write the scenario here (default: stdout)")
+    pf.add_argument("--report", metavar="FILE", help="write the fit report (HTML) here")
+    pf.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="the logs' clock ran this many times faster than Exchange's (a caslab run's time_scale)",
+    )
+    pf.add_argument(
+        "--haproxy-capture",
+        default="",
+        metavar="NAMES",
+        help="the request headers HAProxy captures, in its config's order (e.g. User-Agent,X-Forwarded-For)",
+    )
+    pf.set_defaults(func=_scenario_from_logs)
 
     p = _command(
         sub,

@@ -1,21 +1,29 @@
 """`caslab scenario from-logs`: the readers (IIS W3C, HAProxy httplog, nginx combined; plain and
-gzipped; bad input)."""
+gzipped; bad input), the inference of clients and populations from a farm's logs, and the scenario it
+writes (valid, with its evidence, and nothing personal in it)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
+import tomllib
 from pathlib import Path
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lab.cli import main
 from lab.fromlogs import haproxy, nginx
 from lab.fromlogs.classify import agent_family, first_address, service_of, user_key
+from lab.fromlogs.infer import infer
 from lab.fromlogs.read import read_logs
 from lab.fromlogs.sources import LogError
 from lab.fromlogs.w3c import W3cReader
+from lab.fromlogs.writer import scenario_toml
+from lab.scenario import SCHEMA_FILE, parse_scenario
 
 FIELDS = (
     "date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) "
@@ -253,6 +261,7 @@ def test_logs_without_exchange_traffic_are_an_error_not_an_empty_scenario(tmp_pa
     )
     with pytest.raises(LogError, match="no Exchange traffic found: of 5 requests read"):
         read_logs([log])
+    assert main(["scenario", "from-logs", str(log)]) == 2
 
 
 GARBAGE_LINE = st.text(max_size=80).map(lambda g: g.replace("\n", " ").replace("\r", " ").lstrip("#"))
@@ -324,3 +333,82 @@ def test_the_balancer_log_readers_never_raise_on_garbage_and_count_it(tmp_path, 
     reader = haproxy.reader(log) if fmt == "haproxy" else nginx.reader(log)
     rows = _balancer_rows(log, reader)
     assert len(rows) + reader.notes.misfits == 1 + sum(1 for x in lines if x.strip())
+
+
+# -- inference ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def farm_log(tmp_path) -> Path:
+    return write_log(tmp_path / "u_ex240105.log", farm_lines())
+
+
+def test_populations_are_recovered_from_a_farm_behind_a_balancer(farm_log):
+    inference = infer(read_logs([farm_log]))
+    by_kind = {p.kind: p for p in inference.populations}
+    assert set(by_kind) == {"tenant-nat", "mobile-carrier", "intranet", "direct"}
+    tenant = by_kind["tenant-nat"]
+    assert (tenant.users, tenant.source_ips, tenant.users_per_address) == (30, 2, (15, 15))
+    assert tenant.clients == {"browser": 30, "outlook2010-rpchttp": 10, "outlook2007-rpchttp": 4}
+    assert tenant.evidence[0] == "2 addresses carried 15 distinct users each: a NAT-ed tenant"
+    carrier = by_kind["mobile-carrier"]
+    assert (carrier.users, carrier.source_ips, carrier.clients) == (8, 4, {"eas-device": 8})
+    assert carrier.ip_change_every_s == pytest.approx(CHANGE_EVERY_S, rel=0.2)
+    assert (by_kind["intranet"].users, by_kind["intranet"].clients) == (5, {"outlook-mapi": 5})
+    assert (by_kind["direct"].users, by_kind["direct"].clients) == (4, {"browser": 4})
+    assert any("c-ip 10.0.0.5 carried" in n and "X-Forwarded-For" in n for n in inference.notes)
+    assert inference.rates["browser"].per_hour == pytest.approx(12, rel=0.05)  # one page every 5 min
+
+
+def test_a_balancer_that_source_nats_without_x_forwarded_for_is_named(tmp_path):
+    unforwarded = [x.rsplit(" ", 1)[0] + " -" for x in farm_lines()]  # X-Forwarded-For not logged
+    inference = infer(read_logs([write_log(tmp_path / "u_ex240105.log", unforwarded)]))
+    (warning,) = [n for n in inference.notes if n.startswith("WARNING")]
+    assert "c-ip 10.0.0.5 carried 47 of 47 users and no X-Forwarded-For was logged" in warning
+
+
+def test_many_users_of_desktop_outlook_only_behind_one_address_are_a_citrix_farm(tmp_path):
+    lines = [
+        line(t, "/EWS/Exchange.asmx", "", f"user{u}", OUTLOOK_2010, "203.0.113.50")
+        for t in range(0, 3600, 300)
+        for u in range(1, 21)
+    ]
+    inference = infer(read_logs([write_log(tmp_path / "u_ex240105.log", lines)]))
+    (citrix,) = inference.populations
+    assert (citrix.kind, citrix.users, citrix.clients) == ("citrix", 20, {"outlook-mapi": 20})
+
+
+def test_a_caslab_runs_logs_are_read_in_exchange_time(farm_log):
+    fast = infer(read_logs([farm_log], time_scale=60))
+    (carrier,) = [p for p in fast.populations if p.kind == "mobile-carrier"]
+    assert carrier.ip_change_every_s == pytest.approx(CHANGE_EVERY_S * 60, rel=0.2)
+
+
+# -- the scenario written ---------------------------------------------------------------------------
+
+
+def test_the_scenario_is_valid_has_its_evidence_and_nothing_personal(farm_log):
+    inference = infer(read_logs([farm_log]))
+    text = scenario_toml(inference, "contoso")
+    scenario = parse_scenario(text, "contoso.toml")
+    jsonschema.validate(tomllib.loads(text), json.loads(SCHEMA_FILE.read_text()))
+    assert [p.kind for p in scenario.populations] == ["tenant-nat", "mobile-carrier", "intranet", "direct"]
+    carrier = scenario.populations[1]
+    assert carrier.ip_change_every_s == pytest.approx(CHANGE_EVERY_S, rel=0.2)
+    assert "# 2 addresses carried 15 distinct users each: a NAT-ed tenant" in text
+    assert "each device moved every" in text
+    for personal in ("user1", "phone1", "desk1", "home1", "appl0", "secret"):
+        assert personal not in text.lower(), personal
+
+
+def test_the_command_writes_the_scenario_the_report_and_prints_the_fit(farm_log, tmp_path, capsys):
+    out, report = tmp_path / "contoso.toml", tmp_path / "fit.html"
+    assert main(["scenario", "from-logs", str(farm_log), "-o", str(out), "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert f"read {farm_log}: iis-w3c" in printed
+    assert "fit: observed in the logs | synthesized by the scenario" in printed
+    assert "tenant-nat outlook2010-rpchttp" in printed
+    assert parse_scenario(out.read_text(), str(out)).name == "contoso"
+    page = report.read_text()
+    assert page.count("<svg") == 4 and "NAT-ed tenant" in page
+    assert "user1" not in page.lower() and "secret" not in page.lower()

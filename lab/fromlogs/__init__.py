@@ -8,6 +8,12 @@ populations, client mix, address changes and request rates match them, with a fi
       batch.py     the one shape every reader hands on, and the notes it keeps per file
     tally.py       the small counters a day of logs comes down to (ids, not names)
     classify.py    what one value says: the service of a path, the family of a User-Agent, a user
+    infer.py       the inference: clients.py (kinds), populations.py (addresses), rates.py
+    model.py       what is inferred, as plain data
+    writer.py      the scenario TOML, every inference a comment with its evidence
+    fit.py         observed against synthesized; lab_rates.py, what the lab's client kinds make
+    figures.py     the fit as text; page.py, plots.py, templates/: the fit report
+    command.py     the command itself
 
 Streaming: no file is held in memory (blocks of whole lines; counters that grow with the number of
 clients, not of lines). Nothing personal leaves: user names and device ids are counted, never written.

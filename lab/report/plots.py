@@ -5,6 +5,7 @@ per service over time, the heartbeats ActiveSync devices asked for, and why sess
 SVG stays sharp at any zoom and is smaller than the PNGs it replaces; its text stays text (the
 browser's sans-serif font draws it, no glyphs are embedded) and nothing is raster: the heat map is
 drawn as rectangles, not an image. A plot with nothing to show is not drawn: the page says so in words.
+`new_axes` and `inline_svg` are how every page of caslab draws (the fit report of from-logs too).
 """
 
 from __future__ import annotations
@@ -64,13 +65,14 @@ def plots(analysis: Analysis, ramp_s: float) -> dict[str, Plot]:
         }
 
 
-def _axes(width: float, height: float) -> Axes:
+def new_axes(width: float, height: float) -> Axes:
+    """The axes of a new figure of `width` x `height` inches."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     return Figure(figsize=(width, height), layout="constrained").subplots()
 
 
-def _svg(ax: Axes, name: str, alt: str) -> Plot:
+def inline_svg(ax: Axes, name: str, alt: str) -> Plot:
     """The figure of `ax` as an <svg> element to put inline in the page. `name` salts its element ids,
     so the ids of two plots on one page never collide."""
     import matplotlib
@@ -94,7 +96,7 @@ def _load(analysis: Analysis) -> Plot:
     pops = analysis.population_requests
     if not pops.to_numpy().sum():
         return Plot(alt, nothing_to_show="No CAS answered a request: there is no load to show.")
-    ax = _axes(5.6, 3.4)
+    ax = new_axes(5.6, 3.4)
     bottom = np.zeros(len(servers))
     for i, population in enumerate(pops.index):
         values = pops.loc[population].reindex(servers, fill_value=0).to_numpy()
@@ -105,7 +107,7 @@ def _load(analysis: Analysis) -> Plot:
     ax.legend(fontsize=7, frameon=False)
     ax.set_ylabel("answered requests")
     ax.set_title("Load per CAS (by population)")
-    return _svg(ax, "load", alt)
+    return inline_svg(ax, "load", alt)
 
 
 def _heatmap(analysis: Analysis) -> Plot:
@@ -116,7 +118,7 @@ def _heatmap(analysis: Analysis) -> Plot:
     if not analysis.population_requests.to_numpy().sum():
         return Plot(alt, nothing_to_show="No population got an answer: there are no shares to show.")
     values = shares.to_numpy()
-    ax = _axes(5.6, 0.8 + 0.45 * len(shares))
+    ax = new_axes(5.6, 0.8 + 0.45 * len(shares))
     ax.pcolormesh(values, cmap="Blues", vmin=0, vmax=1, edgecolors="white", linewidth=1)
     ax.invert_yaxis()  # the first population on top, as in the table below the plot
     ax.set_xticks(np.arange(len(servers)) + 0.5, servers)
@@ -133,7 +135,7 @@ def _heatmap(analysis: Analysis) -> Plot:
             color="white" if value > 0.6 else "black",
         )
     ax.set_title("Share of each population's requests per CAS")
-    return _svg(ax, "heatmap", alt)
+    return inline_svg(ax, "heatmap", alt)
 
 
 def _timeline(analysis: Analysis, ramp_s: float) -> Plot:
@@ -143,7 +145,7 @@ def _timeline(analysis: Analysis, ramp_s: float) -> Plot:
     if not timeline.to_numpy().sum():
         return Plot(alt, nothing_to_show="No CAS answered a request: there is no traffic over time to show.")
     colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(analysis.servers.index)}
-    ax = _axes(11, 3.2)
+    ax = new_axes(11, 3.2)
     width = float(timeline.index[1] - timeline.index[0]) if len(timeline) > 1 else 1.0
     for server in timeline.columns:
         per_second = timeline[server] / width
@@ -168,7 +170,7 @@ def _timeline(analysis: Analysis, ramp_s: float) -> Plot:
     ax.set_ylabel("requests/s")
     ax.set_title("Requests per CAS over time")
     ax.legend(fontsize=7, frameon=False, ncol=min(len(timeline.columns), 6) or 1)
-    return _svg(ax, "timeline", alt)
+    return inline_svg(ax, "timeline", alt)
 
 
 def _affinity(analysis: Analysis) -> Plot:
@@ -185,7 +187,7 @@ def _affinity(analysis: Analysis) -> Plot:
         return Plot(
             alt, nothing_to_show="No session was split and no request broke, in any service: nothing to plot."
         )
-    ax = _axes(5.6, 3.4)
+    ax = new_axes(5.6, 3.4)
     x = np.arange(len(table))
     for i, (label, values, color) in enumerate(series):
         ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=label, color=color)
@@ -193,7 +195,7 @@ def _affinity(analysis: Analysis) -> Plot:
     ax.set_ylabel("%")
     ax.set_title("Affinity per service")
     ax.legend(fontsize=7, frameon=False)
-    return _svg(ax, "affinity", alt)
+    return inline_svg(ax, "affinity", alt)
 
 
 def _cuts(analysis: Analysis, ramp_s: float) -> Plot:
@@ -203,7 +205,7 @@ def _cuts(analysis: Analysis, ramp_s: float) -> Plot:
     cuts = cuts.loc[:, cuts.sum() > 0] if not cuts.empty else cuts
     if cuts.empty:
         return Plot(alt, nothing_to_show="No held request, channel or connection was cut: nothing to plot.")
-    ax = _axes(5.6, 3.2)
+    ax = new_axes(5.6, 3.2)
     for i, service in enumerate(cuts.columns):
         ax.step(cuts.index, cuts[service], where="post", label=service, color=PALETTE[i % len(PALETTE)])
     if ramp_s:
@@ -214,7 +216,7 @@ def _cuts(analysis: Analysis, ramp_s: float) -> Plot:
     ax.set_ylabel("cuts per time bin")
     ax.set_title("Cuts per service over time")
     ax.legend(fontsize=7, frameon=False)
-    return _svg(ax, "cuts", alt)
+    return inline_svg(ax, "cuts", alt)
 
 
 def _heartbeats(analysis: Analysis) -> Plot:
@@ -225,7 +227,7 @@ def _heartbeats(analysis: Analysis) -> Plot:
         return Plot(alt, nothing_to_show="No ActiveSync device pinged: there are no heartbeats to show.")
     counts = asked["heartbeat_s"].value_counts().sort_index()
     minutes = counts.index.to_numpy() / 60
-    ax = _axes(5.6, 3.2)
+    ax = new_axes(5.6, 3.2)
     width = min(0.8, 0.8 * float(np.min(np.diff(minutes)))) if len(minutes) > 1 else 0.8
     ax.bar(minutes, counts.to_numpy(), width=width, color="#1f6feb", label="Pings")
     _whole_numbers(ax)
@@ -237,7 +239,7 @@ def _heartbeats(analysis: Analysis) -> Plot:
     ax.set_ylabel("Pings")
     ax.set_title("ActiveSync heartbeats")
     ax.legend(fontsize=7, frameon=False)
-    return _svg(ax, "heartbeats", alt)
+    return inline_svg(ax, "heartbeats", alt)
 
 
 def _moves(analysis: Analysis) -> Plot:
@@ -247,7 +249,7 @@ def _moves(analysis: Analysis) -> Plot:
     moves = moves[moves.sum(axis=1) > 0] if not moves.empty else moves
     if moves.empty:
         return Plot(alt, nothing_to_show="No session moved to another CAS: there is nothing to explain.")
-    ax = _axes(5.6, 3.2)
+    ax = new_axes(5.6, 3.2)
     x = np.arange(len(moves))
     bottom = np.zeros(len(moves))
     for cause in CAUSES:
@@ -260,7 +262,7 @@ def _moves(analysis: Analysis) -> Plot:
     ax.set_ylabel("moves")
     ax.set_title("Why sessions moved")
     ax.legend(fontsize=7, frameon=False)
-    return _svg(ax, "moves", alt)
+    return inline_svg(ax, "moves", alt)
 
 
 def _whole_numbers(ax: Axes) -> None:
