@@ -178,13 +178,13 @@ def test_lines_of_another_format_are_counted_and_quoted_never_read(tmp_path):
     good = farm_lines(hours=1)[:3]
     nginx_line = '203.0.113.7 - bob [05/Jan/2024:10:00:00 +0000] "GET /owa/ HTTP/1.1" 200 5 "-" "x"'
     bad_time = good[0].replace(good[0][11:19], "25:61:00")
-    log = write_log(tmp_path / "u_ex240105.log", [good[0], nginx_line, good[1], bad_time, good[2]])
-    reader, rows = read_one(log)
+    lines = [good[0], nginx_line, "", good[1], "   ", bad_time, good[2]]  # blank lines are no misfits
+    reader, rows = read_one(write_log(tmp_path / "u_ex240105.log", lines))
     assert len(rows) == 3 and reader.notes.misfits == 2
     first, second = reader.notes.examples
     assert first.startswith("line 6: 12 fields where #Fields names 15")  # after 4 header lines
-    assert second.startswith("line 8: a date and time not as IIS writes them")
-    assert reader.notes.lines == 9
+    assert second.startswith("line 10: a date and time not as IIS writes them")
+    assert reader.notes.lines == 11
 
 
 def test_a_new_header_block_may_change_the_fields_mid_file(tmp_path):

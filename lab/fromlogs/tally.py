@@ -40,8 +40,10 @@ from lab.fromlogs.classify import (
 )
 
 KEYS = ["peer", "client", "user", "agent", "device", "service", "bucket"]
-COMPACT_ROWS = 2_000_000  # group the activity parts again past this many rows
-COMPACT_RUNS = 2_000_000
+# The parts are grouped again when they hold this many rows more than the last compaction left (at
+# least COMPACT_ROWS): memory stays a few times the distinct groups, and compacting costs little.
+COMPACT_ROWS = 500_000
+COMPACT_RUNS = 500_000
 EAS = SERVICES.index("eas")
 
 
@@ -132,11 +134,12 @@ class Tally:
         self._user_names = Interner(lambda v: self.users.id_of(user_key(v)))
         self.agents = Interner(lambda a: AGENT_FAMILIES.index(agent_family(a)))
         self._paths = Interner(lambda p: SERVICES.index(service_of(p)))
-        self._device_type: dict[int, int] = {}
+        self._device_type: dict[int, int] = {}  # device id -> type id, from its first line
+        self._typed = np.zeros(0, bool)  # per device id: its type is known
         self._parts: list[pa.Table] = []
-        self._part_rows = 0
+        self._part_rows = self._compacted_rows = 0
         self._runs: list[np.ndarray] = []  # arrays of shape (n, 5): device, client, first, last, requests
-        self._run_rows = 0
+        self._run_rows = self._compacted_runs = 0
 
     def add(self, batch: pa.Table) -> None:
         ts = batch.column("ts").to_numpy()
@@ -168,30 +171,36 @@ class Tally:
         )
         self._parts.append(grouped.rename_columns([*KEYS, "requests", "first", "last"]))
         self._part_rows += grouped.num_rows
-        if self._part_rows > COMPACT_ROWS:
+        if self._part_rows > self._compacted_rows + max(COMPACT_ROWS, self._compacted_rows):
             self._compact_activity()
         if len(eas):
             self._add_runs(device[eas], client[eas], ts[eas])
 
     def _devices(self, query: pa.ChunkedArray, eas: np.ndarray, device: np.ndarray, user: np.ndarray) -> None:
-        """Device ids (and types, and the user when the line named none) from ActiveSync queries."""
+        """Device ids from ActiveSync queries; the type of each device once, from its first line here;
+        the user from the query when the line named none (a balancer's log)."""
         queries = query.take(pa.array(eas))
+        if isinstance(queries, pa.ChunkedArray):
+            queries = queries.combine_chunks()
         if pa.types.is_dictionary(queries.type):
             queries = queries.cast(pa.string())
 
-        def field(pattern: str) -> pa.Array:
-            found = pc.struct_field(pc.extract_regex(queries, pattern), [0])
-            return pc.fill_null(found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found, "")
+        def field(pattern: str, rows: pa.Array) -> pa.Array:
+            return pc.fill_null(pc.struct_field(pc.extract_regex(rows, pattern), [0]), "")
 
-        ids = self.devices.codes(field(DEVICE_ID_PATTERN))
+        ids = self.devices.codes(field(DEVICE_ID_PATTERN, queries))
         device[eas] = ids
-        types = self.device_types.codes(field(DEVICE_TYPE_PATTERN))
-        for d, t in zip(ids.tolist(), types.tolist(), strict=True):
-            if d and t:
-                self._device_type[d] = t
-        unnamed = user[eas] == 0
-        if unnamed.any():  # a balancer's log names no user; ActiveSync's query does
-            named = field(EAS_USER_PATTERN).filter(pa.array(unnamed))
+        if len(self._typed) < len(self.devices):
+            self._typed = np.concatenate([self._typed, np.zeros(len(self.devices) - len(self._typed), bool)])
+        seen, first = np.unique(ids, return_index=True)
+        untyped = first[(seen > 0) & ~self._typed[seen]]
+        if len(untyped):
+            types = self.device_types.codes(field(DEVICE_TYPE_PATTERN, queries.take(pa.array(untyped))))
+            self._device_type.update(zip(ids[untyped].tolist(), types.tolist(), strict=True))
+            self._typed[ids[untyped]] = True
+        unnamed = np.flatnonzero(user[eas] == 0)
+        if len(unnamed):
+            named = field(EAS_USER_PATTERN, queries.take(pa.array(unnamed)))
             user[eas[unnamed]] = self._user_names.derived_codes(named)
 
     def _add_runs(self, device: np.ndarray, client: np.ndarray, ts: np.ndarray) -> None:
@@ -206,7 +215,7 @@ class Tally:
         ).astype(np.int64)
         self._runs.append(runs)
         self._run_rows += len(runs)
-        if self._run_rows > COMPACT_RUNS:
+        if self._run_rows > self._compacted_runs + max(COMPACT_RUNS, self._compacted_runs):
             self._compact_runs()
 
     def _compact_activity(self) -> None:
@@ -215,13 +224,14 @@ class Tally:
         merged = pa.concat_tables(self._parts).group_by(KEYS, use_threads=False)
         merged = merged.aggregate([("requests", "sum"), ("first", "min"), ("last", "max")])
         self._parts = [merged.rename_columns([*KEYS, "requests", "first", "last"])]
-        self._part_rows = merged.num_rows
+        self._part_rows = self._compacted_rows = merged.num_rows
+        pa.default_memory_pool().release_unused()  # give back what the parts held
 
     def _compact_runs(self) -> None:
         if not self._runs:
             return
         self._runs = [merge_runs(np.concatenate(self._runs))]
-        self._run_rows = len(self._runs[0])
+        self._run_rows = self._compacted_runs = len(self._runs[0])
 
     def observed(self, files: list[FileNotes]) -> Observed:
         self._compact_activity()
@@ -237,7 +247,7 @@ class Tally:
         )
         device_types = [""] * len(self.devices)
         for d, t in self._device_type.items():
-            device_types[d] = self.device_types.values[t]
+            device_types[d] = self.device_types.values[t]  # "" when its first line named no type
         return Observed(
             activity=activity,
             runs=runs,

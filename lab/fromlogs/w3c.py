@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lab.fromlogs.batch import EXAMPLES, SCHEMA, FileNotes, excerpt
@@ -65,7 +66,7 @@ class W3cReader:
         self._roles: dict[str, str] = {}  # normalized column -> column name in _names
 
     def batches(self) -> Iterator[pa.Table]:
-        line = 1  # the number of the first line of the next block
+        self._line = 1  # the number of the next line to read
         pending = b""
         with open_log(self.path) as stream:
             while True:
@@ -77,38 +78,39 @@ class W3cReader:
                     end = data.rfind(b"\n") + 1
                     if end == 0:
                         if len(data) > MAX_LINE_BYTES:
-                            raise LogError(self.path, line, f"a line longer than {MAX_LINE_BYTES} bytes")
+                            raise LogError(
+                                self.path, self._line, f"a line longer than {MAX_LINE_BYTES} bytes"
+                            )
                         pending = data
                         continue
                     pending = data[end:]
                 else:
                     data, end, pending = data + b"\n", len(data) + 1, b""  # the last line had no newline
-                yield from self._block(data, end, line)
-                line += data.count(b"\n", 0, end)
+                yield from self._block(data, end)
                 if not chunk:
                     break
-        self.notes.lines = line - 1
+        self.notes.lines = self._line - 1
 
     # -- directives and runs of request lines ---------------------------------------------------------
-    def _block(self, data: bytes, end: int, line: int) -> Iterator[pa.Table]:
-        """The lines of data[:end] (whole lines), the first of which is the file's line `line`. Runs of
-        request lines go to pyarrow as views of `data`, never copied."""
+    def _block(self, data: bytes, end: int) -> Iterator[pa.Table]:
+        """The lines of data[:end] (whole lines). Runs of request lines go to pyarrow as views of `data`,
+        never copied; the lines are counted from what pyarrow read, not by another pass over them."""
         position = 0
         while position < end:
             if data.startswith(b"#", position):
                 stop = data.index(b"\n", position, end) + 1
-                self._directive(data[position:stop].decode("utf-8", "replace").strip(), line)
-                line += 1
+                self._directive(data[position:stop].decode("utf-8", "replace").strip(), self._line)
+                self._line += 1
                 position = stop
                 continue
             stop = _next_directive(data, position, end)
             run = memoryview(data)[position:stop]
-            if stop - position > 4096 or not run.tobytes().isspace():
-                batch = self._requests(run, line)
+            if stop - position < 4096 and run.tobytes().isspace():
+                self._line += data.count(b"\n", position, stop)
+            else:
+                batch = self._requests(run, self._line)
                 if batch is not None:
                     yield batch
-            if stop < end:  # the line numbers of what follows
-                line += data.count(b"\n", position, stop)
             position = stop
 
     def _directive(self, text: str, line: int) -> None:
@@ -159,19 +161,23 @@ class W3cReader:
             skipped = _Skipped(quote=len(self.notes.examples) < EXAMPLES)
             self.notes.remark("some lines hold bytes that are not UTF-8; they were read with U+FFFD")
             table = self._parse(run.tobytes().decode("utf-8", "replace").encode(), skipped)
-        self.notes.misfits += skipped.count
+        self._line += table.num_rows + skipped.count  # blank lines are rows of empty values
+        self.notes.misfits += skipped.count - skipped.blank
         for number, why in skipped.quoted:
             if len(self.notes.examples) < EXAMPLES:
-                self.notes.examples.append(f"line {_physical_line(run, line, number)}: {why}")
-        return self._normalized(table, run, line, skipped)
+                self.notes.examples.append(f"line {_line_of(line, number)}: {why}")
+        return self._normalized(table, line, skipped)
 
     def _parse(self, run: memoryview | bytes, skipped: _Skipped) -> pa.Table:
         assert self._names is not None
         expected = len(self._names)
 
         def misfit(row: pacsv.InvalidRow) -> str:
-            why = f"{row.actual_columns} fields where #Fields names {expected}: «{excerpt(row.text)}»"
-            skipped.add(row.number, why)
+            if row.text.strip():
+                why = f"{row.actual_columns} fields where #Fields names {expected}: «{excerpt(row.text)}»"
+                skipped.add(row.number, why)
+            else:
+                skipped.add(row.number, "")  # spaces only: a blank line
             return "skip"
 
         wanted = sorted(set(self._roles.values()))
@@ -190,30 +196,32 @@ class W3cReader:
                 double_quote=False,
                 escape_char=False,
                 newlines_in_values=False,
+                ignore_empty_lines=False,  # so that a row's number is its line's
                 invalid_row_handler=misfit,
             ),
             convert_options=pacsv.ConvertOptions(include_columns=wanted, column_types=types),
         )
 
     # -- the batch ----------------------------------------------------------------------------------------
-    def _normalized(self, table: pa.Table, run: memoryview, line: int, skipped: _Skipped) -> pa.Table | None:
+    def _normalized(self, table: pa.Table, line: int, skipped: _Skipped) -> pa.Table | None:
         n = table.num_rows
         if n == 0:
             return None
         dates, times = _column(table, "date"), _column(table, "time")
         days, day_ok = _per_value(dates, _epoch_day)
-        seconds, time_ok = _seconds(times)
+        seconds, time_ok, time_empty = _seconds(times)
         ok = day_ok & time_ok
         ts = days * 86400 + seconds
-        bad = np.flatnonzero(~ok)
+        bad = np.flatnonzero(~ok & ~(time_empty & pc.equal(dates, "").to_numpy(zero_copy_only=False)))
         if len(bad):
             self.notes.misfits += len(bad)
             for index in bad[: max(0, EXAMPLES - len(self.notes.examples))]:
                 number = skipped.row_number(int(index)) if skipped.quote else None
                 self.notes.examples.append(
-                    f"line {_physical_line(run, line, number)}: a date and time not as IIS writes them "
+                    f"line {_line_of(line, number)}: a date and time not as IIS writes them "
                     f"(YYYY-MM-DD HH:MM:SS): «{excerpt(f'{dates[index]} {times[index]}')}»"
                 )
+        if not ok.all():  # the misfits, and blank lines (rows of empty values)
             table, ts = table.filter(pa.array(ok)), ts[ok]
             n = table.num_rows
             if n == 0:
@@ -228,24 +236,27 @@ class W3cReader:
 
 
 class _Skipped:
-    """The lines of one run that pyarrow skipped: how many, the first few quoted, and (while quoting)
-    the row numbers of all, to find the file's line of a later row."""
+    """The lines of one run that pyarrow skipped: how many (blank ones apart), the first few quoted,
+    and (while quoting) the numbers of all, to find the line of a later row."""
 
     def __init__(self, quote: bool) -> None:
         self.quote = quote
         self.count = 0
-        self.numbers: list[int] = []  # among the run's non-blank lines, from 1
+        self.blank = 0
+        self.numbers: list[int] = []  # the run's line numbers, from 1
         self.quoted: list[tuple[int | None, str]] = []
 
     def add(self, number: int | None, why: str) -> None:
+        """One skipped line; `why` is "" for a blank one."""
         self.count += 1
+        self.blank += not why
         if self.quote and number is not None:
             self.numbers.append(number)
-        if self.quote and len(self.quoted) < EXAMPLES:
+        if self.quote and why and len(self.quoted) < EXAMPLES:
             self.quoted.append((number, why))
 
     def row_number(self, index: int) -> int:
-        """The row number (among the run's non-blank lines, from 1) of the parsed table's row `index`."""
+        """The line number in the run (from 1) of the parsed table's row `index`."""
         number = index + 1
         for skipped in self.numbers:  # in order
             if skipped <= number:
@@ -289,9 +300,9 @@ def _epoch_day(text: str) -> int | None:
         return None
 
 
-def _seconds(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _seconds(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seconds of the day of `HH:MM:SS` values, worked out with numpy on the column's bytes (every
-    value is 8 characters long in a good run); values that are not such a time are marked invalid."""
+    value is 8 characters long in a good run): (seconds, which are such a time, which are empty)."""
     n = len(values)
     offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + n + 1]
     lengths = np.diff(offsets)
@@ -312,20 +323,9 @@ def _seconds(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     minutes = digits[:, 3] * 10 + digits[:, 4]
     secs = digits[:, 6] * 10 + digits[:, 7]
     ok &= (hours < 24) & (minutes < 60) & (secs < 61)
-    return (hours * 3600 + minutes * 60 + secs).astype(np.int64), ok
+    return (hours * 3600 + minutes * 60 + secs).astype(np.int64), ok, lengths == 0
 
 
-def _physical_line(run: memoryview, first_line: int, number: int | None) -> int | None:
-    """The file's line number of the `number`-th non-blank line of `run`, which starts at `first_line`."""
-    if number is None:
-        return None
-    run = run.tobytes()
-    if b"\n\n" not in run and not run.startswith(b"\n"):
-        return first_line + number - 1
-    seen = 0
-    for offset, text in enumerate(run.split(b"\n")):
-        if text.strip():
-            seen += 1
-            if seen == number:
-                return first_line + offset
-    return None
+def _line_of(first_line: int, number: int | None) -> int | None:
+    """The file's line number of a run's line `number` (from 1), the run starting at `first_line`."""
+    return None if number is None else first_line + number - 1
