@@ -412,3 +412,23 @@ def test_the_command_writes_the_scenario_the_report_and_prints_the_fit(farm_log,
     page = report.read_text()
     assert page.count("<svg") == 4 and "NAT-ed tenant" in page
     assert "user1" not in page.lower() and "secret" not in page.lower()
+
+
+def test_an_haproxy_log_alone_still_tells_the_phones_and_how_often_they_move(tmp_path):
+    lines = []
+    for t in range(0, 2 * 3600, 120):
+        for d in range(1, 7):
+            slot = (d + (t + d * 150) // CHANGE_EVERY_S) % 3
+            when = dt.datetime.fromtimestamp(DAY + t, dt.UTC).strftime("%d/%b/%Y:%H:%M:%S")
+            lines.append(
+                f"Jan  5 00:00:00 lb1 haproxy[1]: 198.51.100.{slot + 1}:4000{d} [{when}.000] https~ "
+                f'eas/cas01 0/0/1/2/3 200 10 - - ---- 1/1/1/1/0 0/0 "POST /Microsoft-Server-ActiveSync'
+                f'?Cmd=Ping&User=phone{d}&DeviceId=D{d}&DeviceType=Android HTTP/1.1"'
+            )
+    log = tmp_path / "haproxy.log"
+    log.write_text("\n".join(lines) + "\n")
+    observed = read_logs([log])
+    assert any("no User-Agent and no user" in r for r in observed.files[0].remarks)
+    (carrier,) = infer(observed).populations
+    assert (carrier.kind, carrier.users, carrier.source_ips) == ("mobile-carrier", 6, 3)
+    assert carrier.ip_change_every_s == pytest.approx(CHANGE_EVERY_S, rel=0.2)

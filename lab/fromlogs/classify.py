@@ -50,10 +50,7 @@ _EAS_AGENTS = re.compile(
 _EWS_AGENTS = re.compile(
     r"^(ExchangeServicesClient|ExchangeWebServices|EWS|MacOutlook|Entourage)", re.IGNORECASE
 )
-_QUERY_FIELD = {
-    name: re.compile(rf"(?:^|&){name}=([^&]*)", re.IGNORECASE) for name in ("DeviceId", "DeviceType", "User")
-}
-# The same, for pyarrow's extract_regex (RE2 syntax), which the tally runs on a whole column at once.
+# Fields of an ActiveSync query, for pyarrow's extract_regex (RE2), which the tally runs on a column.
 DEVICE_ID_PATTERN = r"(?i)(?:^|&)DeviceId=(?P<value>[^&]*)"
 DEVICE_TYPE_PATTERN = r"(?i)(?:^|&)DeviceType=(?P<value>[^&]*)"
 EAS_USER_PATTERN = r"(?i)(?:^|&)User=(?P<value>[^&]*)"
@@ -103,9 +100,3 @@ def first_address(forwarded: str) -> str:
     entries as ",+"), "" for none."""
     first = forwarded.split(",", 1)[0].replace("+", "").strip()
     return "" if first == "-" else first
-
-
-def query_field(query: str, name: str) -> str:
-    """One field of an ActiveSync query (DeviceId, DeviceType or User), decoded; "" when absent."""
-    found = _QUERY_FIELD[name].search(query)
-    return unquote_plus(found.group(1)) if found else ""

@@ -37,6 +37,7 @@ def reader(path: Path, captures: tuple[str, ...] = ()) -> LineLogReader:
     """The reader of one HAProxy log; `captures` names the captured request headers, in order."""
     names = [c.strip().lower() for c in captures]
     result = LineLogReader(path, FORMAT, LINE, lambda m, clock: _request(m, clock, names), MISFIT)
+    result.notes.remark("HAProxy writes its host's local time without a zone: read as UTC")
     if not names:
         result.notes.remark(
             "HAProxy httplog has no User-Agent and no user: Outlook versions, browsers and EWS "

@@ -4,7 +4,7 @@ that makes them.
 - A phone on a carrier: an ActiveSync device seen from several addresses, which it shares with other
   such devices. Addresses where most clients are such movers form a carrier's pool (addresses a
   device moved between are one pool); its devices are a `mobile-carrier` population, with the rate at
-  which they changed address.
+  which they changed address (the smallest pools beyond MAX_GROUPS are one population).
 - A NAT: an address with NAT_MIN_USERS or more distinct users. A `citrix` farm when all its clients are
   desktop Outlook over MAPI (no RPC over HTTP: the terminal servers are on the intranet), a carrier's
   NAT when all are ActiveSync devices (that did not move), else a `tenant-nat`. NAT addresses of one
@@ -49,7 +49,7 @@ def find_populations(
 ) -> list[InferredPopulation]:
     """The populations of the clients, largest first within each kind."""
     table = clients.table.copy()
-    moves = _moves(table, observed.runs)
+    moves = _Moves(table, observed.runs)
     presence = _presence(table, moves)
     pools = _carrier_pools(presence, moves)
     active = _active_in(clients.rows, peak_bucket)
@@ -59,7 +59,10 @@ def find_populations(
     pool_of = on_pool.set_index("client_id")["address"].map(pools)
     table["group"] = None
     phones = pool_of.index[table.loc[pool_of.index, "kind"].to_numpy() == "eas-device"]
-    table.loc[phones, "group"] = [f"mobile-carrier:pool{pool_of[c]}" for c in phones]
+    largest = set(pool_of[phones].value_counts().index[: MAX_GROUPS - 1])  # the rest become one
+    table.loc[phones, "group"] = [
+        f"mobile-carrier:pool{pool_of[c] if pool_of[c] in largest else 'others'}" for c in phones
+    ]
     stray = len(pool_of) - len(phones)
     table.loc[pool_of.index.difference(phones), "group"] = "direct"
     by_address = table[table["group"].isna()]
@@ -100,10 +103,6 @@ class _Moves:
         self.changes = (grouped["stretches"] - 1).to_dict()
         self.span_s = (grouped["last"] - grouped["first"]).to_dict()  # in the logs' clock
         self.movers = {c for c, a in self.addresses.items() if len(a) >= 2}
-
-
-def _moves(table: pd.DataFrame, runs: pd.DataFrame) -> _Moves:
-    return _Moves(table, runs)
 
 
 def _presence(table: pd.DataFrame, moves: _Moves) -> pd.DataFrame:

@@ -33,9 +33,9 @@ def read_logs(
         files.append(notes)
         if on_file:
             on_file(notes)
-    observed = tally.observed(files)
     if not files:
         raise LogError("(no files)", None, "no log files were given")
+    observed = tally.observed(files)
     exchange = observed.activity[observed.activity["service"] > 0]
     if exchange.empty:
         read = sum(f.requests for f in files)
