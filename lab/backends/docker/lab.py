@@ -103,10 +103,13 @@ class DockerLab:
             "starting %d CAS of run %s on %s (images %s)",
             len(self.servers), self.run_id, self.containers.network.subnet, self.images.tag,
         )  # fmt: skip
+        farm_dir = self.run_dir / "farm"  # each CAS writes its IIS log into farm/<name>/ (--w3c-log)
+        farm_dir.mkdir(parents=True, exist_ok=True)
         for e in self.servers:
             args = self._cas_args(e)
+            mounts = [*self._tls_mounts(), bind(farm_dir)]
             self.cas[e.name] = self.containers.run(
-                e.name.lower(), self.images.of("cas"), e.host, command=args, mounts=self._tls_mounts()
+                e.name.lower(), self.images.of("cas"), e.host, command=args, mounts=mounts
             )
         deadline = time.monotonic() + 60
         for e in self.servers:
@@ -131,7 +134,7 @@ class DockerLab:
             args += ["--cert", str(self.cas_tls.server_cert), "--key", str(self.cas_tls.server_key)]
         if self.oab_skew:
             args += ["--oab-skew"]
-        return args + self.exchange.cas_args()
+        return [*args, *self.exchange.cas_args(), "--w3c-log", str(self.run_dir / "farm" / e.name)]
 
     def _tls_mounts(self) -> list[Mount]:
         return [bind(self.cas_tls.server_cert.parent, read_only=True)] if self.cas_tls else []
