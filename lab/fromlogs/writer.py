@@ -74,9 +74,9 @@ def _description(inference: Inference) -> str:
 
 def _rates(inference: Inference) -> list[str]:
     lines = [
-        "# Requests per client per hour while active (Exchange time), from the logs; the lab's kinds keep"
+        "# Requests per client per hour while active (Exchange time), from the logs; the lab's kinds keep",
+        "# their own habits, so compare with the fit report (--report):",
     ]
-    lines.append("# their own habits, so compare with the fit report (--report):")
     for rate in sorted(inference.rates.values(), key=lambda r: -r.clients):
         services = ", ".join(f"{s} {share:.0%}" for s, share in list(rate.services.items())[:4])
         if rate.per_hour is None:
