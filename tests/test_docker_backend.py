@@ -80,7 +80,9 @@ def assert_ran_in_containers_and_left_nothing(out: Path) -> None:
     """The run's folder holds the output of every container (CAS, balancer, load generator), which the
     lab keeps when it removes them, and none of them, nor the network, is left."""
     run_dir = next(out.iterdir())
-    assert sorted(p.name for p in (run_dir / "farm").iterdir()) == ["CAS01.log", "CAS02.log", "CAS03.log"]
+    farm = sorted(p.name for p in (run_dir / "farm").iterdir())
+    assert farm == ["CAS01", "CAS01.log", "CAS02", "CAS02.log", "CAS03", "CAS03.log"]  # IIS logs, output
+    assert all(list((run_dir / "farm" / cas).glob("u_ex*.log")) for cas in ("CAS01", "CAS02", "CAS03"))
     assert (run_dir / "loadgen.log").exists() and list((run_dir / "balancer").glob("*.log"))
     lab_log = (run_dir / "lab.log").read_text()
     assert re.search(r"starting 3 CAS of run [\w.-]+ on 10\.221\.\d+\.0/2\d", lab_log)
