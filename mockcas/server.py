@@ -27,6 +27,7 @@ import time
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
+from caslab.records import PEER_CLOSED
 from caslab.vocab import (
     HEALTH_BODY,
     HEALTH_PATH,
@@ -204,6 +205,11 @@ def build_service_app(cas: Cas) -> web.Application:
             raise
         except web.HTTPException:
             raise
+        except ConnectionError:
+            # The peer (a client, or a balancer giving up on it) closed the connection while the service
+            # read the request: nobody is there for an answer, and it is no bug of the service's.
+            ctx.note(ctx.session_key, ctx.state, PEER_CLOSED)
+            return web.Response(status=499)
         except Exception:
             log.exception("%s: unhandled error in %s", cas.name, sid)
             ctx.note(ctx.session_key, "invalid", "bug")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 
 from hypothesis import given
@@ -104,3 +105,22 @@ def test_undecodable_header_bytes_reach_the_ledger_as_valid_text(make_farm):
     (row,) = ledger(f"{BASE}.11")
     assert row["request_id"] == "a\ufffdb"
     row["request_id"].encode("utf-8")  # would raise on a lone surrogate
+
+
+def test_a_peer_gone_mid_body_is_recorded_peer_closed_not_as_a_bug(make_farm):
+    """Found by bench/fuzz_through_balancer.py: a client (or a balancer) that closes its connection while
+    a service reads the body made the service raise ConnectionResetError, recorded as a 500 'bug'."""
+    make_farm(BASE, servers=1)
+    auth = "Basic dXNlcjFAY2FzbGFiLnRlc3Q6Y2FzbGFi"  # user1@caslab.test:caslab
+    with socket.create_connection((f"{BASE}.11", 8080), timeout=5) as s:
+        s.sendall(
+            b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&User=user1&DeviceId=D1&DeviceType=iPhone"
+            b" HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth.encode() + b"\r\nMS-ASProtocolVersion: 14.1\r\n"
+            b"X-MS-PolicyKey: 1\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+            b"\x03\x01j\x00"
+        )
+    deadline = time.monotonic() + 5
+    while not (rows := ledger(f"{BASE}.11", "eas")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the row is written when the CAS notices the peer is gone
+    assert [(r["status"], r["detail"]) for r in rows] == [(499, "peer-closed")]

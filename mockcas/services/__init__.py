@@ -92,8 +92,9 @@ class HttpService:
         request's state before the response is prepared (a request that notes nothing is recorded as
         "none"); answer bad input with the protocol's own error and a note (mostly state "invalid").
         The CAS writes the ledger row, with the response's status, when the response is done. An
-        exception that escapes becomes a bare 500 with detail "bug"; an aiohttp `HTTPException` is the one
-        exception aiohttp answers itself.
+        exception that escapes becomes a bare 500 with detail "bug", with two exceptions: an aiohttp
+        `HTTPException`, which aiohttp answers itself, and a `ConnectionError` while reading the request
+        (the peer went away mid-body), which the CAS records as 499 `peer-closed` for the service.
         """
         raise NotImplementedError
 
