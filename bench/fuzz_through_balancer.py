@@ -14,6 +14,7 @@ timeout. Afterwards:
 Also printed: requests sent, answered, by status class, and the ledger rows per state.
 
     .venv/bin/python bench/fuzz_through_balancer.py [--requests 5000] [--driver haproxy] [--seed 1]
+        [--preset recommended]
 
 Addresses: CAS 127.0.45.11-13, VIP 127.0.45.1 (run inside `unshare -n` when other labs are about).
 """
@@ -94,8 +95,9 @@ COOKIES = [
 RUN_IDS = ["", "\xff\xfe", "r" * 2000]
 
 
-def damaged(rng: random.Random, base: tuple[str, str, dict[str, str], bytes]) -> bytes:
-    """One request on the wire, `base` damaged in up to three places."""
+def damaged(rng: random.Random, base: tuple[str, str, dict[str, str], bytes]) -> tuple[bytes, bool]:
+    """One request on the wire, `base` damaged in up to three places, and whether it declares more body
+    than it sends (its client then gives up: it closes its side instead of waiting for an answer)."""
     method, path, headers, body = base
     headers = {"Host": "mail.caslab.test", **headers}
     for _ in range(rng.randint(1, 3)):
@@ -124,15 +126,16 @@ def damaged(rng: random.Random, base: tuple[str, str, dict[str, str], bytes]) ->
     length = len(body) if rng.random() > 0.1 else rng.choice([0, len(body) + 7, 1 << 31])
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     head += f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
-    return head.encode("latin-1", "replace") + body
+    return head.encode("latin-1", "replace") + body, length > len(body)
 
 
-def send(raw: bytes, timeout: float) -> tuple[int, bytes]:
+def send(raw: bytes, gives_up: bool, timeout: float) -> tuple[int, bytes]:
     """(status, first bytes of the answer) of one request; status 0 when nothing usable came back."""
     try:
         with socket.create_connection((VIP.host, VIP.http_port), timeout=timeout) as sock:
             sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
+            if gives_up:
+                sock.shutdown(socket.SHUT_WR)
             answer = b""
             while len(answer) < 65536 and (chunk := sock.recv(65536)):
                 answer += chunk
@@ -155,6 +158,7 @@ def main() -> int:
     )
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--driver", default="haproxy")
+    parser.add_argument("--preset", default="recommended", help="persistence preset (traefik: none-all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the CAS logs (tracebacks) in DIR")
@@ -165,7 +169,7 @@ def main() -> int:
         run_dir = Path(folder)
         logs = Path(args.keep_logs) if args.keep_logs else run_dir / "farm"
         farm = LocalFarm(SERVERS, farm_key=secrets.token_bytes(32), run_dir=logs, time_scale=60)
-        spec = BalancerSpec(args.driver, resolve("recommended"), SERVERS, VIP, preset="recommended")
+        spec = BalancerSpec(args.driver, resolve(args.preset), SERVERS, VIP, preset=args.preset)
         balancer = get_driver(spec, run_dir)
         farm.start()
         try:
@@ -175,7 +179,7 @@ def main() -> int:
             non_soap_500 = 0
             started = time.monotonic()
             for _ in range(args.requests):
-                status, answer = send(damaged(rng, rng.choice(bases)), args.timeout)
+                status, answer = send(*damaged(rng, rng.choice(bases)), args.timeout)
                 statuses[status] += 1
                 if status == 500 and b"soap:Fault" not in answer and b"s:Fault" not in answer:
                     non_soap_500 += 1
@@ -194,7 +198,8 @@ def main() -> int:
     bug_services = collections.Counter(f"{r['service']} {r['status']}" for r in rows if r["detail"] == "bug")
     classes = collections.Counter(f"{s // 100}xx" if s else "no answer" for s in statuses.elements())
     print(f"fuzz through {args.driver}: {args.requests} requests in {elapsed:.1f} s (seed {args.seed})")
-    print(f"  answers by class: {dict(sorted(classes.items()))}")
+    server_errors = dict(sorted((s, n) for s, n in statuses.items() if s >= 500))
+    print(f"  answers by class: {dict(sorted(classes.items()))}; 5xx: {server_errors}")
     print(f"  ledger rows: {len(rows)}, by state: {dict(collections.Counter(r['state'] for r in rows))}")
     print(f"  process crashes: {len(crashed) + (not balancer_alive)} (CAS: {crashed or 'none'}, "
           f"balancer {'alive' if balancer_alive else 'GONE'})")  # fmt: skip
