@@ -10,13 +10,14 @@ rewrite the lab missed fails there instead of leaving the machine.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_scenarios import REPO, RUN_TIMEOUT_S, Run, expect_verdict, top_share
+from namespace import require_namespaces
+from test_scenarios import REPO, expect_verdict, top_share
+from test_userconfig_runs import caslab_run
 
 pytestmark = pytest.mark.slow
 
@@ -24,22 +25,9 @@ HERE = Path(__file__).parent / "userconfig"
 FILES = {"nginx": "nginx-hash.conf", "envoy": "envoy-hash-policy.yaml", "traefik": "traefik-sticky.yml"}
 
 
-def isolated(*argv: str) -> list[str]:
-    """`argv` run in a new network namespace whose only interface is loopback."""
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def namespaces() -> None:
-    if shutil.which("unshare") is None or subprocess.run(isolated("true"), capture_output=True).returncode:
-        pytest.skip("needs `unshare -n` (root or user namespaces) to run user files away from the network")
-
-
-def caslab_run(out: Path, scenario: str | Path, *options: str) -> Run:
-    command = [sys.executable, "-m", "lab.cli", "run", str(scenario), "--out", str(out), *options]
-    done = subprocess.run(isolated(*command), capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
-    folders = sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []
-    return Run(done.returncode, done.stdout, done.stderr, folders[-1] if folders else None)
+    require_namespaces()
 
 
 @pytest.mark.parametrize("driver", FILES)

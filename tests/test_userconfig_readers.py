@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from namespace import isolated
 
 from caslab.vocab import SERVICES
 from lab.balancers import BalancerError, Unsupported, get_driver
@@ -244,10 +245,9 @@ def test_the_balancers_own_check_refuses_what_it_refuses(tmp_path, place):
 def test_traefik_loads_every_router_of_the_file_as_run(place):
     if subprocess.run(["ip", "route", "get", "10.20.0.11"], capture_output=True).returncode == 0:
         # A user's file runs only where nothing but loopback is reachable: this test, in a namespace.
-        isolated = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable]
         this = f"{__file__}::test_traefik_loads_every_router_of_the_file_as_run"
-        done = subprocess.run([*isolated, "-m", "pytest", "-q", "-p", "no:cacheprovider", this],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        command = isolated(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", this)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
         return
     adopted = reader_for("traefik").adopt(HERE / FILES["traefik"], place)

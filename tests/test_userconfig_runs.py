@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from namespace import isolated, require_namespaces
 from test_scenarios import REPO, RUN_TIMEOUT_S, Run, expect_verdict, top_share
 
 pytestmark = pytest.mark.slow
@@ -27,15 +27,9 @@ PRODUCTION = HERE / "exchange-single-vip.cfg"
 SCENARIO = HERE / "candidate-recommended.toml"
 
 
-def isolated(*argv: str) -> list[str]:
-    """`argv` run in a new network namespace whose only interface is loopback."""
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def namespaces() -> None:
-    if shutil.which("unshare") is None or subprocess.run(isolated("true"), capture_output=True).returncode:
-        pytest.skip("needs `unshare -n` (root or user namespaces) to run user files away from the network")
+    require_namespaces()
 
 
 def caslab_run(out: Path, scenario: str | Path, *options: str, before: str = "") -> Run:
