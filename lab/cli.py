@@ -287,7 +287,7 @@ def _matrix(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from lab.balancers import Unsupported
-    from lab.run import new_run_dir
+    from lab.runfolder import new_run_dir
     from lab.up import up
 
     try:

@@ -16,7 +16,6 @@ Backends: `local` (lab.backends.local: processes on loopback, the farm on 127.0.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import signal
@@ -36,6 +35,7 @@ from lab.backends.teardown import Deadline
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings, Vip, local_farm
 from lab.report import write_run
+from lab.runfolder import new_run_dir
 from lab.scenario import Scenario
 from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events
@@ -49,18 +49,6 @@ log = logging.getLogger("caslab.lab")
 
 class LabError(RuntimeError):
     """The lab could not run (exit code 2); the message says why."""
-
-
-def new_run_dir(out: Path, name: str) -> Path:
-    out = out.resolve()  # the balancers run with their own working directory
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = out / f"{name}-{stamp}"
-    n = 1
-    while run_dir.exists():
-        n += 1
-        run_dir = out / f"{name}-{stamp}-{n}"
-    run_dir.mkdir(parents=True)
-    return run_dir
 
 
 def _log_to(run_dir: Path) -> logging.Handler:
