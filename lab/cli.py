@@ -262,9 +262,12 @@ def _run(args: argparse.Namespace) -> int:
     from lab.backends.teardown import end_process
     from lab.run import run_scenario  # imports Locust, which patches the process with gevent
 
-    code, _run_dir = run_scenario(
-        scenario, Path(args.out), backend=args.backend, allow_unrouted=args.allow_unrouted
-    )
+    try:
+        code, _run_dir = run_scenario(
+            scenario, Path(args.out), backend=args.backend, allow_unrouted=args.allow_unrouted,
+        )  # fmt: skip
+    except KeyboardInterrupt:  # the lab is torn down by now
+        code = EXIT_CANNOT_RUN
     end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
 
 

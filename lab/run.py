@@ -51,6 +51,15 @@ class LabError(RuntimeError):
     """The lab could not run (exit code 2); the message says why."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run, whose lab is torn down by the time this is raised. A caller that
+    runs several (`caslab matrix`) stops there too instead of starting the next one."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
 def _log_to(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "lab.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -105,7 +114,8 @@ def run_scenario(
     allow_unrouted: bool = False,
 ) -> tuple[int, Path]:
     """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>.
-    `allow_unrouted`: run a user's config that routes nowhere some service the clients use."""
+    `allow_unrouted`: run a user's config that routes nowhere some service the clients use. Ctrl-C or
+    SIGTERM raises RunInterrupted once the lab is torn down."""
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
     record = LabRecord.create(run_dir, "run", backend)
@@ -205,7 +215,7 @@ def _run_and_judge(
             facts.invalid_reasons.append(result.saturation_reason)
     except KeyboardInterrupt:
         say("caslab: interrupted; tearing the lab down")
-        return EXIT_CANNOT_RUN, run_dir
+        raise RunInterrupted(run_dir) from None  # after the `finally` below has torn the lab down
     except Exception as err:  # any failure to run is exit 2, with the reason
         log.exception("the lab could not run")
         say(f"caslab: the lab could not run: {err}")
@@ -222,7 +232,7 @@ def _run_and_judge(
         )
     except KeyboardInterrupt:
         say("caslab: interrupted while verifying; no report")
-        return EXIT_CANNOT_RUN, run_dir
+        raise RunInterrupted(run_dir) from None
     (run_dir / "events.csv").unlink()
     say(f"caslab: {verdict_line(analysis)}")
     say(f"caslab: report {run_dir / 'report.html'}")
