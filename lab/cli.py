@@ -265,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         code, _run_dir = run_scenario(
             scenario, Path(args.out), backend=args.backend, allow_unrouted=args.allow_unrouted,
+            run_name=args.name,
         )  # fmt: skip
     except KeyboardInterrupt:  # the lab is torn down by now
         code = EXIT_CANNOT_RUN
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
     p.add_argument("--duration", help="override the load phase, e.g. 30s")
     p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
+    p.add_argument(
+        "--name",
+        help="the run folder's name, OUT/NAME-<UTC time>/ (default: the scenario's name)",
+    )
     p.add_argument(
         "--config",
         metavar="FILE",
