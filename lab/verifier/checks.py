@@ -39,6 +39,12 @@ class Check:
             "pass": self.passed,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Check:
+        """A check as summary.json holds it (`to_dict`)."""
+        value = math.nan if data["value"] is None else data["value"]  # summary.json writes NaN as null
+        return cls(data["name"], value, data["limit"], bool(data["pass"]), data.get("op", "<="))
+
 
 def _number(value: float) -> float:
     """Counts stay whole numbers in summaries; measures keep four decimals."""
