@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from caslab import vocab
 from lab.backends.teardown import EXIT_BOUND_S
-from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, EXIT_PASS
+from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, EXIT_FAIL, EXIT_PASS
 
 if TYPE_CHECKING:
     from mockcas.config import CasConfig
@@ -289,6 +289,62 @@ def _matrix(args: argparse.Namespace) -> int:
     end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
 
 
+def _suite(args: argparse.Namespace) -> int:
+    from lab.compare import CompareError, parse_tolerances
+    from lab.suite import SuiteError, run_suite
+
+    try:
+        tolerances = parse_tolerances(args.tolerance)
+        code, _folder = run_suite(
+            Path(args.dir), Path(args.out), driver=args.driver, config=args.config, backend=args.backend,
+            baseline=Path(args.baseline) if args.baseline else None, tolerances=tolerances,
+        )  # fmt: skip
+    except (SuiteError, CompareError) as err:
+        print(f"caslab suite: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    from lab.backends.teardown import end_process
+
+    end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from lab.compare import CompareError, compare_folders, parse_tolerances
+    from lab.report.compared import headline, markdown, terminal_table
+    from lab.runset import RunSetError
+
+    try:
+        comparison = compare_folders(Path(args.base), Path(args.new), parse_tolerances(args.tolerance))
+    except (CompareError, RunSetError) as err:
+        print(f"caslab compare: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.format == "json":
+        print(json.dumps(comparison.to_dict(), indent=2))
+    elif args.format == "markdown":
+        print(markdown(comparison), end="")
+    else:
+        print(terminal_table(comparison), end="")
+    if args.html:
+        from lab.report.runs_page import runs_html
+
+        page = Path(args.html)
+        worse = bool(comparison.regressions)
+        banner = (
+            "regression" if worse else "no regression",
+            "fail" if worse else "pass",
+            headline(comparison),
+        )
+        new_runs = [p.new for p in comparison.pairs if p.new is not None]
+        text = runs_html(
+            "compare", f"BASE {args.base} → NEW {args.new}", new_runs, page.parent.resolve(),
+            comparison=comparison, headline=banner,
+        )  # fmt: skip
+        page.write_text(text, encoding="utf-8")
+        print(f"caslab compare: {page}", file=sys.stderr)
+    return EXIT_FAIL if comparison.regressions else EXIT_PASS
+
+
 def _up(args: argparse.Namespace) -> int:
     from lab.balancers import Unsupported
     from lab.runfolder import new_run_dir
@@ -393,6 +449,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", help="override the load phase of every run, e.g. 30s")
     p.add_argument("--out", default="reports", help="reports folder (default: reports/)")
     p.set_defaults(func=_matrix)
+
+    p = _command(
+        sub,
+        "suite",
+        "run every scenario file of a folder: one JUnit file, one index page, one exit code",
+        "Run every scenario file (*.toml) of DIR, by name, one after another; each is a full `caslab run`\n"
+        "in its own folder under OUT/suite-<DIR's name>-<UTC time>/. Then write junit.xml (a testsuite\n"
+        "per scenario, a testcase per check: for your CI's test view), index.html (every run's verdict\n"
+        "and reason, figures, services x runs, balance, links to the reports) and suite.json. A scenario\n"
+        "file with an error is that run's error; the suite goes on. --driver and --config apply to every\n"
+        "scenario (your candidate config under test).\n\n"
+        "--baseline: a suite folder of an earlier run of the same scenarios (e.g. the main branch's last\n"
+        "CI results); each run is compared with its run there as `caslab compare` does, the change shows\n"
+        "on index.html, and compare.json and compare.md (for a pull request comment) are written.\n\n"
+        "Ctrl-C tears the current run down, stops, and writes the pages for what finished.\n"
+        "Progress goes to stderr. Exit code: 0 every run passed (and none got worse than the baseline),\n"
+        "1 a check failed or a figure got worse, 2 a run was invalid or could not run, or Ctrl-C.",
+        "  caslab suite scenarios/                          every scenario file in scenarios/\n"
+        "  caslab suite scenarios/ --driver haproxy --config candidate.cfg --out results\n"
+        "  caslab suite scenarios/ --baseline main-results/suite-scenarios-20261201T020000Z\n"
+        "  caslab suite scenarios/ --backend docker\n",
+    )
+    p.add_argument("dir", metavar="DIR", help="a folder of scenario files (*.toml)")
+    p.add_argument("--driver", help=f"{DRIVER_HELP}; default: each scenario's")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="your own balancer config, run in every scenario (as `caslab run --config`)",
+    )
+    p.add_argument("--backend", choices=["local", "docker"], default="local", help=BACKEND_HELP)
+    p.add_argument("--baseline", metavar="DIR", help="a suite folder to compare each run with")
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --baseline: a tolerance of `caslab compare` (see its --help)",
+    )
+    p.add_argument("--out", default="reports", help="where the suite's folder goes (default: reports/)")
+    p.set_defaults(func=_suite)
+
+    p = _command(
+        sub,
+        "compare",
+        "say what got worse from one run (or suite, or matrix) to another",
+        "Compare two run folders, or two suite (or matrix) folders run by run (paired by scenario file,\n"
+        "or driver-preset): per service hard and soft breaks, split sessions, cuts, error rate and p95\n"
+        "latency, and for all services together; balance; the verdict. Only what got worse beyond chance\n"
+        "and beyond a tolerance is a regression: counts get the exact test of two Poisson rates\n"
+        "(p < 0.001), so 0 -> 3 hard breaks in runs of the same size is noise and 0 -> 10 is not;\n"
+        "balance must also exceed what random placement of the same sessions gives; pass -> fail always\n"
+        "is. Invalid or unfinished runs are not compared (they are listed). Only summary.json is read, so\n"
+        "a CI artifact of another machine compares as well.\n\n"
+        "Tolerances (--tolerance NAME=VALUE, repeat or separate by commas): hard_breaks, soft_breaks,\n"
+        "split_sessions, cuts (events beyond BASE's rate; default 0), error_rate (percentage points;\n"
+        "default 0), p95_latency (percent; default 50), balance (max/mean; default 0.05).\n\n"
+        "Exit code: 0 no regression, 1 a regression, 2 a folder could not be read (the message names it).",
+        "  caslab compare reports/quickstart-20261201T020000Z reports/quickstart-20261202T020000Z\n"
+        "  caslab compare main-results/suite-ci-20261201T020000Z reports/suite-ci-20261202T020000Z\n"
+        "  caslab compare BASE NEW --format markdown > comment.md\n"
+        "  caslab compare BASE NEW --tolerance hard_breaks=5,balance=0.1 --html compare.html\n",
+    )
+    p.add_argument("base", metavar="BASE", help="the run or suite folder to compare with (the baseline)")
+    p.add_argument("new", metavar="NEW", help="the run or suite folder to judge")
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="how much worse a figure may get before it is a regression (see above)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "markdown", "json"],
+        default="table",
+        help="table for the terminal (default), markdown for a pull request comment, json",
+    )
+    p.add_argument("--html", metavar="FILE", help="also write the comparison as a page (the runs page)")
+    p.set_defaults(func=_compare)
 
     p = _command(
         sub,

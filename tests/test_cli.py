@@ -14,7 +14,9 @@ import pytest
 
 from lab.cli import build_parser, main
 
-DESIGN_COMMANDS = {"run", "matrix", "balancer", "up", "down", "cas", "scenarios", "scenario", "report"}
+DESIGN_COMMANDS = {
+    *("run", "matrix", "balancer", "up", "down", "cas", "scenarios", "scenario", "report", "suite", "compare")
+}
 
 
 def commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -62,7 +64,10 @@ def test_every_example_parses_as_written():
     shown = examples(parser) + [e for _, sub in ALL_COMMANDS for e in examples(sub)]
     assert len(shown) >= 15
     for example in shown:
-        argv = [word for word in shlex.split(example) if "=" not in word or word.startswith("-")]
+        words = shlex.split(example)
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value before the command
+            words.pop(0)
+        argv = words
         assert argv[0] == "caslab", example
         assert parser.parse_args(argv[1:]).func, example
 

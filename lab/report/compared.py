@@ -29,11 +29,15 @@ def _moved(comparison: Comparison) -> list[list[str]]:
 
 
 def headline(comparison: Comparison) -> str:
-    regressions = len(comparison.regressions)
+    """E.g. "regression: 2 figures got worse in 1 of 3 compared runs", or "no regression in 3 compared
+    runs"."""
     compared = sum(p.compared for p in comparison.pairs)
-    if regressions:
-        return f"{regressions} regression{'s' if regressions > 1 else ''} in {compared} compared runs"
-    return f"no regression in {compared} compared run{'s' if compared != 1 else ''}"
+    runs = f"{compared} compared run{'s' if compared != 1 else ''}"
+    figures = len(comparison.regressions)
+    if figures:
+        regressed = sum(bool(p.regressions) for p in comparison.pairs)
+        return f"regression: {figures} figure{'s' if figures > 1 else ''} got worse in {regressed} of {runs}"
+    return f"no regression in {runs}"
 
 
 def terminal_table(comparison: Comparison) -> str:
