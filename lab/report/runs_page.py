@@ -170,6 +170,8 @@ def _balance_plot(entry: RunEntry, index: int) -> Plot:
     """Requests per CAS as bars, with their mean and what random placement of the run's sessions gives
     (the mean times the 95th percentile of max/mean): a bar above that line is the balancer's doing."""
     alt = f"requests per CAS of {entry.name}"
+    if entry.summary is None:
+        return Plot(alt, nothing_to_show=f"No figures: the run {entry.status}.")
     servers = (entry.summary or {}).get("servers", {})
     load = {name: figures.get("requests", 0) for name, figures in servers.items()}
     if not sum(load.values()):
