@@ -9,13 +9,13 @@ network namespace of its own, then again with --baseline.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from namespace import isolated, require_namespaces
 from test_compare import summary
 
 from lab.matrix import run_matrix
@@ -188,11 +188,6 @@ hard_breaks = 0
 """
 
 
-def isolated(*argv: str) -> list[str]:
-    """`argv` run in a new network namespace whose only interface is loopback."""
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
-
-
 def caslab_suite(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lab.cli", "suite", *args]
     return subprocess.run(isolated(*command), capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -200,8 +195,7 @@ def caslab_suite(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_suite_of_two_scenarios_end_to_end_then_against_itself_as_baseline(tmp_path):
-    if shutil.which("unshare") is None or subprocess.run(isolated("true"), capture_output=True).returncode:
-        pytest.skip("needs `unshare -n` (root or user namespaces) to run labs away from the network")
+    require_namespaces()
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     for seed, name in enumerate(("first", "second"), 1):
