@@ -32,7 +32,8 @@ A run starts a farm of mock CAS, a real balancer (Envoy by default; HAProxy, ngi
 external VIP) and Locust populations of Exchange clients, then tells whether any session broke and
 whether the load stayed balanced. Results go to reports/<name>-<UTC time>/.
 
-Exit codes of `run`, `matrix` and `report`: 0 pass, 1 a check failed, 2 the lab could not run.
+Exit codes of `run`, `matrix`, `suite` and `report`: 0 pass, 1 a check failed, 2 the lab could not
+run. `compare`: 0 no regression, 1 a regression, 2 a folder it cannot read.
 `caslab COMMAND --help` says more about each command.
 """
 
@@ -44,6 +45,8 @@ examples:
   caslab balancer config --driver haproxy --preset recommended > haproxy.cfg
   caslab scenario schema > scenario.schema.json the JSON Schema of scenario files, for editors
   caslab up                                     a lab to explore by hand; caslab down stops it
+  caslab suite scenarios/                       every scenario file of a folder: one JUnit, one page
+  caslab compare OLD_RUN NEW_RUN                what got worse (exit 1 on a regression)
 """
 
 
@@ -285,7 +288,10 @@ def _matrix(args: argparse.Namespace) -> int:
 
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    code, _folder = run_matrix(scenario, drivers, presets, Path(args.out))
+    try:
+        code, _folder = run_matrix(scenario, drivers, presets, Path(args.out))
+    except KeyboardInterrupt:  # between runs: nothing of a lab is left running
+        code = EXIT_CANNOT_RUN
     end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
 
 
@@ -438,8 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run one scenario on several drivers x presets, side by side",
         "Run one scenario once for every driver x preset (one after the other, each a full `caslab run`)\n"
         "and write matrix.html, a side-by-side table of their verdicts and figures, to\n"
-        "OUT/matrix-<name>-<UTC time>/. A combination a driver refuses is shown as refused, not run.\n"
-        "Exit code: 0 every run passed, 1 a check of some run failed, 2 some run could not run.",
+        "OUT/matrix-<name>-<UTC time>/ (the page `caslab suite` writes too). A combination a driver\n"
+        "refuses is shown as refused, not run. Ctrl-C tears the current run down, stops, and writes the\n"
+        "page for what finished. Exit code: 0 every run passed, 1 a check of some run failed, 2 some run\n"
+        "was invalid or could not run, or Ctrl-C.",
         "  caslab matrix quickstart\n"
         "  caslab matrix hosted-tenant-source-ip --drivers haproxy,nginx --presets article,recommended\n",
     )
