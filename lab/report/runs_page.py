@@ -143,8 +143,10 @@ def _grid(entries: list[RunEntry]) -> list[tuple[str, list[Cell]]]:
     for service in used:
         cells = []
         for entry in entries:
-            figures = (entry.summary or {}).get("services", {}).get(service)
-            cells.append(_cell(service, figures))
+            if entry.summary is None:  # no figures: it did not run or did not finish
+                cells.append(Cell("–", "unused"))
+                continue
+            cells.append(_cell(service, entry.summary.get("services", {}).get(service)))
         rows.append((service, cells))
     return rows
 
