@@ -33,11 +33,3 @@ def run_name(run_dir: Path) -> str:
     named by `new_run_dir` is its own name)."""
     match = STAMPED.match(run_dir.name)
     return match["name"] if match else run_dir.name
-
-
-def run_dirs_named(out: Path, name: str) -> list[Path]:
-    """The run folders under `out` made for `name`, oldest first."""
-    if not out.is_dir():
-        return []
-    found = [p for p in out.iterdir() if p.is_dir() and STAMPED.match(p.name) and run_name(p) == name]
-    return sorted(found, key=lambda p: p.name)

@@ -16,7 +16,6 @@ from typing import Any
 from lab.runfolder import run_name
 
 SUMMARY_SCHEMA = "caslab.summary/1"
-VERDICTS = ("pass", "fail", "invalid")
 # What a page says of a run that has no verdict: it could not run (a wrong scenario, taken addresses, a
 # crash), Ctrl-C stopped it, it never started (Ctrl-C before its turn), a driver refused the combination.
 NO_VERDICT = ("could not run", "interrupted", "not run", "refused")
@@ -32,7 +31,7 @@ class RunEntry:
     """One run as the pages and `caslab compare` see it."""
 
     name: str  # what pages call it, and what pairs it with a run of another set: the scenario file's stem
-    status: str  # a verdict (VERDICTS) or why there is none (NO_VERDICT)
+    status: str  # a verdict (lab.verdict.VERDICTS) or why there is none (NO_VERDICT)
     reason: str = ""  # the verdict's reason, or why there is no verdict
     run_dir: Path | None = None
     summary: dict[str, Any] | None = None  # summary.json, when the run finished

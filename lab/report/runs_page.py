@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from caslab.vocab import SERVICES
 from lab.report.page import TEMPLATES, number
 from lab.report.plots import Plot, inline_svg, new_axes
-from lab.runset import RunEntry
+from lab.runset import NO_VERDICT, RunEntry
 
 if TYPE_CHECKING:
     from lab.compare import Comparison
@@ -33,7 +33,8 @@ COLUMNS = (  # the runs table's figures: (heading with its unit, how to read it 
     "max/mean random placement gives (95th pct.)",
 )
 NO_AFFINITY = ("oab", "autodiscover")  # their split sessions are harmless (lab.verifier.checks)
-PROBLEMS = ("invalid", "could not run", "interrupted", "not run")  # a set with any of these vouches for less
+# A set with any of these vouches for less; a combination a driver refused is no problem of the set.
+PROBLEMS = ("invalid", *(s for s in NO_VERDICT if s != "refused"))
 
 
 @dataclass(frozen=True)
