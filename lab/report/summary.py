@@ -4,7 +4,9 @@ Schema caslab.summary/1 only grows: fields are added, none removed or renamed (v
 invalid_reasons came with the `invalid` verdict; with time (DESIGN.md section 13) came per service `cut`,
 `cut_seen_by_cas`, `moves` and `breaks_by_cause` (counts per cause: expired, evicted, cas-failed,
 no-persistence, other), `totals.cut`, and `eas_heartbeat`: {mean_s, min_s, max_s, alert, recent_mean_s,
-pings}, or null when no ActiveSync device pinged).
+pings}, or null when no ActiveSync device pinged). `expected` is the verdict the scenario is meant to
+produce on the run's driver, and `expected_reason` why it differs from the known answer there ("" where
+it does not; scenario.expect_by_driver).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
             "verdict": analysis.verdict,
             "verdict_reason": analysis.verdict_reason,
             "invalid_reasons": analysis.invalid_reasons,
-            "expected": scenario.expect,
+            "expected": scenario.expected,
+            "expected_reason": scenario.expected_reason,
             "checks": [c.to_dict() for c in analysis.checks],
             "totals": analysis.totals,
             "services": services,

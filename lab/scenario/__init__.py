@@ -16,7 +16,9 @@ key as a dotted path (`population[1].ip_change_every`) and what is allowed there
 Keys beyond DESIGN.md section 8, each because a part of the lab needs it:
 - top level `description` (one line, shown by `caslab scenarios` and in the report) and `expect`
   ("pass" | "fail": the verdict the scenario is meant to produce, a known answer of section 12, so a
-  test can run a bundled scenario and compare);
+  test can run a bundled scenario and compare), and `[expect_by_driver]` where a balancer is known
+  to give another verdict, each with its reason (a timer scenario on HAProxy, DESIGN.md section 13):
+  the report and summary.json then judge the run by its driver's;
 - `[farm] oab_skew` (DESIGN.md section 3: the CAS differ in OAB version);
 - `[[population]] name` (the label in events and reports; default the kind, `kind#i` when a kind
   repeats) and `keeps_cookies` (whether `ews-app` clients keep cookies, section 4; default true);
@@ -38,6 +40,7 @@ from lab.scenario.model import (
     EXPECTATIONS,
     POPULATION_KINDS,
     BalancerSection,
+    DriverExpectation,
     Farm,
     Fault,
     Population,
@@ -57,6 +60,7 @@ __all__ = [
     "SCENARIO_DIR",
     "SCHEMA_FILE",
     "BalancerSection",
+    "DriverExpectation",
     "Farm",
     "Fault",
     "Population",

@@ -332,6 +332,16 @@ THRESHOLD_KEYS = (  # the fields of lab.scenario.model.Thresholds
 
 # ---- the file ----------------------------------------------------------------------------------------
 
+DRIVER_EXPECTATION_KEYS = (
+    Key("expect", "string", "The verdict on this driver.", choices=EXPECTATIONS, required=True),
+    Key(
+        "reason",
+        "string",
+        "Why this driver gives another verdict than the known answer (shown in the report).",
+        required=True,
+    ),
+)
+
 TOP_KEYS = (
     Key(
         "name",
@@ -344,6 +354,21 @@ TOP_KEYS = (
         "string",
         "The verdict the scenario is meant to produce (a known answer).",
         choices=EXPECTATIONS,
+    ),
+    Key(
+        "expect_by_driver",
+        "table",
+        "Drivers on which the known answer does not hold, each with the verdict it gives instead and why: "
+        'haproxy = { expect = "fail", reason = "..." }.',
+        keys=tuple(
+            Key(
+                d,
+                "table",
+                f"The verdict the scenario is meant to produce on {d}, where it differs from expect.",
+                keys=DRIVER_EXPECTATION_KEYS,
+            )
+            for d in DRIVERS
+        ),
     ),
     Key("duration", "duration", "Length of the load phase, after the ramp (wall-clock time).", default="60s"),
     Key("ramp", "duration", "Time over which the users start, before the load phase.", default="0s"),

@@ -129,6 +129,15 @@ class Thresholds:
     eas_heartbeat_alert: bool | None = None  # the allowed value of the event-1040 alert
 
 
+@dataclass(frozen=True)
+class DriverExpectation:
+    """A driver on which a scenario's known answer does not hold: the verdict it gives instead, and why
+    (a measured behaviour of that balancer, said in the report)."""
+
+    expect: str
+    reason: str
+
+
 # Used when a scenario has no [thresholds] at all: a run with no checks could never fail.
 DEFAULT_THRESHOLDS = Thresholds(hard_breaks=0, error_rate_pct=1.0)
 
@@ -146,7 +155,8 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     description: str = ""
-    expect: str | None = None
+    expect: str | None = None  # the known answer
+    expect_by_driver: dict[str, DriverExpectation] = field(default_factory=dict)  # where it differs
     # Where it came from, for messages and reports: a bundled scenario's name, else the path as given.
     origin: str = "<scenario>"
     source_text: str = field(default="", repr=False, compare=False)  # the TOML, kept for re-rendering
@@ -206,6 +216,19 @@ class Scenario:
         return changed
 
     @property
+    def expected(self) -> str | None:
+        """The verdict this scenario is meant to produce on its driver: the driver's own where it has
+        one (`expect_by_driver`), else the known answer (`expect`)."""
+        own = self.expect_by_driver.get(self.balancer.driver)
+        return own.expect if own else self.expect
+
+    @property
+    def expected_reason(self) -> str:
+        """Why the verdict on this driver differs from the known answer ("" where it does not)."""
+        own = self.expect_by_driver.get(self.balancer.driver)
+        return own.reason if own else ""
+
+    @property
     def config_path(self) -> Path | None:
         """The user's balancer config: --config as given (relative to where caslab runs), else the
         scenario's `balancer.config`, relative to the scenario's file."""
@@ -257,6 +280,7 @@ class Scenario:
             "name": self.name,
             "description": self.description,
             "expect": self.expect,
+            "expect_by_driver": {d: dataclasses.asdict(e) for d, e in self.expect_by_driver.items()},
             "origin": self.origin,
             "overrides": dict(self.overrides),
             "duration_s": self.duration_s,

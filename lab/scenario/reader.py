@@ -22,6 +22,7 @@ from lab.scenario.model import (
     DEFAULT_THRESHOLDS,
     POPULATION_KINDS,
     BalancerSection,
+    DriverExpectation,
     Farm,
     Fault,
     Population,
@@ -177,6 +178,7 @@ def parse_scenario(text: str, origin: str = "<scenario>", default_name: str = "s
         name=top.text("name", default_name),
         description=top.text("description", ""),
         expect=top.text("expect") if top.has("expect") else None,
+        expect_by_driver=_read_expect_by_driver(top),
         duration_s=duration_s,
         ramp_s=top.duration("ramp"),
         time_scale=time_scale,
@@ -191,6 +193,21 @@ def parse_scenario(text: str, origin: str = "<scenario>", default_name: str = "s
     )
     check_scenario(scenario, origin)
     return scenario
+
+
+def _read_expect_by_driver(top: _Reader) -> dict[str, DriverExpectation]:
+    """The drivers on which the known answer does not hold; each needs the known answer beside it."""
+    r = top.table_at("expect_by_driver")
+    if r.table and not top.has("expect"):
+        top.fail("expect_by_driver", "says where the known answer does not hold: set expect, the known answer")
+    out = {}
+    for driver in r.table:
+        own = r.table_at(driver)
+        expect = own.text("expect")
+        if expect == top.text("expect"):
+            own.fail("expect", f"{expect!r} is the known answer (expect) already: leave {driver} out")
+        out[driver] = DriverExpectation(expect, own.text("reason"))
+    return out
 
 
 def _read_farm(r: _Reader) -> Farm:
