@@ -6,7 +6,8 @@ invalid_reasons came with the `invalid` verdict; with time (DESIGN.md section 13
 no-persistence, other), `totals.cut`, and `eas_heartbeat`: {mean_s, min_s, max_s, alert, recent_mean_s,
 pings}, or null when no ActiveSync device pinged). `expected` is the verdict the scenario is meant to
 produce on the run's driver, and `expected_reason` why it differs from the known answer there ("" where
-it does not; scenario.expect_by_driver).
+it does not; scenario.expect_by_driver). `timers_advice` is what the report's Timers section says the
+cuts, heartbeats and moves mean and what fixes them (lab.report.timers), a list of sentences.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab.report.timers import timers_section
 from lab.scenario import Scenario
 from lab.verifier import CAUSES, Analysis, RunFacts
 
@@ -102,6 +104,7 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
             "reconciliation": analysis.reconciliation,
             "faults": analysis.faults,
             "eas_heartbeat": timers.eas_heartbeat,
+            "timers_advice": timers_section(analysis, facts.driver, scenario).advice,
             "notes": list(facts.notes),
         }
     )

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lab.scenario import Scenario, format_duration
 from lab.verifier import CAUSES, Analysis
 
 # Drivers of the lab that end TCP themselves (a full proxy), as against a device that forwards packets.
 FULL_PROXIES = {"haproxy": "HAProxy", "nginx": "nginx", "envoy": "Envoy", "traefik": "Traefik"}
+WINDOWS_KEEPALIVE_S = 7200  # Windows' default KeepAliveTime, the CAS's when the scenario sets none
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class TimersSection:
     advice: list[str]  # what the findings mean and what fixes them
 
 
-def timers_section(analysis: Analysis, driver: str) -> TimersSection:
+def timers_section(analysis: Analysis, driver: str, scenario: Scenario) -> TimersSection:
     services, timers = analysis.services, analysis.timers
     cut = services[["cut", "cut_seen_by_cas"]]
     cut = cut[(cut["cut"] > 0) | (cut["cut_seen_by_cas"] > 0)]
@@ -40,7 +42,7 @@ def timers_section(analysis: Analysis, driver: str) -> TimersSection:
         cuts=cut if not cut.empty else None,
         heartbeat=_heartbeat_words(timers.eas_heartbeat),
         moves=table,
-        advice=_advice(services["cut"], timers.eas_heartbeat, moved, driver),
+        advice=_advice(services["cut"], timers.eas_heartbeat, moved, driver, scenario),
     )
 
 
@@ -61,15 +63,12 @@ def _heartbeat_words(figures: dict | None) -> str:
     return words + ": above 540 s, no event 1040."
 
 
-def _advice(cuts: pd.Series, heartbeat: dict | None, moved: pd.DataFrame, driver: str) -> list[str]:
+def _advice(
+    cuts: pd.Series, heartbeat: dict | None, moved: pd.DataFrame, driver: str, scenario: Scenario
+) -> list[str]:
     advice = []
     if cuts.get("rpchttp", 0):
-        advice.append(
-            "Outlook Anywhere channels were cut while idle: by default the CAS keeps them alive only every "
-            "12 minutes (IN) and 15 minutes (OUT). Set the RPC proxy's MinimumConnectionTimeout to 120 s on "
-            "every CAS ([farm.exchange] rpc_min_connection_timeout), or raise the balancer's idle timeout "
-            "for RPC/HTTP above 15 minutes."
-        )
+        advice.append(_rpchttp_advice(driver, scenario))
     if cuts.get("eas", 0) or (heartbeat is not None and heartbeat["alert"]):
         advice.append(
             "ActiveSync Pings were cut before their heartbeat ended, and devices fall back to short "
@@ -77,21 +76,7 @@ def _advice(cuts: pd.Series, heartbeat: dict | None, moved: pd.DataFrame, driver
             "15 minutes on the ActiveSync path; 30 minutes lets devices keep their longest heartbeats."
         )
     if cuts.get("mapi", 0) or cuts.get("addressbook", 0):
-        proxy = FULL_PROXIES.get(driver)
-        where = (
-            f"{proxy} is a full proxy: it ends TCP itself, its kernel answers the probes and it sees no "
-            "data, so its idle timer runs on and lowering KeepAliveTime does not help here."
-            if proxy
-            else "On a device that forwards packets (a firewall, an appliance in L4 mode) the probes count "
-            "as activity; on a full proxy they do not."
-        )
-        advice.append(
-            "Intranet Outlook connections were cut while idle: nothing crosses them but TCP keep-alives "
-            "after the CAS's KeepAliveTime (2 hours by default). Microsoft's fix (KB 2535656), a "
-            "KeepAliveTime below the device's idle timeout, holds for devices that forward packets only. "
-            f"{where} The fix that works on a proxy is its own idle timeout for the MAPI and Address Book "
-            "ports, above the time Outlook leaves a connection idle."
-        )
+        advice.append(_mapi_advice(driver, scenario))
     causes = moved.sum() if not moved.empty else pd.Series(dtype=int)
     if causes.get("expired", 0):
         advice.append(
@@ -105,3 +90,65 @@ def _advice(cuts: pd.Series, heartbeat: dict | None, moved: pd.DataFrame, driver
             "raise persistence_table_size above the number of keys live at once."
         )
     return advice
+
+
+def _rpchttp_advice(driver: str, scenario: Scenario) -> str:
+    """Outlook Anywhere channels cut: Microsoft's fix, or, where the CAS has it already and the channels
+    were cut all the same, why (a timeout that ends channels by their age, not their silence)."""
+    keepalive = scenario.farm.exchange.rpc_min_connection_timeout_s
+    idle = scenario.balancer.timeouts.of("rpchttp").idle_s
+    if keepalive is None or idle is None or keepalive >= idle:
+        return (
+            "Outlook Anywhere channels were cut while idle: by default the CAS keeps them alive only every "
+            "12 minutes (IN) and 15 minutes (OUT). Set the RPC proxy's MinimumConnectionTimeout to 120 s on "
+            "every CAS ([farm.exchange] rpc_min_connection_timeout), or raise the balancer's idle timeout "
+            "for RPC/HTTP above 15 minutes."
+        )
+    why = (
+        "HAProxy in HTTP mode ends a request when `timeout server` runs out while it waits for the CAS's "
+        "answer, and the RPC proxy answers an RPC_IN_DATA channel only when the channel ends: IN channels "
+        "are cut when they are as old as the timeout, keep-alives or not. "
+        if driver == "haproxy"
+        else ""
+    )
+    return (
+        f"Outlook Anywhere channels were cut although the CAS keeps them alive every "
+        f"{format_duration(keepalive)} (MinimumConnectionTimeout), within the balancer's idle timeout of "
+        f"{format_duration(idle)}: the balancer ends channels by their age, not by their silence. {why}"
+        "The fix here is the balancer's own server-side timeout for RPC/HTTP ([balancer.timeouts] "
+        "rpchttp = { server_idle = ... }), longer than Outlook keeps a channel open."
+    )
+
+
+def _mapi_advice(driver: str, scenario: Scenario) -> str:
+    """Intranet Outlook connections cut: Microsoft's fix (a shorter KeepAliveTime) and where it holds. On
+    a full proxy it does not, and where the scenario set it and the cut stayed, the advice says so."""
+    keepalive = scenario.farm.exchange.tcp_keepalive_s or WINDOWS_KEEPALIVE_S
+    idle = scenario.balancer.timeouts.of("mapi").idle_s
+    proxy = FULL_PROXIES.get(driver)
+    words = (
+        "Intranet Outlook connections were cut while idle: nothing crosses them but the CAS's TCP "
+        f"keep-alives, after its KeepAliveTime of {format_duration(keepalive)} of silence. "
+    )
+    fix = (
+        "Microsoft's fix (KB 2535656), a KeepAliveTime below the device's idle timeout, holds for "
+        "devices that forward packets only (a firewall, an appliance in L4 mode), where the probes are "
+        "activity. "
+    )
+    if proxy and idle is not None and keepalive < idle:
+        words += (
+            f"That is shorter than the balancer's idle timeout of {format_duration(idle)}, and they were cut "
+            f"all the same. {fix}{proxy} is a full proxy: it ends TCP itself, its kernel answers the probes "
+            "and it sees no data, so its idle timer runs on. "
+        )
+    elif proxy:
+        words += (
+            f"{fix}{proxy} is a full proxy: it ends TCP itself, its kernel answers the probes and it sees "
+            "no data, so lowering KeepAliveTime does not help here. "
+        )
+    else:
+        words += f"{fix}On a full proxy the probes are no activity. "
+    return words + (
+        "The fix that works on a proxy is its own idle timeout for the MAPI and Address Book ports "
+        "([balancer.timeouts] mapi and addressbook), longer than Outlook leaves a connection idle."
+    )
