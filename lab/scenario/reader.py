@@ -199,7 +199,9 @@ def _read_expect_by_driver(top: _Reader) -> dict[str, DriverExpectation]:
     """The drivers on which the known answer does not hold; each needs the known answer beside it."""
     r = top.table_at("expect_by_driver")
     if r.table and not top.has("expect"):
-        top.fail("expect_by_driver", "says where the known answer does not hold: set expect, the known answer")
+        top.fail(
+            "expect_by_driver", "says where the known answer does not hold: set expect, the known answer too"
+        )
     out = {}
     for driver in r.table:
         own = r.table_at(driver)

@@ -215,7 +215,13 @@ class Envoy(ProcessBalancer):
             http_protocol_options={"allow_custom_methods": True},  # RPC_IN_DATA / RPC_OUT_DATA
             stream_idle_timeout=idle(listener.timeouts.idle_s),
             common_http_protocol_options={"idle_timeout": idle(listener.timeouts.client_idle_s)},
-            **({"drain_timeout": "0s", "delayed_close_timeout": "0s"} if listener.timeouts.client_idle_s is not None else {}),
+            # An idle timeout closes at once: not after draining, nor after Envoy's 1 s wait for the
+            # client to close first (10 minutes of Exchange time at time_scale 600).
+            **(
+                {"drain_timeout": "0s", "delayed_close_timeout": "0s"}
+                if listener.timeouts.client_idle_s is not None
+                else {}
+            ),
             route_config={"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
             http_filters=filters,
         )
