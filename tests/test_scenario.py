@@ -348,6 +348,52 @@ def test_a_mistake_names_the_file_the_key_and_what_is_allowed(tmp_path, edit, ke
     assert not schema_accepts(edited(edit)), "the schema sees it too, so an editor marks it as people type"
 
 
+# ---- a known answer that differs on one driver ------------------------------------------------------
+
+KNOWN = 'expect = "pass"\n'  # the known answer, a top-level key: before BASE's [[population]]
+
+
+def test_expect_by_driver_gives_the_verdict_and_reason_of_the_runs_driver(tmp_path, any_driver):
+    differs = '[expect_by_driver.haproxy]\nexpect = "fail"\nreason = "HAProxy ends it"\n'
+    scenario = load_text(tmp_path, KNOWN + BASE + differs)
+    assert (scenario.expect, scenario.balancer.driver) == ("pass", "envoy")
+    assert (scenario.expected, scenario.expected_reason) == ("pass", "")  # Envoy: the known answer
+    on_haproxy = scenario.with_overrides(driver="haproxy")
+    assert (on_haproxy.expected, on_haproxy.expected_reason) == ("fail", "HAProxy ends it")
+    assert on_haproxy.to_dict()["expect_by_driver"] == {
+        "haproxy": {"expect": "fail", "reason": "HAProxy ends it"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("known", "edit", "key", "says", "in_schema"),
+    [
+        (KNOWN, '[expect_by_driver.f5]\nexpect = "fail"\nreason = "r"\n', "expect_by_driver.f5",
+         "allowed here: envoy", True),
+        (KNOWN, '[expect_by_driver.haproxy]\nexpect = "fail"\n', "expect_by_driver.haproxy.reason",
+         "is required", True),
+        (KNOWN, '[expect_by_driver.haproxy]\nexpect = "maybe"\nreason = "r"\n',
+         "expect_by_driver.haproxy.expect", "allowed: pass, fail", True),
+        (KNOWN, '[expect_by_driver.haproxy]\nexpect = "pass"\nreason = "r"\n',
+         "expect_by_driver.haproxy.expect", "is the known answer (expect) already: leave haproxy out", False),
+        ("", '[expect_by_driver.haproxy]\nexpect = "fail"\nreason = "r"\n', "expect_by_driver",
+         "set expect, the known answer too", False),
+        (KNOWN + 'expect_by_driver = "haproxy"\n', "", "expect_by_driver", "expected a table, got a string",
+         True),
+        (KNOWN, '[expect_by_driver]\nhaproxy = "fail"\n', "expect_by_driver.haproxy",
+         "expected a table, got a string", True),
+    ],
+)  # fmt: skip
+def test_an_expect_by_driver_mistake_names_the_file_and_the_key(
+    tmp_path, any_driver, known, edit, key, says, in_schema
+):
+    """`in_schema`: the JSON Schema sees it too; what needs two keys compared is the reader's alone."""
+    text = known + BASE + edit
+    error = error_of(tmp_path, text)
+    assert (error.key, says in error.problem) == (key, True), error.problem
+    assert schema_accepts(text) is not in_schema
+
+
 def test_populations_must_be_an_array_of_tables(tmp_path):
     error = error_of(tmp_path, 'duration = "20s"\npopulation = 3\n')
     assert (error.key, error.problem) == (
