@@ -149,6 +149,10 @@ def test_the_known_answers_of_the_design_are_all_bundled():
     known = {
         "quickstart", "hosted-tenant-source-ip", "hosted-tenant-recommended", "lb-cookie-everything",
         "mobile-carrier-churn", "citrix-mapi", "round-robin", "cas-failure", "ssl-session-id-tls13",
+        # section 13, research-timers.md
+        "outlook-anywhere-idle-5m", "outlook-anywhere-idle-5m-keepalive-120s", "direct-push-idle-5m",
+        "direct-push-idle-30m", "mapi-idle-60m", "mapi-idle-60m-keepalive-30m", "persistence-table-too-small",
+        "persistence-timeout-short",
     }  # fmt: skip
     assert known <= set(bundled_scenarios())
 
