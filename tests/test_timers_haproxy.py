@@ -3,28 +3,22 @@ them through the drivers) cuts Outlook Anywhere channels and ActiveSync Pings, a
 them as cuts: from the clients' events and the CAS's ledger, with the heartbeats the devices fell back
 to (DESIGN.md section 13, research-timers.md's known answers).
 
-Two HAProxy modes, measured here:
-- HTTP mode, `timeout client`/`timeout server` 5 minutes: idle channels and Pings are cut. But
-  `timeout server` is HAProxy's wait for the CAS's answer, and the RPC proxy never answers an IN channel
-  before it ends: most IN channels are cut when they are 5 minutes old, keep-alives going up them or
-  not (HAProxy re-arms the timer on a write only now and then). On HAProxy in HTTP mode,
-  MinimumConnectionTimeout does not save Outlook Anywhere from a short `timeout server`; only a long
-  one does.
-- TCP mode, `timeout tunnel` 5 minutes: a true idle timeout (both directions silent), as a firewall's.
-  Idle channels and Pings are cut; with MinimumConnectionTimeout 120 on the CAS, Outlook Anywhere's
-  keep-alives (both ways, every 2 minutes) beat it and no channel is cut.
+Both HAProxy modes, `mode http` with `timeout client`/`timeout server` and `mode tcp` with `timeout
+tunnel`, 5 minutes: idle channels and Pings are cut; with MinimumConnectionTimeout 120 on the CAS,
+Outlook Anywhere's keep-alives (every 2 minutes) beat the timeout and no channel is cut.
 
-Time scale 600: HAProxy's 0.5 s is a 5-minute idle timeout; the default keep-alives are 12 minutes (IN,
-1.2 s) and 15 minutes (OUT, 1.5 s); a device starts with a 9-minute heartbeat (0.9 s). The CAS runs in
-this process (127.0.52.11), HAProxy on 127.0.52.1, the clients (Locust, in a process of their own,
-tests/loadgen_driver.py run) from 127.64+.x.y.
+Time scale 300: HAProxy's 1 s is a 5-minute idle timeout; the default keep-alives are 12 minutes (IN,
+2.4 s) and 15 minutes (OUT, 3 s); a device starts with a 9-minute heartbeat (1.8 s). Not 600: measured,
+HAProxy then cut IN channels carrying a keep-alive every 0.2 s under a 0.5 s `timeout server` (about
+0.3 s of slack in its timers, which the driver's refusal of such short timeouts cites), while at 450
+(0.27 s against 0.67 s) it cut none. The CAS runs in this process (127.0.52.11), HAProxy on 127.0.52.1,
+the clients (Locust, in a process of their own, tests/loadgen_driver.py run) from 127.64+.x.y.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "loadgen_driver.py"
 BASE = "127.0.52"
 CAS01, VIP = f"{BASE}.11", f"{BASE}.1"
-TIME_SCALE = 600
+TIME_SCALE = 300
 SECONDS = 8
 SCENARIO = f"""
 name = "timers-haproxy"
@@ -60,9 +54,9 @@ HAPROXY = """
 defaults
     mode {mode}
     timeout connect 2s
-    timeout client 500ms
-    timeout server 500ms
-    timeout tunnel 500ms
+    timeout client 1000ms
+    timeout server 1000ms
+    timeout tunnel 1000ms
 frontend vip
     bind {vip}:8080
     default_backend cas
@@ -138,19 +132,9 @@ def test_a_five_minute_idle_timeout_cuts_idle_channels_and_pings(make_farm, hapr
 
 
 @pytest.mark.slow
-def test_minimum_connection_timeout_120_beats_an_idle_timeout_but_not_haproxys_answer_timeout(
-    make_farm, haproxy, tmp_path
-):
+def test_minimum_connection_timeout_120_beats_a_5_minute_idle_timeout(make_farm, haproxy, tmp_path):
     farm = make_farm(BASE, servers=1, time_scale=TIME_SCALE, rpc_min_connection_timeout_s=120)
     a = judged(*load_through_haproxy(tmp_path, farm))
     assert a.services.loc["rpchttp", "requests"] > 0
     assert a.services.loc["eas", "cut"] > 0  # Pings are still longer than the timeout
-    cut = a.services.loc["rpchttp", "cut"]
-    if haproxy == "tcp":
-        assert cut == 0  # keep-alives both ways every 0.2 s: never idle for 0.5 s
-        return
-    # HTTP mode: most IN channels end when 0.5 s old, though each carried pings every 0.2 s (HAProxy
-    # re-arms `timeout server` on a write now and then, measured: a few live a little longer).
-    assert cut > 0
-    lives = [r.latency_ms for r in farm["CAS01"].ledger.rows() if r.service == "rpchttp" and r.state == "own"]
-    assert statistics.median(lives) == pytest.approx(500, abs=50), lives
+    assert a.services.loc["rpchttp", "cut"] == 0  # keep-alives every 0.4 s: never silent for 1 s

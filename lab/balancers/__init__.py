@@ -39,7 +39,10 @@ Class attributes of a driver:
 - `tcp_timeouts_reason`: set when it cannot close idle TCP streams at all (MAPI, Address Book, TLS
   passthrough), saying why;
 - `table_methods`: the persistence methods for which it keeps a table whose size
-  `spec.persistence_table_size` sets (else `table_reason` says why it keeps none).
+  `spec.persistence_table_size` sets (else `table_reason` says why it keeps none);
+- `timer_slack_s`, `timer_slack_reason`: how early its idle timeouts may end (0: to the millisecond), and
+  why. An idle timeout shorter than TIMER_SLACK_FACTOR times that is refused: divided by a high
+  time_scale, the slack would be minutes of Exchange time, and a keep-alive sent in time would be cut.
 
 What every driver builds (listeners, pools, routes) is decided once in `lab.balancers.layout`; the
 persistence presets are `lab.balancers.presets`; which idle timeout goes where is decided there too
@@ -105,6 +108,11 @@ class Unsupported(ValueError):
         self.refusals = refusals
 
 
+# An idle timeout must be this many times the driver's timer slack, so that the slack is at most a third of
+# it (lab.balancers.Balancer.timer_slack_s).
+TIMER_SLACK_FACTOR = 3
+
+
 class Balancer:
     """The driver contract (see the module docstring)."""
 
@@ -120,6 +128,8 @@ class Balancer:
     tcp_timeouts_reason: ClassVar[str] = ""
     table_methods: ClassVar[frozenset[str]] = frozenset()
     table_reason: ClassVar[str] = ""
+    timer_slack_s: ClassVar[float] = 0.0
+    timer_slack_reason: ClassVar[str] = ""
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         self.spec = spec
@@ -202,6 +212,28 @@ class Balancer:
                         )
             if listener.client_idle_varies and not self.client_idle_per_route:
                 out.append(self._one_client_idle(listener))
+        return out + self._slack_refusals()
+
+    def _slack_refusals(self) -> list[Refusal]:
+        """The idle timeouts too short for this driver's timer slack, one refusal per setting."""
+        shortest = TIMER_SLACK_FACTOR * self.timer_slack_s
+        timeouts = self.spec.timeouts
+        out = []
+        for service in (None, *sorted(timeouts.services)):
+            own = timeouts.services[service] if service else timeouts
+            for side in ("client_idle", "server_idle"):
+                value = getattr(own, f"{side}_s")
+                if value is not None and value < shortest:
+                    out.append(
+                        Refusal(
+                            self.name,
+                            service,
+                            setting=f"timeouts.{side}",
+                            reason=f"it is {value:g} s of the lab's time (Exchange time divided by "
+                            f"time_scale); {self.timer_slack_reason}: a keep-alive sent in time could be cut",
+                            alternatives=(f"a lower time_scale, so that it is at least {shortest:g} s",),
+                        )
+                    )
         return out
 
     def _keeps_a_table(self) -> bool:

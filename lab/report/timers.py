@@ -94,7 +94,7 @@ def _advice(
 
 def _rpchttp_advice(driver: str, scenario: Scenario) -> str:
     """Outlook Anywhere channels cut: Microsoft's fix, or, where the CAS has it already and the channels
-    were cut all the same, why (a timeout that ends channels by their age, not their silence)."""
+    were cut all the same, what to look for in the balancer."""
     keepalive = scenario.farm.exchange.rpc_min_connection_timeout_s
     idle = scenario.balancer.timeouts.of("rpchttp").idle_s
     if keepalive is None or idle is None or keepalive >= idle:
@@ -104,19 +104,14 @@ def _rpchttp_advice(driver: str, scenario: Scenario) -> str:
             "every CAS ([farm.exchange] rpc_min_connection_timeout), or raise the balancer's idle timeout "
             "for RPC/HTTP above 15 minutes."
         )
-    why = (
-        "HAProxy in HTTP mode ends a request when `timeout server` runs out while it waits for the CAS's "
-        "answer, and the RPC proxy answers an RPC_IN_DATA channel only when the channel ends: IN channels "
-        "are cut when they are as old as the timeout, keep-alives or not. "
-        if driver == "haproxy"
-        else ""
-    )
     return (
         f"Outlook Anywhere channels were cut although the CAS keeps them alive every "
         f"{format_duration(keepalive)} (MinimumConnectionTimeout), within the balancer's idle timeout of "
-        f"{format_duration(idle)}: the balancer ends channels by their age, not by their silence. {why}"
-        "The fix here is the balancer's own server-side timeout for RPC/HTTP ([balancer.timeouts] "
-        "rpchttp = { server_idle = ... }), longer than Outlook keeps a channel open."
+        f"{format_duration(idle)}: something closed channels that were not silent that long. Check that the "
+        "balancer's timeout for RPC/HTTP counts silence in both directions, not the age of a request or a "
+        "connection (the RPC proxy answers an RPC_IN_DATA channel only when the channel ends); the fix is "
+        "then its own timeout for RPC/HTTP ([balancer.timeouts] rpchttp = { server_idle = ... }), longer "
+        "than Outlook keeps a channel open."
     )
 
 

@@ -114,6 +114,11 @@ class Nginx(ProcessBalancer):
         "app-cookie": "nginx OSS cannot learn a cookie from the server's Set-Cookie; hashing is not learning",
         "ssl-session-id": "nginx's stream module cannot key on the TLS session ID",
     }
+    timer_slack_s = 0.3
+    timer_slack_reason = (
+        "nginx keeps a connection's timer when its new deadline is less than 300 ms from the old one "
+        "(NGX_TIMER_LAZY_DELAY, src/event/ngx_event_timer.h), so its idle timeouts can end up to 0.3 s early"
+    )
     table_reason = (
         "nginx OSS keeps no persistence table: its hashes keep no state, its balancer cookie is held by the "
         "client, and `sticky learn` (a table in a shared zone) is nginx Plus only"
