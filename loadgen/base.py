@@ -36,6 +36,7 @@ from loadgen.binding import SourceAddress, bind_fast_session, close_fast_session
 from loadgen.cookies import CachingCookieJar
 from loadgen.eventlog import EventContext
 from loadgen.plan import LoadPlan, PopulationPlan
+from loadgen.tls import TlsSessions, client_context
 
 _instances = itertools.count(1)
 # What a balancer answers itself when it gave up waiting on a held request: a gateway time-out (HAProxy,
@@ -97,6 +98,8 @@ class CasUser(FastHttpUser):
     abstract = True
     client_kind: ClassVar[str] = ""
     keeps_cookies: ClassVar[bool] = True
+    # Whether the program resumes its TLS sessions (every modelled client does: loadgen.tls).
+    resumes_tls: ClassVar[bool] = True
     # The program's own User-Agent, sent on every request unless a request names another (as Outlook's
     # RPC/HTTP channels send MSRPC): CAS logs, and balancers keyed on it, see what they see of the real one.
     user_agent: ClassVar[str] = ""
@@ -110,6 +113,10 @@ class CasUser(FastHttpUser):
     last_event: EventContext  # the event of the latest call()
 
     def __init__(self, environment: Any) -> None:
+        # Read by FastHttpUser.__init__: every connection of this kind shares the kind's one TLS
+        # context, verifying the run's CA (loadgen.tls); geventhttpclient calls the factory per host.
+        self.insecure = not self.plan.ca_pem
+        self.ssl_context_factory = self.tls_context
         super().__init__(environment)
         workers, worker = worker_slot(environment)
         # Users 0..n-1 of this client kind (numbers come round again when Locust restarts its users).
@@ -123,11 +130,17 @@ class CasUser(FastHttpUser):
         self.session = f"{self.population.name}/{self.client_kind}/{self.index + 1}"
         self.rng = random.Random(f"{self.plan.seed}:{self.session}")
         self.source = SourceAddress(self.population.addresses.address_of(self.index, 0.0))
-        bind_fast_session(self.client, self.source)
+        self.tls_sessions = TlsSessions(self.resumes_tls)
+        bind_fast_session(self.client, self.source, self.tls_sessions)
         # FastHttpSession has no parameter for its jar; the session and its user agent share this one.
         self.client.cookiejar = self.client.client.cookiejar = CachingCookieJar()
         self._request_ids = itertools.count(1)
         self.run_headers = {RUN_HEADER: self.plan.run_id} if self.plan.run_id else {}
+
+    @classmethod
+    def tls_context(cls, **_ignored: object) -> Any:
+        """This kind's one TLS context in this process (loadgen.tls.client_context)."""
+        return client_context(cls.client_kind, cls.plan.ca_pem, cls.plan.tls_max_version)
 
     # -- identity and addresses -------------------------------------------------------------------
     def url(self, service: str, path: str) -> str:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from geventhttpclient.client import HTTPClient
     from locust.contrib.fasthttp import FastHttpSession
 
+    from loadgen.tls import TlsSessions
+
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
@@ -34,8 +36,13 @@ class SourceAddress:
         return sock
 
 
-def bind_fast_session(session: FastHttpSession, source: SourceAddress) -> None:
-    """Make every connection a Locust FastHttpSession opens come from `source`."""
+def bind_fast_session(
+    session: FastHttpSession, source: SourceAddress, tls_sessions: TlsSessions | None = None
+) -> None:
+    """Make every connection a Locust FastHttpSession opens come from `source`, and its TLS connections
+    resume the client's sessions in `tls_sessions` (loadgen.tls.resume_in)."""
+    from loadgen.tls import resume_in
+
     pool = session.client.clientpool
     get_client = pool.get_client
 
@@ -46,6 +53,8 @@ def bind_fast_session(session: FastHttpSession, source: SourceAddress) -> None:
             create = connections._create_tcp_socket
             connections._create_tcp_socket = lambda *args: source.bind(create(*args))
             connections.caslab_bound = True
+            if tls_sessions is not None and client.ssl:
+                resume_in(connections, tls_sessions)
         return client
 
     pool.get_client = bound_get_client

@@ -67,6 +67,10 @@ class LoadPlan:
     # The run's id, sent with every request (X-CasLab-Run; "run" on MAPI and Address Book lines) so the
     # CAS ledgers tell this run's requests from another's; "" sends none.
     run_id: str = ""
+    # The run's CA (PEM text; ca.pem of the run folder): HTTPS clients verify the VIP's certificate
+    # against it, as real clients verify theirs. "" verifies nothing (loadgen.tls.client_context).
+    ca_pem: str = ""
+    tls_max_version: str = "1.3"  # the highest TLS version clients offer: "1.2" or "1.3"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def think_time(self, profile: str, rng: random.Random) -> float:
