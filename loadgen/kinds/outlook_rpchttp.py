@@ -24,7 +24,6 @@ cut channel is recorded the same way.
 from __future__ import annotations
 
 import select
-import ssl
 import time
 import uuid
 from typing import ClassVar
@@ -108,10 +107,7 @@ class OutlookAnywhere(OutlookHttp):
 
     def open(self, port: int) -> tuple[VirtualConnection, str] | None:
         base = urlsplit(self.url("rpchttp", "/"))
-        tls = None
-        if base.scheme == "https":
-            tls = ssl.create_default_context()
-            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # the lab's CA is not the point here
+        tls = self.tls_context() if base.scheme == "https" else None
         self.follow_address()
         vc = VirtualConnection(
             (base.hostname or "", base.port or (443 if tls else 80)),
@@ -120,6 +116,7 @@ class OutlookAnywhere(OutlookHttp):
             password=self.password,
             rpc_port=port,
             ssl_context=tls,
+            tls_sessions=self.tls_sessions,
             headers=self.channel_headers(),
             keep_cookies=self.keeps_cookies,
             run_id=self.plan.run_id,

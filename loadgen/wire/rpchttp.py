@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from caslab import rts
 from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, SERVER_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bound_connection
+from loadgen.tls import TlsSessions
 
 PROXY_PATH = "/rpc/rpcproxy.dll"
 IN_CONTENT_LENGTH = 1 << 30  # what Outlook declares for its IN channel
@@ -190,6 +191,7 @@ class VirtualConnection:
         rpc_port: int = 6001,
         host_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        tls_sessions: TlsSessions | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         out_address: tuple[str, int] | None = None,
@@ -202,6 +204,7 @@ class VirtualConnection:
         self.rpc_target = f"{rpc_server}:{rpc_port}"
         self.host_name = host_name or address[0]
         self.ssl_context = ssl_context
+        self.tls_sessions = tls_sessions or TlsSessions(resumes=False)
         self.timeout = timeout
         credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._headers = {
@@ -241,7 +244,7 @@ class VirtualConnection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PDUs are small: no Nagle delay
             if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host_name)
+                sock = self.tls_sessions.wrap(self.ssl_context, sock, address, self.host_name)
         except OSError:
             sock.close()
             raise
@@ -278,6 +281,7 @@ class VirtualConnection:
             a1 = rts.conn_a1(self.vc_cookie, rts.new_cookie(), RECEIVE_WINDOW)
             self._out.send(self._request_head(out.method, len(a1), out.request_id) + a1)
             status, head = self._out.read_head(deadline)
+            self.tls_sessions.keep(self.out_address, self._out.sock)  # the IN channel resumes it
             _record(out, status, head)
             if self.keep_cookies:
                 for set_cookie in head.get_all("Set-Cookie") or []:
