@@ -56,5 +56,9 @@ def plan_from_scenario(
         for p, a in zip(scenario.populations, address_plans(scenario, client_network), strict=True)
     ]
     return LoadPlan(
-        populations=populations, endpoints=endpoints, time_scale=scenario.time_scale, seed=scenario.seed
+        populations=populations,
+        endpoints=endpoints,
+        time_scale=scenario.time_scale,
+        seed=scenario.seed,
+        tls_max_version=scenario.farm.tls_max_version,
     )

@@ -88,6 +88,7 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
             "farm": {
                 "servers": list(scenario.farm.server_names),
                 "tls": scenario.farm.tls,
+                "tls_max_version": scenario.farm.tls_max_version,
                 "oab_skew": scenario.farm.oab_skew,
             },
             "verdict": analysis.verdict,

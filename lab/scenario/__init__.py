@@ -20,6 +20,8 @@ Keys beyond DESIGN.md section 8, each because a part of the lab needs it:
   to give another verdict, each with its reason (a timer scenario on HAProxy, DESIGN.md section 13):
   the report and summary.json then judge the run by its driver's;
 - `[farm] oab_skew` (DESIGN.md section 3: the CAS differ in OAB version);
+- `[farm] tls_max_version` ("1.2" | "1.3", default "1.3": the highest TLS version the clients offer;
+  "1.2" is what makes `ssl-session-id` persistence able to hold, section 12; loadgen/tls.py);
 - `[[population]] name` (the label in events and reports; default the kind, `kind#i` when a kind
   repeats) and `keeps_cookies` (whether `ews-app` clients keep cookies, section 4; default true);
 - `[thresholds] fault_collateral_breaks`: sessions NOT on a failed CAS that broke while it was out

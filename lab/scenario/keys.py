@@ -216,6 +216,15 @@ FARM_KEYS = (
         default="none",
     ),
     Key(
+        "tls_max_version",
+        "string",
+        "The highest TLS version the clients offer: 1.3, or 1.2 as the Windows 7 and iOS clients of "
+        "Exchange 2010's time did (they resume sessions by ID, which ssl-session-id persistence keys on; "
+        "TLS 1.3 offers a fresh ID in every hello).",
+        choices=("1.2", "1.3"),
+        default="1.3",
+    ),
+    Key(
         "oab_skew",
         "boolean",
         "The CAS serve different versions of the Offline Address Book (DESIGN.md section 3).",

@@ -67,6 +67,7 @@ POPULATION_KINDS: dict[str, PopulationKind] = {
 class Farm:
     servers: int = 3
     tls: str = "none"
+    tls_max_version: str = "1.3"  # the highest TLS version clients offer (loadgen.tls)
     oab_skew: bool = False
     exchange: ExchangeSettings = field(default_factory=ExchangeSettings)  # passed to every CAS
 

@@ -216,6 +216,7 @@ def _read_farm(r: _Reader) -> Farm:
     return Farm(
         servers=r.integer("servers"),
         tls=r.text("tls"),
+        tls_max_version=r.text("tls_max_version"),
         oab_skew=r.boolean("oab_skew"),
         exchange=_read_exchange(r.table_at("exchange")),
     )
