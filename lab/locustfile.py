@@ -10,6 +10,8 @@ Settings (environment, because Locust imports this file before it parses its own
   classes, one per population and client kind, with the scenario's user counts as `fixed_count`.
 - CASLAB_EVENTS: where this process writes its client event log (default caslab-events-<pid>.csv).
   A worker adds its process id (events.csv -> events-<pid>.csv); the master writes none.
+- CASLAB_CA: the lab's CA certificate (a run folder's ca.pem) that HTTPS clients verify the VIP
+  against; without it they verify nothing (and say so).
 --host sets where every HTTP service is reached (the VIP); MAPI and Address Book use its host name.
 Without --host the scenario's default VIP is used. The lab (`caslab run`) drives these same classes as
 a library (loadgen/runner.py).
@@ -34,6 +36,8 @@ from loadgen.plan import Endpoints, user_classes
 scenario = load_scenario(os.environ.get("CASLAB_SCENARIO", "quickstart"))
 endpoints = endpoints_for_vip(Vip(), scenario.farm.tls != "none", scenario.balancer.topology)
 plan = plan_from_scenario(scenario, endpoints)
+if os.environ.get("CASLAB_CA"):
+    plan.ca_pem = Path(os.environ["CASLAB_CA"]).read_text()
 globals().update({cls.__name__: cls for cls in user_classes(plan)})  # Locust collects module-level users
 
 

@@ -171,6 +171,8 @@ def _run_and_judge(
         endpoints = endpoints_for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
         plan = plan_from_scenario(scenario, endpoints, str(network.subnet) if network else None)
         plan = dataclasses.replace(plan, run_id=lab.run_id)  # the clients send it; the verifier checks it
+        if spec.tls_files is not None and spec.tls != "none":
+            plan.ca_pem = spec.tls_files.ca_pem.read_text()  # HTTPS clients verify the VIP against it
         schedule = list(scenario.fault_schedule())
         fired: list[dict] = []
 
