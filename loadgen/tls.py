@@ -91,21 +91,33 @@ class TlsSessions:
         """`sock` wrapped in TLS (the handshake done), resuming the session kept for `address` if any."""
         return context.wrap_socket(sock, server_hostname=server_hostname, session=self.offer(address))
 
-    def clear(self) -> None:
-        self._sessions.clear()
-        self._seen.clear()
+
+def close_tls(sock: Any) -> None:
+    """Close a connection as a TLS client that ends it on purpose does: a close_notify alert first (RFC
+    5246 section 7.2.1), without waiting for the server's. Why it matters: the mock CAS's OpenSSL, like
+    any OpenSSL server, drops a session from its cache when its connection ends without one, so the
+    client's next connection could not resume it; IIS's SChannel keeps it either way (ServerCacheTime).
+    A plain TCP socket is just closed."""
+    if hasattr(sock, "unwrap"):
+        try:
+            sock.settimeout(0.0)  # send our alert; the server's answer is not awaited
+            sock.unwrap()
+        except (OSError, ValueError):  # ssl.SSLWantReadError: the alert went, the answer did not come yet
+            pass
+    sock.close()
 
 
 def resume_in(pool: SSLConnectionPool, sessions: TlsSessions) -> None:
     """Make a geventhttpclient TLS connection pool (one host of Locust's FastHttpSession) offer the
-    client's kept session on each connection it opens, and keep the session of each connection it gets
-    back after an answer. The pool's own `_connect_socket` would connect and wrap in one step with no
-    session; this one connects the same way (the plain pool's step) and wraps with the session."""
+    client's kept session on each connection it opens, keep the session of each connection it gets
+    back after an answer, and close connections with close_notify (`close_tls`). The pool's own
+    `_connect_socket` would connect and wrap in one step with no session; this one connects the same
+    way (the plain pool's step) and wraps with the session."""
     from geventhttpclient.connectionpool import ConnectionPool
 
     address = (pool._connection_host, pool._connection_port)
     hostname = pool.ssl_options.get("server_hostname", pool._request_host)
-    return_socket = pool.return_socket
+    return_socket, release_socket, close_pool = pool.return_socket, pool.release_socket, pool.close
 
     def connect(sock: Any, to: Any) -> Any:
         return sessions.wrap(
@@ -116,5 +128,16 @@ def resume_in(pool: SSLConnectionPool, sessions: TlsSessions) -> None:
         sessions.keep(address, sock)
         return_socket(sock)
 
+    def released(sock: Any) -> None:  # an answer said close, or the connection failed
+        close_tls(sock)
+        release_socket(sock)
+
+    def close() -> None:  # the client drops its connections (a phone that changed address)
+        while not pool._socket_queue.empty():
+            close_tls(pool._socket_queue.get(block=False))
+        close_pool()
+
     pool._connect_socket = connect
     pool.return_socket = returned
+    pool.release_socket = released
+    pool.close = close

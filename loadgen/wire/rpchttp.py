@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from caslab import rts
 from caslab.vocab import REQUEST_ID_HEADER, RUN_HEADER, SERVER_HEADER, STATE_HEADER
 from loadgen.binding import SourceAddress, bound_connection
-from loadgen.tls import TlsSessions
+from loadgen.tls import TlsSessions, close_tls
 
 PROXY_PATH = "/rpc/rpcproxy.dll"
 IN_CONTENT_LENGTH = 1 << 30  # what Outlook declares for its IN channel
@@ -167,7 +167,7 @@ class _Channel:
         return rts.decode_pdu(head + self.read_exact(length - rts.HEADER_LENGTH, deadline))
 
     def close(self) -> None:
-        self.sock.close()
+        close_tls(self.sock)  # with close_notify over TLS: the client's session stays resumable
 
 
 class VirtualConnection:
