@@ -4,10 +4,12 @@ Locust monkey-patches the whole process with gevent when it is imported, so the 
 (or loadgen.base, loadgen.kinds, loadgen.runner); they run this script instead:
 
     python tests/loadgen_driver.py walk --host URL --events CSV --kinds browser,ews-app [--rounds 2]
-        [--time-scale 240] [--kind-seconds 30] [--run-id ID]
+        [--time-scale 240] [--kind-seconds 30] [--run-id ID] [--ca PEM] [--tls-max-version 1.3]
     python tests/loadgen_driver.py run --scenario TOML --host URL --events CSV --seconds 6
     python tests/loadgen_driver.py idle --host URL --events CSV --kind outlook-mapi --seconds 3
         [--time-scale 240]
+    python tests/loadgen_driver.py tls --host HTTPS-URL --ca PEM --kinds browser,eas-device
+        [--tls-max-version 1.2]
 
 `walk` is one user of each kind, one kind after another (so no two kinds' requests interleave at a
 round-robin balancer): its `on_start`, then every task of the kind in order, `--rounds` times, then
@@ -20,7 +22,12 @@ the OAB download); walking them makes every flow happen in every test. A kind st
 `idle` is one user of a kind that keeps timers while its user thinks (the Outlook kinds): its
 `on_start`, then `idle(seconds)` (what it does between tasks), then `on_stop`.
 
-Both print one JSON line: the plan's start time (epoch seconds); for `walk` the request names each
+`tls` looks at how each kind's users make their TLS connections: two users of each kind, and whether
+their connections to the host share one context object (the kind's); one user's first request and a
+second one on a new connection (the first closed in between), with each connection's TLS version and
+whether it resumed a session; for an Outlook Anywhere kind, its two channels of one virtual connection.
+
+Each prints one JSON line: the plan's start time (epoch seconds); for `walk` the request names each
 kind fired (from Locust's request event, "" for requests without a caslab context), for `run` the
 LoadResult.
 """
@@ -39,10 +46,13 @@ from locust.env import Environment  # patches this process with gevent, as Locus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from geventhttpclient.url import URL  # after Locust patched ssl with gevent
+
 from lab.loadplan import plan_from_scenario
 from lab.scenario import load_scenario
 from loadgen.addresses import AddressPlan
 from loadgen.eventlog import EventLog
+from loadgen.kinds.outlook_rpchttp import OutlookAnywhere
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, user_classes
 
 
@@ -54,7 +64,12 @@ def walk(args: argparse.Namespace) -> dict:
         clients=dict.fromkeys(kinds, 1),
     )
     plan = LoadPlan(
-        [population], Endpoints.from_url(args.host), time_scale=args.time_scale, run_id=args.run_id
+        [population],
+        Endpoints.from_url(args.host),
+        time_scale=args.time_scale,
+        run_id=args.run_id,
+        ca_pem=Path(args.ca).read_text() if args.ca else "",
+        tls_max_version=args.tls_max_version,
     )
     env = Environment(user_classes=user_classes(plan))
     log = EventLog(Path(args.events))
@@ -111,6 +126,46 @@ def idle(args: argparse.Namespace) -> dict:
     return {"start_time": plan.start_time, "events": log.written}
 
 
+def tls(args: argparse.Namespace) -> dict:
+    kinds = args.kinds.split(",")
+    population = PopulationPlan(
+        name="tls", addresses=AddressPlan(0, "direct", users=2, source_ips=1), clients=dict.fromkeys(kinds, 2)
+    )
+    plan = LoadPlan(
+        [population],
+        Endpoints.from_url(args.host),
+        time_scale=240,
+        ca_pem=Path(args.ca).read_text(),
+        tls_max_version=args.tls_max_version,
+    )
+    env = Environment(user_classes=user_classes(plan))
+    plan.start_time = time.time()
+    url = URL(args.host)
+    answer: dict[str, dict] = {}
+    for cls in env.user_classes:
+        first, second = cls(env), cls(env)
+        pools = [user.client.client.clientpool.get_client(url)._connection_pool for user in (first, second)]
+        facts: dict = {
+            "shared_context": pools[0].ssl_context is pools[1].ssl_context is cls.tls_context(),
+            "connections": [],
+        }
+        for _ in range(2):  # a request, then the connection closed: the next request opens a new one
+            first.client.get(first.url("owa", "/owa/auth/logon.aspx"), name="tls probe")
+            sock = pools[0].get_socket()
+            facts["connections"].append({"version": sock.version(), "session_reused": sock.session_reused})
+            pools[0].release_socket(sock)
+        if isinstance(first, OutlookAnywhere):  # one virtual connection's two channels
+            first.on_start()  # opens its virtual connections
+            vc, _server = first.connections[6001]
+            facts["channels"] = {
+                name: {"version": sock.version(), "session_reused": sock.session_reused}
+                for name, sock in zip(("out", "in"), vc.sockets(), strict=True)
+            }
+            first.on_stop()
+        answer[cls.client_kind] = facts
+    return answer
+
+
 def run(args: argparse.Namespace) -> dict:
     from loadgen.runner import run_load
 
@@ -132,7 +187,15 @@ def main() -> None:
     p.add_argument("--time-scale", type=float, default=240)
     p.add_argument("--kind-seconds", type=float, default=30)
     p.add_argument("--run-id", default="")
+    p.add_argument("--ca", default="", help="the CA (PEM) HTTPS clients verify the host against")
+    p.add_argument("--tls-max-version", default="1.3", choices=["1.2", "1.3"])
     p.set_defaults(func=walk)
+    p = commands.add_parser("tls")
+    p.add_argument("--host", required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--kinds", required=True)
+    p.add_argument("--tls-max-version", default="1.3", choices=["1.2", "1.3"])
+    p.set_defaults(func=tls)
     p = commands.add_parser("idle")
     p.add_argument("--host", required=True)
     p.add_argument("--events", required=True)
