@@ -62,6 +62,16 @@ def settle(env: object, quiet_s: float = 3.0, limit_s: float = 300.0) -> None:
     raise SystemExit("users did not settle")
 
 
+def run_on_core_1(*args: str) -> dict:
+    """This script with `args` in a fresh process on the clients' core; its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, preexec_fn=on_core_1
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:2])} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def one_memory(kind: str, base: str, users: int, ca: str, admin: str) -> dict:
     """In this (fresh) process: memory per user of `kind` against `base`, and the CAS's per connection."""
     import gc
@@ -112,12 +122,10 @@ def memory(args: argparse.Namespace, server: object, tls_dir: Path) -> None:
         for kind in kinds:
             for scheme, port in (("http", server.http_port), ("https", server.https_port)):
                 base = f"{scheme}://{server.host}:{port}"
-                out = subprocess.run(
-                    [sys.executable, __file__, "--one-memory", kind, base, str(args.users),
-                     str(tls_dir / "ca.pem"), server.admin_url],
-                    capture_output=True, text=True, check=True, preexec_fn=on_core_1,
-                )  # fmt: skip
-                rows.setdefault((kind, scheme), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+                answer = run_on_core_1(
+                    "--one-memory", kind, base, str(args.users), str(tls_dir / "ca.pem"), server.admin_url
+                )
+                rows.setdefault((kind, scheme), []).append(answer)
     print(
         f"\nmemory: {args.users} users per kind (per user: {FIRST} -> {args.users}), {args.rounds} round(s)"
     )
@@ -249,11 +257,8 @@ def handshakes(args: argparse.Namespace, server: object, tls_dir: Path) -> None:
     rows: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for mode in ("plain-full", "client-full", "plain-resumed", "client-resumed"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--one-handshakes", mode, base, ca, str(args.seconds), args.tls],
-                capture_output=True, text=True, check=True, preexec_fn=on_core_1,
-            )  # fmt: skip
-            rows.setdefault(mode, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+            answer = run_on_core_1("--one-handshakes", mode, base, ca, str(args.seconds), args.tls)
+            rows.setdefault(mode, []).append(answer)
     print(f"\nhandshakes: TLS {args.tls}, connections per client CPU-second, {args.rounds} round(s)")
     print(
         f"{'':<10}{'plain loop':>12}{'client path':>12}{'client/plain':>14}{'reused: plain':>15}{'client':>8}"

@@ -275,9 +275,17 @@ def build_admin_app(cas: Cas) -> web.Application:
     return app
 
 
+# asyncio gives every TLS connection a plaintext read buffer of SSLProtocol.max_size, allocated (and
+# zeroed) when the connection opens: 256 KiB, measured as about 280 KB of CAS memory per held RPC/HTTP
+# channel or EAS Ping over HTTPS against 19 KB over HTTP (bench/bench_tls.py; CPython issue #109534).
+# One TLS record carries at most 16 KiB of plaintext, so a buffer of that size reads a record at a time.
+TLS_READ_BUFFER = 16 * 1024
+
+
 def server_ssl_context(config: CasConfig) -> ssl.SSLContext | None:
     if not config.cert_file:
         return None
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # see TLS_READ_BUFFER
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(config.cert_file, config.key_file)
     return ctx
