@@ -19,7 +19,6 @@ records a **cut** (outcome `cut`, detail `eof` or `reset`) and opens it again, p
 
 from __future__ import annotations
 
-import select
 import time
 from collections.abc import Callable
 
@@ -27,6 +26,7 @@ from locust import task
 
 from loadgen.kinds import register
 from loadgen.kinds.outlook import OUTLOOK_2010_USER_AGENT, OutlookHttp
+from loadgen.readable import readable
 from loadgen.wire.mapi import AddressBookConnection, Exchange, LineConnection, MapiConnection
 
 CONNECTIONS_PER_SESSION = 3  # Outlook 2010 typically holds several RPC connections per mailbox
@@ -67,7 +67,7 @@ class OutlookMapi(OutlookHttp):
             if not sockets:
                 time.sleep(left)
                 return
-            if select.select(sockets, [], [], left)[0] and not self.tend():
+            if readable(sockets, left) and not self.tend():
                 time.sleep(left)  # bytes nobody asked for, not a cut: no use watching them all the time
                 return
 

@@ -23,7 +23,6 @@ cut channel is recorded the same way.
 
 from __future__ import annotations
 
-import select
 import time
 import uuid
 from typing import ClassVar
@@ -34,6 +33,7 @@ from locust import task
 from loadgen.eventlog import EventContext
 from loadgen.kinds import register
 from loadgen.kinds.outlook import OUTLOOK_2007_USER_AGENT, OUTLOOK_2010_USER_AGENT, OutlookHttp
+from loadgen.readable import readable
 from loadgen.wire.rpchttp import ConnectResult, RpcHttpError, VirtualConnection
 
 RPC_PORTS = (6001, 6004)  # the store (EMSMDB) and the address book (NSPI) endpoints
@@ -72,7 +72,7 @@ class OutlookAnywhere(OutlookHttp):
             due = min([vc.next_keepalive_at() for vc in joined] + [end])
             sockets = [sock for vc in joined for sock in vc.sockets()]
             if sockets:
-                select.select(sockets, [], [], max(0.0, due - now))  # wakes at a ping, a cut, or when due
+                readable(sockets, due - now)  # wakes at a ping, a cut, or when due
             else:
                 time.sleep(max(0.0, due - now))
 

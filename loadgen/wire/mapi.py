@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import select
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from loadgen.readable import readable
 
 MAX_LINE_BYTES = 64 * 1024  # the server's limit (mockcas.services.lines.MAX_LINE_BYTES)
 
@@ -94,8 +95,7 @@ class LineConnection:
             return None
         started = time.time()
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-            if not readable:
+            if not readable([self._sock], 0):
                 return None
             data = self._sock.recv(1, socket.MSG_PEEK)  # readable: this does not block
         except ConnectionError:
