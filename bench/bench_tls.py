@@ -47,19 +47,23 @@ def on_core_1() -> None:
     os.sched_setaffinity(0, {1})  # the clients' core (the CAS has core 0)
 
 
-def settle(env: object, quiet_s: float = 3.0, limit_s: float = 300.0) -> None:
-    """Wait until every user has started and no request was made for `quiet_s` (set-up done)."""
+def settle(env: object, window_s: float = 3.0, limit_s: float = 300.0) -> None:
+    """Wait until every user has started and finished its set-up: a window of `window_s` with about one
+    request per 100 users at most (set-up is several requests per user at once; afterwards users think
+    for minutes, but some user always acts, so "no request at all" may never come with hundreds)."""
     import gevent
 
-    started, last, count = time.monotonic(), time.monotonic(), -1
+    started = time.monotonic()
     while time.monotonic() - started < limit_s:
-        gevent.sleep(0.5)
-        now = env.stats.total.num_requests
-        if now != count:
-            count, last = now, time.monotonic()
-        elif time.monotonic() - last >= quiet_s and env.runner.user_count >= env.runner.target_user_count:
+        before = env.stats.total.num_requests
+        gevent.sleep(window_s)
+        spawned = env.runner.user_count >= env.runner.target_user_count
+        if spawned and env.stats.total.num_requests - before <= max(1, env.runner.target_user_count // 100):
             return
-    raise SystemExit("users did not settle")
+    raise SystemExit(
+        f"users did not settle in {limit_s:g} s: {env.runner.user_count} of {env.runner.target_user_count} "
+        f"started, {env.stats.total.num_requests} requests, {env.stats.total.num_failures} failed"
+    )
 
 
 def run_on_core_1(*args: str) -> dict:
