@@ -97,8 +97,8 @@ def close_tls(sock: Any) -> None:
     5246 section 7.2.1), without waiting for the server's. Why it matters: the mock CAS's OpenSSL, like
     any OpenSSL server, drops a session from its cache when its connection ends without one, so the
     client's next connection could not resume it; IIS's SChannel keeps it either way (ServerCacheTime).
-    A plain TCP socket is just closed."""
-    if hasattr(sock, "unwrap"):
+    A plain TCP socket is just closed, and so is one closed already."""
+    if hasattr(type(sock), "unwrap"):  # the type's: gevent's closed socket raises EBADF on a lookup
         try:
             sock.settimeout(0.0)  # send our alert; the server's answer is not awaited
             sock.unwrap()
