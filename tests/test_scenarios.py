@@ -258,6 +258,23 @@ def test_tls13_session_ids_never_hold_a_client_on_one_cas(tmp_path):
     assert summary["balancer"]["methods"]["rpchttp"].startswith("ssl-session-id")
 
 
+def test_tls12_clients_resuming_by_session_id_stay_on_one_cas(tmp_path):
+    """The same scenario with clients that offer TLS 1.2 at most: each resumes its session by ID (the
+    IN channel the OUT channel's), HAProxy sticks on the ID, and persistence holds."""
+    text = (SCENARIO_DIR / "ssl-session-id-tls13.toml").read_text()
+    text = text.replace('tls = "passthrough"', 'tls = "passthrough"\ntls_max_version = "1.2"')
+    text = text.replace('expect = "fail"', 'expect = "pass"').replace(
+        'name = "ssl-session-id-tls13"', 'name = "tls12"'
+    )
+    scenario = tmp_path / "ssl-session-id-tls12.toml"
+    scenario.write_text(text)
+    run = caslab_run(tmp_path / "out", str(scenario), "--duration", "12s")
+    summary = expect_verdict(run, 0)
+    assert summary["farm"]["tls_max_version"] == "1.2"
+    rpchttp = run.service("rpchttp")
+    assert rpchttp["sessions"] > 0 and rpchttp["hard_breaks"] == 0 and rpchttp["split_pct"] == 0
+
+
 def test_quickstart_passes_on_the_default_driver(tmp_path):
     run = caslab_run(tmp_path, "quickstart", "--duration", "6s")
     summary = expect_verdict(run, 0)
