@@ -26,6 +26,7 @@ load, and more than once (`--rounds`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -34,7 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.model import TlsFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -119,16 +125,17 @@ def one_memory(kind: str, base: str, users: int, ca: str, admin: str) -> dict:
     }
 
 
-def memory(args: argparse.Namespace, server: object, tls_dir: Path) -> None:
+def memory(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
     rows: dict[tuple[str, str], list[dict]] = {}
     kinds = args.kinds.split(",") if args.kinds else KINDS
     for _ in range(args.rounds):
         for kind in kinds:
             for scheme, port in (("http", server.http_port), ("https", server.https_port)):
                 base = f"{scheme}://{server.host}:{port}"
-                answer = run_on_core_1(
-                    "--one-memory", kind, base, str(args.users), str(tls_dir / "ca.pem"), server.admin_url
-                )
+                with cas_running(server, tls):
+                    answer = run_on_core_1(
+                        "--one-memory", kind, base, str(args.users), str(tls.ca_pem), server.admin_url
+                    )
                 rows.setdefault((kind, scheme), []).append(answer)
     print(
         f"\nmemory: {args.users} users per kind (per user: {FIRST} -> {args.users}), {args.rounds} round(s)"
@@ -177,24 +184,33 @@ def main() -> None:
         return
 
     from lab.certs import make_tls_files
-    from lab.farm import LocalFarm
     from lab.model import Vip, local_farm
 
     server = local_farm(1, "127.0.23")[0]
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as scratch:
         tls = make_tls_files(Path(scratch) / "tls", Vip(host="127.0.23.1"), [server])
-        farm = LocalFarm(
-            [server], farm_key=secrets.token_bytes(32), run_dir=Path(scratch) / "farm", tls_files=tls
-        )
-        farm.start()
-        try:
-            os.sched_setaffinity(farm.processes[server.name].pid, {0})
-            if args.part in ("memory", "both"):
-                memory(args, server, Path(scratch) / "tls")
-            if args.part in ("handshakes", "both"):
-                handshakes(args, server, Path(scratch) / "tls")
-        finally:
-            farm.stop()
+        if args.part in ("memory", "both"):
+            memory(args, server, tls)
+        if args.part in ("handshakes", "both"):
+            with cas_running(server, tls):
+                handshakes(args, server, tls)
+
+
+@contextlib.contextmanager
+def cas_running(server: object, tls: TlsFiles) -> Iterator[None]:
+    """A fresh CAS on core 0, serving HTTP and HTTPS with the run's kind of certificate. Fresh for each
+    memory reading: a process that freed memory before grows less, and would hide the cost."""
+    from lab.farm import LocalFarm
+
+    farm = LocalFarm(
+        [server], farm_key=secrets.token_bytes(32), run_dir=tls.ca_pem.parent.parent / "farm", tls_files=tls
+    )
+    farm.start()
+    try:
+        os.sched_setaffinity(farm.processes[server.name].pid, {0})
+        yield
+    finally:
+        farm.stop()
 
 
 def one_handshakes(mode: str, base: str, ca: str, seconds: float, version: str) -> dict:
@@ -256,8 +272,8 @@ def one_handshakes(mode: str, base: str, ca: str, seconds: float, version: str) 
     return {"mode": mode, "count": count, "cpu_s": cpu, "per_cpu_s": count / cpu, "reused": reused / count}
 
 
-def handshakes(args: argparse.Namespace, server: object, tls_dir: Path) -> None:
-    base, ca = f"https://{server.host}:{server.https_port}", str(tls_dir / "ca.pem")
+def handshakes(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
+    base, ca = f"https://{server.host}:{server.https_port}", str(tls.ca_pem)
     rows: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for mode in ("plain-full", "client-full", "plain-resumed", "client-resumed"):
