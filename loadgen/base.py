@@ -8,6 +8,8 @@ cookies clears it). It makes requests through `call()`, which tags each with a r
 when it has one), classifies the answer with the kind's
 protocol knowledge and puts an `EventContext` in Locust's request event for the event log.
 Kinds that speak TCP or hold raw sockets (MAPI, RPC/HTTP) report through `report()` instead.
+Over HTTPS every connection of a user uses its kind's one TLS context (verifying the run's CA) and
+resumes the user's TLS session with that host (loadgen/tls.py), as the program it stands for does.
 
 Subclasses set `client_kind` and write Locust tasks; `user_classes()` in loadgen/plan.py makes one
 concrete class per (population, client kind) with `plan`, `population` and `fixed_count` filled in.
