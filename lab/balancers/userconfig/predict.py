@@ -102,14 +102,15 @@ def _predict(reading: Reading, kind: str, by_service: dict[str, Reading]) -> Pre
     p = reading.persistence
     if p is None:
         return Prediction(kind, "unknown", f"{reading.words or 'this persistence'}: the lab cannot read it")
-    prediction = _by_method(p, service, kind)
+    prediction = by_method(p, service, kind)
     paired = _apart(reading, kind, by_service)
     if paired is not None and prediction.effect in ("holds", "balance"):
         return paired
     return prediction
 
 
-def _by_method(p: Persistence, service: str, kind: str) -> Prediction:
+def by_method(p: Persistence, service: str, kind: str) -> Prediction:
+    """What `p` on `service` predicts for one client kind (also `caslab advise`'s first sieve)."""
     need = NEED[service]
     c = carries(kind, service)
     note = f" {c.note}" if c.note else ""
@@ -170,7 +171,7 @@ def _by_method(p: Persistence, service: str, kind: str) -> Prediction:
 
 def _fallback(p: Persistence, service: str, kind: str, why: str) -> Prediction:
     assert p.fallback is not None
-    then = _by_method(p.fallback, service, kind)
+    then = by_method(p.fallback, service, kind)
     return Prediction(kind, then.effect, f"{why}, falls back to {then.why}")
 
 
