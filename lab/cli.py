@@ -32,7 +32,7 @@ A run starts a farm of mock CAS, a real balancer (Envoy by default; HAProxy, ngi
 external VIP) and Locust populations of Exchange clients, then tells whether any session broke and
 whether the load stayed balanced. Results go to reports/<name>-<UTC time>/.
 
-Exit codes of `run`, `matrix`, `suite` and `report`: 0 pass, 1 a check failed, 2 the lab could not
+Exit codes of `run`, `matrix`, `suite`, `advise` and `report`: 0 pass, 1 a check failed, 2 the lab could not
 run. `compare`: 0 no regression, 1 a regression, 2 a folder it cannot read.
 `caslab COMMAND --help` says more about each command.
 """
@@ -47,6 +47,7 @@ examples:
   caslab up                                     a lab to explore by hand; caslab down stops it
   caslab suite scenarios/                       every scenario file of a folder: one JUnit, one page
   caslab compare OLD_RUN NEW_RUN                what got worse (exit 1 on a regression)
+  caslab advise hosted-tenant-recommended --driver haproxy,nginx   the best config per driver
 """
 
 
@@ -351,6 +352,31 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_FAIL if comparison.regressions else EXIT_PASS
 
 
+def _advise(args: argparse.Namespace) -> int:
+    from lab.scenario import ScenarioError, load_scenario, parse_duration
+
+    drivers = [d.strip() for d in args.driver.split(",") if d.strip()]
+    try:
+        scenario = load_scenario(args.scenario)
+        for driver in drivers:
+            scenario.with_overrides(driver=driver)  # an unknown driver is an error before anything runs
+        budget_s = parse_duration(args.budget)
+    except ScenarioError as err:
+        print(f"caslab advise: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except ValueError as err:
+        print(f"caslab advise: --budget: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if scenario.balancer.config is not None:
+        print("caslab advise: the scenario names its own balancer config; advice is for the lab's "
+              "methods (remove balancer.config)", file=sys.stderr)  # fmt: skip
+        return EXIT_CANNOT_RUN
+    from lab.advise.command import advise
+
+    code, _folder = advise(scenario, drivers, budget_s, Path(args.out))
+    return code
+
+
 def _up(args: argparse.Namespace) -> int:
     from lab.balancers import Unsupported
     from lab.runfolder import new_run_dir
@@ -536,6 +562,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--html", metavar="FILE", help="also write the comparison as a page (the runs page)")
     p.set_defaults(func=_compare)
+
+    p = _command(
+        sub,
+        "advise",
+        "find the persistence config that passes for a population on a driver, with the evidence",
+        "Search the persistence methods (and timeouts) per service for the scenario's population on each\n"
+        "--driver, by runs on the lab, and write the winning config with the evidence.\n\n"
+        "Candidates: per group of services (OWA+ECP together, MAPI+Address Book together, the others\n"
+        "apart) the methods the driver can do that the population's clients can carry (an ActiveSync\n"
+        "device never returns a balancer cookie; Outlook Anywhere is no candidate for one), each with a\n"
+        "persistence timeout longer than the clients' timers. One group is searched at a time while the\n"
+        "others keep the recommended preset's method (or their winner): short runs of every candidate,\n"
+        "cheapest first; a candidate whose run shows it cannot pass is dropped at once, the better half\n"
+        "of the rest run twice as long (successive halving). The winners together are confirmed by a\n"
+        "run of the scenario's own length. Runs go as many at once as cores allow minus one, each on its\n"
+        "own CASLAB_LOCAL_NET. --budget is wall time for everything; when it runs out the best so far is\n"
+        "written and said to be that. Several drivers are advised one after another, side by side.\n\n"
+        "Writes OUT/advise-<name>-<UTC time>/: per driver its runs and its winning config as the\n"
+        "balancer's own files (what `caslab balancer config` prints for it), advice.json (per service the\n"
+        "chosen method and timeout, each rejected candidate with the figure or reason that rejected it)\n"
+        "and advice.html (the confirming runs linked to their reports, then every run of the search).\n"
+        "The best driver's config is printed on stdout; progress goes to stderr.\n\n"
+        "Exit code: 0 a config passed its confirming run, 1 none did (the closest is written, with what\n"
+        "blocks it), 2 the lab could not run, or Ctrl-C.",
+        "  caslab advise hosted-tenant-recommended --driver haproxy > haproxy.cfg\n"
+        "  caslab advise my-tenant.toml --driver envoy,haproxy,nginx --budget 30m\n"
+        "  caslab advise citrix-mapi --driver haproxy --budget 3m    exit 1: MAPI has only source IP\n",
+    )
+    p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
+    p.add_argument(
+        "--driver",
+        required=True,
+        help="a driver or several, comma-separated (envoy, haproxy, nginx, traefik)",
+    )
+    p.add_argument(
+        "--budget", default="10m", help="wall time for the whole search, e.g. 90s, 10m (default 10m)"
+    )
+    p.add_argument("--out", default="reports", help="where the advice folder goes (default: reports/)")
+    p.set_defaults(func=_advise)
 
     p = _command(
         sub,
