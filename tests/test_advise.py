@@ -269,8 +269,8 @@ def test_haproxy_advice_for_a_tiny_tenant_keeps_owa_on_a_cookie(tmp_path):
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(TINY)
     out = str(tmp_path / "out")
-    argv = [sys.executable, "-m", "lab.cli", "advise", str(scenario), "--driver", "haproxy", "--budget", "100s",
-            "--out", out]  # fmt: skip
+    argv = [sys.executable, "-m", "lab.cli", "advise", str(scenario), "--driver", "haproxy",
+            "--budget", "100s", "--out", out]  # fmt: skip
     done = subprocess.run(isolated(*argv), capture_output=True, text=True, timeout=220)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "cookie" in done.stdout  # the winning haproxy.cfg
