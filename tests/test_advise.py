@@ -238,6 +238,35 @@ def test_advice_json_shape(tmp_path):
     assert "advice for browsers" in (folder / "advice.html").read_text()
 
 
+def test_ctrl_c_writes_what_finished_and_exits_2(tmp_path):
+    figures = by_method(
+        {"source-ip": summary(2.9), "lb-cookie": summary(1.2), "app-cookie OutlookSession": summary(1.0)}
+    )
+
+    class Interrupted(StandIn):
+        def __call__(self, trials, deadline):
+            raise KeyboardInterrupt
+
+    evaluators = iter([StandIn(figures), Interrupted(figures)])
+    code, folder = advise(
+        tenant_of_browsers(), ["haproxy", "nginx"], 600, tmp_path, say=lambda _t: None,
+        evaluator=lambda scenario, driver, folder: next(evaluators),
+    )  # fmt: skip
+    assert code == 2
+    data = json.loads((folder / "advice.json").read_text())
+    assert [d["driver"] for d in data["drivers"]] == ["haproxy"] and data["drivers"][0]["status"] == "pass"
+
+
+def test_runs_go_on_one_loopback_net_per_core_but_one(monkeypatch):
+    from lab.advise import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    monkeypatch.setenv("CASLAB_LOCAL_NET", "127.0.22")
+    assert runner.lanes() == ["127.0.22", "127.0.41", "127.0.42"]
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.lanes() == ["127.0.22"]
+
+
 # -- on the lab ----------------------------------------------------------------------------------------
 
 TINY = """

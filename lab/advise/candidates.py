@@ -209,7 +209,8 @@ def generate(
     timeout_s = persistence_timeout(scenario, group)
     if all(NEED[s] == "none" for s in group):
         p = Persistence("none")
-        note = f"{' and '.join(group)} need no affinity: round robin places them evenly"
+        need = "needs" if len(group) == 1 else "need"
+        note = f"{' and '.join(group)} {need} no affinity: round robin places its requests evenly"
         return GroupCandidates(group, (p,), (), p, False, note)
     kept, rejected = [], []
     for p in options(group, timeout_s):
