@@ -135,5 +135,5 @@ def figures_line(outcome: Outcome, group: tuple[str, ...]) -> str:
         f"{outcome.status}; {'+'.join(group)}: hard {sum(f.get('hard_breaks', 0) for f in mine)}, "
         f"soft {sum(f.get('soft_breaks', 0) for f in mine)}, "
         f"split {sum(f.get('split_sessions', 0) for f in mine)}/{sum(f.get('sessions', 0) for f in mine)}; "
-        f"balance {balance if balance is not None else '–'}x mean"
+        f"balance {'–' if balance is None else f'{balance:.2f}'}x mean"
     )
