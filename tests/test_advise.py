@@ -181,6 +181,37 @@ def test_halving_drops_a_candidate_on_its_own_hard_breaks():
     assert str(owa.chosen) == "source-ip"  # best balance of the two left
 
 
+def test_a_group_that_piles_its_own_load_on_one_cas_is_dropped(tmp_path):
+    """EAS on source IP behind one NAT address: the run's balance may hold (EAS is a small part of the
+    load), but EAS alone sits on one CAS where the baseline spread it."""
+    import pandas as pd
+
+    from lab.advise.judge import blocking, group_balance
+
+    def run(name: str, eas_servers: list[str]) -> Outcome:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [("tenant", "eas", cas) for cas in eas_servers] + [
+            ("tenant", "owa", f"CAS0{i % 3 + 1}") for i in range(90)
+        ]
+        pd.DataFrame(rows, columns=["population", "service", "server"]).to_parquet(folder / "events.parquet")
+        s = summary(1.1)
+        s["farm"] = {"servers": ["CAS01", "CAS02", "CAS03"]}
+        (folder / "summary.json").write_text(json.dumps(s))
+        return Outcome("pass", "", folder, s, 5)
+
+    baseline = run("header", ["CAS01", "CAS02", "CAS03"] * 10)
+    source_ip = run("source-ip", ["CAS02"] * 30)
+    assert group_balance(source_ip, ("eas",)) == 3.0
+    thresholds = tenant_of_browsers().thresholds
+    why = blocking(source_ip, ("eas",), thresholds, baseline)
+    assert why == (
+        "balance of eas alone 3.00x mean (limit 1.5; 1.00x with the baseline) "
+        "(tenant, 1 source address: 100% of its requests on CAS02)"
+    )
+    assert blocking(baseline, ("eas",), thresholds, None) is None
+
+
 def test_when_the_budget_runs_out_the_best_so_far_is_said_to_be_that():
     figures = by_method(
         {"source-ip": summary(2.9), "lb-cookie": summary(1.2), "app-cookie OutlookSession": summary(1.0)}

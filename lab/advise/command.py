@@ -90,6 +90,8 @@ def _record(scenario: Scenario, advice: DriverAdvice, folder: Path, driver_dir: 
     files = []
     if advice.status != "could not run":
         rendered = config_files(with_methods(scenario, advice.driver, advice.methods))
+        head = f"# caslab advise for {scenario.name}: {advice.status} ({advice.reason})\n"
+        rendered = {name: head + text for name, text in rendered.items()}
         for name, text in rendered.items():
             path = driver_dir / name
             path.parent.mkdir(parents=True, exist_ok=True)

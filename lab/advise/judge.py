@@ -9,6 +9,8 @@ the same round, passed them: every other group is at its baseline in both runs.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,16 @@ def blocking(
     for check in (outcome.summary or {}).get("checks", []):
         if not check["pass"] and check["name"] in passed_by_baseline and "." not in check["name"]:
             return _run_wide(check, outcome.summary or {})
+    # The group's own load: a method that piles its services on one CAS where the baseline spread them
+    # fails the balance check as soon as those services carry more of the load than they do here.
+    limit = t.balance_max_over_mean
+    mine_balance = group_balance(outcome, group)
+    base_balance = group_balance(baseline, group) if baseline is not None and baseline.judged else None
+    if limit is not None and mine_balance and base_balance and mine_balance > limit >= base_balance:
+        return (
+            f"balance of {'+'.join(group)} alone {mine_balance:.2f}x mean (limit {limit:g}; "
+            f"{base_balance:.2f}x with the baseline){group_skew(outcome, group)}"
+        )
     return None
 
 
@@ -104,16 +116,53 @@ def skew(summary: dict[str, Any]) -> str:
     return f" ({name}{where}: {share:.0%} of its requests on {cas})"
 
 
+def group_balance(outcome: Outcome, group: tuple[str, ...]) -> float | None:
+    """Max/mean over the farm of the requests of the group's services alone (from the run's
+    events.parquet): what the group's method did to the balance, apart from the other groups'. None when
+    the run kept no events."""
+    return _group_load(outcome, group)[0]
+
+
+def group_skew(outcome: Outcome, group: tuple[str, ...]) -> str:
+    """The population whose requests to the group leaned most on one CAS, as skew() says it."""
+    return _group_load(outcome, group)[1]
+
+
+def _group_load(outcome: Outcome, group: tuple[str, ...]) -> tuple[float | None, str]:
+    if outcome.run_dir is None or not (outcome.run_dir / "events.parquet").is_file():
+        return None, ""
+    return _load_of(outcome.run_dir, group)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_of(run_dir: Path, group: tuple[str, ...]) -> tuple[float | None, str]:
+    import pandas as pd
+
+    events = pd.read_parquet(run_dir / "events.parquet", columns=["population", "service", "server"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    servers = summary.get("farm", {}).get("servers", [])
+    mine = events[events["service"].isin(group) & events["server"].isin(servers)]
+    load = [int((mine["server"] == name).sum()) for name in servers]
+    if not load or not sum(load):
+        return None, ""
+    shares = {
+        population: rows["server"].value_counts(normalize=True).to_dict()
+        for population, rows in mine.groupby("population")
+    }
+    skewed = {**summary, "populations": {p: {"shares": s} for p, s in shares.items()}}
+    return round(max(load) / (sum(load) / len(load)), 4), skew(skewed)
+
+
 def score(outcome: Outcome, group: tuple[str, ...]) -> tuple[float, ...]:
-    """Lower is better: failed checks, the group's hard breaks, balance (to 0.05), the group's split
-    sessions and soft breaks per request."""
+    """Lower is better: failed checks, the group's hard breaks, the group's own balance (to 0.05; the
+    run's when the run kept no events), the group's split sessions and soft breaks per request."""
     summary = outcome.summary or {}
     services = summary.get("services", {})
     mine = [services.get(s, {}) for s in group]
     failed = sum(1 for c in summary.get("checks", []) if not c["pass"])
     requests = max(1, sum(f.get("requests", 0) for f in mine))
     sessions = max(1, sum(f.get("sessions", 0) for f in mine))
-    balance = summary.get("balance", {}).get("max_over_mean") or 99.0
+    balance = group_balance(outcome, group) or summary.get("balance", {}).get("max_over_mean") or 99.0
     return (
         failed,
         sum(f.get("hard_breaks", 0) for f in mine),
@@ -131,9 +180,11 @@ def figures_line(outcome: Outcome, group: tuple[str, ...]) -> str:
     services = summary.get("services", {})
     mine = [services.get(s, {}) for s in group]
     balance = summary.get("balance", {}).get("max_over_mean")
+    mine_balance = group_balance(outcome, group)
+    own = "" if mine_balance is None else f" ({'+'.join(group)} alone {mine_balance:.2f}x)"
     return (
         f"{outcome.status}; {'+'.join(group)}: hard {sum(f.get('hard_breaks', 0) for f in mine)}, "
         f"soft {sum(f.get('soft_breaks', 0) for f in mine)}, "
         f"split {sum(f.get('split_sessions', 0) for f in mine)}/{sum(f.get('sessions', 0) for f in mine)}; "
-        f"balance {'–' if balance is None else f'{balance:.2f}'}x mean"
+        f"balance {'–' if balance is None else f'{balance:.2f}'}x mean{own}"
     )

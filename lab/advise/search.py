@@ -255,7 +255,12 @@ def _verdict(results: list[GroupResult], confirm: Outcome) -> tuple[str, str]:
         why = "the budget ran out before the confirming run: the best so far, not confirmed"
         return "fail", why + (f"; {blocks}" if blocks else "")
     if confirm.status == "pass":
-        return "pass", f"confirmed by a {confirm.seconds:g} s run: {confirm.reason}"
+        cut_short = [r for r in results if not r.complete]
+        note = (
+            f"; the budget cut the search of {', '.join('+'.join(r.group) for r in cut_short)} short: the "
+            "best so far"
+        ) * bool(cut_short)
+        return "pass", f"confirmed by a {confirm.seconds:g} s run: {confirm.reason}{note}"
     failed = [c for c in (confirm.summary or {}).get("checks", []) if not c["pass"]]
     said = "; ".join(_check_text(c, confirm.summary or {}) for c in failed) or confirm.reason
     return "fail", f"the confirming run {confirm.status}: {said}" + (f"; {blocks}" if blocks else "")
