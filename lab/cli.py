@@ -367,6 +367,10 @@ def _advise(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"caslab advise: --budget: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    if "external" in drivers:
+        print("caslab advise: --driver external: the lab cannot set the methods of a VIP you run; "
+              "advise on envoy, haproxy, nginx or traefik", file=sys.stderr)  # fmt: skip
+        return EXIT_CANNOT_RUN
     if scenario.balancer.config is not None:
         print("caslab advise: the scenario names its own balancer config; advice is for the lab's "
               "methods (remove balancer.config)", file=sys.stderr)  # fmt: skip
