@@ -263,7 +263,8 @@ def _verdict(results: list[GroupResult], confirm: Outcome) -> tuple[str, str]:
         return "pass", f"confirmed by a {confirm.seconds:g} s run: {confirm.reason}{note}"
     failed = [c for c in (confirm.summary or {}).get("checks", []) if not c["pass"]]
     said = "; ".join(_check_text(c, confirm.summary or {}) for c in failed) or confirm.reason
-    return "fail", f"the confirming run {confirm.status}: {said}" + (f"; {blocks}" if blocks else "")
+    happened = {"fail": "failed", "invalid": "was invalid"}.get(confirm.status, confirm.status)
+    return "fail", f"the confirming run {happened}: {said}" + (f"; {blocks}" if blocks else "")
 
 
 def _check_text(check: dict, summary: dict) -> str:
