@@ -18,7 +18,6 @@ from typing import Any
 from lab.scenario import Thresholds
 from lab.verifier.checks import AFFINITY_SERVICES
 
-
 CLEARLY_WORSE = 1.25  # a group's own max/mean this many times the baseline's is not chance
 
 
