@@ -4,7 +4,10 @@ a figure shows it cannot pass, and a score to rank the ones that can.
 A run's figures come from its summary.json (lab.runset). Figures of the group's services (hard breaks,
 split sessions, cuts, errors) are the candidate's own doing. The run-wide checks (balance, answered
 requests) depend on every group; they count against a candidate only when the group's baseline, run in
-the same round, passed them: every other group is at its baseline in both runs.
+the same round, passed them: every other group is at its baseline in both runs. The group's own
+balance (its services' requests per CAS, from the run's events.parquet) ranks the candidates, and drops
+one that piles the group on one CAS where the baseline spread it: source IP behind a NAT-ed tenant
+fails the balance check as soon as the group carries more of the load, even when this run held.
 """
 
 from __future__ import annotations
