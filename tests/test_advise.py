@@ -266,7 +266,9 @@ def test_advice_json_shape(tmp_path):
     assert haproxy["config_files"] == ["haproxy/haproxy.cfg"]
     assert "stick on req.cook(OutlookSession)" in (folder / "haproxy/haproxy.cfg").read_text()
     assert data["drivers"][1]["services"]["owa"]["method"] == "lb-cookie"  # nginx cannot learn a cookie
-    assert "advice for browsers" in (folder / "advice.html").read_text()
+    page = (folder / "advice.html").read_text()
+    assert "advice for browsers" in page and "Advice per service" in page
+    assert "<b>source-ip</b> (run): balance 2.90x mean" in page and "<b>none</b> (clients)" in page
 
 
 def test_ctrl_c_writes_what_finished_and_exits_2(tmp_path):

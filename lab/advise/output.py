@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lab.advise.candidates import Rejection
 from lab.advise.judge import figures_line
 from lab.advise.search import DriverAdvice
 from lab.balancers import driver_class
 from lab.model import TlsFiles, local_farm
 from lab.report.runs_page import runs_html
 from lab.runset import RunEntry, run_entry
-from lab.scenario import Scenario
+from lab.scenario import Scenario, format_duration
 
 SCHEMA = "caslab.advice/1"
 
@@ -126,15 +127,43 @@ def write_advice(
     page = runs_html(
         f"advice for {scenario.name}",
         f"drivers {', '.join(a.driver for a in advices)}; budget {budget_s:g} s, used {elapsed_s:.0f} s",
-        entries, folder, details=details, headline=(verdict, style, reason),
+        entries, folder, details=details, headline=(verdict, style, reason), template="advice.html.j2",
+        advice=[_advice_section(a, r, folder) for a, r in zip(advices, records, strict=False)],
     )  # fmt: skip
     (folder / "advice.html").write_text(page, encoding="utf-8")
     return verdict
 
 
+def _advice_section(advice: DriverAdvice, record: dict, folder: Path) -> dict:
+    """What the page's advice table shows of one driver."""
+    runs = folder / advice.driver
+    groups = []
+    for result in advice.groups:
+        p = result.chosen
+        groups.append(
+            {
+                "group": " + ".join(result.group),
+                "chosen": str(p) if result.passing else f"{p} (closest; none passes)",
+                "timeout": format_duration(p.timeout_s) if p.method not in ("none", "leastconn") else "",
+                "evidence": result.evidence,
+                "rejected": [_rejected_row(r, advice.driver, runs) for r in result.rejected],
+            }
+        )
+    files = record.get("config_files") or []
+    return {
+        "driver": advice.driver, "status": advice.status, "reason": advice.reason,
+        "config": files[0] if files else "", "groups": groups,
+    }  # fmt: skip
+
+
+def _rejected_row(r: Rejection, driver: str, runs: Path) -> dict:
+    link = f"{driver}/{r.run}/report.html" if r.run and (runs / r.run).is_dir() else ""
+    return {"method": r.method, "stage": r.stage, "why": r.why, "link": link}
+
+
 def _entries(advices: list[DriverAdvice]) -> tuple[list[RunEntry], dict[str, str]]:
     """The confirming runs first (named by driver, with the advice per group), then every search run
-    (with what it tried and what came of it)."""
+    once (with what it tried and what came of it; a run one group made may serve another's baseline)."""
     entries, details = [], {}
     for a in advices:
         name = f"{a.driver}: advice"
@@ -144,14 +173,19 @@ def _entries(advices: list[DriverAdvice]) -> tuple[list[RunEntry], dict[str, str
             entry = RunEntry(name, "not run", a.reason)
         entries.append(entry)
         details[name] = "; ".join(f"{'+'.join(r.group)} {r.chosen}" for r in a.groups)
+    roles: dict[Path, list[str]] = {}
     for a in advices:
         for result in a.groups:
             fate = {r.method: f"{r.stage}: {r.why}" for r in result.rejected}
             for trial, outcome in result.runs:
                 if outcome.run_dir is None:
                     continue
-                name = f"{a.driver}: {outcome.run_dir.name}"
-                entries.append(run_entry(outcome.run_dir, name))
                 won = "chosen" if trial.candidate == result.chosen else fate.get(str(trial.candidate), "")
-                details[name] = f"{'+'.join(trial.group)} = {trial.candidate}, {trial.seconds:g} s: {won}"
+                text = f"{'+'.join(trial.group)} = {trial.candidate}, {trial.seconds:g} s: {won}"
+                if outcome.run_dir not in roles:
+                    roles[outcome.run_dir] = []
+                    entries.append(run_entry(outcome.run_dir, f"{a.driver}: {outcome.run_dir.name}"))
+                roles[outcome.run_dir].append(text)
+    for run_dir, texts in roles.items():
+        details[f"{run_dir.parent.name}: {run_dir.name}"] = " · ".join(texts)
     return entries, details

@@ -81,17 +81,21 @@ def runs_html(
     details: dict[str, str] | None = None,
     comparison: Comparison | None = None,
     headline: tuple[str, str, str] | None = None,
+    template: str = "runs.html.j2",
+    **extra: Any,
 ) -> str:
     """The page for `entries`, to be written in `page_dir` (links to the reports are relative to it).
     `details`: a line under a run's name, by name (e.g. its driver and preset). `headline`: (word,
-    style, reason) of the banner instead of the set's verdict (compare's "no regression")."""
+    style, reason) of the banner instead of the set's verdict (compare's "no regression"). `template`:
+    one that extends runs.html.j2 to put a section of its own first (block `intro`), with `extra` as
+    its names (advice.html)."""
     details = details or {}
     if headline is None:
         verdict, reason = overall(entries, len(comparison.regressions) if comparison else 0)
         headline = (verdict, verdict, reason)
     changes = _changes_by_run(comparison) if comparison else {}
     rows = [_row(e, page_dir, details.get(e.name, ""), changes.get(e.name)) for e in entries]
-    return TEMPLATES.get_template("runs.html.j2").render(
+    return TEMPLATES.get_template(template).render(
         title=title,
         subtitle=subtitle,
         headline=headline,
@@ -101,6 +105,7 @@ def runs_html(
         grid=_grid(entries),
         plots=[(e.name, e.status, _balance_plot(e, i), _balance_note(e)) for i, e in enumerate(entries)],
         comparison=_comparison(comparison) if comparison else None,
+        **extra,
     )
 
 
