@@ -225,6 +225,29 @@ def test_when_the_budget_runs_out_the_best_so_far_is_said_to_be_that():
     assert advice.status == "fail" and "budget ran out" in advice.reason and advice.confirm is None
 
 
+def test_a_candidate_left_standing_when_the_budget_runs_out_is_said_to_be_so():
+    figures = by_method(
+        {"source-ip": summary(1.3), "lb-cookie": summary(1.2), "app-cookie OutlookSession": summary(1.1)}
+    )
+    scenario = tenant_of_browsers()  # rounds of 5 s (three runs) and 10 s (two): the second is cut short
+    advice = advise_driver(scenario, "haproxy", StandIn(figures, runs_allowed=4), deadline=float("inf"))
+    owa = advice.groups[0]
+    methods = {r.method: r.stage for r in owa.rejected}
+    assert str(owa.chosen) not in methods and not owa.complete
+    assert str(owa.chosen) == "app-cookie OutlookSession"
+    assert methods["source-ip"] == "ranked" and methods["lb-cookie"] == "budget"
+
+
+def test_when_nothing_ran_the_baseline_is_kept_and_said_unevaluated():
+    figures = by_method({})
+    advice = advise_driver(tenant_of_browsers(), "haproxy", StandIn(figures, runs_allowed=0), float("inf"))
+    owa = advice.groups[0]
+    assert str(owa.chosen) == "lb-cookie" and owa.passing and owa.evidence.startswith("not evaluated")
+    assert {r.stage for r in owa.rejected if r.method in ("source-ip", "app-cookie OutlookSession")} == {
+        "budget"
+    }
+
+
 def test_citrix_mapi_cannot_pass_balance_and_the_advice_says_why():
     scenario = load_scenario("citrix-mapi")
     mapi = generate(scenario, "haproxy", ("mapi", "addressbook"), baseline_methods(scenario, "haproxy"))

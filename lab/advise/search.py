@@ -155,12 +155,10 @@ def halve(
         for p in judged[keep:]:
             rejected.append(_rejection(group, p, "ranked", _ranked_below(judged[0], p, last, group), last[p]))
         alive = judged[:keep]
-    unrun = [p for p in gc.candidates if p not in last]
-    rejected += [
-        _rejection(group, p, "budget", "not evaluated: the budget ran out")
-        for p in unrun
-        if p not in alive[:1]
-    ]
+    if not alive and not complete:  # the budget ran out before any candidate showed it can pass
+        rejected_now = {r.method for r in rejected}
+        unjudged = [p for p in gc.candidates if str(p) not in rejected_now]
+        alive = sorted(unjudged, key=lambda p: p != gc.baseline)[:1]
     if len(alive) > 1:  # the rounds are used up: the best of the last one wins
         for p in alive[1:]:
             rejected.append(_rejection(group, p, "ranked", _ranked_below(alive[0], p, last, group), last[p]))
@@ -168,13 +166,13 @@ def halve(
     if alive:
         chosen = alive[0]
         outcome = last.get(chosen)
-        evidence = (
-            figures_line(outcome, group)
-            if outcome
-            else "not run: "
-            + ("the only candidate" if len(gc.candidates) == 1 else "the budget ran out; the baseline kept")
-        )
+        evidence = figures_line(outcome, group) if outcome else "not evaluated: the budget ran out"
         rejected = [r for r in rejected if r.method != str(chosen)]
+        decided = {r.method for r in rejected}
+        for p in gc.candidates:  # left standing when the budget ran out
+            if p != chosen and str(p) not in decided:
+                why = "not evaluated to the end: the budget ran out"
+                rejected.append(_rejection(group, p, "budget", why, last.get(p)))
         return GroupResult(group, chosen, True, evidence, rejected, runs, gc.searched, complete)
     closest = _closest(gc, last, group)
     why = next((r.why for r in rejected if r.method == str(closest)), "")
