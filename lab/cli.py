@@ -269,11 +269,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         code, _run_dir = run_scenario(
             scenario, Path(args.out), backend=args.backend, allow_unrouted=args.allow_unrouted,
-            run_name=args.name,
+            run_name=args.name, workers=args.workers,
         )  # fmt: skip
     except KeyboardInterrupt:  # the lab is torn down by now
         code = EXIT_CANNOT_RUN
     end_process(code)  # at once: the interpreter's own teardown of a large run's users is slow
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from loadgen.worker import parse_master, run_worker  # imports Locust only when it runs
+
+    try:
+        host, port = parse_master(args.master)
+    except ValueError as err:
+        print(f"caslab worker: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return run_worker(host, port, args.events)
 
 
 def _matrix(args: argparse.Namespace) -> int:
@@ -443,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  caslab run my-farm.toml --preset recommended --duration 2m\n"
         "  caslab run quickstart --backend docker           the same lab in containers\n"
         "  caslab run hosted-tenant-recommended --driver haproxy --config haproxy.cfg   your own config\n"
-        "  CASLAB_LOCAL_NET=127.0.22 caslab run quickstart  a second local lab beside a running one\n",
+        "  CASLAB_LOCAL_NET=127.0.22 caslab run quickstart  a second local lab beside a running one\n"
+        "  caslab run tenant.toml --workers 4               load from 4 Locust worker processes\n",
     )
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
     p.add_argument("--driver", help=f"{DRIVER_HELP}; default: the scenario's")
@@ -465,6 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-unrouted",
         action="store_true",
         help="run a --config that routes nowhere a service the clients use (the report shows its errors)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="load generator processes: a Locust master in caslab and N workers, each address's users in "
+        "one worker; 1 runs Locust in caslab itself (default: this machine's cores minus one, at least 1; "
+        "the docker backend: 1)",
     )
     p.set_defaults(func=_run)
 
@@ -683,6 +703,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="every lab of this folder, running or not, and every caslab lab on the Docker engine",
     )
     p.set_defaults(func=_down)
+
+    p = _command(
+        sub,
+        "worker",
+        "run one Locust worker of a run (the lab starts its own for --workers)",
+        "Connect to a run's Locust master at HOST:PORT with Locust's own transport, take the run's load\n"
+        "plan and share of users from it, and run them until the master stops. Its event log goes to\n"
+        "EVENTS with the process id added (events.csv -> events-<pid>.csv). `caslab run --workers N`\n"
+        "starts N of these on its own machine.",
+        "  caslab worker --master 127.0.0.1:5557\n",
+    )
+    p.add_argument("--master", required=True, metavar="HOST:PORT", help="the run's Locust master")
+    p.add_argument(
+        "--events",
+        type=Path,
+        default=Path("events.csv"),
+        help="event log; the worker adds its process id (default: events.csv -> events-<pid>.csv)",
+    )
+    p.set_defaults(func=_worker)
 
     p = _command(
         sub,

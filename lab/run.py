@@ -112,9 +112,11 @@ def run_scenario(
     say: Callable[[str], None] = print,
     run_name: str | None = None,
     allow_unrouted: bool = False,
+    workers: int | None = None,
 ) -> tuple[int, Path]:
     """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>.
-    `allow_unrouted`: run a user's config that routes nowhere some service the clients use. Ctrl-C or
+    `allow_unrouted`: run a user's config that routes nowhere some service the clients use. `workers`:
+    load generator processes (default_workers() locally; 1 runs Locust in this process). Ctrl-C or
     SIGTERM raises RunInterrupted once the lab is torn down."""
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
@@ -122,7 +124,7 @@ def run_scenario(
     deadline = Deadline(record, EXIT_CANNOT_RUN)
     saved_handlers = _stop_on_signals(deadline)
     try:
-        return _run_and_judge(scenario, run_dir, record, deadline, backend, say, allow_unrouted)
+        return _run_and_judge(scenario, run_dir, record, deadline, backend, say, allow_unrouted, workers)
     finally:
         for sig, saved in saved_handlers.items():
             signal.signal(sig, saved)
@@ -138,11 +140,13 @@ def _run_and_judge(
     backend: str,
     say: Callable[[str], None],
     allow_unrouted: bool,
+    workers: int | None,
 ) -> tuple[int, Path]:
     progress = ProgressLine()
     lab: Lab | None = None
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
+        workers = load_generators(backend, workers)
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
         for line in clean(docker=backend == "docker"):
             say(f"caslab: removed what a lab whose owner is gone left: {line}")
@@ -164,7 +168,7 @@ def _run_and_judge(
         spec = candidate.spec if candidate else scenario.balancer_spec(servers, vip, tls_files)
         lab = make_lab(
             spec, run_dir, network, record, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
-            oab_skew=scenario.farm.oab_skew, exchange=scenario.farm.exchange,
+            oab_skew=scenario.farm.oab_skew, exchange=scenario.farm.exchange, workers=workers,
         )  # fmt: skip
         progress("phase: starting farm and balancer")
         lab.start()
@@ -215,6 +219,7 @@ def _run_and_judge(
         )
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)
+        facts.invalid_reasons.extend(result.lost_workers)
     except KeyboardInterrupt:
         say("caslab: interrupted; tearing the lab down")
         raise RunInterrupted(run_dir) from None  # after the `finally` below has torn the lab down
@@ -229,16 +234,39 @@ def _run_and_judge(
             record.remove()
     try:
         progress("phase: verifying", final=True)
-        analysis = write_run(
-            run_dir, read_events([run_dir / "events.csv"]), pd.DataFrame(ledger), scenario, facts
-        )
+        event_files = sorted(run_dir.glob("events*.csv"))  # events.csv, or events-<pid>.csv per worker
+        analysis = write_run(run_dir, read_events(event_files), pd.DataFrame(ledger), scenario, facts)
     except KeyboardInterrupt:
         say("caslab: interrupted while verifying; no report")
         raise RunInterrupted(run_dir) from None
-    (run_dir / "events.csv").unlink()
+    for path in event_files:
+        path.unlink()
     say(f"caslab: {verdict_line(analysis)}")
     say(f"caslab: report {run_dir / 'report.html'}")
     return EXIT_CODES[analysis.verdict], run_dir
+
+
+def default_workers() -> int:
+    """Load generator processes for a run by default: the cores this process may use minus one (for the
+    farm, the balancer and the master), at least 1 (DESIGN.md section 14)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def load_generators(backend: str, workers: int | None) -> int:
+    """How many load generator processes a run on `backend` has: `workers`, or the default. The docker
+    backend runs one load generator container."""
+    if backend == "docker":
+        if workers is not None and workers > 1:
+            raise LabError("the docker backend runs one load generator container; use --workers 1")
+        return 1
+    chosen = default_workers() if workers is None else workers
+    if chosen < 1:
+        raise LabError(f"--workers {chosen}: at least 1")
+    log.info(
+        "load generator: %s",
+        "Locust in this process" if chosen == 1 else f"{chosen} Locust worker processes, master in this one",
+    )
+    return chosen
 
 
 def lab_addresses(
@@ -270,11 +298,13 @@ def make_lab(
     key_seed: str | None = None,
     oab_skew: bool = False,
     exchange: ExchangeSettings | None = None,
+    workers: int = 1,
 ) -> Lab:
-    """The docker backend's lab when the addresses are on a lab network, else the local one."""
+    """The docker backend's lab when the addresses are on a lab network, else the local one (with
+    `workers` load generator processes)."""
     options = {"time_scale": time_scale, "key_seed": key_seed, "oab_skew": oab_skew, "exchange": exchange}
     if network is not None:
         from lab.backends.docker import DockerLab
 
         return DockerLab(spec, run_dir, network, record, **options)
-    return LocalLab(spec, run_dir, record, **options)
+    return LocalLab(spec, run_dir, record, workers=workers, **options)

@@ -109,6 +109,10 @@ class CasUser(FastHttpUser):
     plan: ClassVar[LoadPlan]
     population: ClassVar[PopulationPlan]
     identities: ClassVar[itertools.count]
+    # A share of a plan split over workers (loadgen.split): the user numbers this class runs, and which
+    # share it is; None for the whole population (one process, or workers by Locust's own dispatch).
+    numbers: ClassVar[tuple[int, ...] | None] = None
+    share: ClassVar[int | None] = None
     host = "http://127.0.0.1"  # replaced per request by the plan's endpoints (absolute URLs)
     network_timeout = 60.0
     connection_timeout = 10.0
@@ -125,7 +129,10 @@ class CasUser(FastHttpUser):
         # Worker w of W numbers its users w, w+W, w+2W...: never a number another worker uses. Locust
         # deals a class's users to workers unevenly at times (even a whole class to one worker); such
         # a worker numbers past the population's size, and those users take further addresses of it.
-        self.index = (next(self.identities) % max(1, self.fixed_count)) * workers + worker
+        if self.numbers:  # a share of a split plan: its users, wherever Locust runs them
+            self.index = self.numbers[next(self.identities) % len(self.numbers)]
+        else:
+            self.index = (next(self.identities) % max(1, self.fixed_count)) * workers + worker
         self.username = f"user{self.index + 1}@{self.plan.domain}"
         self.password = self.plan.password
         self.instance = f"{worker}.{os.getpid()}.{next(_instances)}"  # unique per Locust process

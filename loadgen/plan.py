@@ -25,6 +25,11 @@ PROFILES: dict[str, int] = {"light": 50, "medium": 100, "heavy": 150}
 DAY_S = 8 * 3600
 
 
+# One worker's part of a plan split over workers (loadgen.split): (population name, client kind) -> the
+# user numbers (0-based) it runs of it.
+Share = dict[tuple[str, str], list[int]]
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where clients send each service: one VIP (single-vip) or one address per service."""
@@ -82,8 +87,12 @@ class LoadPlan:
         return min(rng.expovariate(1 / mean), 2 * mean)
 
 
-def user_classes(plan: LoadPlan) -> list[type[User]]:
-    """One Locust user class per (population, client kind), each with `fixed_count` users."""
+def user_classes(plan: LoadPlan, shares: list[Share] | None = None) -> list[type[User]]:
+    """One Locust user class per (population, client kind), each with `fixed_count` users.
+
+    With `shares` (loadgen.split.split_users: the plan dealt to workers), one class per (population,
+    client kind, share) instead, which runs exactly the user `numbers` of its share on the worker of
+    its `share` (loadgen.dispatch)."""
     from loadgen.kinds import KINDS  # imports locust (gevent); keep plain imports of this module light
 
     classes: list[type[User]] = []
@@ -92,17 +101,28 @@ def user_classes(plan: LoadPlan) -> list[type[User]]:
             if count <= 0:
                 continue
             base = KINDS[kind]
-            classes.append(
-                type(
-                    f"{base.__name__}_{population.name.replace('#', '_').replace('-', '_')}",
-                    (base,),
-                    {
-                        "fixed_count": count,
-                        "plan": plan,
-                        "population": population,
-                        "identities": itertools.count(),
-                        "__module__": base.__module__,
-                    },
+            name = f"{base.__name__}_{population.name.replace('#', '_').replace('-', '_')}"
+            parts = [(name, count, None, None)]
+            if shares is not None:
+                parts = [
+                    (f"{name}_share{i}", len(numbers), tuple(numbers), i)
+                    for i, share in enumerate(shares)
+                    if (numbers := share.get((population.name, kind)))
+                ]
+            for class_name, fixed_count, numbers, share in parts:
+                classes.append(
+                    type(
+                        class_name,
+                        (base,),
+                        {
+                            "fixed_count": fixed_count,
+                            "plan": plan,
+                            "population": population,
+                            "identities": itertools.count(),
+                            "numbers": numbers,
+                            "share": share,
+                            "__module__": base.__module__,
+                        },
+                    )
                 )
-            )
     return classes

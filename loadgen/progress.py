@@ -30,3 +30,7 @@ class LoadResult:
     late_ticks: int = 0  # ticks that woke more than selfcheck.LAG_LIMIT_S late
     saturated: bool = False
     saturation_reason: str = ""
+    # With workers (loadgen.distributed): a worker that died or stopped answering, one reason each (the
+    # run is invalid), and each worker's own result as {"pid", "host", "events", "result"}.
+    lost_workers: list[str] = field(default_factory=list)
+    workers: list[dict] = field(default_factory=list)

@@ -1,10 +1,11 @@
 """Locust as a library: run a LoadPlan for a while, log every request, and check the generator itself.
 
-The lab calls `run_load`; `locust -f lab/locustfile.py` runs the same user classes with Locust's own
+The lab calls `run_load` (one process; loadgen.distributed runs the same over worker processes);
+`locust -f lab/locustfile.py` runs the same user classes with Locust's own
 command line, web UI and master/worker mode.
 
 Self-check: a run whose load generator saturated measures the generator, not the balancer, so it is
-marked invalid (not failed). `_watch` samples the process's CPU use and the lag of a greenlet that asks
+marked invalid (not failed). `watch` samples the process's CPU use and the lag of a greenlet that asks
 to wake every 100 ms; loadgen.selfcheck decides from them.
 """
 
@@ -24,7 +25,8 @@ from loadgen.progress import LoadResult, Progress
 from loadgen.selfcheck import LAG_LIMIT_S, saturation
 
 
-def _watch(result: LoadResult, stop: list[bool]) -> None:
+def watch(result: LoadResult, stop: list[bool]) -> None:
+    """The self-check's samples into `result` until `stop` is non-empty (a greenlet of its own)."""
     process = psutil.Process()
     process.cpu_percent(None)
     last = time.monotonic()
@@ -59,7 +61,7 @@ def run_load(
     runner = env.create_local_runner()
     result = LoadResult(requests=0, failures=0, events=0, users=users)
     stop: list[bool] = []
-    watcher = gevent.spawn(_watch, result, stop)
+    watcher = gevent.spawn(watch, result, stop)
     plan.start_time = time.time()
     runner.start(users, spawn_rate=users / ramp_s if ramp_s > 0 else users)
     started = time.monotonic()
@@ -90,7 +92,12 @@ def run_load(
     result.requests = env.stats.total.num_requests
     result.failures = env.stats.total.num_failures
     result.events = log.written
+    judge_saturation(result)
+    return result
+
+
+def judge_saturation(result: LoadResult) -> None:
+    """Set `saturated` and its reason from the samples `watch` took (loadgen.selfcheck decides)."""
     late_share = result.late_ticks / result.ticks if result.ticks else 0.0
     result.saturation_reason = saturation(result.cpu_samples, result.max_lag_s, late_share)
     result.saturated = bool(result.saturation_reason)
-    return result

@@ -1,5 +1,6 @@
 """The local backend: the farm as `caslab cas` processes on 127.0.1.1n, the balancer as a real process
-on the VIP 127.0.1.1, and Locust in this process — all on loopback.
+on the VIP 127.0.1.1, and Locust in this process (or its master here and `workers` worker processes,
+loadgen.distributed) — all on loopback.
 
 `LocalLab` brings the pieces up in order (farm, then balancer, each polled until ready), fires faults,
 collects ledgers and tears everything down in `stop()`, which is safe to call at any point (also after a
@@ -50,8 +51,10 @@ class LocalLab:
         vip_host_name: str = "mail.caslab.test",
         oab_skew: bool = False,
         exchange: ExchangeSettings | None = None,
+        workers: int = 1,
     ) -> None:
         self.spec = spec
+        self.workers = workers
         self.run_dir = run_dir
         self.record = record
         self.run_id = record.run_id
@@ -121,7 +124,16 @@ class LocalLab:
         on_progress: Callable[[Progress], None] | None = None,
         between: Callable[[float], None] | None = None,
     ) -> LoadResult:
-        """Run the load in this process (Locust as a library); see loadgen.runner.run_load."""
+        """Run the load in this process (Locust as a library, loadgen.runner.run_load), or with more than
+        one worker over that many worker processes (loadgen.distributed), each writing events-<pid>.csv
+        beside `events_path`."""
+        if self.workers > 1:
+            from loadgen.distributed import run_load_on_workers  # imports locust (gevent)
+
+            return run_load_on_workers(
+                plan, events_path, duration_s, ramp_s, self.workers, on_progress=on_progress, between=between,
+                on_worker_start=lambda pid: self.record.started(f"loadgen-worker-{pid}", pid),
+            )  # fmt: skip
         from loadgen.runner import run_load  # imports locust, which patches the process with gevent
 
         return run_load(plan, events_path, duration_s, ramp_s, on_progress=on_progress, between=between)

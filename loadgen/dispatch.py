@@ -1,0 +1,64 @@
+"""Locust's user dispatcher, made to send every user of a share to one worker (loadgen.split).
+
+Locust's master deals users to workers round robin, one at a time, whatever their class: the users
+behind one NAT address would end up in every worker. `ShareDispatcher` keeps Locust's ramp (how many
+users start when) and changes only where a user goes: the user classes of share s (`share` on the
+class, set by loadgen.plan.user_classes) go to the s-th worker in Locust's own stable order of
+workers. Locust takes the dispatcher as `Environment(dispatcher_class=...)`; the two methods below
+are the ones of locust.dispatch.UsersDispatcher (Locust 2.x) that pick a worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from locust.dispatch import UsersDispatcher
+
+if TYPE_CHECKING:
+    from locust import User
+    from locust.runners import WorkerNode
+
+
+class ShareDispatcher(UsersDispatcher):
+    def __init__(self, worker_nodes: list[WorkerNode], user_classes: list[type[User]]) -> None:
+        super().__init__(worker_nodes, user_classes)
+        self._share_of = {c.__name__: getattr(c, "share", None) or 0 for c in user_classes}
+
+    def _worker_for(self, user: str) -> WorkerNode:
+        """The worker of the user's share; a worker gone takes its share to the next (the run is invalid
+        by then: the lab says which worker died)."""
+        return self._worker_nodes[self._share_of[user] % len(self._worker_nodes)]
+
+    def _add_users_on_workers(self) -> dict[str, dict[str, int]]:
+        step = self._user_count_per_dispatch_iteration
+        target = min(self._current_user_count + step, self._target_user_count)
+        for user in self._user_generator:
+            if not user:
+                self._no_user_to_spawn = True
+                break
+            worker_node = self._worker_for(user)
+            self._users_on_workers[worker_node.id][user] += 1
+            self._current_user_count += 1
+            self._active_users.append((worker_node, user))
+            if self._current_user_count >= target:
+                break
+        return self._users_on_workers
+
+    def _distribute_users(
+        self, target_user_count: int
+    ) -> tuple[Any, Iterator[str | None], itertools.cycle, list]:
+        user_gen = self._user_gen()
+        users_on_workers = {
+            node.id: {c.__name__: 0 for c in self._original_user_classes} for node in self._worker_nodes
+        }
+        active_users = []
+        for _ in range(target_user_count):
+            user = next(user_gen)
+            if not user:
+                break
+            worker_node = self._worker_for(user)
+            users_on_workers[worker_node.id][user] += 1
+            active_users.append((worker_node, user))
+        return users_on_workers, user_gen, itertools.cycle(self._worker_nodes), active_users

@@ -1,0 +1,220 @@
+"""A LoadPlan run over N Locust worker processes, with the master in this process (`caslab run --workers N`).
+
+One Locust process drives at most one core. Here the plan is split by address group (loadgen.split:
+every address's users stay in one worker), Locust's master runs in this process with the
+ShareDispatcher (loadgen.dispatch: each share's users go to its worker), and N workers
+(`python -m loadgen.worker`, what `caslab worker` runs) are started on this machine and connect to it
+with Locust's own transport, on 127.0.0.1 and a port picked free for the run. The master ramps the
+users as Locust does, fires the lab's faults through `between`, and at the end collects each worker's
+LoadResult (loadgen.worker's messages).
+
+Each worker writes its own event log (events-<pid>.csv beside `events_path`) and runs its own
+self-check: a saturated worker makes the run invalid, and its reason names the worker. So does a
+worker that dies, or stops answering Locust's heartbeats, before the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.env import Environment
+
+from loadgen.container_run import plan_to_json
+from loadgen.dispatch import ShareDispatcher
+from loadgen.plan import LoadPlan, user_classes
+from loadgen.progress import LoadResult, Progress
+from loadgen.split import split_users
+from loadgen.worker import FINISH, PLAN, READY, RESULT, shares_to_wire
+
+log = logging.getLogger("caslab.loadgen")
+
+MASTER_HOST = "127.0.0.1"
+CONNECT_S = 60.0  # for every worker to start, connect and take the plan
+RESULT_S = 30.0  # for every worker to stop its users and send its result
+
+
+def free_port(host: str = MASTER_HOST) -> int:
+    """A TCP port free on `host` now, for the master to bind (Locust's transport takes no port 0)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class WorkerProcesses:
+    """The N worker processes on this machine, each told the master's address and the event log path."""
+
+    def __init__(
+        self, count: int, master: str, events_path: Path, on_start: Callable[[int], None] | None
+    ) -> None:
+        self.processes: list[subprocess.Popen] = []
+        for _ in range(count):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "loadgen.worker", "--master", master, "--events", str(events_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=(events_path.parent / "loadgen-workers.log").open("ab"),
+                start_new_session=True,  # Ctrl-C reaches the lab, which stops them in order
+            )
+            self.processes.append(process)
+            if on_start:
+                on_start(process.pid)
+
+    def dead(self) -> list[str]:
+        """A reason for each worker process that has exited."""
+        return [
+            f"load generator worker pid {p.pid} exited with code {p.returncode}"
+            for p in self.processes
+            if p.poll() is not None
+        ]
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class Board:
+    """What the workers told the master: who is ready, their results, their break counts so far."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, dict] = {}  # Locust client id -> {pid, host}
+        self.results: dict[str, dict] = {}
+        self.outcomes: dict[str, dict[str, int]] = {}
+
+    def on_ready(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        self.ready[msg.node_id] = msg.data
+
+    def on_result(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        self.results[msg.node_id] = msg.data
+
+    def on_report(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+        self.outcomes[client_id] = data.get("caslab_outcomes", {})
+
+    def outcome(self, name: str) -> int:
+        return sum(counts.get(name, 0) for counts in self.outcomes.values())
+
+    def name(self, client_id: str) -> str:
+        seen = self.ready.get(client_id) or self.results.get(client_id)
+        return f"worker pid {seen['pid']} on {seen['host']}" if seen else f"worker {client_id}"
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, processes: WorkerProcesses, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if dead := processes.dead():
+            raise RuntimeError(f"{what}: {'; '.join(dead)} (see loadgen-workers.log)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout_s:.0f}s (see loadgen-workers.log)")
+        gevent.sleep(0.1)
+
+
+def run_load_on_workers(
+    plan: LoadPlan,
+    events_path: Path,
+    duration_s: float,
+    ramp_s: float,
+    workers: int,
+    on_progress: Callable[[Progress], None] | None = None,
+    between: Callable[[float], None] | None = None,
+    on_worker_start: Callable[[int], None] | None = None,
+) -> LoadResult:
+    """As loadgen.runner.run_load, over `workers` worker processes; `on_worker_start(pid)` is called as
+    each starts (the lab records it for its janitor)."""
+    shares = split_users(plan, workers)
+    classes = user_classes(plan, shares)
+    users = sum(c.fixed_count for c in classes)
+    for index, share in enumerate(shares):
+        log.info("worker share %d: %d users", index, sum(len(n) for n in share.values()))
+    env = Environment(user_classes=classes, dispatcher_class=ShareDispatcher)
+    port = free_port()
+    runner = env.create_master_runner(MASTER_HOST, port)
+    board = Board()
+    runner.register_message(READY, board.on_ready)
+    runner.register_message(RESULT, board.on_result)
+    env.events.worker_report.add_listener(board.on_report)
+    processes = WorkerProcesses(workers, f"{MASTER_HOST}:{port}", events_path, on_worker_start)
+    result = LoadResult(requests=0, failures=0, events=0, users=users)
+    started_load = False
+    try:
+        _wait(lambda: len(runner.clients.ready) >= workers, CONNECT_S, processes, "load generator workers")
+        plan.start_time = time.time()
+        wire = {"plan": plan_to_json(plan), "shares": shares_to_wire(shares)}
+        runner.send_message(PLAN, wire)
+        _wait(lambda: len(board.ready) >= workers, CONNECT_S, processes, "load generator workers")
+        gevent.spawn(runner.start, users, users / ramp_s if ramp_s > 0 else users)
+        started_load = True
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < ramp_s + duration_s:
+            gevent.sleep(min(1.0, ramp_s + duration_s - elapsed))
+            elapsed = time.monotonic() - started
+            if lost := _lost(runner, board, processes):
+                result.lost_workers = lost
+                break
+            if between:
+                between(elapsed)
+            if on_progress:
+                total = env.stats.total
+                on_progress(
+                    Progress(
+                        elapsed,
+                        runner.user_count,
+                        total.num_requests,
+                        total.num_failures,
+                        board.outcome("foreign"),
+                        board.outcome("cold"),
+                    )
+                )
+    finally:
+        if started_load:
+            runner.stop()
+            runner.send_message(FINISH)
+            expected = set(board.ready)
+            deadline = time.monotonic() + RESULT_S
+            while expected - set(board.results) and time.monotonic() < deadline:
+                if len(processes.dead()) >= len(expected - set(board.results)):
+                    break  # whoever has not answered is gone
+                gevent.sleep(0.1)
+        runner.quit()
+        processes.stop()
+    return _combine(result, board)
+
+
+def _lost(runner: Any, board: Board, processes: WorkerProcesses) -> list[str]:
+    """Why the run lost a worker: a process that exited, a worker Locust marked missing."""
+    missing = [f"{board.name(c.id)} stopped answering heartbeats" for c in runner.clients.missing]
+    return processes.dead() + missing
+
+
+def _combine(result: LoadResult, board: Board) -> LoadResult:
+    """The run's LoadResult from each worker's: sums, and every saturated worker named with its reason."""
+    reasons = []
+    for client_id in sorted(board.results, key=lambda c: board.results[c]["pid"]):
+        data = board.results[client_id]
+        one = LoadResult(**data["result"])
+        result.requests += one.requests
+        result.failures += one.failures
+        result.events += one.events
+        result.cpu_samples += one.cpu_samples
+        result.max_lag_s = max(result.max_lag_s, one.max_lag_s)
+        result.ticks += one.ticks
+        result.late_ticks += one.late_ticks
+        if one.saturated:
+            reasons.append(f"{board.name(client_id)}: {one.saturation_reason}")
+        result.workers.append(data)
+    if not result.lost_workers:
+        silent = [c for c in board.ready if c not in board.results]
+        result.lost_workers = [f"{board.name(c)} sent no result" for c in silent]
+    result.saturated = bool(reasons)
+    result.saturation_reason = "; ".join(reasons)
+    return result
