@@ -30,7 +30,7 @@ from locust.env import Environment
 from loadgen.container_run import plan_to_json
 from loadgen.dispatch import ShareDispatcher
 from loadgen.plan import LoadPlan, user_classes
-from loadgen.progress import LoadResult, Progress
+from loadgen.progress import LoadResult, Progress, combined, worker_name
 from loadgen.split import split_users
 from loadgen.worker import FINISH, PLAN, READY, RESULT, shares_to_wire
 
@@ -106,7 +106,7 @@ class Board:
 
     def name(self, client_id: str) -> str:
         seen = self.ready.get(client_id) or self.results.get(client_id)
-        return f"worker pid {seen['pid']} on {seen['host']}" if seen else f"worker {client_id}"
+        return worker_name(seen) if seen else f"worker {client_id}"
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float, processes: WorkerProcesses, what: str) -> None:
@@ -144,7 +144,7 @@ def run_load_on_workers(
     runner.register_message(RESULT, board.on_result)
     env.events.worker_report.add_listener(board.on_report)
     processes = WorkerProcesses(workers, f"{MASTER_HOST}:{port}", events_path, on_worker_start)
-    result = LoadResult(requests=0, failures=0, events=0, users=users)
+    lost: list[str] = []
     started_load = False
     try:
         _wait(lambda: len(runner.clients.ready) >= workers, CONNECT_S, processes, "load generator workers")
@@ -159,7 +159,6 @@ def run_load_on_workers(
             gevent.sleep(min(1.0, ramp_s + duration_s - elapsed))
             elapsed = time.monotonic() - started
             if lost := _lost(runner, board, processes):
-                result.lost_workers = lost
                 break
             if between:
                 between(elapsed)
@@ -187,7 +186,7 @@ def run_load_on_workers(
                 gevent.sleep(0.1)
         runner.quit()
         processes.stop()
-    return _combine(result, board)
+    return _combine(users, lost, board)
 
 
 def _lost(runner: Any, board: Board, processes: WorkerProcesses) -> list[str]:
@@ -196,25 +195,9 @@ def _lost(runner: Any, board: Board, processes: WorkerProcesses) -> list[str]:
     return processes.dead() + missing
 
 
-def _combine(result: LoadResult, board: Board) -> LoadResult:
-    """The run's LoadResult from each worker's: sums, and every saturated worker named with its reason."""
-    reasons = []
-    for client_id in sorted(board.results, key=lambda c: board.results[c]["pid"]):
-        data = board.results[client_id]
-        one = LoadResult(**data["result"])
-        result.requests += one.requests
-        result.failures += one.failures
-        result.events += one.events
-        result.cpu_samples += one.cpu_samples
-        result.max_lag_s = max(result.max_lag_s, one.max_lag_s)
-        result.ticks += one.ticks
-        result.late_ticks += one.late_ticks
-        if one.saturated:
-            reasons.append(f"{board.name(client_id)}: {one.saturation_reason}")
-        result.workers.append(data)
-    if not result.lost_workers:
-        silent = [c for c in board.ready if c not in board.results]
-        result.lost_workers = [f"{board.name(c)} sent no result" for c in silent]
-    result.saturated = bool(reasons)
-    result.saturation_reason = "; ".join(reasons)
+def _combine(users: int, lost: list[str], board: Board) -> LoadResult:
+    """The run's LoadResult (loadgen.progress.combined), with the workers it lost or never heard from."""
+    result = combined(users, list(board.results.values()))
+    silent = [c for c in board.ready if c not in board.results]
+    result.lost_workers = lost or [f"{board.name(c)} sent no result" for c in silent]
     return result

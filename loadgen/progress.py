@@ -34,3 +34,30 @@ class LoadResult:
     # run is invalid), and each worker's own result as {"pid", "host", "events", "result"}.
     lost_workers: list[str] = field(default_factory=list)
     workers: list[dict] = field(default_factory=list)
+
+
+def worker_name(worker: dict) -> str:
+    """How a run names one of its workers: "worker pid 4242 on host"."""
+    return f"worker pid {worker['pid']} on {worker['host']}"
+
+
+def combined(users: int, workers: list[dict]) -> LoadResult:
+    """The run's LoadResult from its workers' ({"pid", "host", "events", "result"}, loadgen.worker):
+    counts summed, the self-check's samples pooled, and every saturated worker named with its reason."""
+    result = LoadResult(requests=0, failures=0, events=0, users=users)
+    reasons = []
+    for worker in sorted(workers, key=lambda w: w["pid"]):
+        one = LoadResult(**worker["result"])
+        result.requests += one.requests
+        result.failures += one.failures
+        result.events += one.events
+        result.cpu_samples += one.cpu_samples
+        result.max_lag_s = max(result.max_lag_s, one.max_lag_s)
+        result.ticks += one.ticks
+        result.late_ticks += one.late_ticks
+        if one.saturated:
+            reasons.append(f"{worker_name(worker)}: {one.saturation_reason}")
+        result.workers.append(worker)
+    result.saturated = bool(reasons)
+    result.saturation_reason = "; ".join(reasons)
+    return result
