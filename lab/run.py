@@ -32,6 +32,7 @@ from lab.backends.janitor import clean
 from lab.backends.local import LocalLab
 from lab.backends.state import LabRecord
 from lab.backends.teardown import Deadline
+from lab.capacity import check, estimate, raise_fd_limit
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings, Vip, local_farm
 from lab.report import write_run
@@ -147,6 +148,7 @@ def _run_and_judge(
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         workers = load_generators(backend, workers)
+        check_capacity(scenario, workers)
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
         for line in clean(docker=backend == "docker"):
             say(f"caslab: removed what a lab whose owner is gone left: {line}")
@@ -267,6 +269,20 @@ def load_generators(backend: str, workers: int | None) -> int:
         "Locust in this process" if chosen == 1 else f"{chosen} Locust worker processes, master in this one",
     )
     return chosen
+
+
+def check_capacity(scenario: Scenario, workers: int) -> None:
+    """Raise the open-file limit to the hard limit (lab.log says so), estimate what the run needs
+    (lab.capacity) and refuse one that cannot fit, before anything starts (LabError: exit 2)."""
+    before, limit = raise_fd_limit()
+    if limit > before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", before, limit)
+    else:
+        log.info("open-file limit %d (the hard limit already)", limit)
+    need = estimate(scenario, workers)
+    log.info("capacity estimate: %s", need)
+    if problems := check(need, limit):
+        raise LabError(f"{scenario.name} cannot fit this machine: {'; '.join(problems)}. Estimate: {need}")
 
 
 def lab_addresses(

@@ -1,0 +1,145 @@
+"""Will a scenario fit this machine? The memory and file descriptors a run needs, estimated before
+anything starts from the users of each client kind and what one user of that kind measurably costs.
+
+A user is one client program with its connections held for its whole session: an Outlook over RPC/HTTP
+holds two channels (RPC_IN_DATA, RPC_OUT_DATA) per RPC endpoint (the mailbox and the directory) and an
+HTTP connection for Autodiscover and EWS; an intranet Outlook its MAPI and Address Book connections; a
+phone a Ping. Each connection is a descriptor in the load generator and one in the CAS that serves it
+(and two in the balancer between them). `COSTS` are measured by bench/bench_capacity.py (HTTP, RSS and
+descriptors per added user of the load generator and of one mock CAS); `TLS_MEMORY` scales them over
+HTTPS.
+
+`raise_fd_limit` lifts this process's open-file soft limit to its hard limit before anything starts,
+so the CAS, the balancer and the Locust workers it starts inherit it. `check` says what does not fit: a
+run whose load generator process, or one CAS, needs more descriptors than that limit, or that needs
+more memory than the machine has available, is refused (exit 2) with the estimate, before it starts
+(a scenario of 100,000,000 users was once accepted and grew to 8.5 GB).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+from dataclasses import dataclass
+
+import psutil
+
+from lab.scenario import Scenario
+from lab.scenario.model import Population
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one user of a client kind costs (KB of RSS, descriptors held)."""
+
+    loadgen_kb: float
+    cas_kb: float
+    fds: int  # connections held: one descriptor each in the load generator and in the CAS
+
+
+# bench/bench_capacity.py --users 300 (150 for the Outlook kinds), HTTP, on the 2-core lab machine.
+COSTS: dict[str, Cost] = {
+    "browser": Cost(loadgen_kb=24, cas_kb=13, fds=1),
+    "outlook2010-rpchttp": Cost(loadgen_kb=30, cas_kb=86, fds=5),  # 2 endpoints x 2 channels + HTTP
+    "outlook2007-rpchttp": Cost(loadgen_kb=25, cas_kb=84, fds=5),
+    "outlook-mapi": Cost(loadgen_kb=49, cas_kb=35, fds=5),
+    "eas-device": Cost(loadgen_kb=35, cas_kb=20, fds=1),  # its Ping
+    "ews-app": Cost(loadgen_kb=20, cas_kb=14, fds=1),
+}
+# Over HTTPS: the load generator's per-user memory at most 1.3 x HTTP (issue 13's bound, which
+# bench_tls measures), the CAS's per held connection about 2.1 x (40 KB against 19 KB, bench_tls).
+TLS_MEMORY = {"loadgen": 1.3, "cas": 2.1}
+LOADGEN_PROCESS_MB = 70  # a Locust process with caslab's kinds imported, before its users
+CAS_PROCESS_MB = 115  # one `caslab cas` (aiohttp, its services), before its clients
+BALANCER_MB = 100  # the balancer's own process(es)
+SPARE_FDS = 256  # what a process opens besides its clients' connections (logs, pipes, listeners)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    users: int
+    clients: int  # client programs: a user may run several (a browser and an Outlook)
+    connections: int  # held by all users at once
+    memory_mb: float  # the whole lab: load generator processes, farm, balancer
+    loadgen_fds: int  # in the busiest load generator process
+    cas_fds: int  # in each CAS, the load spread evenly
+    balancer_fds: int  # client and server side of every connection
+
+    def __str__(self) -> str:
+        return (
+            f"{self.users:,} users ({self.clients:,} clients) holding {self.connections:,} connections: "
+            f"about {self.memory_mb:,.0f} MB, "
+            f"{self.loadgen_fds:,} open files in the busiest load generator process, {self.cas_fds:,} in "
+            f"each CAS, {self.balancer_fds:,} in the balancer"
+        )
+
+
+def _largest_group_fds(population: Population) -> int:
+    """Descriptors of the largest address group of a population (loadgen.split: a group stays in one
+    worker): one NAT or Citrix address's users, a moving carrier whole, one person of the intranet."""
+    counts = population.client_counts()
+    if population.kind in ("intranet", "direct"):
+        return sum(COSTS[k].fds for k in counts)
+    if population.kind == "mobile-carrier" and population.ip_change_every_s:
+        return sum(COSTS[k].fds * n for k, n in counts.items())
+    pool = max(1, population.source_ips)
+    return sum(COSTS[k].fds * math.ceil(n / pool) for k, n in counts.items())
+
+
+def estimate(scenario: Scenario, workers: int) -> Estimate:
+    """What a run of `scenario` with `workers` load generator processes needs (1: Locust in caslab)."""
+    tls = scenario.farm.tls != "none"
+    users = sum(p.users for p in scenario.populations)
+    clients = connections = 0
+    loadgen_kb = cas_kb = 0.0
+    for population in scenario.populations:
+        for kind, count in population.client_counts().items():
+            cost = COSTS[kind]
+            clients += count
+            connections += cost.fds * count
+            loadgen_kb += cost.loadgen_kb * count * (TLS_MEMORY["loadgen"] if tls else 1.0)
+            cas_kb += cost.cas_kb * count * (TLS_MEMORY["cas"] if tls else 1.0)
+    largest_group = max((_largest_group_fds(p) for p in scenario.populations), default=0)
+    servers = max(1, scenario.farm.servers)
+    memory_mb = (
+        (loadgen_kb + cas_kb) / 1024 + LOADGEN_PROCESS_MB * workers + CAS_PROCESS_MB * servers + BALANCER_MB
+    )
+    return Estimate(
+        users=users,
+        clients=clients,
+        connections=connections,
+        memory_mb=memory_mb,
+        loadgen_fds=max(math.ceil(connections / workers), largest_group) + SPARE_FDS,
+        cas_fds=math.ceil(connections / servers) + SPARE_FDS,
+        balancer_fds=2 * connections + SPARE_FDS,
+    )
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Lift this process's open-file soft limit to its hard limit (children inherit it); (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def check(need: Estimate, fd_limit: int, available_mb: float | None = None) -> list[str]:
+    """Why a run needing `need` cannot fit a machine with this open-file limit per process and this much
+    memory available (default: what psutil says now); empty when it fits. The balancer's descriptors
+    are not checked: HAProxy, nginx and Envoy raise their own limits from their connection settings."""
+    if available_mb is None:
+        available_mb = psutil.virtual_memory().available / 2**20
+    problems = []
+    if need.memory_mb > available_mb:
+        problems.append(f"it needs about {need.memory_mb:,.0f} MB and {available_mb:,.0f} MB are available")
+    if need.loadgen_fds > fd_limit:
+        problems.append(
+            f"a load generator process needs about {need.loadgen_fds:,} open files and the limit is "
+            f"{fd_limit:,} (more --workers spread them, down to one address group's)"
+        )
+    if need.cas_fds > fd_limit:
+        problems.append(
+            f"each CAS needs about {need.cas_fds:,} open files and the limit is {fd_limit:,} (more servers "
+            "spread them)"
+        )
+    return problems

@@ -1,0 +1,97 @@
+"""The capacity check before a run (lab.capacity): the estimate from users per client kind, the open-file
+limit raised to the hard limit, and a scenario that cannot fit refused before anything starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+from namespace import isolated
+
+from lab.capacity import COSTS, TLS_MEMORY, check, estimate, raise_fd_limit
+from lab.scenario import load_scenario, parse_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+HUGE = """
+name = "huge"
+[[population]]
+kind = "tenant-nat"
+users = 100000000
+source_ips = 100
+"""
+
+
+def tenant(users: int, source_ips: int, tls: str = "none") -> str:
+    return f"""
+name = "tenant"
+[farm]
+servers = 4
+tls = "{tls}"
+[[population]]
+kind = "tenant-nat"
+users = {users}
+source_ips = {source_ips}
+clients = {{ outlook2010-rpchttp = 1.0 }}
+"""
+
+
+def test_bundled_scenarios_fit_a_small_machine() -> None:
+    for name in ("quickstart", "hosted-tenant-recommended", "mobile-carrier-churn"):
+        need = estimate(load_scenario(name), workers=1)
+        assert check(need, fd_limit=4096, available_mb=2048) == [], name
+
+
+def test_the_estimate_counts_each_kinds_connections_and_memory() -> None:
+    need = estimate(parse_scenario(tenant(1000, 10)), workers=1)
+    outlook = COSTS["outlook2010-rpchttp"]
+    assert (need.users, need.clients, need.connections) == (1000, 1000, 1000 * outlook.fds)
+    assert need.cas_fds - need.connections // 4 == need.loadgen_fds - need.connections  # the same spare
+    https = estimate(parse_scenario(tenant(1000, 10, tls="offload")), workers=1)
+    extra_kb = 1000 * (
+        outlook.loadgen_kb * (TLS_MEMORY["loadgen"] - 1) + outlook.cas_kb * (TLS_MEMORY["cas"] - 1)
+    )
+    assert abs((https.memory_mb - need.memory_mb) * 1024 - extra_kb) < 1
+
+
+def test_workers_spread_descriptors_down_to_one_address_group() -> None:
+    spread = tenant(8000, 8)  # eight NAT addresses: eight groups of 1,000 Outlooks
+    one, four = (estimate(parse_scenario(spread), workers=w).loadgen_fds for w in (1, 4))
+    assert one - four == 5 * 8000 - 5 * 2000
+    single = tenant(8000, 1)  # one NAT address: its users stay in one worker however many there are
+    assert estimate(parse_scenario(single), workers=4).loadgen_fds == one
+
+
+def test_a_scenario_that_cannot_fit_is_refused_with_why() -> None:
+    need = estimate(parse_scenario(HUGE), workers=1)
+    problems = check(need, fd_limit=20000, available_mb=8000)
+    assert len(problems) == 3
+    assert problems[0].startswith(f"it needs about {need.memory_mb:,.0f} MB and 8,000 MB are available")
+    assert "load generator process needs about" in problems[1] and "each CAS needs about" in problems[2]
+    fits = dataclasses.replace(need, memory_mb=100, loadgen_fds=100, cas_fds=100)
+    assert check(fits, fd_limit=20000, available_mb=8000) == []
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, hard) // 2
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        assert raise_fd_limit() == (lowered, hard if hard != resource.RLIM_INFINITY else lowered)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_caslab_run_refuses_a_hundred_million_users_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "huge.toml").write_text(HUGE)
+    caslab = str(Path(sys.executable).with_name("caslab"))
+    command = [caslab, "run", str(tmp_path / "huge.toml"), "--out", str(tmp_path / "out"), "--workers", "1"]
+    done = subprocess.run(isolated(*command), capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2
+    assert "huge cannot fit this machine: it needs about" in done.stdout
+    assert "Estimate: 100,000,000 users" in done.stdout
+    log = next((tmp_path / "out").glob("huge-*/lab.log")).read_text()
+    assert "open-file limit" in log and "capacity estimate: 100,000,000 users" in log
+    assert "starting" not in log  # no CAS, no balancer
