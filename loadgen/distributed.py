@@ -56,12 +56,21 @@ class WorkerProcesses:
     ) -> None:
         self.processes: list[subprocess.Popen] = []
         for _ in range(count):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "loadgen.worker", "--master", master, "--events", str(events_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=(events_path.parent / "loadgen-workers.log").open("ab"),
-                start_new_session=True,  # Ctrl-C reaches the lab, which stops them in order
-            )
+            with (events_path.parent / "loadgen-workers.log").open("ab") as stderr:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "loadgen.worker",
+                        "--master",
+                        master,
+                        "--events",
+                        str(events_path),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,  # Ctrl-C reaches the lab, which stops them in order
+                )
             self.processes.append(process)
             if on_start:
                 on_start(process.pid)
@@ -145,7 +154,6 @@ def run_load_on_workers(
     env.events.worker_report.add_listener(board.on_report)
     processes = WorkerProcesses(workers, f"{MASTER_HOST}:{port}", events_path, on_worker_start)
     lost: list[str] = []
-    started_load = False
     try:
         _wait(lambda: len(runner.clients.ready) >= workers, CONNECT_S, processes, "load generator workers")
         plan.start_time = time.time()
@@ -153,7 +161,6 @@ def run_load_on_workers(
         runner.send_message(PLAN, wire)
         _wait(lambda: len(board.ready) >= workers, CONNECT_S, processes, "load generator workers")
         gevent.spawn(runner.start, users, users / ramp_s if ramp_s > 0 else users)
-        started_load = True
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < ramp_s + duration_s:
             gevent.sleep(min(1.0, ramp_s + duration_s - elapsed))
@@ -174,19 +181,22 @@ def run_load_on_workers(
                         board.outcome("cold"),
                     )
                 )
+        runner.stop()
+        _collect(runner, board, processes)
     finally:
-        if started_load:
-            runner.stop()
-            runner.send_message(FINISH)
-            expected = set(board.ready)
-            deadline = time.monotonic() + RESULT_S
-            while expected - set(board.results) and time.monotonic() < deadline:
-                if len(processes.dead()) >= len(expected - set(board.results)):
-                    break  # whoever has not answered is gone
-                gevent.sleep(0.1)
-        runner.quit()
+        runner.quit()  # also on Ctrl-C or an error: the workers quit, or are killed in processes.stop
         processes.stop()
     return _combine(users, lost, board)
+
+
+def _collect(runner: Any, board: Board, processes: WorkerProcesses) -> None:
+    """Ask every worker for its result (its users are stopped) and wait for each that is still there."""
+    runner.send_message(FINISH)
+    deadline = time.monotonic() + RESULT_S
+    while (silent := set(board.ready) - set(board.results)) and time.monotonic() < deadline:
+        if len(processes.dead()) >= len(silent):
+            break  # whoever has not answered is gone
+        gevent.sleep(0.1)
 
 
 def _lost(runner: Any, board: Board, processes: WorkerProcesses) -> list[str]:
