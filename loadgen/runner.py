@@ -62,6 +62,8 @@ def run_load(
     result = LoadResult(requests=0, failures=0, events=0, users=users)
     stop: list[bool] = []
     watcher = gevent.spawn(watch, result, stop)
+    # The self-check judges the load, not its end: stopping thousands of users holds the hub for seconds.
+    env.events.test_stopping.add_listener(lambda **_kw: stop.append(True))
     plan.start_time = time.time()
     runner.start(users, spawn_rate=users / ramp_s if ramp_s > 0 else users)
     started = time.monotonic()

@@ -102,6 +102,8 @@ def run_worker(master_host: str, master_port: int, events: Path) -> int:
         data["caslab_outcomes"] = dict(log.outcomes)  # hard and soft breaks so far, for the progress line
         result.users = max(result.users, runner.user_count)  # the most it ran (none once stopped)
 
+    # The self-check judges the load, not its end: stopping thousands of users holds the hub for seconds.
+    env.events.test_stopping.add_listener(lambda **_kw: stop.append(True))
     runner.register_message(PLAN, on_plan)
     runner.register_message(FINISH, on_finish)
     env.events.report_to_master.add_listener(on_report)
