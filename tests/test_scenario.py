@@ -131,6 +131,11 @@ def schema_accepts(text: str) -> bool:
 # ---- bundled scenarios ------------------------------------------------------------------------------
 
 
+# Scenarios of realistic size (issue 13), run by hand or by a bench, not by the tests: minutes and
+# both cores of the lab machine.
+SCALE_SCENARIOS = {"tenant-10k"}
+
+
 @pytest.mark.parametrize("name", sorted(bundled_scenarios()))
 def test_every_bundled_scenario_loads_and_says_what_it_shows(name):
     scenario = load_scenario(name)
@@ -141,6 +146,8 @@ def test_every_bundled_scenario_loads_and_says_what_it_shows(name):
     header = text[: text.index("\nname")]
     assert "Expected verdict: " + scenario.expect in header
     assert scenario.name == name and scenario.description
+    if name in SCALE_SCENARIOS:
+        return
     assert scenario.ramp_s + scenario.duration_s < 60, "each bundled scenario runs in well under a minute"
     assert sum(p.users for p in scenario.populations) <= 100, "small enough for 2 shared cores"
 
