@@ -186,3 +186,15 @@ def test_quickstart_on_two_workers_is_valid_with_each_address_in_one_worker(tmp_
     nat = tagged[tagged["population"].str.startswith(("tenant-nat", "citrix"))]
     assert nat["source_ip"].nunique() >= 2 and (nat.groupby("source_ip")["pid"].nunique() == 1).all()
     assert not list(run_dir.glob("events*.csv"))  # merged into events.parquet, then removed
+
+
+@pytest.mark.slow
+def test_the_self_check_judges_the_load_not_the_users_stopping(tmp_path: Path) -> None:
+    require_namespaces()
+    command = [sys.executable, str(DRIVER), "slow-stop", "--events", str(tmp_path / "events.csv")]
+    done = subprocess.run(isolated(*command), capture_output=True, text=True, timeout=90, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    result = out["result"]
+    assert result["events"] > 0 and result["ticks"] >= 15 and out["stopped"] == result["users"]
+    assert not result["saturated"] and result["max_lag_s"] < 1.0, result["saturation_reason"]

@@ -3,6 +3,7 @@ patches the process it is imported in with gevent, so the tests never import it)
 
     python tests/workers_driver.py dispatch
     python tests/workers_driver.py run --events CSV --seconds 6 [--kill-after 2]
+    python tests/workers_driver.py slow-stop --events CSV
 
 `dispatch` splits a small plan (a NAT-ed tenant of 3 addresses, a carrier, direct users) over 3 made-up
 workers and prints where loadgen.dispatch.ShareDispatcher puts each user class's users after the
@@ -11,6 +12,10 @@ ramp, and after a worker is gone: {"ramp": {worker: {class: users}}, "rebalanced
 `run` is loadgen.distributed.run_load_on_workers with 2 workers on a small plan whose VIP listens
 nowhere (every request is a transport failure, which is all a worker needs to log); `--kill-after S`
 kills one worker S seconds in. It prints the LoadResult as JSON.
+
+`slow-stop` runs the same plan for 2 s in this process (loadgen.runner.run_load; a worker's self-check
+stops the same way) with users whose `on_stop` holds the process 2.5 s without yielding, as stopping
+thousands of users does: the self-check must judge the load, not its end. It prints the LoadResult.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from loadgen.addresses import AddressPlan
 from loadgen.dispatch import ShareDispatcher
 from loadgen.distributed import run_load_on_workers
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, user_classes
+from loadgen.runner import run_load
 from loadgen.split import split_users
 
 
@@ -84,6 +90,25 @@ def run(args: argparse.Namespace) -> dict:
     return {"result": dataclasses.asdict(result), "pids": started}
 
 
+def slow_stop(args: argparse.Namespace) -> dict:
+    from gevent.monkey import get_original
+
+    from loadgen.kinds import KINDS
+
+    blocking_sleep = get_original("time", "sleep")  # Locust made time.sleep gevent's, which yields
+    stopped: list[object] = []
+
+    def on_stop(user: object) -> None:
+        if not stopped:
+            blocking_sleep(2.5)  # the first user to stop holds the whole process, hub and all
+        stopped.append(user)
+
+    for kind in ("browser", "eas-device"):
+        KINDS[kind].on_stop = on_stop
+    result = run_load(small_plan(), Path(args.events), 2.0, 0.5)
+    return {"result": dataclasses.asdict(result), "stopped": len(stopped)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +118,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--kill-after", type=float, default=0.0)
     p.set_defaults(func=run)
+    p = sub.add_parser("slow-stop")
+    p.add_argument("--events", required=True)
+    p.set_defaults(func=slow_stop)
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 
