@@ -6,8 +6,8 @@ holds two channels (RPC_IN_DATA, RPC_OUT_DATA) per RPC endpoint (the mailbox and
 HTTP connection for Autodiscover and EWS; an intranet Outlook its MAPI and Address Book connections; a
 phone a Ping. Each connection is a descriptor in the load generator and one in the CAS that serves it
 (and two in the balancer between them). `COSTS` are measured by bench/bench_capacity.py (HTTP, RSS and
-descriptors per added user of the load generator and of one mock CAS); `TLS_MEMORY` scales them over
-HTTPS.
+descriptors per added user of the load generator and of one mock CAS) and bench/bench_tls.py (the same
+over HTTPS).
 
 `raise_fd_limit` lifts this process's open-file soft limit to its hard limit before anything starts,
 so the CAS, the balancer and the Locust workers it starts inherit it. `check` says what does not fit: a
@@ -30,25 +30,27 @@ from lab.scenario.model import Population
 
 @dataclass(frozen=True)
 class Cost:
-    """What one user of a client kind costs (KB of RSS, descriptors held)."""
+    """What one user of a client kind costs: KB of RSS over HTTP and over HTTPS, descriptors held."""
 
     loadgen_kb: float
     cas_kb: float
     fds: int  # connections held: one descriptor each in the load generator and in the CAS
+    tls_loadgen_kb: float
+    tls_cas_kb: float
 
 
-# bench/bench_capacity.py --users 300 (150 for the Outlook kinds), HTTP, on the 2-core lab machine.
+# HTTP: bench/bench_capacity.py --users 300 (150 for the Outlook kinds). HTTPS: bench/bench_tls.py memory
+# --users 400 (the load generator per user; the CAS per held connection times the kind's connections).
+# Both on the 2-core lab machine. A TLS connection costs about 23-32 KB in CPython's ssl alone, so the
+# kinds that hold several cost most.
 COSTS: dict[str, Cost] = {
-    "browser": Cost(loadgen_kb=24, cas_kb=13, fds=1),
-    "outlook2010-rpchttp": Cost(loadgen_kb=30, cas_kb=86, fds=5),  # 2 endpoints x 2 channels + HTTP
-    "outlook2007-rpchttp": Cost(loadgen_kb=25, cas_kb=84, fds=5),
-    "outlook-mapi": Cost(loadgen_kb=49, cas_kb=35, fds=5),
-    "eas-device": Cost(loadgen_kb=35, cas_kb=20, fds=1),  # its Ping
-    "ews-app": Cost(loadgen_kb=20, cas_kb=14, fds=1),
+    "browser": Cost(24, 13, 1, tls_loadgen_kb=70, tls_cas_kb=59),
+    "outlook2010-rpchttp": Cost(30, 86, 5, tls_loadgen_kb=210, tls_cas_kb=247),  # 2 endpoints x 2 + HTTP
+    "outlook2007-rpchttp": Cost(25, 84, 5, tls_loadgen_kb=207, tls_cas_kb=241),
+    "outlook-mapi": Cost(49, 35, 5, tls_loadgen_kb=96, tls_cas_kb=67),  # MAPI stays TCP; HTTP calls TLS
+    "eas-device": Cost(35, 20, 1, tls_loadgen_kb=67, tls_cas_kb=62),  # its Ping
+    "ews-app": Cost(20, 14, 1, tls_loadgen_kb=63, tls_cas_kb=55),
 }
-# Over HTTPS: the load generator's per-user memory at most 1.3 x HTTP (issue 13's bound, which
-# bench_tls measures), the CAS's per held connection about 2.1 x (40 KB against 19 KB, bench_tls).
-TLS_MEMORY = {"loadgen": 1.3, "cas": 2.1}
 LOADGEN_PROCESS_MB = 70  # a Locust process with caslab's kinds imported, before its users
 CAS_PROCESS_MB = 115  # one `caslab cas` (aiohttp, its services), before its clients
 BALANCER_MB = 100  # the balancer's own process(es)
@@ -97,8 +99,8 @@ def estimate(scenario: Scenario, workers: int) -> Estimate:
             cost = COSTS[kind]
             clients += count
             connections += cost.fds * count
-            loadgen_kb += cost.loadgen_kb * count * (TLS_MEMORY["loadgen"] if tls else 1.0)
-            cas_kb += cost.cas_kb * count * (TLS_MEMORY["cas"] if tls else 1.0)
+            loadgen_kb += (cost.tls_loadgen_kb if tls else cost.loadgen_kb) * count
+            cas_kb += (cost.tls_cas_kb if tls else cost.cas_kb) * count
     largest_group = max((_largest_group_fds(p) for p in scenario.populations), default=0)
     servers = max(1, scenario.farm.servers)
     memory_mb = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from namespace import isolated
 
-from lab.capacity import COSTS, TLS_MEMORY, check, estimate, raise_fd_limit
+from lab.capacity import COSTS, check, estimate, raise_fd_limit
 from lab.scenario import load_scenario, parse_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,9 +50,7 @@ def test_the_estimate_counts_each_kinds_connections_and_memory() -> None:
     assert (need.users, need.clients, need.connections) == (1000, 1000, 1000 * outlook.fds)
     assert need.cas_fds - need.connections // 4 == need.loadgen_fds - need.connections  # the same spare
     https = estimate(parse_scenario(tenant(1000, 10, tls="offload")), workers=1)
-    extra_kb = 1000 * (
-        outlook.loadgen_kb * (TLS_MEMORY["loadgen"] - 1) + outlook.cas_kb * (TLS_MEMORY["cas"] - 1)
-    )
+    extra_kb = 1000 * (outlook.tls_loadgen_kb - outlook.loadgen_kb + outlook.tls_cas_kb - outlook.cas_kb)
     assert abs((https.memory_mb - need.memory_mb) * 1024 - extra_kb) < 1
 
 
