@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from caslab.vocab import SERVICES
-from lab.advise.candidates import baseline_methods, generate, used_groups
+from lab.advise.candidates import (
+    baseline_methods,
+    generate,
+    held_silence_s,
+    idle_timeouts,
+    used_groups,
+    with_methods,
+)
 from lab.advise.command import advise
 from lab.advise.judge import Outcome
 from lab.advise.search import Trial, advise_driver, rungs
@@ -367,3 +374,18 @@ def test_haproxy_advice_for_a_tiny_tenant_keeps_owa_on_a_cookie(tmp_path):
     assert source_ip["stage"] == "run" and source_ip["why"].startswith("balance "), source_ip
     assert (folder / data["drivers"][0]["confirm_run"] / "report.html").is_file()
     assert Path(folder / "advice.html").is_file()
+
+
+def test_idle_timeouts_too_short_for_the_clients_held_connections_are_raised_and_said():
+    """A 5-minute idle timeout in front of phones: a Ping is held silent up to its heartbeat's maximum
+    (59 minutes), so the advice raises it to 1.25 x that (74 minutes) for every service and says why;
+    the scenario's own timeouts stay where they are long enough."""
+    text = load_scenario("hosted-tenant-recommended").source_text
+    short = parse_scenario(text + '\n[balancer.timeouts]\nclient_idle = "5m"\n', "short.toml")
+    timeouts, notes = idle_timeouts(short)
+    assert held_silence_s(short, "eas") == 3540 and timeouts.client_idle_s == 4440  # 1.25 x, whole minutes
+    assert timeouts.server_idle_s is None
+    assert len(notes) == 1 and "client_idle 5m is shorter than eas" in notes[0], notes
+    assert with_methods(short, "haproxy", {}).balancer.timeouts == timeouts
+    long = parse_scenario(text + '\n[balancer.timeouts]\nclient_idle = "2h"\n', "long.toml")
+    assert idle_timeouts(long) == (long.balancer.timeouts, [])

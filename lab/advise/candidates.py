@@ -20,6 +20,7 @@ Three sieves, each leaving a rejection with its reason:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from caslab.vocab import SERVICES, VIP_GROUPS
 from lab.balancers import Refusal, driver_class
 from lab.balancers.presets import PRESETS
 from lab.balancers.userconfig.predict import KIND_SERVICES, NEED, by_method
-from lab.model import Persistence, local_farm
-from lab.scenario import Scenario
+from lab.model import Persistence, Timeouts, local_farm
+from lab.scenario import Scenario, format_duration
 
 GROUPS: tuple[tuple[str, ...], ...] = VIP_GROUPS
 # The cookie a cookie method keys on, per group: one the CAS sets on both OWA and ECP (and OWA's links
@@ -128,10 +129,67 @@ def options(group: tuple[str, ...], timeout_s: float) -> list[Persistence]:
     return sorted(out, key=lambda p: COST[p.method])
 
 
+def held_silence_s(scenario: Scenario, service: str) -> float | None:
+    """The longest silence (Exchange time, seconds) on a connection the clients of `service` hold open:
+    Outlook Anywhere's channels between keep-alives (the OUT channel's 15 minutes by default), a Ping
+    for its heartbeat's maximum, an intranet Outlook's MAPI connection between TCP keep-alives (2 hours
+    by default). None: the service holds no connection silent."""
+    ex = scenario.farm.exchange
+    return {
+        "rpchttp": ex.rpc_min_connection_timeout_s or 900.0,
+        "eas": ex.eas_heartbeat_max_s or 3540.0,
+        "mapi": ex.tcp_keepalive_s or 7200.0,
+        "addressbook": ex.tcp_keepalive_s or 7200.0,
+    }.get(service)
+
+
+def idle_timeouts(scenario: Scenario) -> tuple[Timeouts, list[str]]:
+    """The balancer's idle timeouts for the advice: the scenario's own, each raised where it is shorter
+    to TIMER_MARGIN times (in whole minutes) the longest silence of a connection the population holds
+    (held_silence_s), with a sentence per raise. Raised for every service alike (one value each side),
+    since a balancer may have one client-side timeout per listener. A full proxy does not see TCP
+    keep-alive probes (its kernel answers them), so behind one MAPI also needs a timeout longer than
+    users leave Outlook idle."""
+    own = scenario.balancer.timeouts
+    held = {
+        s: silence
+        for group in used_groups(scenario)
+        for s in group
+        if (silence := held_silence_s(scenario, s)) is not None
+    }
+    if not held:
+        return own, []
+    service, silence = max(held.items(), key=lambda item: item[1])
+    needed = 60 * math.ceil(TIMER_MARGIN * silence / 60)  # whole minutes, as an engineer writes it
+    raised, notes = {}, []
+    for side in ("client_idle", "server_idle"):
+        values = [getattr(own, f"{side}_s")] + [getattr(o, f"{side}_s") for o in own.services.values()]
+        short = [v for v in values if v is not None and v < needed]
+        if short:
+            raised[f"{side}_s"] = needed
+            notes.append(
+                f"{side} {format_duration(min(short))} is shorter than {service}'s longest silence "
+                f"({format_duration(silence)}): raised to {format_duration(needed)} for every service"
+            )
+    if not raised:
+        return own, []
+    services = {
+        s: dataclasses.replace(o, **{k: None for k in raised if getattr(o, k) is not None})
+        for s, o in own.services.items()
+    }
+    return dataclasses.replace(own, **raised, services=services), notes
+
+
 def with_methods(scenario: Scenario, driver: str, methods: dict[str, Persistence]) -> Scenario:
-    """The scenario on `driver` with these per-service methods (the others the recommended preset's)."""
+    """The scenario on `driver` with these per-service methods (the others the recommended preset's) and
+    idle timeouts long enough for its clients (idle_timeouts)."""
     balancer = dataclasses.replace(
-        scenario.balancer, driver=driver, preset="recommended", persistence=dict(methods), config=None
+        scenario.balancer,
+        driver=driver,
+        preset="recommended",
+        persistence=dict(methods),
+        config=None,
+        timeouts=idle_timeouts(scenario)[0],
     )
     return dataclasses.replace(scenario, balancer=balancer)
 

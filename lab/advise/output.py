@@ -4,7 +4,9 @@ page of lab/report/runs_page.py: the confirming run of each driver first, linked
 every run of the search with what it tried and why it won or lost).
 
 advice.json: {"schema", "scenario", "budget_s", "elapsed_s", "verdict", "reason", "best_driver",
-"drivers": [{"driver", "status", "reason", "confirm_run", "config_files", "services": {service:
+"idle_timeouts": [a sentence per idle timeout raised for the connections the clients hold (none: the
+scenario's own were long enough)], "drivers": [{"driver", "status", "reason", "confirm_run",
+"config_files", "services": {service:
 {"group", "method", "timeout_s", "passing", "evidence", "searched", "complete", "rejected": [{"method",
 "stage", "why", "run"}]}}, "runs": [{"run", "group", "candidate", "seconds", "status", "figures"}]}]}
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab.advise.candidates import Rejection
+from lab.advise.candidates import Rejection, idle_timeouts
 from lab.advise.judge import figures_line
 from lab.advise.search import DriverAdvice
 from lab.balancers import driver_class
@@ -119,6 +121,7 @@ def write_advice(
         "verdict": verdict,
         "reason": reason,
         "best_driver": best,
+        "idle_timeouts": idle_timeouts(scenario)[1],
         "drivers": [{k: v for k, v in r.items() if not k.startswith("_")} for r in records],
     }
     (folder / "advice.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -129,6 +132,7 @@ def write_advice(
         f"drivers {', '.join(a.driver for a in advices)}; budget {budget_s:g} s, used {elapsed_s:.0f} s",
         entries, folder, details=details, headline=(verdict, style, reason), template="advice.html.j2",
         advice=[_advice_section(a, r, folder) for a, r in zip(advices, records, strict=False)],
+        idle_notes=idle_timeouts(scenario)[1],
     )  # fmt: skip
     (folder / "advice.html").write_text(page, encoding="utf-8")
     return verdict
