@@ -62,7 +62,7 @@ def overall(entries: list[RunEntry], regressions: int = 0) -> tuple[str, str]:
     (a refused combination aside), else fail when any failed or got worse than its baseline, else pass."""
     statuses = [e.status for e in entries]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
-    reason = f"{len(entries)} runs: {counts}" if entries else "no runs"
+    reason = f"{len(entries)} run{'' if len(entries) == 1 else 's'}: {counts}" if entries else "no runs"
     if regressions:
         reason += f"; {regressions} regression{'s' if regressions > 1 else ''} from the baseline"
     if any(s in PROBLEMS for s in statuses) or not entries:
