@@ -31,6 +31,7 @@ from loadgen.container_run import plan_to_json
 from loadgen.dispatch import ShareDispatcher
 from loadgen.plan import LoadPlan, user_classes
 from loadgen.progress import LoadResult, Progress, combined, worker_name
+from loadgen.runner import drive
 from loadgen.split import split_users
 from loadgen.worker import FINISH, PLAN, READY, RESULT, shares_to_wire
 
@@ -161,26 +162,12 @@ def run_load_on_workers(
         runner.send_message(PLAN, wire)
         _wait(lambda: len(board.ready) >= workers, CONNECT_S, processes, "load generator workers")
         gevent.spawn(runner.start, users, users / ramp_s if ramp_s > 0 else users)
-        started = time.monotonic()
-        while (elapsed := time.monotonic() - started) < ramp_s + duration_s:
-            gevent.sleep(min(1.0, ramp_s + duration_s - elapsed))
-            elapsed = time.monotonic() - started
-            if lost := _lost(runner, board, processes):
-                break
-            if between:
-                between(elapsed)
-            if on_progress:
-                total = env.stats.total
-                on_progress(
-                    Progress(
-                        elapsed,
-                        runner.user_count,
-                        total.num_requests,
-                        total.num_failures,
-                        board.outcome("foreign"),
-                        board.outcome("cold"),
-                    )
-                )
+
+        def gone() -> bool:
+            lost.extend(_lost(runner, board, processes))
+            return bool(lost)
+
+        drive(env, runner, ramp_s + duration_s, board.outcome, on_progress, between, gone)
         runner.stop()
         _collect(runner, board, processes)
     finally:

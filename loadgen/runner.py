@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gevent
 import psutil
@@ -44,6 +45,40 @@ def watch(result: LoadResult, stop: list[bool]) -> None:
             result.cpu_samples.append(process.cpu_percent(None))
 
 
+def drive(
+    env: Environment,
+    runner: Any,
+    seconds: float,
+    outcomes: Callable[[str], int],
+    on_progress: Callable[[Progress], None] | None = None,
+    between: Callable[[float], None] | None = None,
+    gone: Callable[[], bool] = lambda: False,
+) -> None:
+    """The ramp and load phase of a started `runner`: wake about once a second for `seconds`, for the
+    lab's fault schedule (`between(elapsed)`) and `on_progress` (counts of the outcomes "foreign" and
+    "cold" from `outcomes`); end early when `gone()` says the load cannot go on (a worker lost)."""
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        gevent.sleep(min(1.0, seconds - elapsed))
+        elapsed = time.monotonic() - started
+        if gone():
+            return
+        if between:
+            between(elapsed)
+        if on_progress:
+            total = env.stats.total
+            on_progress(
+                Progress(
+                    elapsed,
+                    runner.user_count,
+                    total.num_requests,
+                    total.num_failures,
+                    outcomes("foreign"),
+                    outcomes("cold"),
+                )
+            )
+
+
 def run_load(
     plan: LoadPlan,
     events_path: Path,
@@ -68,25 +103,8 @@ def run_load(
     env.events.test_stopping.add_listener(lambda **_kw: stop.append(True))
     plan.start_time = time.time()
     runner.start(users, spawn_rate=users / ramp_s if ramp_s > 0 else users)
-    started = time.monotonic()
     try:
-        while (elapsed := time.monotonic() - started) < ramp_s + duration_s:
-            gevent.sleep(min(1.0, ramp_s + duration_s - elapsed))
-            elapsed = time.monotonic() - started
-            if between:
-                between(elapsed)
-            if on_progress:
-                total = env.stats.total
-                on_progress(
-                    Progress(
-                        elapsed,
-                        runner.user_count,
-                        total.num_requests,
-                        total.num_failures,
-                        log.outcomes["foreign"],
-                        log.outcomes["cold"],
-                    )
-                )
+        drive(env, runner, ramp_s + duration_s, log.outcomes.__getitem__, on_progress, between)
     finally:
         runner.quit()
         runner.greenlet.join(timeout=30)
