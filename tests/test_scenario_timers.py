@@ -6,7 +6,6 @@ asked."""
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -17,7 +16,8 @@ from lab.backends.state import LabRecord
 from lab.farm import LocalFarm
 from lab.model import ExchangeSettings, Timeouts, local_farm
 from lab.run import make_lab
-from lab.scenario import Scenario, ScenarioError, load_scenario, scenario_schema
+from lab.scenario import scenario_schema
+from tests.test_scenario import error_of, load_text
 
 BASE = """
 name = "t"
@@ -48,19 +48,6 @@ mapi = { server_idle = "1h" }
 cut = { rpchttp = 0, mapi = 2 }
 eas_heartbeat_alert = false
 """
-
-
-def load_text(tmp_path: Path, text: str) -> Scenario:
-    path = tmp_path / "s.toml"
-    path.write_text(text)
-    return load_scenario(path)
-
-
-def error_of(tmp_path: Path, text: str) -> ScenarioError:
-    with pytest.raises(ScenarioError) as err:
-        load_text(tmp_path, text)
-    assert str(tmp_path / "s.toml") in str(err.value), "the message names the file"
-    return err.value
 
 
 def test_the_keys_are_read_in_exchange_time_and_reach_the_driver_scaled(tmp_path):
