@@ -329,6 +329,33 @@ def test_ledger_rows_of_another_run_are_counted_left_out_and_make_the_run_invali
     assert b.reconciliation["foreign_run_rows"] == 0 and b.verdict == "pass"
 
 
+def test_a_logon_that_expired_while_its_request_waited_in_the_lab_makes_the_run_invalid_not_failed():
+    # u1 logs on at t=0 and asks again at t=1; the request waits 50 s in the lab (client latency 50 s,
+    # the CAS's 1 ms), 50 Exchange minutes at time_scale 60, and the CAS finds the logon idled out.
+    # u2 really idles 40 s before its request, which arrives at once: a plain expiry, the run's own.
+    ev = events(
+        {"t": 0, "outcome": "ok"},
+        {"t": 1, "outcome": "foreign", "status": 302, "latency_ms": 50_000.0},
+        {"t": 0, "user": "u2", "session": "s2", "outcome": "ok"},
+        {"t": 40, "user": "u2", "session": "s2", "outcome": "foreign", "status": 302},
+        *({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(3, 30)),
+    )
+    ledger = ledger_of(ev)
+    ledger.loc[ledger["request_id"].isin(["r1", "r3"]), "state"] = "expired"
+    a = run(ev, scenario(Thresholds(hard_breaks=0)), ledger=ledger)
+    assert a.totals["hard_breaks"] == 2
+    assert a.verdict == "invalid"
+    assert a.verdict_reason == (
+        "1 hard break (owa) is a session that expired on the CAS while its request waited 50 s in the lab "
+        "before reaching it (50 Exchange minutes at time_scale 60): the lab could not carry this load at "
+        "this time scale; lower time_scale or the number of users"
+    )
+    # Without the wait, the same expiry is the balancer's or the client's: counted, and the check fails.
+    ev.loc[1, "latency_ms"] = 10.0
+    b = run(ev, scenario(Thresholds(hard_breaks=0)), ledger=ledger)
+    assert (b.verdict, b.verdict_reason) == ("fail", "failed: hard_breaks = 2, must be <= 0")
+
+
 def test_a_reason_the_run_gives_makes_it_invalid_whatever_its_checks_say():
     ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
     reason = "load generator CPU above 90 % in 17 of 20 samples"

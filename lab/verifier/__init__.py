@@ -11,6 +11,7 @@ them:
     load.py            where the answers went: per CAS, per population and CAS, over time
     balance.py         max/mean, CV, Jain's index, and the same sessions placed at random
     reconciliation.py  every client event matched to its ledger row, the rest counted by why
+    held.py            breaks the lab made: a logon that expired while its request waited in the lab
     timers.py          cuts seen by the clients and by the CAS; the heartbeats ActiveSync devices asked for
     moves.py           why sessions moved: an expired or evicted persistence entry, a failed CAS, ...
     checks.py          the scenario's thresholds as checks

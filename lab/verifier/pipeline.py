@@ -26,6 +26,7 @@ from lab.verifier.coding import (
 )
 from lab.verifier.facts import RunFacts
 from lab.verifier.faults import answered_before_a_stop, fired_faults, outages
+from lab.verifier.held import held_in_lab, held_reason
 from lab.verifier.load import population_tables, server_table, timeline
 from lab.verifier.moves import Outage, Stickiness, move_causes
 from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs
@@ -110,7 +111,11 @@ def verify(
             moves=moves,
             move_breaks=move_breaks,
         ),
-        invalid_reasons=[*facts.invalid_reasons, *invalid_reasons(reconciliation)],
+        invalid_reasons=[
+            *facts.invalid_reasons,
+            *invalid_reasons(reconciliation),
+            *held_reason(held_in_lab(events, ledger, coded, breaks.hard), events, coded, scenario.time_scale),
+        ],
     )
 
 
