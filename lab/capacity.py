@@ -128,7 +128,7 @@ def raise_fd_limit() -> tuple[int, int]:
 def check(need: Estimate, fd_limit: int, available_mb: float | None = None) -> list[str]:
     """Why a run needing `need` cannot fit a machine with this open-file limit per process and this much
     memory available (default: what psutil says now); empty when it fits. The balancer's descriptors
-    are not checked: HAProxy, nginx and Envoy raise their own limits from their connection settings."""
+    are a note, not a refusal (`balancer_note`): not every connection is held at every moment."""
     if available_mb is None:
         available_mb = psutil.virtual_memory().available / 2**20
     problems = []
@@ -145,3 +145,17 @@ def check(need: Estimate, fd_limit: int, available_mb: float | None = None) -> l
             "spread them)"
         )
     return problems
+
+
+def balancer_note(need: Estimate, fd_limit: int) -> str | None:
+    """A note when the balancer would need more descriptors than a process here may open: it then holds
+    fewer connections than the users would (HAProxy sizes its maxconn from the limit; a process cannot
+    raise its hard limit without CAP_SYS_RESOURCE), and the rest wait in its accept queue. Requests that
+    wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py)."""
+    if need.balancer_fds <= fd_limit:
+        return None
+    return (
+        f"the balancer needs about {need.balancer_fds:,} open files for the {need.connections:,} connections "
+        f"the users hold (two each) and a process here may open {fd_limit:,}: connections beyond about "
+        f"{fd_limit // 2:,} wait in its accept queue"
+    )

@@ -32,7 +32,7 @@ from lab.backends.janitor import clean
 from lab.backends.local import LocalLab
 from lab.backends.state import LabRecord
 from lab.backends.teardown import Deadline
-from lab.capacity import check, estimate, raise_fd_limit
+from lab.capacity import balancer_note, check, estimate, raise_fd_limit
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings, Vip, local_farm
 from lab.report import write_run
@@ -148,7 +148,9 @@ def _run_and_judge(
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         workers = load_generators(backend, workers)
-        check_capacity(scenario, workers)
+        capacity_notes = check_capacity(scenario, workers)
+        for note in capacity_notes:
+            say(f"caslab: note: {note}")
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
         for line in clean(docker=backend == "docker"):
             say(f"caslab: removed what a lab whose owner is gone left: {line}")
@@ -218,6 +220,7 @@ def _run_and_judge(
             run_id=lab.run_id,
             persistence_timeouts_s={service: p.timeout_s for service, p in spec.persistence.items()},
             persistence_table_size=spec.persistence_table_size,
+            notes=capacity_notes,
         )
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)
@@ -271,9 +274,10 @@ def load_generators(backend: str, workers: int | None) -> int:
     return chosen
 
 
-def check_capacity(scenario: Scenario, workers: int) -> None:
+def check_capacity(scenario: Scenario, workers: int) -> list[str]:
     """Raise the open-file limit to the hard limit (lab.log says so), estimate what the run needs
-    (lab.capacity) and refuse one that cannot fit, before anything starts (LabError: exit 2)."""
+    (lab.capacity) and refuse one that cannot fit, before anything starts (LabError: exit 2). Returns
+    notes for the report on what fits only in part (the balancer's descriptors)."""
     before, limit = raise_fd_limit()
     if limit > before:
         log.info("open-file limit raised from %d to %d (the hard limit)", before, limit)
@@ -283,6 +287,10 @@ def check_capacity(scenario: Scenario, workers: int) -> None:
     log.info("capacity estimate: %s", need)
     if problems := check(need, limit):
         raise LabError(f"{scenario.name} cannot fit this machine: {'; '.join(problems)}. Estimate: {need}")
+    note = balancer_note(need, limit)
+    if note:
+        log.warning("capacity: %s", note)
+    return [note] if note else []
 
 
 def lab_addresses(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from namespace import isolated
 
-from lab.capacity import COSTS, check, estimate, raise_fd_limit
+from lab.capacity import COSTS, balancer_note, check, estimate, raise_fd_limit
 from lab.scenario import load_scenario, parse_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,18 @@ def test_a_scenario_that_cannot_fit_is_refused_with_why() -> None:
     assert "load generator process needs about" in problems[1] and "each CAS needs about" in problems[2]
     fits = dataclasses.replace(need, memory_mb=100, loadgen_fds=100, cas_fds=100)
     assert check(fits, fd_limit=20000, available_mb=8000) == []
+
+
+def test_a_balancer_short_of_descriptors_is_a_note_not_a_refusal() -> None:
+    need = estimate(load_scenario("tenant-10k"), workers=1)  # 17,600 held connections: two files each
+    assert need.connections == 17_600 and need.balancer_fds > 20_000
+    assert check(need, fd_limit=20_000, available_mb=8000) == []
+    assert balancer_note(need, fd_limit=20_000) == (
+        f"the balancer needs about {need.balancer_fds:,} open files for the 17,600 connections the users "
+        "hold (two each) and a process here may open 20,000: connections beyond about 10,000 wait in its "
+        "accept queue"
+    )
+    assert balancer_note(need, fd_limit=1_048_576) is None
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
