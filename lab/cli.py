@@ -277,10 +277,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from loadgen.worker import parse_master, run_worker  # imports Locust only when it runs
+    from loadgen.worker import parse_host_port, run_worker  # imports Locust only when it runs
 
     try:
-        host, port = parse_master(args.master)
+        host, port = parse_host_port(args.master)
     except ValueError as err:
         print(f"caslab worker: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -709,17 +709,20 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         "run one Locust worker of a run (the lab starts its own for --workers)",
         "Connect to a run's Locust master at HOST:PORT with Locust's own transport, take the run's load\n"
-        "plan and share of users from it, and run them until the master stops. Its event log goes to\n"
-        "EVENTS with the process id added (events.csv -> events-<pid>.csv). `caslab run --workers N`\n"
-        "starts N of these on its own machine.",
-        "  caslab worker --master 127.0.0.1:5557\n",
+        "plan and share of users from it, and run them until the master stops; start it before or after\n"
+        "the run (it retries for 5 minutes). `caslab run --workers N` starts N of these on its own\n"
+        "machine; on another machine, join a run started with `--master-bind ADDR:PORT --remote-workers M`.\n"
+        "The worker runs the plan as the master sends it: it must reach the run's VIP from the scenario's\n"
+        "client addresses. Its event log is sent to the master at the end, which writes it into the run\n"
+        "folder; with --events (a folder it shares with the run) it is written there directly instead.",
+        "  caslab worker --master 10.0.0.5:5557             join a run on 10.0.0.5 from this machine\n",
     )
     p.add_argument("--master", required=True, metavar="HOST:PORT", help="the run's Locust master")
     p.add_argument(
         "--events",
         type=Path,
-        default=Path("events.csv"),
-        help="event log; the worker adds its process id (default: events.csv -> events-<pid>.csv)",
+        help="event log beside the run's, the process id added (events.csv -> events-<pid>.csv); "
+        "default: sent to the master at the end",
     )
     p.set_defaults(func=_worker)
 
