@@ -8,9 +8,15 @@ with Locust's own transport, on 127.0.0.1 and a port picked free for the run. Th
 users as Locust does, fires the lab's faults through `between`, and at the end collects each worker's
 LoadResult (loadgen.worker's messages).
 
-Each worker writes its own event log (events-<pid>.csv beside `events_path`) and runs its own
-self-check: a saturated worker makes the run invalid, and its reason names the worker. So does a
-worker that dies, or stops answering Locust's heartbeats, before the end.
+Workers from another machine (`caslab run --remote-workers M --master-bind HOST:PORT`) join the same
+way: the master binds where it is told, waits for them on top of the ones it starts (saying which
+`caslab worker` command to run), and the split covers them all.
+
+Each worker writes its own event log and runs its own self-check: a saturated worker makes the run
+invalid, and its reason names the worker. So does a worker that dies, or stops answering Locust's
+heartbeats, before the end. The workers started here write events-<pid>.csv beside `events_path`; a
+worker from elsewhere ships its log at the end (loadgen.shipping), written beside it as
+events-<worker id>.csv.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from typing import Any
 
 import gevent
 from locust.env import Environment
+from locust.exception import RPCError
 
 from loadgen.container_run import plan_to_json
 from loadgen.dispatch import ShareDispatcher
 from loadgen.plan import LoadPlan, user_classes
 from loadgen.progress import LoadResult, Progress, combined, worker_name
 from loadgen.runner import drive
+from loadgen.shipping import EVENTS, EVENTS_ACK, Inbox, ShippingError
 from loadgen.split import split_users
 from loadgen.worker import FINISH, PLAN, READY, RESULT, shares_to_wire
 
@@ -39,7 +47,9 @@ log = logging.getLogger("caslab.loadgen")
 
 MASTER_HOST = "127.0.0.1"
 CONNECT_S = 60.0  # for every worker to start, connect and take the plan
-RESULT_S = 30.0  # for every worker to stop its users and send its result
+JOIN_S = 300.0  # for the workers from other machines to join: someone has to start them there
+RESULT_S = 30.0  # for every worker to stop its users and send its result (or the next part of its log)
+WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "")
 
 
 def free_port(host: str = MASTER_HOST) -> int:
@@ -94,19 +104,44 @@ class WorkerProcesses:
                 process.wait()
 
 
-class Board:
-    """What the workers told the master: who is ready, their results, their break counts so far."""
+def worker_command(host: str, port: int) -> str:
+    """The command that joins a master bound at host:port, as run on another machine (a wildcard
+    bind is reached by this machine's name)."""
+    reach = socket.getfqdn() if host in WILDCARD_HOSTS else host
+    return f"caslab worker --master {f'[{reach}]' if ':' in reach else reach}:{port}"
 
-    def __init__(self) -> None:
+
+class Board:
+    """What the workers told the master: who is ready, their results, their break counts so far, and
+    the event logs they ship (`inbox`, acknowledged part by part with `ack(worker id, part)`)."""
+
+    def __init__(self, inbox: Inbox, ack: Callable[[str, int], None]) -> None:
         self.ready: dict[str, dict] = {}  # Locust client id -> {pid, host}
         self.results: dict[str, dict] = {}
         self.outcomes: dict[str, dict[str, int]] = {}
+        self.inbox = inbox
+        self.ack = ack
+        self.spoiled: list[str] = []  # a shipped event log that did not arrive whole: the run is invalid
+        self.last_part_at = 0.0
 
     def on_ready(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         self.ready[msg.node_id] = msg.data
 
+    def on_events(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        self.inbox.on_part(msg.node_id, msg.data["part"], msg.data["data"])
+        self.last_part_at = time.monotonic()
+        self.ack(msg.node_id, msg.data["part"])
+
     def on_result(self, environment: Environment, msg: Any, **_kw: Any) -> None:
-        self.results[msg.node_id] = msg.data
+        data = msg.data
+        if "shipped" in data:  # the log it shipped is the one in the run folder now
+            try:
+                written = self.inbox.finish(msg.node_id, data["shipped"])
+                data["events"] = str(written) if written else ""
+            except ShippingError as err:
+                self.spoiled.append(f"{worker_name(data)}: {err}")
+                data["events"] = ""
+        self.results[msg.node_id] = data
 
     def on_report(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         self.outcomes[client_id] = data.get("caslab_outcomes", {})
@@ -129,6 +164,34 @@ def _wait(condition: Callable[[], bool], timeout_s: float, processes: WorkerProc
         gevent.sleep(0.1)
 
 
+def _wait_for_remote(
+    runner: Any,
+    workers: int,
+    remote: int,
+    command: str,
+    processes: WorkerProcesses,
+    say: Callable[[str], None],
+) -> None:
+    """Wait JOIN_S for `remote` workers from other machines on top of the `workers` started here, saying
+    on the console which command joins and how many have."""
+    say(f"caslab: waiting for {remote} worker(s) from another machine: run `{command}` there")
+    deadline = time.monotonic() + JOIN_S
+    joined = -1
+    while (now := max(0, len(runner.clients.ready) - workers)) < remote:
+        if dead := processes.dead():
+            raise RuntimeError(f"load generator workers: {'; '.join(dead)} (see loadgen-workers.log)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"--remote-workers {remote}: {now} of {remote} joined within {JOIN_S:.0f}s; run `{command}` "
+                "on each machine that is to join (it must reach this address and the VIP)"
+            )
+        if now != joined:
+            joined = now
+            say(f"caslab: {now} of {remote} worker(s) from another machine joined")
+        gevent.sleep(0.1)
+    say(f"caslab: {remote} of {remote} worker(s) from another machine joined")
+
+
 def run_load_on_workers(
     plan: LoadPlan,
     events_path: Path,
@@ -138,29 +201,45 @@ def run_load_on_workers(
     on_progress: Callable[[Progress], None] | None = None,
     between: Callable[[float], None] | None = None,
     on_worker_start: Callable[[int], None] | None = None,
+    remote_workers: int = 0,
+    master_bind: tuple[str, int] | None = None,
+    say: Callable[[str], None] = print,
 ) -> LoadResult:
-    """As loadgen.runner.run_load, over `workers` worker processes; `on_worker_start(pid)` is called as
-    each starts (the lab records it for its janitor)."""
-    shares = split_users(plan, workers)
+    """As loadgen.runner.run_load, over `workers` worker processes started here and `remote_workers`
+    that join from elsewhere; `on_worker_start(pid)` is called as each starts here (the lab records it
+    for its janitor). The master listens on `master_bind` (default 127.0.0.1 and a free port); `say`
+    tells the console whom it waits for."""
+    total = workers + remote_workers
+    shares = split_users(plan, total)
     classes = user_classes(plan, shares)
     users = sum(c.fixed_count for c in classes)
     for index, share in enumerate(shares):
         log.info("worker share %d: %d users", index, sum(len(n) for n in share.values()))
     env = Environment(user_classes=classes, dispatcher_class=ShareDispatcher)
-    port = free_port()
-    runner = env.create_master_runner(MASTER_HOST, port)
-    board = Board()
+    host, port = master_bind or (MASTER_HOST, free_port())
+    try:
+        runner = env.create_master_runner(host, port)
+    except RPCError as err:
+        raise RuntimeError(f"Locust master on {host}:{port}: {err}") from err
+    inbox = Inbox(events_path)
+    board = Board(
+        inbox, lambda worker, part: runner.send_message(EVENTS_ACK, {"part": part}, client_id=worker)
+    )
     runner.register_message(READY, board.on_ready)
+    runner.register_message(EVENTS, board.on_events)
     runner.register_message(RESULT, board.on_result)
     env.events.worker_report.add_listener(board.on_report)
-    processes = WorkerProcesses(workers, f"{MASTER_HOST}:{port}", events_path, on_worker_start)
+    log.info("Locust master on %s:%d", host, port)
+    processes = WorkerProcesses(workers, f"{_connectable(host)}:{port}", events_path, on_worker_start)
     lost: list[str] = []
     try:
         _wait(lambda: len(runner.clients.ready) >= workers, CONNECT_S, processes, "load generator workers")
+        if remote_workers:
+            _wait_for_remote(runner, workers, remote_workers, worker_command(host, port), processes, say)
         plan.start_time = time.time()
         wire = {"plan": plan_to_json(plan), "shares": shares_to_wire(shares)}
         runner.send_message(PLAN, wire)
-        _wait(lambda: len(board.ready) >= workers, CONNECT_S, processes, "load generator workers")
+        _wait(lambda: len(board.ready) >= total, CONNECT_S, processes, "load generator workers")
         gevent.spawn(runner.start, users, users / ramp_s if ramp_s > 0 else users)
 
         def gone() -> bool:
@@ -173,14 +252,22 @@ def run_load_on_workers(
     finally:
         runner.quit()  # also on Ctrl-C or an error: the workers quit, or are killed in processes.stop
         processes.stop()
+        inbox.close()
     return _combine(users, lost, board)
+
+
+def _connectable(host: str) -> str:
+    """Where the workers started here reach a master bound at `host` (a wildcard: on loopback)."""
+    return MASTER_HOST if host in WILDCARD_HOSTS else host
 
 
 def _collect(runner: Any, board: Board, processes: WorkerProcesses) -> None:
     """Ask every worker for its result (its users are stopped) and wait for each that is still there."""
     runner.send_message(FINISH)
-    deadline = time.monotonic() + RESULT_S
-    while (silent := set(board.ready) - set(board.results)) and time.monotonic() < deadline:
+    asked = time.monotonic()
+    while silent := set(board.ready) - set(board.results):
+        if time.monotonic() > max(asked, board.last_part_at) + RESULT_S:
+            break  # silent for RESULT_S, not even shipping its event log
         if len(processes.dead()) >= len(silent):
             break  # whoever has not answered is gone
         gevent.sleep(0.1)
@@ -195,6 +282,12 @@ def _lost(runner: Any, board: Board, processes: WorkerProcesses) -> list[str]:
 def _combine(users: int, lost: list[str], board: Board) -> LoadResult:
     """The run's LoadResult (loadgen.progress.combined), with the workers it lost or never heard from."""
     result = combined(users, list(board.results.values()))
+    for worker in result.workers:
+        one = worker["result"]
+        log.info(
+            "%s: %d requests, %d events in %s",
+            worker_name(worker), one["requests"], one["events"], worker["events"] or "no file",
+        )  # fmt: skip
     silent = [c for c in board.ready if c not in board.results]
-    result.lost_workers = lost or [f"{board.name(c)} sent no result" for c in silent]
+    result.lost_workers = (lost or [f"{board.name(c)} sent no result" for c in silent]) + board.spoiled
     return result
