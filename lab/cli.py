@@ -269,7 +269,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         code, _run_dir = run_scenario(
             scenario, Path(args.out), backend=args.backend, allow_unrouted=args.allow_unrouted,
-            run_name=args.name, workers=args.workers,
+            run_name=args.name, workers=args.workers, remote_workers=args.remote_workers,
+            master_bind=args.master_bind,
         )  # fmt: skip
     except KeyboardInterrupt:  # the lab is torn down by now
         code = EXIT_CANNOT_RUN
@@ -455,7 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  caslab run quickstart --backend docker           the same lab in containers\n"
         "  caslab run hosted-tenant-recommended --driver haproxy --config haproxy.cfg   your own config\n"
         "  CASLAB_LOCAL_NET=127.0.22 caslab run quickstart  a second local lab beside a running one\n"
-        "  caslab run tenant.toml --workers 4               load from 4 Locust worker processes\n",
+        "  caslab run tenant.toml --workers 4               load from 4 Locust worker processes\n"
+        "  caslab run tenant.toml --master-bind 10.0.0.5:5557 --remote-workers 1\n"
+        "                                                   and 1 more that joins from another machine\n"
+        "                                                   (there: caslab worker --master 10.0.0.5:5557)\n",
     )
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
     p.add_argument("--driver", help=f"{DRIVER_HELP}; default: the scenario's")
@@ -485,6 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="load generator processes: a Locust master in caslab and N workers, each address's users in "
         "one worker; 1 runs Locust in caslab itself (default: this machine's cores minus one, at least 1; "
         "the docker backend: 1)",
+    )
+    p.add_argument(
+        "--remote-workers",
+        type=int,
+        default=0,
+        metavar="M",
+        help="wait for M more workers that join from other machines (`caslab worker --master HOST:PORT`, "
+        "which the console names while it waits) and give them their share of the users (default: 0)",
+    )
+    p.add_argument(
+        "--master-bind",
+        metavar="HOST:PORT",
+        help="where the Locust master listens for workers: an address of this machine the others reach, "
+        "0.0.0.0 for all (default: 127.0.0.1 and a free port)",
     )
     p.set_defaults(func=_run)
 

@@ -16,9 +16,11 @@ Backends: `local` (lab.backends.local: processes on loopback, the farm on 127.0.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -114,18 +116,25 @@ def run_scenario(
     run_name: str | None = None,
     allow_unrouted: bool = False,
     workers: int | None = None,
+    remote_workers: int = 0,
+    master_bind: str | None = None,
 ) -> tuple[int, Path]:
     """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>.
     `allow_unrouted`: run a user's config that routes nowhere some service the clients use. `workers`:
-    load generator processes (default_workers() locally; 1 runs Locust in this process). Ctrl-C or
-    SIGTERM raises RunInterrupted once the lab is torn down."""
+    load generator processes (default_workers() locally; 1 runs Locust in this process).
+    `remote_workers`: workers that join from other machines (`caslab worker`), at the Locust master on
+    `master_bind` (HOST:PORT; default 127.0.0.1 and a free port). Ctrl-C or SIGTERM raises
+    RunInterrupted once the lab is torn down."""
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
     record = LabRecord.create(run_dir, "run", backend)
     deadline = Deadline(record, EXIT_CANNOT_RUN)
     saved_handlers = _stop_on_signals(deadline)
     try:
-        return _run_and_judge(scenario, run_dir, record, deadline, backend, say, allow_unrouted, workers)
+        joining = (remote_workers, master_bind)
+        return _run_and_judge(
+            scenario, run_dir, record, deadline, backend, say, allow_unrouted, workers, joining
+        )
     finally:
         for sig, saved in saved_handlers.items():
             signal.signal(sig, saved)
@@ -142,12 +151,14 @@ def _run_and_judge(
     say: Callable[[str], None],
     allow_unrouted: bool,
     workers: int | None,
+    joining: tuple[int, str | None],
 ) -> tuple[int, Path]:
     progress = ProgressLine()
     lab: Lab | None = None
     try:
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         workers = load_generators(backend, workers)
+        remote_workers, master_bind = remote_load_generators(backend, workers, *joining)
         capacity_notes = check_capacity(scenario, workers)
         for note in capacity_notes:
             say(f"caslab: note: {note}")
@@ -173,6 +184,7 @@ def _run_and_judge(
         lab = make_lab(
             spec, run_dir, network, record, time_scale=scenario.time_scale, key_seed=str(scenario.seed),
             oab_skew=scenario.farm.oab_skew, exchange=scenario.farm.exchange, workers=workers,
+            remote_workers=remote_workers, master_bind=master_bind, say=say,
         )  # fmt: skip
         progress("phase: starting farm and balancer")
         lab.start()
@@ -274,6 +286,49 @@ def load_generators(backend: str, workers: int | None) -> int:
     return chosen
 
 
+def remote_load_generators(
+    backend: str, workers: int, remote_workers: int, master_bind: str | None
+) -> tuple[int, tuple[str, int] | None]:
+    """The workers that join from other machines and where the Locust master listens for them:
+    (remote_workers, (host, port) or None for 127.0.0.1 and a free port, which the console names), checked
+    (LabError: exit 2). The master's address is tried here, before the lab starts, so a wrong one costs
+    nothing."""
+    if remote_workers < 0:
+        raise LabError(f"--remote-workers {remote_workers}: 0 or more")
+    if backend != "local" and (remote_workers or master_bind):
+        raise LabError(f"--remote-workers, --master-bind: the local backend only, not {backend}")
+    bind = None
+    if master_bind:
+        if workers < 2 and not remote_workers:
+            raise LabError("--master-bind: --workers 1 runs Locust in caslab itself, with no master to bind")
+        bind = _master_address(master_bind)
+    if remote_workers:
+        log.info(
+            "load generator: Locust master in this process on %s, %d worker process(es) started here and %d "
+            "from other machines",
+            f"{bind[0]}:{bind[1]}" if bind else "127.0.0.1 and a free port", workers, remote_workers,
+        )  # fmt: skip
+    return remote_workers, bind
+
+
+def _master_address(text: str) -> tuple[str, int]:
+    """--master-bind HOST:PORT as (host, port), once a socket could listen there (LabError if not)."""
+    from loadgen.worker import parse_host_port
+
+    try:
+        host, port = parse_host_port(text, "--master-bind")
+    except ValueError as err:
+        raise LabError(str(err)) from err
+    try:
+        address = ipaddress.ip_address(host)  # Locust's transport (ZeroMQ) binds addresses, not names
+        with socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except (ValueError, OSError) as err:
+        raise LabError(f"--master-bind {text}: {err} (an address of this machine; 0.0.0.0 for all)") from err
+    return host, port
+
+
 def check_capacity(scenario: Scenario, workers: int) -> list[str]:
     """Raise the open-file limit to the hard limit (lab.log says so), estimate what the run needs
     (lab.capacity) and refuse one that cannot fit, before anything starts (LabError: exit 2). Returns
@@ -323,12 +378,17 @@ def make_lab(
     oab_skew: bool = False,
     exchange: ExchangeSettings | None = None,
     workers: int = 1,
+    remote_workers: int = 0,
+    master_bind: tuple[str, int] | None = None,
+    say: Callable[[str], None] = print,
 ) -> Lab:
     """The docker backend's lab when the addresses are on a lab network, else the local one (with
-    `workers` load generator processes)."""
+    `workers` load generator processes, `remote_workers` joining from other machines at the master on
+    `master_bind`, `say` telling the console which command joins)."""
     options = {"time_scale": time_scale, "key_seed": key_seed, "oab_skew": oab_skew, "exchange": exchange}
     if network is not None:
         from lab.backends.docker import DockerLab
 
         return DockerLab(spec, run_dir, network, record, **options)
-    return LocalLab(spec, run_dir, record, workers=workers, **options)
+    joining = {"remote_workers": remote_workers, "master_bind": master_bind, "say": say}
+    return LocalLab(spec, run_dir, record, workers=workers, **joining, **options)

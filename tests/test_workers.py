@@ -1,11 +1,14 @@
 """`caslab run --workers N`: the plan split by address group (loadgen.split), each share's users sent to
 one worker (loadgen.dispatch), N worker processes whose event logs and self-checks make the run's
-(loadgen.distributed, loadgen.worker), and the lab's choice of how many."""
+(loadgen.distributed, loadgen.worker), the lab's choice of how many, and workers that join from
+elsewhere (`--remote-workers`, `--master-bind`) and ship their event logs (loadgen.shipping)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -15,12 +18,13 @@ import pandas as pd
 import pytest
 from namespace import isolated, require_namespaces
 
-from lab.run import LabError, default_workers, load_generators
+from lab.run import LabError, default_workers, load_generators, remote_load_generators
 from loadgen.addresses import AddressPlan
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan
 from loadgen.progress import LoadResult, combined
+from loadgen.shipping import WINDOW, Inbox, ShippingError, ship
 from loadgen.split import address_group, split_users
-from loadgen.worker import parse_master, shares_from_wire, shares_to_wire
+from loadgen.worker import parse_host_port, shares_from_wire, shares_to_wire
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("workers_driver.py")
@@ -106,10 +110,81 @@ def test_a_saturated_worker_makes_the_run_saturated_and_is_named() -> None:
 
 
 def test_master_address_is_host_and_port() -> None:
-    assert parse_master("10.0.0.5:5557") == ("10.0.0.5", 5557)
-    for bad in ("10.0.0.5", ":5557", "host:port"):
-        with pytest.raises(ValueError, match="HOST:PORT"):
-            parse_master(bad)
+    assert parse_host_port("10.0.0.5:5557") == ("10.0.0.5", 5557)
+    assert parse_host_port("[::1]:5557", "--master-bind") == ("::1", 5557)
+    for bad in ("10.0.0.5", ":5557", "host:port", "10.0.0.5:0", "10.0.0.5:70000"):
+        with pytest.raises(ValueError, match=r"--master-bind .*expected HOST:PORT"):
+            parse_host_port(bad, "--master-bind")
+
+
+def test_remote_workers_and_the_master_address_are_checked_before_the_lab_starts() -> None:
+    assert remote_load_generators("local", 2, 0, None) == (0, None)
+    assert remote_load_generators("local", 1, 2, None) == (2, None)  # 127.0.0.1, a free port
+    for backend, workers, remote, bind, error in [
+        ("local", 1, 1, "127.0.0.1", "--master-bind '127.0.0.1': expected HOST:PORT"),
+        (
+            "local",
+            1,
+            1,
+            "mail.example:5557",
+            "--master-bind mail.example:5557: .*IPv4 or IPv6 address",
+        ),
+        ("local", 1, 1, "192.0.2.1:5557", "--master-bind 192.0.2.1:5557: .*assign"),  # not this machine's
+        ("local", 1, 0, "127.0.0.1:5557", "--workers 1 runs Locust in caslab itself"),
+        ("local", 2, -1, None, "--remote-workers -1: 0 or more"),
+        ("docker", 1, 1, None, "the local backend only"),
+    ]:
+        with pytest.raises(LabError, match=error):
+            remote_load_generators(backend, workers, remote, bind)
+
+
+def shipped(log: bytes, tmp_path: Path, size: int) -> tuple[int, Path | None, list[int]]:
+    """`log` shipped part by part into an Inbox as the transport would, each part acknowledged as it is
+    written: (parts sent, the log written, how many parts were unacknowledged at each send)."""
+    (tmp_path / "worker.csv").write_bytes(log)
+    inbox = Inbox(tmp_path / "run" / "events.csv")
+    (tmp_path / "run").mkdir()
+    acked, in_flight, queue = [0], [], []
+
+    def send(message: dict) -> None:
+        in_flight.append(message["part"] - acked[0])
+        queue.append(message)
+
+    def wait_acked(parts: int) -> None:  # the master writes what came and acknowledges it
+        while acked[0] < parts:
+            message = queue.pop(0)
+            inbox.on_part("lab_1f2e", message["part"], message["data"])
+            acked[0] = message["part"] + 1
+
+    sent = ship(tmp_path / "worker.csv", send, wait_acked, size=size)
+    return sent, inbox.finish("lab_1f2e", sent), in_flight
+
+
+def test_a_shipped_event_log_arrives_whole_under_a_name_of_its_worker(tmp_path: Path) -> None:
+    log = b"ts,population\n" + os.urandom(100_000) + b"\n"
+    sent, written, in_flight = shipped(log, tmp_path, size=4096)
+    assert sent == -(-len(log) // 4096) and max(in_flight) == WINDOW - 1
+    assert written == tmp_path / "run" / "events-lab_1f2e.csv" and written.read_bytes() == log
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["events-lab_1f2e.csv"]
+
+
+def test_an_empty_event_log_ships_no_part_and_leaves_no_file(tmp_path: Path) -> None:
+    assert shipped(b"", tmp_path, size=4096) == (0, None, [])
+    assert not list((tmp_path / "run").iterdir())  # the lab reads events*.csv as CSV: no empty file
+
+
+def test_a_shipped_log_with_a_part_missing_is_not_left_to_read(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "events.csv")
+    inbox.on_part("w/1", 0, b"ts\n1\n")
+    assert inbox.path_for("w/1").name == "events-w_1.csv"  # a worker id never makes a path
+    with pytest.raises(ShippingError, match="1 of 2 parts arrived"):
+        inbox.finish("w/1", 2)
+    inbox.on_part("w2", 1, b"2\n")
+    with pytest.raises(ShippingError, match="part 1 came where part 0 was due"):
+        inbox.finish("w2", 1)
+    inbox.on_part("w3", 0, b"ts\n")  # a worker lost while it ships
+    inbox.close()
+    assert not list(tmp_path.iterdir())
 
 
 def test_how_many_load_generators() -> None:
@@ -166,26 +241,55 @@ def test_a_worker_that_dies_is_named_in_the_result(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_on_two_workers_is_valid_with_each_address_in_one_worker(tmp_path: Path) -> None:
+def test_quickstart_with_a_worker_that_joins_is_valid_and_its_shipped_events_are_judged(
+    tmp_path: Path,
+) -> None:
+    """One worker started by the lab, one that joins as from another machine (its own working folder and
+    temporary folder, no --events): the second's event log is shipped into the run folder and judged."""
     require_namespaces()
-    command = ["caslab", "run", "quickstart", "--workers", "2", "--out", str(tmp_path), "--name", "w2"]
-    command[0] = str(Path(sys.executable).with_name("caslab"))
-    done = subprocess.run(isolated(*command), capture_output=True, text=True, timeout=180, cwd=REPO)
+    caslab = str(Path(sys.executable).with_name("caslab"))
+    elsewhere, temp = tmp_path / "elsewhere", tmp_path / "tmp"
+    elsewhere.mkdir(), temp.mkdir()
+    worker = f"{caslab} worker --master 127.0.0.1:5557"
+    script = f'(cd {elsewhere} && TMPDIR={temp} {worker} >worker.log 2>&1; echo $? >worker.rc) & exec "$@"'
+    run = [caslab, "run", "quickstart", "--workers", "1", "--remote-workers", "1"]
+    run += ["--master-bind", "127.0.0.1:5557", "--out", str(tmp_path / "out"), "--name", "w2"]
+    done = subprocess.run(
+        isolated("sh", "-c", script, "sh", *run), capture_output=True, text=True, timeout=180, cwd=REPO
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    run_dir = next(tmp_path.glob("w2-*"))
+    assert f"run `{worker.replace(caslab, 'caslab')}` there" in done.stdout
+    run_dir = next((tmp_path / "out").glob("w2-*"))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["verdict"] == "pass" and not summary["invalid_reasons"]
     reconciliation = summary["reconciliation"]
     assert reconciliation["unmatched"] == 0 and reconciliation["server_differs"] == 0
-    assert "2 Locust worker processes" in (run_dir / "lab.log").read_text()
+    lab_log = (run_dir / "lab.log").read_text()
+    assert "1 worker process(es) started here and 1 from other machines" in lab_log
+    results = {  # each worker's result as the master logged it: pid -> (events, file)
+        int(pid): (int(events), Path(file))
+        for pid, events, file in re.findall(
+            r"worker pid (\d+) on \S+: \d+ requests, (\d+) events in (\S+)", lab_log
+        )
+    }
+    assert len(results) == 2 and all(file.parent == run_dir for _, file in results.values())
+    local = [pid for pid, (_, file) in results.items() if file.name == f"events-{pid}.csv"]
+    assert len(local) == 1  # the other's log was shipped, under its Locust worker id
     events = pd.read_parquet(run_dir / "events.parquet")
+    assert len(events) == sum(n for n, _ in results.values())  # the verifier read both logs
     tagged = events[events["request_id"] != ""].copy()
-    tagged["pid"] = tagged["request_id"].str.split(".").str[1]  # a user's instance: worker.pid.n
-    assert tagged["pid"].nunique() == 2
+    tagged["pid"] = tagged["request_id"].str.split(".").str[1].astype(int)  # a user's instance: worker.pid.n
+    (joined,) = set(results) - set(local)
+    assert 0 < (tagged["pid"] == joined).sum() <= results[joined][0]  # rows without a request id too
     assert (tagged.groupby("source_ip")["pid"].nunique() == 1).all()
     nat = tagged[tagged["population"].str.startswith(("tenant-nat", "citrix"))]
     assert nat["source_ip"].nunique() >= 2 and (nat.groupby("source_ip")["pid"].nunique() == 1).all()
-    assert not list(run_dir.glob("events*.csv"))  # merged into events.parquet, then removed
+    assert not list(run_dir.glob("events*.csv*"))  # merged into events.parquet, then removed
+    assert (elsewhere / "worker.rc").read_text().strip() == "0"  # it quit with the master
+    assert not list(temp.iterdir()) and sorted(p.name for p in elsewhere.iterdir()) == [
+        "worker.log",
+        "worker.rc",
+    ]
 
 
 @pytest.mark.slow

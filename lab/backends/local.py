@@ -52,9 +52,15 @@ class LocalLab:
         oab_skew: bool = False,
         exchange: ExchangeSettings | None = None,
         workers: int = 1,
+        remote_workers: int = 0,
+        master_bind: tuple[str, int] | None = None,
+        say: Callable[[str], None] = print,
     ) -> None:
         self.spec = spec
         self.workers = workers
+        self.remote_workers = remote_workers  # join from other machines (loadgen.distributed)
+        self.master_bind = master_bind
+        self.say = say
         self.run_dir = run_dir
         self.record = record
         self.run_id = record.run_id
@@ -125,14 +131,15 @@ class LocalLab:
         between: Callable[[float], None] | None = None,
     ) -> LoadResult:
         """Run the load in this process (Locust as a library, loadgen.runner.run_load), or with more than
-        one worker over that many worker processes (loadgen.distributed), each writing events-<pid>.csv
-        beside `events_path`."""
-        if self.workers > 1:
+        one worker, or workers from other machines, over worker processes (loadgen.distributed), each
+        writing events-<pid>.csv beside `events_path` (or shipping its log there)."""
+        if self.workers > 1 or self.remote_workers:
             from loadgen.distributed import run_load_on_workers  # imports locust (gevent)
 
             return run_load_on_workers(
                 plan, events_path, duration_s, ramp_s, self.workers, on_progress=on_progress, between=between,
                 on_worker_start=lambda pid: self.record.started(f"loadgen-worker-{pid}", pid),
+                remote_workers=self.remote_workers, master_bind=self.master_bind, say=self.say,
             )  # fmt: skip
         from loadgen.runner import run_load  # imports locust, which patches the process with gevent
 
