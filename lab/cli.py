@@ -731,8 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the run (it retries for 5 minutes). `caslab run --workers N` starts N of these on its own\n"
         "machine; on another machine, join a run started with `--master-bind ADDR:PORT --remote-workers M`.\n"
         "The worker runs the plan as the master sends it: it must reach the run's VIP from the scenario's\n"
-        "client addresses. Its event log is sent to the master at the end, which writes it into the run\n"
-        "folder; with --events (a folder it shares with the run) it is written there directly instead.",
+        "client addresses (the local backend's are loopback ones). Its event log is sent to the master\n"
+        "at the end, which writes it into the run folder; with --events (a folder it shares with the\n"
+        "run) it is written there directly instead.",
         "  caslab worker --master 10.0.0.5:5557             join a run on 10.0.0.5 from this machine\n",
     )
     p.add_argument("--master", required=True, metavar="HOST:PORT", help="the run's Locust master")

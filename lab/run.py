@@ -320,12 +320,17 @@ def _master_address(text: str) -> tuple[str, int]:
     except ValueError as err:
         raise LabError(str(err)) from err
     try:
-        address = ipaddress.ip_address(host)  # Locust's transport (ZeroMQ) binds addresses, not names
-        with socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET) as probe:
+        ipaddress.IPv4Address(host)  # Locust's transport (ZeroMQ) binds addresses, not names
+    except ValueError:
+        raise LabError(
+            f"--master-bind {text}: HOST must be an IPv4 address of this machine (0.0.0.0 for all)"
+        ) from None
+    try:
+        with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
-    except (ValueError, OSError) as err:
-        raise LabError(f"--master-bind {text}: {err} (an address of this machine; 0.0.0.0 for all)") from err
+    except OSError as err:
+        raise LabError(f"--master-bind {text}: cannot listen there: {err.strerror}") from err
     return host, port
 
 

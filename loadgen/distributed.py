@@ -49,7 +49,7 @@ MASTER_HOST = "127.0.0.1"
 CONNECT_S = 60.0  # for every worker to start, connect and take the plan
 JOIN_S = 300.0  # for the workers from other machines to join: someone has to start them there
 RESULT_S = 30.0  # for every worker to stop its users and send its result (or the next part of its log)
-WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "")
+WILDCARD_HOSTS = ("0.0.0.0", "*")  # every address of this machine (ZeroMQ takes "*")
 
 
 def free_port(host: str = MASTER_HOST) -> int:
@@ -108,7 +108,7 @@ def worker_command(host: str, port: int) -> str:
     """The command that joins a master bound at host:port, as run on another machine (a wildcard
     bind is reached by this machine's name)."""
     reach = socket.getfqdn() if host in WILDCARD_HOSTS else host
-    return f"caslab worker --master {f'[{reach}]' if ':' in reach else reach}:{port}"
+    return f"caslab worker --master {reach}:{port}"
 
 
 class Board:

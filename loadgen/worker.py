@@ -53,9 +53,8 @@ def worker_events_path(events: Path) -> Path:
 
 
 def parse_host_port(text: str, option: str = "--master") -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) -> (host, port), with an error that names `option`."""
+    """HOST:PORT -> (host, port), with an error that names `option`."""
     host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or " " in host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{option} {text!r}: expected HOST:PORT with a port of 1-65535, e.g. 127.0.0.1:5557")
     return host, int(port)

@@ -27,7 +27,7 @@ What a backend must do:
   lab's state file (`record.started`) as soon as it runs, a container or network carries the owner's
   labels (lab.backends.docker.engine), so that the janitor (lab.backends.janitor) removes them.
 - `run_load` runs `plan` for `ramp_s + duration_s` seconds, writes the clients' event log to
-  `events_path` (several load generator processes: one events-<pid>.csv each beside it), and calls
+  `events_path` (several load generator processes: one events-*.csv each beside it), and calls
   `between(elapsed)` and `on_progress(progress)` about once a second (the caller fires the scenario's
   faults from `between`); it returns the load generator's LoadResult.
 - `fault(action, server)` does one of `caslab.vocab.FAULT_ACTIONS` to one CAS: `stop` kills it as a
