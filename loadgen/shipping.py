@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,9 +79,14 @@ class Inbox:
         if part != expected:
             self._problems.setdefault(worker_id, f"part {part} came where part {expected} was due")
             return
-        if worker_id not in self._open:
-            self._open[worker_id] = self._partial(worker_id).open("wb")
-        self._open[worker_id].write(data)
+        try:
+            if worker_id not in self._open:
+                self.events_path.parent.mkdir(parents=True, exist_ok=True)
+                self._open[worker_id] = self._partial(worker_id).open("wb")
+            self._open[worker_id].write(data)
+        except OSError as err:  # e.g. a full disk: said at `finish`, not raised into Locust's listener
+            self._problems.setdefault(worker_id, f"part {part} could not be written: {err}")
+            return
         self._received[worker_id] = expected + 1
 
     def finish(self, worker_id: str, shipped: int) -> Path | None:
@@ -96,7 +102,8 @@ class Inbox:
             f"{received} of {shipped} parts arrived" if received != shipped else ""
         )
         if problem:
-            partial.unlink(missing_ok=True)
+            with suppress(OSError):  # none there, or none could be made
+                partial.unlink()
             raise ShippingError(f"event log incomplete: {problem}")
         if not received:
             return None
@@ -106,5 +113,6 @@ class Inbox:
         """Drop what never finished (a worker lost while shipping)."""
         for worker_id, file in self._open.items():
             file.close()
-            self._partial(worker_id).unlink(missing_ok=True)
+            with suppress(OSError):
+                self._partial(worker_id).unlink()
         self._open.clear()

@@ -184,6 +184,11 @@ def test_a_shipped_log_with_a_part_missing_is_not_left_to_read(tmp_path: Path) -
     inbox.on_part("w3", 0, b"ts\n")  # a worker lost while it ships
     inbox.close()
     assert not list(tmp_path.iterdir())
+    (tmp_path / "file").touch()
+    unwritable = Inbox(tmp_path / "file" / "events.csv")  # a folder that cannot be made
+    unwritable.on_part("w4", 0, b"ts\n")
+    with pytest.raises(ShippingError, match="part 0 could not be written"):
+        unwritable.finish("w4", 1)
 
 
 def test_how_many_load_generators() -> None:
