@@ -457,9 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  caslab run hosted-tenant-recommended --driver haproxy --config haproxy.cfg   your own config\n"
         "  CASLAB_LOCAL_NET=127.0.22 caslab run quickstart  a second local lab beside a running one\n"
         "  caslab run tenant.toml --workers 4               load from 4 Locust worker processes\n"
-        "  caslab run tenant.toml --master-bind 10.0.0.5:5557 --remote-workers 1\n"
-        "                                                   and 1 more that joins from another machine\n"
-        "                                                   (there: caslab worker --master 10.0.0.5:5557)\n",
+        "  caslab run tenant.toml --master-bind 10.0.0.5:5557 --remote-workers 1   and 1 joining from\n"
+        "  caslab worker --master 10.0.0.5:5557             another machine, which runs this\n",
     )
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a bundled scenario name")
     p.add_argument("--driver", help=f"{DRIVER_HELP}; default: the scenario's")
