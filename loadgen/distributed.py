@@ -240,10 +240,15 @@ def run_load_on_workers(
         wire = {"plan": plan_to_json(plan), "shares": shares_to_wire(shares)}
         runner.send_message(PLAN, wire)
         _wait(lambda: len(board.ready) >= total, CONNECT_S, processes, "load generator workers")
+        started = set(runner.clients)
         gevent.spawn(runner.start, users, users / ramp_s if ramp_s > 0 else users)
 
         def gone() -> bool:
             lost.extend(_lost(runner, board, processes))
+            lost.extend(  # Locust would deal it users of the others (it has no plan): addresses would split
+                f"worker {c} joined after the load started (one more than --remote-workers {remote_workers})"
+                for c in set(runner.clients) - started
+            )
             return bool(lost)
 
         drive(env, runner, ramp_s + duration_s, board.outcome, on_progress, between, gone)
