@@ -59,10 +59,10 @@ def one_run(folder: Path, users: int, tls: str, args: argparse.Namespace) -> dic
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - started
     summaries = list(out.glob("*/summary.json"))
-    if not summaries:
-        tail = (done.stdout + done.stderr)[-2000:]
-        reason = f"exit {done.returncode}: {tail}"
-        return {"verdict": "error", "reason": reason, "answered": 0, "wall_s": wall}
+    if not summaries:  # refused before it started (the capacity check), or could not run: say why
+        said = [line for line in (done.stdout + done.stderr).splitlines() if "could not run" in line]
+        reason = said[-1] if said else f"exit {done.returncode}: {(done.stdout + done.stderr)[-500:]}"
+        return {"verdict": "refused", "reason": reason, "answered": 0, "wall_s": wall}
     summary = json.loads(summaries[0].read_text())
     return {
         "verdict": summary["verdict"],
@@ -96,7 +96,7 @@ def _step(folder: Path, users: int, tls: str, args: argparse.Namespace) -> bool:
     r = one_run(folder, users, tls, args)
     print(
         f"tls={tls:8} users={users:6}  {r['verdict']:7}  {r['answered']:7} answered  {r['wall_s']:5.0f} s  "
-        f"{r['reason'][:160]}",
+        f"{r['reason'][:400]}",
         flush=True,
     )
     return r["verdict"] == "pass"
