@@ -13,7 +13,8 @@ The figure depends on how busy the machine is: run it on a quiet one, and read H
 ratio within one run of the bench.
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/bench_largest_tenant.py \
-        [--tls none,offload] [--start 10000] [--factor 1.5] [--bisect 1] [--time-scale 10] [--workers N]'
+        [--tls none,offload] [--start 10000] [--factor 1.5] [--bisect 1] [--time-scale 10] [--workers N]
+        [--keep DIR]'
 """
 
 from __future__ import annotations
@@ -111,11 +112,14 @@ def main() -> None:
     parser.add_argument("--bisect", type=int, default=1, help="halvings between the last pass and first miss")
     parser.add_argument("--time-scale", type=float, default=10)
     parser.add_argument("--workers", type=int, default=0, help="caslab run --workers (default: its own)")
+    parser.add_argument("--keep", type=Path, help="keep the run folders here (default: removed at the end)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="caslab-bench-largest-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for tls in args.tls.split(","):
-            results[tls] = largest(Path(tmp), tls, args)
+            results[tls] = largest(folder, tls, args)
     for tls, users in results.items():
         print(f"largest tenant that passed, tls={tls}: {users if users else 'none'} users")
     if all(results.values()) and len(results) == 2:
