@@ -739,8 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--events",
         type=Path,
-        help="event log beside the run's, the process id added (events.csv -> events-<pid>.csv); "
-        "default: sent to the master at the end",
+        help="event log beside the run's, the host name and pid added (events.csv -> "
+        "events-<host>-<pid>.csv); default: sent to the master at the end",
     )
     p.set_defaults(func=_worker)
 

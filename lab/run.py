@@ -251,7 +251,7 @@ def _run_and_judge(
             record.remove()
     try:
         progress("phase: verifying", final=True)
-        event_files = sorted(run_dir.glob("events*.csv"))  # events.csv, or events-<pid>.csv per worker
+        event_files = sorted(run_dir.glob("events*.csv"))  # events.csv, or events-*.csv per worker
         analysis = write_run(run_dir, read_events(event_files), pd.DataFrame(ledger), scenario, facts)
     except KeyboardInterrupt:
         say("caslab: interrupted while verifying; no report")

@@ -14,9 +14,9 @@ way: the master binds where it is told, waits for them on top of the ones it sta
 
 Each worker writes its own event log and runs its own self-check: a saturated worker makes the run
 invalid, and its reason names the worker. So does a worker that dies, or stops answering Locust's
-heartbeats, before the end. The workers started here write events-<pid>.csv beside `events_path`; a
-worker from elsewhere ships its log at the end (loadgen.shipping), written beside it as
-events-<worker id>.csv.
+heartbeats, before the end. The workers started here write events-<host>-<pid>.csv beside
+`events_path`; a worker from elsewhere ships its log at the end (loadgen.shipping), written beside it
+as events-<worker id>.csv.
 """
 
 from __future__ import annotations

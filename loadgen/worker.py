@@ -13,8 +13,9 @@ needs no scenario of its own:
                                      path of its event log (shipped: how many parts it sent)
 
 Every request of its users goes into its own event log. With `--events EVENTS` (the workers the lab
-starts, which share the run folder) that is EVENTS with the process id added (events.csv ->
-events-<pid>.csv), which the lab reads with the others. Without it (a worker on another machine) the
+starts, which share the run folder) that is EVENTS with the host name and process id added
+(events.csv -> events-<host>-<pid>.csv: workers in containers all have the same small pid, each its own
+host name), which the lab reads with the others. Without it (a worker on another machine) the
 log goes to a temporary file that is shipped to the master at the end (loadgen.shipping), which
 writes it into the run folder; the result then names that file. The self-check (loadgen.selfcheck)
 runs in each worker, since each is a process of its own that may saturate.
@@ -48,8 +49,8 @@ def shares_from_wire(wire: list[list[list[Any]]]) -> list[Share]:
 
 
 def worker_events_path(events: Path) -> Path:
-    """This worker's own event log beside `events`: events.csv -> events-<pid>.csv."""
-    return events.with_name(f"{events.stem}-{os.getpid()}{events.suffix}")
+    """This worker's own event log beside `events`: events.csv -> events-<host>-<pid>.csv."""
+    return events.with_name(f"{events.stem}-{socket.gethostname()}-{os.getpid()}{events.suffix}")
 
 
 def parse_host_port(text: str, option: str = "--master") -> tuple[str, int]:
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--events",
         type=Path,
-        help="event log beside the run's (events.csv -> events-<pid>.csv); default: sent to the master",
+        help="event log beside the run's (events.csv -> events-<host>-<pid>.csv); default: to the master",
     )
     args = parser.parse_args(argv)
     try:

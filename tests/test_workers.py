@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from socket import gethostname
 
 import pandas as pd
 import pytest
@@ -241,7 +242,7 @@ def test_a_worker_that_dies_is_named_in_the_result(tmp_path: Path) -> None:
     killed, survivor = out["pids"]
     assert out["result"]["lost_workers"] == [f"load generator worker pid {killed} exited with code -9"]
     assert [w["pid"] for w in out["result"]["workers"]] == [survivor]
-    assert (tmp_path / f"events-{survivor}.csv").is_file()
+    assert len(list(tmp_path.glob(f"events-*-{survivor}.csv"))) == 1
 
 
 @pytest.mark.slow
@@ -277,7 +278,7 @@ def test_quickstart_with_a_worker_that_joins_is_valid_and_its_shipped_events_are
         )
     }
     assert len(results) == 2 and all(file.parent == run_dir for _, file in results.values())
-    local = [pid for pid, (_, file) in results.items() if file.name == f"events-{pid}.csv"]
+    local = [pid for pid, (_, file) in results.items() if file.name == f"events-{gethostname()}-{pid}.csv"]
     assert len(local) == 1  # the other's log was shipped, under its Locust worker id
     events = pd.read_parquet(run_dir / "events.parquet")
     assert len(events) == sum(n for n, _ in results.values())  # the verifier read both logs

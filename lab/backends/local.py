@@ -132,7 +132,7 @@ class LocalLab:
     ) -> LoadResult:
         """Run the load in this process (Locust as a library, loadgen.runner.run_load), or with more than
         one worker, or workers from other machines, over worker processes (loadgen.distributed), each
-        writing events-<pid>.csv beside `events_path` (or shipping its log there)."""
+        writing events-<host>-<pid>.csv beside `events_path` (or shipping its log there)."""
         if self.workers > 1 or self.remote_workers:
             from loadgen.distributed import run_load_on_workers  # imports locust (gevent)
 
