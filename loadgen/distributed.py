@@ -3,10 +3,14 @@
 One Locust process drives at most one core. Here the plan is split by address group (loadgen.split:
 every address's users stay in one worker), Locust's master runs in this process with the
 ShareDispatcher (loadgen.dispatch: each share's users go to its worker), and N workers
-(`python -m loadgen.worker`, what `caslab worker` runs) are started on this machine and connect to it
-with Locust's own transport, on 127.0.0.1 and a port picked free for the run. The master ramps the
-users as Locust does, fires the lab's faults through `between`, and at the end collects each worker's
-LoadResult (loadgen.worker's messages).
+(loadgen.worker, what `caslab worker` runs) connect to it with Locust's own transport, on 127.0.0.1 and
+a port picked free for the run unless told otherwise. The master ramps the users as Locust does, fires
+the lab's faults through `between`, and at the end collects each worker's LoadResult (loadgen.worker's
+messages).
+
+Where the workers it starts run is the caller's (`Workers`): `WorkerProcesses` starts them on this
+machine; the docker backend starts one loadgen container each, with the master on its lab network's
+gateway (lab.backends.docker.workers).
 
 Workers from another machine (`caslab run --remote-workers M --master-bind HOST:PORT`) join the same
 way: the master binds where it is told, waits for them on top of the ones it starts (saying which
@@ -28,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from locust.env import Environment
@@ -36,7 +40,7 @@ from locust.exception import RPCError
 
 from loadgen.container_run import plan_to_json
 from loadgen.dispatch import ShareDispatcher
-from loadgen.plan import LoadPlan, user_classes
+from loadgen.plan import LoadPlan, Share, user_classes
 from loadgen.progress import LoadResult, Progress, combined, worker_name
 from loadgen.runner import drive
 from loadgen.shipping import EVENTS, EVENTS_ACK, Inbox, ShippingError
@@ -59,15 +63,44 @@ def free_port(host: str = MASTER_HOST) -> int:
         return probe.getsockname()[1]
 
 
-class WorkerProcesses:
-    """The N worker processes on this machine, each told the master's address and the event log path."""
+class Workers(Protocol):
+    """The `count` workers a run starts, wherever they run: what the master needs to start, watch and
+    stop them."""
 
-    def __init__(
-        self, count: int, master: str, events_path: Path, on_start: Callable[[int], None] | None
-    ) -> None:
+    count: int
+    logs: str  # where their output goes, for messages: "loadgen-workers.log"
+
+    def start(self, master: str, shares: list[Share]) -> None:
+        """Start the workers, connecting to the master at `master` (HOST:PORT); worker i for shares[i]."""
+
+    def share_of(self, worker: dict) -> int | None:
+        """The share the worker that said `worker` ({pid, host}: caslab-ready) must run, or None when
+        any worker can run any share."""
+
+    def dead(self) -> list[str]:
+        """A reason for each worker that has exited."""
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Wait up to `timeout_s` for the workers to exit (the master told them to quit), then kill them."""
+
+
+class WorkerProcesses:
+    """The N worker processes on this machine (`python -m loadgen.worker`), each told the master's
+    address and the event log path; `on_start(pid)` is called as each starts (the lab records it for its
+    janitor). Each binds every loopback address, so each can run any share."""
+
+    logs = "loadgen-workers.log"
+
+    def __init__(self, count: int, events_path: Path, on_start: Callable[[int], None] | None = None) -> None:
+        self.count = count
+        self.events_path = events_path
+        self.on_start = on_start
         self.processes: list[subprocess.Popen] = []
-        for _ in range(count):
-            with (events_path.parent / "loadgen-workers.log").open("ab") as stderr:
+
+    def start(self, master: str, shares: list[Share]) -> None:
+        events_path = self.events_path
+        for _ in shares:
+            with (events_path.parent / self.logs).open("ab") as stderr:
                 process = subprocess.Popen(
                     [
                         sys.executable,
@@ -83,8 +116,11 @@ class WorkerProcesses:
                     start_new_session=True,  # Ctrl-C reaches the lab, which stops them in order
                 )
             self.processes.append(process)
-            if on_start:
-                on_start(process.pid)
+            if self.on_start:
+                self.on_start(process.pid)
+
+    def share_of(self, worker: dict) -> int | None:
+        return None
 
     def dead(self) -> list[str]:
         """A reason for each worker process that has exited."""
@@ -154,13 +190,13 @@ class Board:
         return worker_name(seen) if seen else f"worker {client_id}"
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, processes: WorkerProcesses, what: str) -> None:
+def _wait(condition: Callable[[], bool], timeout_s: float, processes: Workers, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if dead := processes.dead():
-            raise RuntimeError(f"{what}: {'; '.join(dead)} (see loadgen-workers.log)")
+            raise RuntimeError(f"{what}: {'; '.join(dead)} (see {processes.logs})")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout_s:.0f}s (see loadgen-workers.log)")
+            raise RuntimeError(f"{what}: not within {timeout_s:.0f}s (see {processes.logs})")
         gevent.sleep(0.1)
 
 
@@ -169,7 +205,7 @@ def _wait_for_remote(
     workers: int,
     remote: int,
     command: str,
-    processes: WorkerProcesses,
+    processes: Workers,
     say: Callable[[str], None],
 ) -> None:
     """Wait JOIN_S for `remote` workers from other machines on top of the `workers` started here, saying
@@ -179,7 +215,7 @@ def _wait_for_remote(
     joined = -1
     while (now := max(0, len(runner.clients.ready) - workers)) < remote:
         if dead := processes.dead():
-            raise RuntimeError(f"load generator workers: {'; '.join(dead)} (see loadgen-workers.log)")
+            raise RuntimeError(f"load generator workers: {'; '.join(dead)} (see {processes.logs})")
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"--remote-workers {remote}: {now} of {remote} joined within {JOIN_S:.0f}s; run `{command}` "
@@ -197,18 +233,17 @@ def run_load_on_workers(
     events_path: Path,
     duration_s: float,
     ramp_s: float,
-    workers: int,
+    processes: Workers,
     on_progress: Callable[[Progress], None] | None = None,
     between: Callable[[float], None] | None = None,
-    on_worker_start: Callable[[int], None] | None = None,
     remote_workers: int = 0,
     master_bind: tuple[str, int] | None = None,
     say: Callable[[str], None] = print,
 ) -> LoadResult:
-    """As loadgen.runner.run_load, over `workers` worker processes started here and `remote_workers`
-    that join from elsewhere; `on_worker_start(pid)` is called as each starts here (the lab records it
-    for its janitor). The master listens on `master_bind` (default 127.0.0.1 and a free port); `say`
-    tells the console whom it waits for."""
+    """As loadgen.runner.run_load, over the workers `processes` starts (e.g. WorkerProcesses) and
+    `remote_workers` that join from elsewhere. The master listens on `master_bind` (default 127.0.0.1
+    and a free port); `say` tells the console whom it waits for."""
+    workers = processes.count
     total = workers + remote_workers
     shares = split_users(plan, total)
     classes = user_classes(plan, shares)
@@ -230,9 +265,9 @@ def run_load_on_workers(
     runner.register_message(RESULT, board.on_result)
     env.events.worker_report.add_listener(board.on_report)
     log.info("Locust master on %s:%d", host, port)
-    processes = WorkerProcesses(workers, f"{_connectable(host)}:{port}", events_path, on_worker_start)
     lost: list[str] = []
     try:
+        processes.start(f"{_connectable(host)}:{port}", shares[:workers])
         _wait(lambda: len(runner.clients.ready) >= workers, CONNECT_S, processes, "load generator workers")
         if remote_workers:
             _wait_for_remote(runner, workers, remote_workers, worker_command(host, port), processes, say)
@@ -240,6 +275,9 @@ def run_load_on_workers(
         wire = {"plan": plan_to_json(plan), "shares": shares_to_wire(shares)}
         runner.send_message(PLAN, wire)
         _wait(lambda: len(board.ready) >= total, CONNECT_S, processes, "load generator workers")
+        owners = {c: s for c, seen in board.ready.items() if (s := processes.share_of(seen)) is not None}
+        if owners:
+            env.dispatcher_class = ShareDispatcher.pinned(owners)
         started = set(runner.clients)
         gevent.spawn(runner.start, users, users / ramp_s if ramp_s > 0 else users)
 
@@ -266,7 +304,7 @@ def _connectable(host: str) -> str:
     return MASTER_HOST if host in WILDCARD_HOSTS else host
 
 
-def _collect(runner: Any, board: Board, processes: WorkerProcesses) -> None:
+def _collect(runner: Any, board: Board, processes: Workers) -> None:
     """Ask every worker for its result (its users are stopped) and wait for each that is still there."""
     runner.send_message(FINISH)
     asked = time.monotonic()
@@ -278,8 +316,8 @@ def _collect(runner: Any, board: Board, processes: WorkerProcesses) -> None:
         gevent.sleep(0.1)
 
 
-def _lost(runner: Any, board: Board, processes: WorkerProcesses) -> list[str]:
-    """Why the run lost a worker: a process that exited, a worker Locust marked missing."""
+def _lost(runner: Any, board: Board, processes: Workers) -> list[str]:
+    """Why the run lost a worker: one that exited, one Locust marked missing."""
     missing = [f"{board.name(c.id)} stopped answering heartbeats" for c in runner.clients.missing]
     return processes.dead() + missing
 

@@ -15,7 +15,8 @@ every client kind that number has (user 7's browser and Outlook are one person a
 
 `split_users` answers which user numbers of each (population, client kind) a worker runs;
 `loadgen.plan.user_classes` makes one class per share from it, and loadgen.dispatch sends each share's
-class to its worker only.
+class to its worker only. `share_addresses` answers which source addresses a share's users take: the
+docker backend puts those, and only those, on the share's loadgen container.
 """
 
 from __future__ import annotations
@@ -56,3 +57,17 @@ def split_users(plan: LoadPlan, workers: int) -> list[Share]:
             shares[worker][(name, kind)].append(user)
         heapq.heappush(load, (users + len(groups[key]), worker))
     return [{k: sorted(v) for k, v in share.items()} for share in shares]
+
+
+def share_addresses(plan: LoadPlan, share: Share) -> list[str]:
+    """Every source address the users of `share` take during the run, each once: the address of each
+    user, and the whole pool of a carrier whose phones change address (its phones move over all of it)."""
+    populations = {p.name: p for p in plan.populations}
+    taken: dict[str, None] = {}
+    for (name, _kind), numbers in share.items():
+        addresses = populations[name].addresses
+        if addresses.kind == "mobile-carrier" and addresses.change_every_s:
+            taken.update(dict.fromkeys(addresses.pool()))
+        else:
+            taken.update(dict.fromkeys(addresses.address_of(user) for user in numbers))
+    return list(taken)

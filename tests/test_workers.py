@@ -21,10 +21,11 @@ from namespace import isolated, require_namespaces
 
 from lab.run import LabError, default_workers, load_generators, remote_load_generators
 from loadgen.addresses import AddressPlan
+from loadgen.container_run import client_addresses
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan
 from loadgen.progress import LoadResult, combined
 from loadgen.shipping import WINDOW, Inbox, ShippingError, ship
-from loadgen.split import address_group, split_users
+from loadgen.split import address_group, share_addresses, split_users
 from loadgen.worker import parse_host_port, shares_from_wire, shares_to_wire
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +77,20 @@ def test_a_user_numbers_kinds_stay_together_and_a_moving_carrier_is_one_group() 
     assert [len(s.get(("mobile-carrier#1", "eas-device"), [])) for s in shares].count(30) == 1
     still = PopulationPlan("mobile-carrier#1", AddressPlan(1, "mobile-carrier", 30, 6), {"eas-device": 30})
     assert {address_group(still, u) for u in range(30)} == set(range(6))  # without moves: per address
+
+
+def test_each_share_gets_the_addresses_its_users_take_and_no_other_share_gets_them() -> None:
+    plan = plan_of(TENANT, CARRIER, INTRANET)
+    shares = split_users(plan, 3)
+    given = [share_addresses(plan, share) for share in shares]
+    populations = {p.name: p for p in plan.populations}
+    for share, addresses in zip(shares, given, strict=True):
+        assert len(addresses) == len(set(addresses))
+        for (name, _kind), numbers in share.items():
+            plan_of_addresses = populations[name].addresses
+            for user in numbers:  # also where a moving phone is later in the run
+                assert {plan_of_addresses.address_of(user, t) for t in range(0, 60, 1)} <= set(addresses)
+    assert sorted(a for addresses in given for a in addresses) == sorted(client_addresses(plan))
 
 
 def test_more_workers_than_address_groups_leaves_some_empty() -> None:
@@ -203,12 +218,18 @@ def test_how_many_load_generators() -> None:
         load_generators("local", 0)
 
 
-def test_dispatcher_sends_every_user_of_a_share_to_its_worker() -> None:
+@pytest.fixture(scope="module")
+def dispatched() -> dict:
+    """tests/workers_driver.py dispatch: where ShareDispatcher put each user class's users."""
     done = subprocess.run(
         [sys.executable, str(DRIVER), "dispatch"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.splitlines()[-1])
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_dispatcher_sends_every_user_of_a_share_to_its_worker(dispatched: dict) -> None:
+    out = dispatched
     for placement in (out["ramp"], out["rebalanced"]):  # after the ramp; after a worker is gone
         worker_of_share: dict[int, set[str]] = {}
         for worker, counts in placement.items():
@@ -222,6 +243,17 @@ def test_dispatcher_sends_every_user_of_a_share_to_its_worker() -> None:
         True,
         True,
     ]  # 3 shares, 3 workers
+
+
+def test_a_pinned_dispatcher_sends_each_share_to_the_worker_that_holds_it(dispatched: dict) -> None:
+    out = dispatched
+    placed = {
+        name: worker for worker, counts in out["pinned"].items() for name, users in counts.items() if users
+    }
+    assert sorted(placed) == sorted(out["shares"])  # every class placed, each on one worker
+    for name, worker in placed.items():
+        assert out["pinned"][worker][name] == len(out["numbers"][name])
+        assert out["shares"][name] == out["owners"][worker]
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ patches the process it is imported in with gevent, so the tests never import it)
 
 `dispatch` splits a small plan (a NAT-ed tenant of 3 addresses, a carrier, direct users) over 3 made-up
 workers and prints where loadgen.dispatch.ShareDispatcher puts each user class's users after the
-ramp, and after a worker is gone: {"ramp": {worker: {class: users}}, "rebalanced": ..., "shares": ...}.
+ramp, after a worker is gone, and when each share is pinned to a worker: {"ramp": {worker: {class:
+users}}, "rebalanced": ..., "pinned": ..., "owners": {worker: share}, "shares": ...}.
 
 `run` is loadgen.distributed.run_load_on_workers with 2 workers on a small plan whose VIP listens
 nowhere (every request is a transport failure, which is all a worker needs to log); `--kill-after S`
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadgen.addresses import AddressPlan
 from loadgen.dispatch import ShareDispatcher
-from loadgen.distributed import run_load_on_workers
+from loadgen.distributed import WorkerProcesses, run_load_on_workers
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, user_classes
 from loadgen.runner import run_load
 from loadgen.split import split_users
@@ -69,9 +70,14 @@ def dispatch(_args: argparse.Namespace) -> dict:
     dispatcher.remove_worker(nodes[0])
     dispatcher.new_dispatch(users, spawn_rate=users)
     rebalanced = list(dispatcher)[-1]
+    owners = {"host_0": 2, "host_1": 0, "host_2": 1}  # share -> worker, not in Locust's order
+    pinned = ShareDispatcher.pinned(owners)(nodes, classes)
+    pinned.new_dispatch(users, spawn_rate=users)
     return {
         "ramp": ramp,
         "rebalanced": rebalanced,
+        "pinned": list(pinned)[-1],
+        "owners": owners,
         "shares": {c.__name__: c.share for c in classes},
         "numbers": {c.__name__: list(c.numbers) for c in classes},
     }
@@ -84,9 +90,8 @@ def run(args: argparse.Namespace) -> dict:
         started.append(pid)
 
     started: list[int] = []
-    result = run_load_on_workers(
-        small_plan(), Path(args.events), args.seconds, 1.0, workers=2, on_worker_start=on_start
-    )
+    workers = WorkerProcesses(2, Path(args.events), on_start)
+    result = run_load_on_workers(small_plan(), Path(args.events), args.seconds, 1.0, workers)
     return {"result": dataclasses.asdict(result), "pids": started}
 
 

@@ -134,11 +134,13 @@ class LocalLab:
         one worker, or workers from other machines, over worker processes (loadgen.distributed), each
         writing events-<host>-<pid>.csv beside `events_path` (or shipping its log there)."""
         if self.workers > 1 or self.remote_workers:
-            from loadgen.distributed import run_load_on_workers  # imports locust (gevent)
+            from loadgen.distributed import WorkerProcesses, run_load_on_workers  # imports locust (gevent)
 
+            processes = WorkerProcesses(
+                self.workers, events_path, lambda pid: self.record.started(f"loadgen-worker-{pid}", pid)
+            )
             return run_load_on_workers(
-                plan, events_path, duration_s, ramp_s, self.workers, on_progress=on_progress, between=between,
-                on_worker_start=lambda pid: self.record.started(f"loadgen-worker-{pid}", pid),
+                plan, events_path, duration_s, ramp_s, processes, on_progress=on_progress, between=between,
                 remote_workers=self.remote_workers, master_bind=self.master_bind, say=self.say,
             )  # fmt: skip
         from loadgen.runner import run_load  # imports locust, which patches the process with gevent
