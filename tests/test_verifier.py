@@ -438,6 +438,14 @@ def test_event_csv_files_keep_text_as_text(tmp_path):
     assert run(back, ledger=ledger_of(ev)).reconciliation["matched"] == 1
 
 
+def test_an_empty_event_file_of_a_killed_worker_adds_nothing(tmp_path):
+    ev = events({"request_id": "007"})
+    paths = [tmp_path / "events-a-7.csv", tmp_path / "events-b-7.csv"]
+    ev.to_csv(paths[0], index=False)
+    paths[1].touch()  # killed before its first batch
+    assert read_events(paths)["request_id"].tolist() == ["007"]
+
+
 def test_events_without_a_needed_column_are_refused_by_name():
     with pytest.raises(ValueError, match="lack the columns: outcome"):
         run(events({}).drop(columns=["outcome"]), ledger=pd.DataFrame())

@@ -22,10 +22,13 @@ from caslab.vocab import SERVICES
 
 def read_events(paths: list[Path]) -> pd.DataFrame:
     """The client event CSV files of a run (one per Locust process) as one frame; text stays text
-    (an empty server or request id is "", never NaN or a number)."""
+    (an empty server or request id is "", never NaN or a number). An empty file (a worker killed before
+    it wrote its first batch; the run names it as lost) adds nothing."""
     numbers = {"ts": "float64", "status": "int64", "latency_ms": "float64"}
     dtypes = {c: numbers.get(c, "str") for c in EVENT_COLUMNS}
-    frames = [pd.read_csv(p, dtype=dtypes, keep_default_na=False, na_values={}) for p in paths]
+    frames = [
+        pd.read_csv(p, dtype=dtypes, keep_default_na=False, na_values={}) for p in paths if p.stat().st_size
+    ]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
     return pd.concat(frames, ignore_index=True)
