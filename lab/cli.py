@@ -485,9 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="load generator processes: a Locust master in caslab and N workers, each address's users in "
-        "one worker; 1 runs Locust in caslab itself (default: this machine's cores minus one, at least 1; "
-        "the docker backend: 1)",
+        help="load generator processes: a Locust master in caslab and N workers (the docker backend: N "
+        "loadgen containers), each address's users in one worker; 1 runs Locust in caslab itself (docker: "
+        "in one container) (default: this machine's cores minus one, at least 1)",
     )
     p.add_argument(
         "--remote-workers",

@@ -121,9 +121,9 @@ def run_scenario(
 ) -> tuple[int, Path]:
     """Run one scenario; returns (exit code, run folder). The folder is out/<run_name or name>-<UTC>.
     `allow_unrouted`: run a user's config that routes nowhere some service the clients use. `workers`:
-    load generator processes (default_workers() locally; 1 runs Locust in this process).
-    `remote_workers`: workers that join from other machines (`caslab worker`), at the Locust master on
-    `master_bind` (HOST:PORT; default 127.0.0.1 and a free port). Ctrl-C or SIGTERM raises
+    load generator processes (default_workers(); 1 runs Locust in this process, or docker's one loadgen
+    container). `remote_workers`: workers that join from other machines (`caslab worker`), at the Locust
+    master on `master_bind` (HOST:PORT; default 127.0.0.1 and a free port). Ctrl-C or SIGTERM raises
     RunInterrupted once the lab is torn down."""
     run_dir = new_run_dir(out, run_name or scenario.name)
     handler = _log_to(run_dir)
@@ -159,6 +159,7 @@ def _run_and_judge(
         say(f"caslab: {scenario.name} on {scenario.balancer.driver} ({backend}), report in {run_dir}")
         workers = load_generators(backend, workers)
         remote_workers, master_bind = remote_load_generators(backend, workers, *joining)
+        _gevent_before_docker(backend, workers)
         capacity_notes = check_capacity(scenario, workers)
         for note in capacity_notes:
             say(f"caslab: note: {note}")
@@ -271,18 +272,13 @@ def default_workers() -> int:
 
 def load_generators(backend: str, workers: int | None) -> int:
     """How many load generator processes a run on `backend` has: `workers`, or the default. The docker
-    backend runs one load generator container."""
-    if backend == "docker":
-        if workers is not None and workers > 1:
-            raise LabError("the docker backend runs one load generator container; use --workers 1")
-        return 1
+    backend runs each in a loadgen container of its own (one container runs Locust on its own)."""
     chosen = default_workers() if workers is None else workers
     if chosen < 1:
         raise LabError(f"--workers {chosen}: at least 1")
-    log.info(
-        "load generator: %s",
-        "Locust in this process" if chosen == 1 else f"{chosen} Locust worker processes, master in this one",
-    )
+    where = "loadgen containers" if backend == "docker" else "Locust worker processes"
+    alone = "Locust in one loadgen container" if backend == "docker" else "Locust in this process"
+    log.info("load generator: %s", alone if chosen == 1 else f"{chosen} {where}, master in this process")
     return chosen
 
 
@@ -332,6 +328,14 @@ def _master_address(text: str) -> tuple[str, int]:
     except OSError as err:
         raise LabError(f"--master-bind {text}: cannot listen there: {err.strerror}") from err
     return host, port
+
+
+def _gevent_before_docker(backend: str, workers: int) -> None:
+    """The Locust master of docker's loadgen containers runs in this process, and importing Locust patches
+    the process with gevent. That must happen before the Docker SDK imports urllib3, which keeps the
+    unpatched ssl.SSLContext: patched after it, making a TLS context recurses without end."""
+    if backend == "docker" and workers > 1:
+        import loadgen.distributed  # noqa: F401
 
 
 def check_capacity(scenario: Scenario, workers: int) -> list[str]:
@@ -387,13 +391,13 @@ def make_lab(
     master_bind: tuple[str, int] | None = None,
     say: Callable[[str], None] = print,
 ) -> Lab:
-    """The docker backend's lab when the addresses are on a lab network, else the local one (with
-    `workers` load generator processes, `remote_workers` joining from other machines at the master on
-    `master_bind`, `say` telling the console which command joins)."""
+    """The docker backend's lab when the addresses are on a lab network, else the local one; either with
+    `workers` load generator processes (the local one with `remote_workers` joining from other machines
+    at the master on `master_bind`, `say` telling the console which command joins)."""
     options = {"time_scale": time_scale, "key_seed": key_seed, "oab_skew": oab_skew, "exchange": exchange}
     if network is not None:
         from lab.backends.docker import DockerLab
 
-        return DockerLab(spec, run_dir, network, record, **options)
+        return DockerLab(spec, run_dir, network, record, workers=workers, **options)
     joining = {"remote_workers": remote_workers, "master_bind": master_bind, "say": say}
     return LocalLab(spec, run_dir, record, workers=workers, **joining, **options)

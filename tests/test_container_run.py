@@ -1,5 +1,6 @@
 """What the docker backend hands its load generator container and reads back, without Docker: client
-addresses inside the lab network, the load plan as JSON, and the container's progress lines."""
+addresses inside the lab network, the load plan as JSON, and the container's progress lines; with
+--workers, where each loadgen container is and which addresses it holds."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.backends.docker import LabNetwork, json_lines
+from lab.backends.docker.workers import LoadgenContainers
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import Vip
 from lab.scenario import load_scenario
 from loadgen.addresses import DISTINCT_KINDS, AddressPlan, SubnetAddresses
 from loadgen.container_run import client_addresses, plan_from_json, plan_to_json
 from loadgen.plan import LoadPlan, PopulationPlan
+from loadgen.split import share_addresses, split_users
 
 NETWORK = "10.221.8.0/22"
 
@@ -69,6 +72,34 @@ def test_lab_network_places_the_lab_in_its_first_24() -> None:
     assert [s.host for s in network.servers(3)] == ["10.221.8.11", "10.221.8.12", "10.221.8.13"]
     assert network.loadgen_host == "10.221.8.250"
     assert network.vip.hosts("vip-per-service")[-1] == "10.221.8.9"  # below the CAS
+
+
+def test_loadgen_containers_of_workers_take_the_top_of_the_lab_24_clear_of_the_rest() -> None:
+    network = LabNetwork(ipaddress.IPv4Network(NETWORK))
+    assert network.loadgen_hosts(3) == ["10.221.8.250", "10.221.8.249", "10.221.8.248"]
+    most = network.loadgen_hosts(141)
+    others = {network.gateway, *network.vip.hosts("vip-per-service"), *(s.host for s in network.servers(99))}
+    assert len(set(most)) == 141 and not set(most) & others
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network("10.221.8.0/24") for a in most)
+    for count in (0, 142):
+        with pytest.raises(ValueError, match="1 to 141 load generator containers"):
+            network.loadgen_hosts(count)
+
+
+def test_each_loadgen_container_holds_its_shares_addresses_and_no_other_container_does() -> None:
+    scenario = load_scenario("quickstart")
+    plan = plan_from_scenario(scenario, endpoints_for_vip(Vip(host="10.221.8.2"), False), NETWORK)
+    given = [share_addresses(plan, share) for share in split_users(plan, 3)]
+    every = [a for addresses in given for a in addresses]
+    assert all(given) and len(every) == len(set(every))  # no address on two containers
+    assert set(every) <= set(client_addresses(plan))  # (intranet addresses of users with no client: none)
+
+
+def test_the_master_finds_a_containers_share_by_the_host_name_its_worker_reports() -> None:
+    workers = LoadgenContainers(None, "caslab-loadgen:test", None, Path("events.csv"), 3)  # type: ignore[arg-type]
+    assert workers.names == ["loadgen-1", "loadgen-2", "loadgen-3"]  # each container's host name
+    assert workers.share_of({"pid": 7, "host": "loadgen-2"}) == 1
+    assert workers.share_of({"pid": 7, "host": "laptop"}) is None
 
 
 names = st.text("abcdefghijklmnopqrstuvwxyz-#0123456789", min_size=1, max_size=12)

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import docker
+import pandas as pd
 import pytest
 
 from lab.backends.docker import RUN_DIR_LABEL, RUN_LABEL, DockerLab, LabNetwork
@@ -59,9 +60,10 @@ def leftovers(out: Path) -> list[str]:
     ]
 
 
-def caslab_run(scenario: str, backend: str, out: Path) -> tuple[int, dict]:
-    """`caslab run` in a subprocess; its exit code and summary.json."""
-    command = [*CASLAB, "run", scenario, "--backend", backend, "--duration", DURATION, "--out", str(out)]
+def caslab_run(scenario: str, backend: str, out: Path, workers: int = 1) -> tuple[int, dict]:
+    """`caslab run` in a subprocess with `workers` load generators; its exit code and summary.json."""
+    command = [*CASLAB, "run", scenario, "--backend", backend, "--duration", DURATION, "--out", str(out),
+               "--workers", str(workers)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
     summaries = list(out.glob("*/summary.json"))
     assert len(summaries) == 1, f"no report from {' '.join(command)}:\n{done.stdout}{done.stderr}"
@@ -76,31 +78,45 @@ def check_value(summary: dict, name: str) -> float:
     return next(c["value"] for c in summary["checks"] if c["name"] == name)
 
 
-def assert_ran_in_containers_and_left_nothing(out: Path) -> None:
-    """The run's folder holds the output of every container (CAS, balancer, load generator), which the
-    lab keeps when it removes them, and none of them, nor the network, is left."""
+def assert_ran_in_containers_and_left_nothing(
+    out: Path, loadgen_logs: tuple[str, ...] = ("loadgen",)
+) -> None:
+    """The run's folder holds the output of every container (CAS, balancer, each load generator), which
+    the lab keeps when it removes them, and none of them, nor the network, is left."""
     run_dir = next(out.iterdir())
     farm = sorted(p.name for p in (run_dir / "farm").iterdir())
     assert farm == ["CAS01", "CAS01.log", "CAS02", "CAS02.log", "CAS03", "CAS03.log"]  # IIS logs, output
     assert all(list((run_dir / "farm" / cas).glob("u_ex*.log")) for cas in ("CAS01", "CAS02", "CAS03"))
-    assert (run_dir / "loadgen.log").exists() and list((run_dir / "balancer").glob("*.log"))
+    assert sorted(p.stem for p in run_dir.glob("loadgen*.log")) == sorted(loadgen_logs)
+    assert list((run_dir / "balancer").glob("*.log"))
     lab_log = (run_dir / "lab.log").read_text()
     assert re.search(r"starting 3 CAS of run [\w.-]+ on 10\.221\.\d+\.0/2\d", lab_log)
     assert leftovers(out) == []
 
 
 def test_quickstart_passes_in_containers_as_it_does_locally(tmp_path: Path) -> None:
+    """Also with the load in two loadgen containers (--workers 2), each a Locust worker of the master in
+    caslab, holding only its own users' source addresses."""
     local_code, local = caslab_run("quickstart", "local", tmp_path / "local")
-    docker_code, in_docker = caslab_run("quickstart", "docker", tmp_path / "docker")
+    docker_code, in_docker = caslab_run("quickstart", "docker", tmp_path / "docker", workers=2)
 
     assert local_code == docker_code == 0
     assert local["verdict"] == in_docker["verdict"] == "pass"
+    assert local["invalid_reasons"] == in_docker["invalid_reasons"] == []
     assert failed_checks(local) == failed_checks(in_docker) == set()
     assert check_value(local, "hard_breaks") == check_value(in_docker, "hard_breaks") == 0
     for summary in (local, in_docker):  # every CAS took part, as the balance check says
         assert set(summary["servers"]) == {"CAS01", "CAS02", "CAS03"}
         assert check_value(summary, "balance_max_over_mean") <= 1.5
-    assert_ran_in_containers_and_left_nothing(tmp_path / "docker")
+    assert in_docker["reconciliation"]["unmatched"] == in_docker["reconciliation"]["server_differs"] == 0
+    run_dir = next((tmp_path / "docker").iterdir())
+    assert "2 loadgen containers, master in this process" in (run_dir / "lab.log").read_text()
+    events = pd.read_parquet(run_dir / "events.parquet")
+    tagged = events[events["request_id"] != ""].copy()
+    tagged["worker"] = tagged["request_id"].str.split(".").str[:2].str.join(".")  # index.pid.user-n
+    assert tagged["worker"].nunique() == 2
+    assert (tagged.groupby("source_ip")["worker"].nunique() == 1).all()  # each address in one worker
+    assert_ran_in_containers_and_left_nothing(tmp_path / "docker", ("loadgen-1", "loadgen-2"))
 
 
 def test_hosted_tenant_on_source_ip_fails_balance_in_containers_as_it_does_locally(tmp_path: Path) -> None:
@@ -118,7 +134,8 @@ def test_hosted_tenant_on_source_ip_fails_balance_in_containers_as_it_does_local
 
 def test_ctrl_c_mid_run_removes_every_container_and_the_network(tmp_path: Path) -> None:
     out = tmp_path / "reports"
-    command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out)]
+    command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out),
+               "--workers", "2"]  # fmt: skip
     run = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -137,9 +154,9 @@ def test_ctrl_c_mid_run_removes_every_container_and_the_network(tmp_path: Path) 
                 break
         assert run.poll() is None, "".join(seen)
         running = leftovers(out)
-        assert len([c for c in running if c.startswith("container")]) == 5, (
+        assert len([c for c in running if c.startswith("container")]) == 6, (
             running
-        )  # 3 CAS, balancer, loadgen
+        )  # 3 CAS, balancer, 2 loadgen
         assert len([n for n in running if n.startswith("network")]) == 1, running
 
         run.send_signal(signal.SIGINT)
@@ -261,7 +278,8 @@ def test_a_sigkilled_run_leaves_its_containers_which_caslab_down_of_its_checkout
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir(), elsewhere.mkdir()
     out = here / "reports"
-    command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out)]
+    command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out),
+               "--workers", "1"]  # fmt: skip
     run, _ = start(command, here, "phase: ramp")
     try:
         running = leftovers(out)

@@ -211,9 +211,8 @@ def test_how_many_load_generators() -> None:
     assert default_workers() >= 1
     assert load_generators("local", None) == default_workers()
     assert load_generators("local", 3) == 3
-    assert load_generators("docker", None) == 1
-    with pytest.raises(LabError, match="docker backend runs one"):
-        load_generators("docker", 2)
+    assert load_generators("docker", None) == default_workers()
+    assert load_generators("docker", 2) == 2
     with pytest.raises(LabError, match="at least 1"):
         load_generators("local", 0)
 

@@ -5,7 +5,7 @@ of a run by its label.
 Labels of every container, network and volume of a lab:
     org.caslab.run           the run id (lab.backends.state.new_run_id)
     org.caslab.run-dir       the run folder
-    org.caslab.role          a container's part: cas01…, balancer, loadgen
+    org.caslab.role          a container's part: cas01…, balancer, loadgen (loadgen-1… with --workers)
     org.caslab.owner-pid, org.caslab.owner-started, org.caslab.owner-host, org.caslab.checkout
                              who made the lab, and from where (lab.backends.owner): the janitor removes
                              a lab whose owner is gone
@@ -63,6 +63,7 @@ class LabContainers:
     ) -> None:
         self.client = client
         self.network = network
+        self.run_dir = run_dir
         self.run_id = record.run_id
         self.name = f"caslab-{self.run_id}"
         self.labels = {RUN_LABEL: self.run_id, RUN_DIR_LABEL: str(run_dir), **record.owner.labels()}
@@ -96,8 +97,10 @@ class LabContainers:
         user: str | None = None,
         cap_add: list[str] | None = None,
         sysctls: dict[str, str] | None = None,
+        hostname: str | None = None,
     ) -> Container:
-        """Start a container on the lab network at `host`, as the host's user unless `user` says otherwise."""
+        """Start a container on the lab network at `host`, as the host's user unless `user` says otherwise
+        (with `hostname`, else Docker's: the container id's start)."""
         try:
             return self.client.containers.run(
                 image,
@@ -114,6 +117,7 @@ class LabContainers:
                 mounts=list(mounts),
                 cap_add=cap_add,
                 sysctls=sysctls,
+                hostname=hostname,
             )
         except docker.errors.APIError as err:
             raise DockerLabError(f"cannot start the {role} container: {err.explanation}") from None

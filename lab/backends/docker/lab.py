@@ -6,7 +6,10 @@ What differs from the local backend:
   lab runs the ones tagged with the hash of this checkout's sources.
 - The balancer is its driver's own class with ContainerBalancer mixed in (lab.backends.docker.balancer).
 - The load runs in the loadgen container (loadgen.container_run); the host fires the faults as the
-  container's progress lines come in. Faults are container kill/start and the CAS admin switches.
+  container's progress lines come in. With `workers` > 1 it runs in that many loadgen containers, each
+  a Locust worker with its share of the users and their addresses (lab.backends.docker.workers), and
+  the master in this process on the lab network's gateway, which fires the faults as the local master
+  does. Faults are container kill/start and the CAS admin switches.
 - Teardown removes by label (org.caslab.run): every container, network and volume of the run, also of a
   start that failed half-way, on Ctrl-C and on SIGTERM. The labels also name the lab's owner, so that
   the janitor removes a lab whose owner was killed before it could (lab.backends.janitor).
@@ -64,8 +67,10 @@ class DockerLab:
         vip_host_name: str = "mail.caslab.test",
         oab_skew: bool = False,
         exchange: ExchangeSettings | None = None,
+        workers: int = 1,
     ) -> None:
         self.spec = spec
+        self.workers = workers  # loadgen containers: 1 runs Locust on its own in one
         self.run_dir = run_dir = run_dir.resolve()  # mounted at the same path in the containers
         self.run_id = record.run_id
         self.containers = LabContainers(connect(), network, run_dir, record)
@@ -189,12 +194,15 @@ class DockerLab:
     ) -> LoadResult:
         """Run the load in the loadgen container (loadgen.container_run) and follow its progress lines,
         firing `between(elapsed)` and `on_progress` on each, as the local runner does about once a
-        second. The event log goes to `events_path`, which must be in the run folder (it is mounted)."""
+        second; with `workers` > 1 in that many containers (`_run_load_on_workers`). The event log goes to
+        `events_path`, which must be in the run folder (it is mounted)."""
         from loadgen.container_run import client_addresses, plan_to_json
 
         if not events_path.resolve().is_relative_to(self.run_dir.resolve()):
             raise DockerLabError(f"the event log must be in the run folder {self.run_dir}, not {events_path}")
         make_room_for_neighbours(len(client_addresses(plan)))
+        if self.workers > 1:
+            return self._run_load_on_workers(plan, events_path, duration_s, ramp_s, on_progress, between)
         args = ["--user", self.containers.user, "--events", str(events_path),
                 "--duration", str(duration_s), "--ramp", str(ramp_s), plan_to_json(plan)]  # fmt: skip
         container = self.containers.run(
@@ -224,6 +232,31 @@ class DockerLab:
             tail = "\n".join(errors.decode(errors="replace").splitlines()[-15:])
             raise DockerLabError(f"the load generator exited with code {code}:\n{tail}")
         return result
+
+    def _run_load_on_workers(
+        self,
+        plan: LoadPlan,
+        events_path: Path,
+        duration_s: float,
+        ramp_s: float,
+        on_progress: Callable[[Progress], None] | None,
+        between: Callable[[float], None] | None,
+    ) -> LoadResult:
+        """The Locust master in this process, bound on the lab network's gateway (an address of this
+        host on a network the lab made, which only its containers reach), and `workers` loadgen
+        containers as its workers (lab.backends.docker.workers); each writes its own event log beside
+        `events_path`."""
+        from lab.backends.docker.workers import LoadgenContainers
+        from loadgen.distributed import free_port, run_load_on_workers  # imports Locust (gevent)
+
+        containers = LoadgenContainers(
+            self.containers, self.images.of("loadgen"), plan, events_path, self.workers
+        )
+        gateway = self.containers.network.gateway
+        return run_load_on_workers(
+            plan, events_path, duration_s, ramp_s, containers, on_progress=on_progress, between=between,
+            master_bind=(gateway, free_port(gateway)),
+        )  # fmt: skip
 
     def _collect(self, names: Iterable[str], close: bool = False) -> None:
         """Read the new ledger rows of the named running CAS into `ledger_rows`; with `close`, each first

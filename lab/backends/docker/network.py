@@ -37,6 +37,12 @@ class LabNetwork:
     def loadgen_host(self) -> str:
         return self.address(250)
 
+    def loadgen_hosts(self, count: int) -> list[str]:
+        """The addresses of `count` loadgen containers (--workers): .250 down, clear of the CAS' .11-.109."""
+        if not 1 <= count <= 250 - 110 + 1:
+            raise ValueError(f"a lab has 1 to {250 - 110 + 1} load generator containers, not {count}")
+        return [self.address(250 - n) for n in range(count)]
+
     def servers(self, count: int) -> list[CasEndpoint]:
         if not 1 <= count <= 99:
             raise ValueError("a farm has 1 to 99 servers")
