@@ -4,7 +4,7 @@ Every server runs on core 0 (`taskset -c 0`), wrk on core 1. wrk sends a logged-
 (cadata, sessionid, UserContext, OutlookSession) via -H, so every request passes the full logon and
 server-session checks and writes a ledger row. The mock needs aiohttp's pure-Python parser (for
 RPC_IN_DATA), so the fair reference is the hello app on the same parser; the C-parser hello is printed
-for scale. Goal: OWA pages >= 0.6 x the same-parser hello. A 404 from the same CAS shows what its core
+for scale. Goal (issue #13): OWA pages >= 0.7 x the same-parser hello. A 404 from the same CAS shows what its core
 (routing, state headers, ledger) costs before OWA adds its part.
 
 The machine is shared, so the targets are measured in turns (OWA, core, both hellos, OWA, ...) and the best
@@ -41,6 +41,7 @@ from loadgen.wire import owa as wire  # noqa: E402
 CAS_HOST, HELLO_PURE_HOST, HELLO_C_HOST = "127.0.11.41", "127.0.11.42", "127.0.11.43"
 PORT = 8080
 PAGE = wire.folder_page("IPF.Note")
+GOAL = 0.7  # OWA / same-parser hello, by server CPU time per request
 HELLO_APP = """
 import sys
 from aiohttp import web
@@ -191,9 +192,9 @@ def main() -> int:
     print(f"{own_rows} ledger rows 'own' (wrk does not count requests in flight as a run ends)")
     by_rps = max(owa.rps) / max(pure.rps)
     by_cpu = min(pure.cpu_us) / min(owa.cpu_us)
-    verdict = "met" if by_cpu >= 0.6 else "NOT met"
+    verdict = "met" if by_cpu >= GOAL else "NOT met"
     print(f"ratio OWA / same-parser hello: {by_rps:.2f} by req/s, {by_cpu:.2f} by CPU time", end="")
-    print(f" (goal >= 0.60 by CPU time: {verdict})")
+    print(f" (goal >= {GOAL:.2f} by CPU time: {verdict})")
     print(f"ratio OWA / C-parser hello:    {max(owa.rps) / max(c_parser.rps):.2f} by req/s")
     return 0
 
