@@ -275,11 +275,13 @@ def build_admin_app(cas: Cas) -> web.Application:
     return app
 
 
-# asyncio gives every TLS connection a plaintext read buffer of SSLProtocol.max_size, allocated (and
-# zeroed) when the connection opens: 256 KiB, measured as about 280 KB of CAS memory per held RPC/HTTP
-# channel or EAS Ping over HTTPS against 19 KB over HTTP (bench/bench_tls.py; CPython issue #109534).
-# One TLS record carries at most 16 KiB of plaintext, so a buffer of that size reads a record at a time.
-TLS_READ_BUFFER = 16 * 1024
+# asyncio gives every TLS connection a read buffer of SSLProtocol.max_size (the socket's bytes go through
+# it into OpenSSL), allocated and zeroed when the connection opens and held while it lives: 256 KiB,
+# measured as about 280 KB of CAS memory per held RPC/HTTP channel or EAS Ping over HTTPS against 19 KB
+# over HTTP (bench/bench_tls.py; CPython issue #109534). The lab's requests are a few KB, so 4 KiB reads
+# most in one go: 12 KB less per held connection than 16 KiB (bench/bench_tls_floor.py), for ~15% more
+# server CPU on a 30 KB upload, read in 4 KiB pieces (OpenSSL keeps the rest of a record until it comes).
+TLS_READ_BUFFER = 4 * 1024
 
 
 def server_ssl_context(config: CasConfig) -> ssl.SSLContext | None:
