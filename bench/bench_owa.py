@@ -4,8 +4,8 @@ Every server runs on core 0 (`taskset -c 0`), wrk on core 1. wrk sends a logged-
 (cadata, sessionid, UserContext, OutlookSession) via -H, so every request passes the full logon and
 server-session checks and writes a ledger row. The mock needs aiohttp's pure-Python parser (for
 RPC_IN_DATA), so the fair reference is the hello app on the same parser; the C-parser hello is printed
-for scale. Goal (issue #13): OWA pages >= 0.7 x the same-parser hello. A 404 from the same CAS shows what its core
-(routing, state headers, ledger) costs before OWA adds its part.
+for scale. Goal (issue #13): OWA pages >= 0.7 x the same-parser hello. A 404 from the same CAS shows
+what its core (routing, state headers, ledger) costs before OWA adds its part.
 
 The machine is shared, so the targets are measured in turns (OWA, core, both hellos, OWA, ...) and the best
 run of each kept. The server's CPU time per request (from /proc) moves much less with other people's
