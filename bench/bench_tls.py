@@ -8,7 +8,8 @@ and Ping, and new TLS connections per load-generator core (prints figures, asser
    minutes), and the process's RSS is read at 100 users and again at `--users`; the difference over the
    added users is the cost of one user (what every user shares, like the kind's one TLS context, falls
    out). The CAS's memory per held RPC/HTTP channel (two per virtual connection, four per Outlook) and
-   per held Ping is read the same way. Goal: HTTPS <= 1.3 x HTTP per user.
+   per held Ping is read the same way. Goal: HTTPS <= 1.3 x HTTP per user. TLS 1.3 by default, as a
+   run's clients offer it; `--tls 1.2` for the other (bench_tls_floor.py says what each costs).
 2. handshakes: new TLS connections per CPU-second of the client process (`--tls` 1.2 by default, the
    version whose resumption by session ID the lab models): a plain Python `ssl` loop doing only that
    (connect, handshake, close with close_notify) against the caslab client path (a browser user's
@@ -20,7 +21,7 @@ The CAS runs on core 0, the clients on core 1. The machine is shared: run it whe
 load, and more than once (`--rounds`).
 
     .venv/bin/python bench/bench_tls.py [memory|handshakes|both] [--users 600] [--kinds a,b] [--rounds 3]
-        [--seconds 3] [--tls 1.2]
+        [--seconds 3] [--tls 1.2|1.3]
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def run_on_core_1(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def one_memory(kind: str, base: str, users: int, ca: str, admin: str) -> dict:
+def one_memory(kind: str, base: str, users: int, ca: str, admin: str, version: str) -> dict:
     """In this (fresh) process: memory per user of `kind` against `base`, and the CAS's per connection."""
     import gc
 
@@ -98,7 +99,9 @@ def one_memory(kind: str, base: str, users: int, ca: str, admin: str) -> dict:
         addresses=AddressPlan(0, "intranet", users=users, source_ips=users),
         clients={kind: users},
     )
-    plan = LoadPlan([population], Endpoints.from_url(base), time_scale=1.0, ca_pem=ca)
+    plan = LoadPlan(
+        [population], Endpoints.from_url(base), time_scale=1.0, ca_pem=ca, tls_max_version=version
+    )
     plan.start_time = time.time()
     env = Environment(user_classes=user_classes(plan))
     runner = env.create_local_runner()
@@ -128,17 +131,25 @@ def one_memory(kind: str, base: str, users: int, ca: str, admin: str) -> dict:
 def memory(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
     rows: dict[tuple[str, str], list[dict]] = {}
     kinds = args.kinds.split(",") if args.kinds else KINDS
+    version = args.tls or "1.3"  # what a run's clients offer
     for _ in range(args.rounds):
         for kind in kinds:
             for scheme, port in (("http", server.http_port), ("https", server.https_port)):
                 base = f"{scheme}://{server.host}:{port}"
                 with cas_running(server, tls):
                     answer = run_on_core_1(
-                        "--one-memory", kind, base, str(args.users), str(tls.ca_pem), server.admin_url
+                        "--one-memory",
+                        kind,
+                        base,
+                        str(args.users),
+                        str(tls.ca_pem),
+                        server.admin_url,
+                        version,
                     )
                 rows.setdefault((kind, scheme), []).append(answer)
     print(
-        f"\nmemory: {args.users} users per kind (per user: {FIRST} -> {args.users}), {args.rounds} round(s)"
+        f"\nmemory: TLS {version}, {args.users} users per kind (per user: {FIRST} -> {args.users}), "
+        f"{args.rounds} round(s)"
     )
     print(f"{'kind':<22}{'HTTP KB/user':>14}{'HTTPS KB/user':>15}{'HTTPS/HTTP':>12}{'per round':>22}"
           f"{'conns/user':>12}{'CAS KB/conn http':>18}{'https':>8}")  # fmt: skip
@@ -165,12 +176,12 @@ def main() -> None:
     parser.add_argument("--kinds", default="", help="comma-separated kinds (default: all)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0, help="each handshake window")
-    parser.add_argument("--one-memory", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--one-memory", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument(
         "--tls",
-        default="1.2",
         choices=["1.2", "1.3"],
-        help="handshakes: the TLS version (1.2: resumption by session ID, as the lab models it)",
+        help="the highest TLS version (handshakes: 1.2 by default, resumption by session ID as the lab "
+        "models it; memory: 1.3 by default, as a run's clients offer)",
     )
     parser.add_argument("--one-handshakes", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,8 +190,8 @@ def main() -> None:
         print(json.dumps(one_handshakes(mode, base, Path(ca_path).read_text(), float(seconds), version)))
         return
     if args.one_memory:
-        kind, base, users, ca_path, admin = args.one_memory
-        print(json.dumps(one_memory(kind, base, int(users), Path(ca_path).read_text(), admin)))
+        kind, base, users, ca_path, admin, version = args.one_memory
+        print(json.dumps(one_memory(kind, base, int(users), Path(ca_path).read_text(), admin, version)))
         return
 
     from lab.certs import make_tls_files
@@ -277,9 +288,9 @@ def handshakes(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
     rows: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for mode in ("plain-full", "client-full", "plain-resumed", "client-resumed"):
-            answer = run_on_core_1("--one-handshakes", mode, base, ca, str(args.seconds), args.tls)
+            answer = run_on_core_1("--one-handshakes", mode, base, ca, str(args.seconds), args.tls or "1.2")
             rows.setdefault(mode, []).append(answer)
-    print(f"\nhandshakes: TLS {args.tls}, connections per client CPU-second, {args.rounds} round(s)")
+    print(f"\nhandshakes: TLS {args.tls or '1.2'}, connections per client CPU-second, {args.rounds} round(s)")
     print(
         f"{'':<10}{'plain loop':>12}{'client path':>12}{'client/plain':>14}{'reused: plain':>15}{'client':>8}"
     )
