@@ -13,14 +13,20 @@ Settings (environment, because Locust imports this file before it parses its own
 - CASLAB_CA: the lab's CA certificate (a run folder's ca.pem) that HTTPS clients verify the VIP
   against; without it they verify nothing (and say so).
 --host sets where every HTTP service is reached (the VIP); MAPI and Address Book use its host name.
-Without --host the scenario's default VIP is used. The lab (`caslab run`) drives these same classes as
-a library (loadgen/runner.py).
+Without --host the scenario's default VIP is used. Clients bind their populations' 127.x source
+addresses, which reach the VIP only where it is an address of this network namespace (the local lab,
+or a worker in the balancer's namespace); where it is not (a swarm's worker, another machine), they
+connect from this process's own address instead, and say so (loadgen.addresses.OwnAddress).
+The lab (`caslab run`) drives these same classes as a library (loadgen/runner.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from locust import events
@@ -30,6 +36,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from lab.loadplan import endpoints_for_vip, plan_from_scenario
 from lab.model import Vip
 from lab.scenario import load_scenario
+from loadgen.addresses import OwnAddress
 from loadgen.eventlog import EventLog
 from loadgen.plan import Endpoints, user_classes
 
@@ -39,6 +46,26 @@ plan = plan_from_scenario(scenario, endpoints)
 if os.environ.get("CASLAB_CA"):
     plan.ca_pem = Path(os.environ["CASLAB_CA"]).read_text()
 globals().update({cls.__name__: cls for cls in user_classes(plan)})  # Locust collects module-level users
+
+
+log = logging.getLogger(__name__)
+
+
+def is_own_address(host: str) -> bool:
+    """Whether `host` is an address of this network namespace (one a socket here can bind to)."""
+    try:
+        with socket.socket() as sock:
+            sock.bind((socket.gethostbyname(host), 0))
+    except OSError:
+        return False
+    return True
+
+
+def connect_from_own_address(environment: Environment) -> None:
+    """Make every user class's population take this process's own address (OwnAddress)."""
+    for user_class in environment.user_classes:
+        addresses = replace(user_class.population.addresses, space=OwnAddress())
+        user_class.population = replace(user_class.population, addresses=addresses)
 
 
 def events_path(runner: object) -> Path:
@@ -64,4 +91,12 @@ def _on_test_start(environment: Environment, **_kwargs: object) -> None:
     # Here, not at init: a worker learns the host from the master when the test starts.
     if environment.host:
         plan.endpoints = Endpoints.from_url(environment.host)
+    vip_hosts = {host for host, _ in plan.endpoints.tcp.values()}
+    if not isinstance(environment.runner, MasterRunner) and not all(map(is_own_address, vip_hosts)):
+        log.warning(
+            "caslab: the VIP (%s) is not an address of this host: clients connect from its own address, "
+            "not from their populations' source addresses",
+            ", ".join(sorted(vip_hosts)),
+        )
+        connect_from_own_address(environment)
     plan.start_time = time.time()

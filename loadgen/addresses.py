@@ -7,7 +7,8 @@ plan that put every client in one /24 would hide that pitfall instead of showing
 
 In the docker backend the clients live in the lab network instead (`SubnetAddresses`): the load
 generator's container puts every address of the plan on its interface, so they must be addresses of
-that network's subnet.
+that network's subnet. A Locust worker that is neither beside the VIP nor in charge of its addresses
+(the swarm stack's, compose/lab.yml) connects from its own address (`OwnAddress`).
 
 - tenant-nat, citrix: `source_ips` shared addresses (default 1): every user behind one of them (NAT).
 - mobile-carrier: a pool of `source_ips`; a device moves to another pool address every `ip_change_every`.
@@ -71,6 +72,18 @@ class SubnetAddresses:
 
 
 @dataclass(frozen=True)
+class OwnAddress:
+    """Clients that connect from the load generator's own address: every address is 0.0.0.0, so the
+    kernel picks the one of the interface that reaches the VIP. For workers whose VIP is on another
+    host, where loopback addresses cannot go, and which do not own the plan's addresses on an interface
+    (a NAT-ed tenant's one address cannot be on several hosts at once): the balancer then sees one
+    client address per worker, not one per population."""
+
+    def address(self, population_index: int, n: int) -> str:
+        return "0.0.0.0"
+
+
+@dataclass(frozen=True)
 class AddressPlan:
     """Which address user u of one population has at time t (seconds since the load started)."""
 
@@ -79,7 +92,7 @@ class AddressPlan:
     users: int
     source_ips: int
     change_every_s: float | None = None  # mobile-carrier only
-    space: SubnetAddresses | None = None  # None: loopback addresses (the local backend)
+    space: SubnetAddresses | OwnAddress | None = None  # None: loopback addresses (the local backend)
 
     def __post_init__(self) -> None:
         if self.kind not in SHARED_KINDS + DISTINCT_KINDS:

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from loadgen.addresses import AddressPlan, address
+from loadgen.addresses import AddressPlan, OwnAddress, address
 
 
 def test_tenant_nat_users_share_the_configured_addresses():
@@ -38,3 +38,9 @@ def test_populations_never_share_addresses_and_bounds_are_checked():
         address(64, 0)
     with pytest.raises(ValueError):
         AddressPlan(0, "carrier-pigeon", users=1, source_ips=1)
+
+
+@pytest.mark.parametrize("kind", ["tenant-nat", "mobile-carrier", "intranet"])
+def test_clients_on_their_own_address_bind_none_so_every_population_leaves_from_the_host(kind):
+    plan = AddressPlan(0, kind, users=20, source_ips=4, change_every_s=60, space=OwnAddress())
+    assert {plan.address_of(u, t) for u in range(20) for t in (0, 90)} == {"0.0.0.0"}
