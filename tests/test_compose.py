@@ -18,6 +18,8 @@ import os
 import random
 import socket
 import subprocess
+import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -36,7 +38,8 @@ DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 # Locust's web UI, the three CAS admin ports.
 PUBLISHED_PORTS = (8080, 59531, 59532, 8404, 8089, 8111, 8112, 8113)
 SERVICE_OF_CONTAINER = '{{.Label "com.docker.compose.service"}}'
-LAB_SERVICES = {"cas01", "cas02", "cas03", "balancer-config", "balancer", "loadgen"}
+# One container each, but Locust's workers: CASLAB_WORKERS of them (lab.yml's default 2).
+LAB_CONTAINERS = ["balancer", "cas01", "cas02", "cas03", "loadgen", "loadgen-worker", "loadgen-worker"]
 
 
 def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> str:
@@ -152,13 +155,39 @@ def test_ready_lab_answers_through_haproxy_from_all_three_cas(lab: Lab) -> None:
     assert status == 200 and "Locust" in body
 
 
+def test_workers_in_the_balancers_namespace_send_from_their_populations_addresses(lab: Lab) -> None:
+    """Locust's workers share the balancer's network namespace under Compose (compose/lab.yml): their
+    clients bind the scenario's 127.x source addresses, which reach the VIP over loopback there, so the
+    CAS see each population's own addresses (forwarded by the balancer)."""
+    locust = f"http://{lab.publish_host}:8089"
+    deadline = time.monotonic() + 60
+    while json.loads(get(f"{locust}/stats/requests")[2])["worker_count"] != 2:
+        assert time.monotonic() < deadline, "Locust's two workers did not connect to its master"
+        time.sleep(0.5)  # poll interval: the loop ends as soon as both workers are there
+    form = urllib.parse.urlencode({"user_count": 16, "spawn_rate": 16}).encode()
+    with urllib.request.urlopen(f"{locust}/swarm", data=form, timeout=10) as response:
+        assert json.loads(response.read())["success"]
+
+    populations = ipaddress.ip_network("127.64.0.0/10")  # loadgen.addresses: 127.<64 + population>.x.y
+    deadline = time.monotonic() + 60
+    while True:
+        clients = {
+            ipaddress.ip_address(row["client_ip"])
+            for port in (8111, 8112, 8113)
+            for row in json.loads(get(f"http://{lab.publish_host}:{port}/caslab/ledger")[2])["rows"]
+        }
+        if any(client in populations for client in clients):
+            break
+        assert time.monotonic() < deadline, f"no request from a population's address: {clients}"
+        time.sleep(0.5)  # poll interval: the loop ends at the first such request
+
+
 def test_down_volumes_leaves_no_container_network_or_volume(lab: Lab) -> None:
-    assert sorted(lab.owned("container")) == sorted(LAB_SERVICES)
+    assert sorted(lab.owned("container")) == LAB_CONTAINERS
     images = docker("ps", "--all", "--filter", f"label=com.docker.compose.project={lab.project}",
                     "--format", "{{.Image}}").split()  # fmt: skip
     assert {image.split(":")[1] for image in images} == {lab.env["CASLAB_IMAGE_TAG"]}
-    assert lab.owned("network") == [f"{lab.project}_lab"]
-    assert lab.owned("volume") == [f"{lab.project}_balancer-config"]
+    assert lab.owned("network") == [f"{lab.project}_default"]
 
     lab.compose("down", "--volumes", "--timeout", "5")
 
