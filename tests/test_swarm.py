@@ -60,11 +60,13 @@ def wait_for(what: str, check: Callable[[], T], timeout_s: float = TIMEOUT_S, st
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[None]:
-    """The engine as a swarm manager, for the module; made here and left afterwards if it was not one."""
+    """The engine as a swarm manager, for the module; made here and left afterwards if it was not one,
+    with the bridge a swarm adds for its tasks' outside traffic (docker_gwbridge) if that was made too."""
     with SWARM_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = docker("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}").split()
         made = state[0] == "inactive"
+        had_gwbridge = "docker_gwbridge" in docker("network", "ls", "--format", "{{.Name}}").split()
         if made:
             docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377",
                    "--default-addr-pool", SWARM_POOL)  # fmt: skip
@@ -75,6 +77,8 @@ def swarm() -> Iterator[None]:
         finally:
             if made:
                 docker("swarm", "leave", "--force")
+                if not had_gwbridge:
+                    docker("network", "rm", "docker_gwbridge")
 
 
 @dataclass
