@@ -28,6 +28,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from locust import events
 from locust.env import Environment
@@ -91,7 +92,8 @@ def _on_test_start(environment: Environment, **_kwargs: object) -> None:
     # Here, not at init: a worker learns the host from the master when the test starts.
     if environment.host:
         plan.endpoints = Endpoints.from_url(environment.host)
-    vip_hosts = {host for host, _ in plan.endpoints.tcp.values()}
+    vip_hosts = {urlsplit(url).hostname or "" for url in plan.endpoints.base_urls.values()}
+    vip_hosts |= {host for host, _ in plan.endpoints.tcp.values()}
     if not isinstance(environment.runner, MasterRunner) and not all(map(is_own_address, vip_hosts)):
         log.warning(
             "caslab: the VIP (%s) is not an address of this host: clients connect from its own address, "
