@@ -1,4 +1,5 @@
-"""The load generator's entry point in the docker backend's loadgen container (lab/backends/docker.py):
+"""The load generator's entry point in the docker backend's loadgen container (lab/backends/docker/lab.py)
+with --workers 1 (loadgen.container_worker is the entry point of each of N > 1):
 
     python -m loadgen.container_run --user UID:GID --events RUN_DIR/events.csv \
         --duration 20 --ramp 3 PLAN_JSON
