@@ -235,6 +235,8 @@ def _run_and_judge(
             persistence_table_size=spec.persistence_table_size,
             notes=capacity_notes,
         )
+        facts.balancer_limits = balancer_limits(lab)
+        facts.notes.extend(facts.balancer_limits)
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)
         facts.invalid_reasons.extend(result.lost_workers)
@@ -262,6 +264,15 @@ def _run_and_judge(
     say(f"caslab: {verdict_line(analysis)}")
     say(f"caslab: report {run_dir / 'report.html'}")
     return EXIT_CODES[analysis.verdict], run_dir
+
+
+def balancer_limits(lab: Lab) -> list[str]:
+    """The balancer's own limits the load reached (Balancer.limits_reached), or none if it cannot say."""
+    try:
+        return lab.balancer.limits_reached()
+    except Exception as err:
+        log.warning("could not read what limits %s reached: %s", lab.balancer.name, err)
+        return []
 
 
 def default_workers() -> int:

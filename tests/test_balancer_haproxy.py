@@ -3,7 +3,9 @@ where the method says, per-path rules on one VIP, each TLS mode, failover and dr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
 import ssl
 
 import pytest
@@ -178,3 +180,30 @@ def test_a_full_stick_table_drops_its_oldest_entries(farm, tmp_path):
         kept = [c.source_ip for c in clients if f"key={c.source_ip} " in table]
         newer = {c.source_ip for c in clients[-2:]}
         assert len(kept) <= 4 and clients[0].source_ip not in kept and newer & set(kept), table
+
+
+class HAProxyWithFewFiles(HAProxy):
+    """HAProxy started with an open-file limit of 500, soft and hard (it sizes maxconn from the hard one)."""
+
+    def command(self) -> list[str]:
+        return ["prlimit", "--nofile=500:500", *super().command()]
+
+
+def test_a_frontend_that_reached_its_connection_limit_says_so(farm, tmp_path):
+    """Without a maxconn in the lab's config, HAProxy sizes its connection limit from its open-file limit;
+    holding more connections than that to the VIP makes limits_reached name the frontend, which the
+    verifier turns into an invalid run when sessions broke (lab/verifier/limits.py)."""
+    spec = spec_for("haproxy")
+    driver = HAProxyWithFewFiles(spec, tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(driver.stop)
+        driver.start()
+        driver.wait_ready(20)
+        assert driver.limits_reached() == []
+        limit = int(next(r["slim"] for r in driver.stats() if r["svname"] == "FRONTEND"))
+        assert limit < 250
+        address = (spec.vip.host, spec.vip.http_port)
+        held = [stack.enter_context(socket.create_connection(address)) for _ in range(limit + 5)]
+        poll(lambda: driver.limits_reached() != [], what="the frontend to reach its limit")
+        [reached] = driver.limits_reached()
+        assert f"reached its connection limit of {limit:,}" in reached and len(held) == limit + 5

@@ -356,6 +356,23 @@ def test_a_logon_that_expired_while_its_request_waited_in_the_lab_makes_the_run_
     assert (b.verdict, b.verdict_reason) == ("fail", "failed: hard_breaks = 2, must be <= 0")
 
 
+def test_a_balancer_that_reached_its_own_connection_limit_makes_a_run_with_breaks_invalid():
+    limit = "haproxy frontend owa reached its connection limit of 9,986 (...)"
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    sc = scenario(Thresholds(hard_breaks=0))
+    clean = run(ev, sc, facts=RunFacts("test", started_ts=T0, balancer_limits=[limit]))
+    assert clean.verdict == "pass", "nothing broke: the limit is only a note"
+    ev.loc[3, "outcome"] = "foreign"
+    ev.loc[4, "outcome"] = "transport"
+    ev.loc[4, ["server", "status"]] = ["", 0]
+    broken = run(ev, sc, facts=RunFacts("test", started_ts=T0, balancer_limits=[limit]))
+    assert broken.verdict == "invalid"
+    assert broken.verdict_reason == (
+        f"{limit}; the run's 1 hard break, 1 transport failure may come from that limit, not from persistence"
+    )
+    assert run(ev, sc).verdict == "fail", "without the limit the same breaks fail the run"
+
+
 def test_a_reason_the_run_gives_makes_it_invalid_whatever_its_checks_say():
     ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
     reason = "load generator CPU above 90 % in 17 of 20 samples"

@@ -9,6 +9,7 @@ One narrow interface, like an httpx transport; one module per driver in `lab.bal
     driver.write_config()                   # check, render and write them; {file name: path}
     driver.start(); driver.wait_ready(t)    # the real process, listening on the VIP (loopback only)
     driver.counters()                       # {server name: requests} as the balancer counted them
+    driver.limits_reached()                 # [] or a sentence per limit it ran into (its connection limit)
     driver.stop()                           # always safe to call, also after a failed start
     driver.version()                        # what runs (for reports); reads no state of the driver
 
@@ -312,6 +313,13 @@ class Balancer:
 
     def counters(self) -> dict[str, int]:
         raise NotImplementedError
+
+    def limits_reached(self) -> list[str]:
+        """After the load: a sentence for each limit of the balancer's own that the load reached, such as
+        a connection limit that HAProxy sized from this machine's open-file limit (connections beyond it
+        wait in the accept queue). A run that reached one and broke sessions cannot say whether the
+        persistence or the limit broke them (lab/verifier/limits.py). Default: none known."""
+        return []
 
     def version(self) -> str:
         raise NotImplementedError

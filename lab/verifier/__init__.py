@@ -12,6 +12,7 @@ them:
     balance.py         max/mean, CV, Jain's index, and the same sessions placed at random
     reconciliation.py  every client event matched to its ledger row, the rest counted by why
     held.py            breaks the lab made: a logon that expired while its request waited in the lab
+    limits.py          breaks while the balancer ran into a limit of its own (its connection limit)
     timers.py          cuts seen by the clients and by the CAS; the heartbeats ActiveSync devices asked for
     moves.py           why sessions moved: an expired or evicted persistence entry, a failed CAS, ...
     checks.py          the scenario's thresholds as checks

@@ -43,6 +43,7 @@ class RunFacts:
     # how many entries a table held (None: no limit set). Absent, the scenario's are used.
     persistence_timeouts_s: dict[str, float] = field(default_factory=dict)
     persistence_table_size: int | None = None
+    balancer_limits: list[str] = field(default_factory=list)  # limits of its own the balancer reached
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

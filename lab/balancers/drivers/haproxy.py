@@ -370,6 +370,25 @@ class HAProxy(ProcessBalancer):
                 totals[cas] += int(row["stot"] or 0)
         return totals
 
+    def limits_reached(self) -> list[str]:
+        """Frontends whose most concurrent connections (smax) reached their limit (slim): without a
+        maxconn in the config HAProxy sizes it from the open-file limit."""
+        reached = []
+        for row in self.stats():
+            limit, most = row.get("slim") or "", row.get("smax") or ""
+            if (
+                row.get("svname") == "FRONTEND"
+                and limit.isdigit()
+                and most.isdigit()
+                and int(most) >= int(limit)
+            ):
+                reached.append(
+                    f"haproxy frontend {row['pxname']} reached its connection limit of {int(limit):,} "
+                    "(without a maxconn, HAProxy sizes it from the open-file limit): connections beyond it "
+                    "waited in the accept queue"
+                )
+        return reached
+
     def cas_of(self, pool: str, server: str) -> str | None:
         if self.spec.config is None and pool == "health":
             return None  # the lab's own `health` backend only probes
