@@ -4,10 +4,13 @@ CAS (it has no active probe, so a failed probe URL goes unnoticed, as the design
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import pytest
 
 from lab.balancers import Unsupported
-from lab.balancers.drivers.nginx import Nginx, answered_by
+from lab.balancers.drivers.nginx import WORKER_CONNECTIONS, Nginx, answered_by
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
 
@@ -28,6 +31,7 @@ from lbchecks import (  # noqa: E402
     client_for,
     local_farm_running,
     persistence,
+    poll,
     reached_by_new_clients,
     set_health,
     spec_for,
@@ -123,3 +127,32 @@ def test_access_log_line_names_the_cas_that_answered():
 def test_balancer_cookie_lifetime(farm, tmp_path):
     """Set again on every answer, so its Max-Age is an idle timeout."""
     check_cookie_lifetime("nginx", tmp_path, "90", refreshed=True)
+
+
+class NginxWithFewConnections(Nginx):
+    """nginx with 64 worker_connections instead of the lab's 16,384."""
+
+    def render(self) -> dict[str, str]:
+        return {
+            name: text.replace(f"worker_connections {WORKER_CONNECTIONS};", "worker_connections 64;")
+            for name, text in super().render().items()
+        }
+
+
+def test_running_out_of_worker_connections_is_a_limit_reached(farm, tmp_path):
+    """nginx logs when its worker_connections are not enough; limits_reached says so, which the verifier
+    turns into an invalid run when sessions broke (lab/verifier/limits.py)."""
+    spec = spec_for("nginx")
+    driver = NginxWithFewConnections(spec, tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(driver.stop)
+        driver.start()
+        driver.wait_ready(20)
+        assert driver.limits_reached() == []
+        address = (spec.vip.host, spec.vip.http_port)
+        for _ in range(80):  # nginx accepts until it has no connection left, then logs and drops them
+            stack.enter_context(socket.create_connection(address))
+        poll(lambda: driver.limits_reached() != [], what="nginx to log that it ran out")
+        [reached] = driver.limits_reached()
+        assert reached.startswith("nginx ran out of its worker_connections ")
+        assert reached.endswith(" times (its log: 'worker_connections are not enough')")

@@ -67,6 +67,7 @@ from lab.model import BalancerSpec, CasEndpoint, Persistence, Timeouts
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 LONG = "3600s"  # RPC/HTTP channels, EAS Ping and MAPI connections stay open for many minutes
+WORKER_CONNECTIONS = 16384  # per worker, client and CAS side both count: about 8,000 proxied connections
 # Access logs: the last entry of $upstream_addr is the CAS that answered (earlier ones were retried),
 # if the last entry of $upstream_bytes_received says it sent anything.
 HTTP_LOG = '"$upstream_addr" "$upstream_bytes_received" $status "$request_method $uri" $remote_addr'
@@ -172,7 +173,8 @@ class Nginx(ProcessBalancer):
             f"load_module {STREAM_MODULE};",
             "worker_processes 1;",
             f"pid {d}/nginx.pid;",
-            "events { worker_connections 16384; }",
+            "error_log stderr warn;  # warn: 'worker_connections are not enough, reusing connections'",
+            f"events {{ worker_connections {WORKER_CONNECTIONS}; }}",
             "",
             "http {",
             f"    log_format caslab '{HTTP_LOG}';",
@@ -338,6 +340,20 @@ class Nginx(ProcessBalancer):
         return [*lines, "    }"]
 
     # -- running --------------------------------------------------------------------------------------
+
+    def limits_reached(self) -> list[str]:
+        """Times nginx said in its log that it ran out of connections or of open files: it then refuses or
+        drops connections it cannot take."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        said = {
+            "worker_connections are not enough": "its worker_connections",
+            "Too many open files": "the open-file limit",
+        }
+        return [
+            f"nginx ran out of {what} {count:,} times (its log: '{message}')"
+            for message, what in said.items()
+            if (count := text.count(message))
+        ]
 
     def counters(self) -> dict[str, int]:
         """Requests (HTTP) and finished connections (TCP) per CAS, from the access logs, read
