@@ -29,6 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 TIME_SCALE = 120
 # Every population has a kind all its users run (share 1): the lab gives each kind to the first users of
 # a population, so users running none would never show in a log.
+# No user runs both Outlooks: the lab gives every kind to the first users, and from-logs counts a user
+# whose agents name Outlook 2010 and 2007 as one Outlook 2010 (a person runs one), which made the
+# Outlook 2007 rate come out at half its own (2.1-3.1/h against 4.3) and 2010's high. Outlook 2010 is
+# in the `direct` population.
 SCENARIO = f"""
 name = "fromlogs-roundtrip"
 description = "a NAT-ed tenant, phones on a carrier that change address, intranet and home users"
@@ -45,7 +49,7 @@ preset = "recommended"
 kind = "tenant-nat"
 users = 24
 source_ips = 2
-clients = {{ browser = 1, outlook2010-rpchttp = 0.5, outlook2007-rpchttp = 0.25, eas-device = 0.25 }}
+clients = {{ browser = 1, outlook2007-rpchttp = 0.25, eas-device = 0.25 }}
 [[population]]
 kind = "mobile-carrier"
 users = 12
