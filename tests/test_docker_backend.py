@@ -258,8 +258,9 @@ def test_vip_per_service_and_faults_reach_the_containers(tmp_path: Path, monkeyp
     assert (tmp_path / "balancer" / "haproxy.log").exists()
 
 
-def start(command: list[str], cwd: Path, ready: str) -> tuple[subprocess.Popen, str]:
-    """A caslab command in the background, returned once it has printed a line starting with `ready`."""
+def start(command: list[str], cwd: Path, ready: str | tuple[str, ...]) -> tuple[subprocess.Popen, str]:
+    """A caslab command in the background, returned once it has printed a line starting with `ready`
+    (one of them, when a tuple)."""
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
     )
@@ -280,7 +281,8 @@ def test_a_sigkilled_run_leaves_its_containers_which_caslab_down_of_its_checkout
     out = here / "reports"
     command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out),
                "--workers", "1"]  # fmt: skip
-    run, _ = start(command, here, "phase: ramp")
+    # The first progress line can fall after the short ramp: either phase means the load is running.
+    run, _ = start(command, here, ("phase: ramp", "phase: load"))
     try:
         running = leftovers(out)
         tag = subprocess.run([str(ROOT / "compose/build-images"), "--print-tag"], capture_output=True,
