@@ -6,7 +6,6 @@ import hashlib
 import secrets
 import time
 from collections import Counter
-from typing import Any
 
 from caslab.records import LedgerRow
 from mockcas.config import CasConfig
@@ -46,11 +45,25 @@ class Cas:
     def scaled(self, seconds: float) -> float:
         return self.config.scaled(seconds)
 
-    def record(self, *, service: str, state: str, **row: Any) -> LedgerRow:
-        """Append one ledger row (fields of Ledger.record). Services call this for TCP exchanges; HTTP
-        rows are written for them by the server's access logger."""
+    def record(
+        self,
+        *,
+        ts: float,
+        service: str,
+        session_key: str,
+        client_ip: str,
+        state: str,
+        status: int,
+        request_id: str = "",
+        run_id: str = "",
+        detail: str = "",
+    ) -> LedgerRow:
+        """Append one ledger row (see Ledger.record). Services call this for TCP exchanges; HTTP rows are
+        written for them by the server's access logger. The fields are spelled out rather than passed on
+        as **kwargs: this runs once per request, and repacking keywords cost more than the row itself."""
         self.counts[(service, state)] += 1
-        return self.ledger.record(service=service, state=state, **row)
+        row = (ts, service, session_key, client_ip, state, status, request_id, run_id, detail)
+        return self.ledger.record(*row)
 
     def set_health(self, value: str) -> None:
         if value not in HEALTH_STATES:

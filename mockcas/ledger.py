@@ -27,7 +27,6 @@ class Ledger:
 
     def record(
         self,
-        *,
         ts: float,
         service: str,
         session_key: str,
@@ -38,21 +37,23 @@ class Ledger:
         run_id: str = "",
         detail: str = "",
     ) -> LedgerRow:
+        """Append the row of one request that arrived at `ts` and ends now (its latency)."""
         if state not in LEDGER_STATES:
             raise ValueError(f"unknown ledger state {state!r}")
+        # Positional: one row is made per request, and keywords cost a namedtuple twice as much.
         row = LedgerRow(
-            seq=len(self._rows),
-            ts=ts,
-            server=self.server,
-            service=service,
-            session_key=_text(session_key),
-            client_ip=_text(client_ip),
-            state=state,
-            status=status,
-            request_id=_text(request_id),
-            run_id=_text(run_id),
-            detail=_text(detail),
-            latency_ms=round((time.time() - ts) * 1000, 3),
+            len(self._rows),
+            ts,
+            self.server,
+            service,
+            _text(session_key),
+            _text(client_ip),
+            state,
+            status,
+            _text(request_id),
+            _text(run_id),
+            _text(detail),
+            round((time.time() - ts) * 1000, 3),
         )
         self._rows.append(row)
         return row

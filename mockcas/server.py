@@ -48,11 +48,9 @@ log = logging.getLogger("mockcas")
 _CTX = web.RequestKey("caslab_ctx", RequestContext)
 _T0 = web.RequestKey("caslab_t0", float)
 
-# Longest prefix first, so '/owa/auth' style nesting could never pick a shorter match by accident.
-_ROUTES: list[tuple[str, str]] = sorted(
-    ((prefix, sid) for sid, prefixes in SERVICE_PATHS.items() for prefix in prefixes),
-    key=lambda item: -len(item[0]),
-)
+# Every virtual directory is one path segment (`/owa`; tests/test_mockcas_core.py holds them to that),
+# so the service of a path is one dict look-up of its first segment: this runs once per request.
+_SERVICE_BY_VDIR: dict[str, str] = {vdir: sid for sid, vdirs in SERVICE_PATHS.items() for vdir in vdirs}
 
 
 def client_ip(request: web.BaseRequest) -> str:
@@ -65,11 +63,9 @@ def client_ip(request: web.BaseRequest) -> str:
 def service_for(path: str) -> str | None:
     """The service whose virtual directory holds `path` (no query): the path is one of its prefixes or
     lies below one, in any case (`/OWA/...`); never a longer name (`/owanext`)."""
-    lowered = path.lower()
-    for prefix, sid in _ROUTES:
-        if lowered == prefix or lowered.startswith(prefix + "/"):
-            return sid
-    return None
+    if not path.startswith("/"):
+        return None
+    return _SERVICE_BY_VDIR.get("/" + path[1:].partition("/")[0].lower())
 
 
 def _log_iis(cas: Cas, request: web.BaseRequest, ctx: RequestContext, status: int, started: float) -> None:

@@ -124,3 +124,16 @@ def test_a_peer_gone_mid_body_is_recorded_peer_closed_not_as_a_bug(make_farm):
     while not (rows := ledger(f"{BASE}.11", "eas")) and time.monotonic() < deadline:
         time.sleep(0.02)  # the row is written when the CAS notices the peer is gone
     assert [(r["status"], r["detail"]) for r in rows] == [(499, "peer-closed")]
+
+
+def test_a_path_belongs_to_the_service_of_its_first_segment_in_any_case() -> None:
+    from caslab.vocab import SERVICE_PATHS
+    from mockcas.server import service_for
+
+    # service_for looks up the first path segment only: every virtual directory must be one segment.
+    assert all(vdir.count("/") == 1 for vdirs in SERVICE_PATHS.values() for vdir in vdirs)
+    assert service_for("/owa") == service_for("/OWA/") == service_for("/owa/auth/logon.aspx") == "owa"
+    assert service_for("/Microsoft-Server-ActiveSync?Cmd=Ping") is None  # a path has no query
+    assert service_for("/Microsoft-Server-ActiveSync/default.eas") == "eas"
+    assert service_for("/rpc/rpcproxy.dll") == "rpchttp"
+    assert service_for("/owanext/") is service_for("/") is service_for("") is service_for("owa") is None

@@ -146,23 +146,26 @@ class OwaService(HttpService):
         check = self.forms.check(cookies)
         if check.logon is not None:
             return None
-        origin = request_origin(request, self.cas.config.vip_host)
-        return _dressed(without_logon(ctx, check, _is_script(request, path), origin, "/owa/"), cookies)
+        refused = without_logon(ctx, check, _is_script(request, path), self._origin(request), "/owa/")
+        return _dressed(refused, cookies)
 
     async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         path = ctx.path
-        origin = request_origin(request, self.cas.config.vip_host)
         cookies = request_cookies(request)
         if path == LOGON_PAGE:
-            response = self._logon_page(request, ctx, origin)
+            response = self._logon_page(request, ctx, self._origin(request))
         elif path == LOGON_POST:
-            response = await self._logon_post(request, ctx, origin)
+            response = await self._logon_post(request, ctx, self._origin(request))
         elif path.startswith("/owa/auth/"):
             ctx.note("", "invalid", "no such page")
             response = iis.not_found()
         else:
-            response = self._application(request, ctx, origin, cookies)
+            response = self._application(request, ctx, cookies)
         return _dressed(response, cookies)
+
+    def _origin(self, request: web.Request) -> str:
+        """Where the client came in, for the URLs it is sent back to (only redirects need it)."""
+        return request_origin(request, self.cas.config.vip_host)
 
     def _logon_page(self, request: web.Request, ctx: RequestContext, origin: str) -> web.Response:
         destination = request.query.get("url") or f"{origin}/owa/"
@@ -204,7 +207,7 @@ class OwaService(HttpService):
         return response
 
     def _application(
-        self, request: web.Request, ctx: RequestContext, origin: str, cookies: dict[str, str]
+        self, request: web.Request, ctx: RequestContext, cookies: dict[str, str]
     ) -> web.Response:
         method, path = request.method, ctx.path
         if method not in _METHODS:
@@ -213,7 +216,7 @@ class OwaService(HttpService):
         script = _is_script(request, path)
         check = self.forms.check(cookies)
         if check.logon is None:
-            return without_logon(ctx, check, script, origin, "/owa/")
+            return without_logon(ctx, check, script, self._origin(request), "/owa/")
         logon = check.logon
         ctx.user = logon.user  # the forms logon's user, for the IIS log's cs-username
         if path == LOGOFF_PATH:
