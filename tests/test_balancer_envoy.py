@@ -4,6 +4,9 @@ no panic mode, counters."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import pytest
 
 from lab.balancers import Unsupported
@@ -141,3 +144,31 @@ def test_vip_per_service(farm, tmp_path):
 def test_balancer_cookie_lifetime(farm, tmp_path):
     """A session cookie: Envoy never refreshes it, so a lifetime would log busy users off."""
     check_cookie_lifetime("envoy", tmp_path, "", refreshed=False)
+
+
+class EnvoyWithFewFiles(Envoy):
+    """Envoy started with an open-file limit of 200, soft and hard."""
+
+    def command(self) -> list[str]:
+        return ["prlimit", "--nofile=200:200", *super().command()]
+
+
+def test_running_out_of_open_files_is_a_limit_reached(farm, tmp_path):
+    """Envoy has no connection limit of its own in the lab's config: clients held open take its files, and
+    a request that needs a new connection to a CAS then fails, which Envoy logs; limits_reached says so,
+    which the verifier turns into an invalid run when sessions broke (lab/verifier/limits.py)."""
+    spec = spec_for("envoy")
+    driver = EnvoyWithFewFiles(spec, tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(driver.stop)
+        driver.start()
+        driver.wait_ready(20)
+        assert driver.limits_reached() == []
+        address = (spec.vip.host, spec.vip.http_port)
+        held = [stack.enter_context(socket.create_connection(address)) for _ in range(250)]
+        for connection in held:  # no connection to a CAS is open yet: the first request needs one
+            connection.sendall(b"GET /owa/ HTTP/1.1\r\nHost: mail.caslab.test\r\n\r\n")
+        poll(lambda: driver.limits_reached() != [], what="envoy to log that it ran out of files")
+        [reached] = driver.limits_reached()
+        assert reached.startswith("envoy ran out of open files ")
+        assert "times (its log: 'Too many open files')" in reached

@@ -3,7 +3,9 @@ they say, the rest is refused by name, per-path cookies, TLS modes, failover, co
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 
 import pytest
 
@@ -126,3 +128,30 @@ def test_vip_per_service(farm, tmp_path):
 def test_balancer_cookie_lifetime(farm, tmp_path):
     """A session cookie: Traefik never refreshes it, so a lifetime would log busy users off."""
     check_cookie_lifetime("traefik", tmp_path, "", refreshed=False)
+
+
+class TraefikWithFewFiles(Traefik):
+    """Traefik started with an open-file limit of 200, soft and hard."""
+
+    def command(self) -> list[str]:
+        return ["prlimit", "--nofile=200:200", *super().command()]
+
+
+def test_running_out_of_open_files_is_a_limit_reached(farm, tmp_path):
+    """Traefik has no connection limit of its own in the lab's config: clients held open take its files,
+    then it logs each accept it cannot make; limits_reached says so, which the verifier turns into an
+    invalid run when sessions broke (lab/verifier/limits.py)."""
+    spec = spec_for("traefik")
+    driver = TraefikWithFewFiles(spec, tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(driver.stop)
+        driver.start()
+        driver.wait_ready(20)
+        assert driver.limits_reached() == []
+        address = (spec.vip.host, spec.vip.http_port)
+        for _ in range(250):
+            stack.enter_context(socket.create_connection(address))
+        poll(lambda: driver.limits_reached() != [], what="traefik to log that it ran out of files")
+        [reached] = driver.limits_reached()
+        assert reached.startswith("traefik ran out of open files ")
+        assert "times (its log: 'too many open files')" in reached

@@ -3,7 +3,9 @@
 The lab's balancer runs on the lab's machine, whose limits are not production's: HAProxy without a
 maxconn sizes its connection limit from the open-file limit (20,000 files: about 10,000 connections),
 and connections beyond it wait in the accept queue until a client gives up (a transport failure) or
-one channel of an Outlook Anywhere pair arrives alone (a hard break). When the balancer says it
+one channel of an Outlook Anywhere pair arrives alone (a hard break); nginx, Envoy and Traefik have no
+limit of their own in the lab's configs and run out of open files instead, which they log (requests
+that needed a new connection to a CAS fail, clients wait to be accepted). When the balancer says it
 reached such a limit (Balancer.limits_reached, kept in the run's facts) and the run has hard breaks,
 transport failures or cuts, the lab cannot vouch for the verdict, so the run is invalid. Without
 breaks the limit is only a note: nothing broke, whatever queued.

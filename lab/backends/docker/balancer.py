@@ -92,12 +92,21 @@ class ContainerBalancer(ProcessBalancer):
             self._version = done.output.decode().strip()
         return self._version
 
+    def log_count(self, message: str) -> int:
+        """Counted in the container's output so far (saved to the log file first)."""
+        self._save_log()
+        return super().log_count(message)
+
     def stop(self) -> None:
         """Keep the balancer's output in its log file; the lab removes the container."""
         if self.container is not None:
+            self._save_log()
+            self.container = None
+
+    def _save_log(self) -> None:
+        if self.container is not None:
             with contextlib.suppress(docker.errors.APIError):
                 self.log_path.write_bytes(self.container.logs())
-            self.container = None
 
 
 def container_balancer(spec: BalancerSpec, run_dir: Path, containers: LabContainers) -> ContainerBalancer:

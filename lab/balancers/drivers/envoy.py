@@ -388,6 +388,19 @@ class Envoy(ProcessBalancer):
     def clusters(self) -> list[dict]:
         return json.loads(self.admin("/clusters?format=json")).get("cluster_statuses", [])
 
+    def limits_reached(self) -> list[str]:
+        """Times Envoy logged that it ran out of open files. It has no connection limit of its own unless a
+        config sets one, so the open-file limit is where it stops: a connection it cannot open to a CAS
+        fails the request ("socket(2) failed, got error: Too many open files"), and while it is out even
+        its admin interface stops answering, so this reads the log."""
+        count = self.log_count("Too many open files")
+        if not count:
+            return []
+        return [
+            f"envoy ran out of open files {count:,} times (its log: 'Too many open files'): connections "
+            "it could not open to a CAS failed their requests"
+        ]
+
     def counters(self) -> dict[str, int]:
         by_host = {cas.host: cas.name for cas in self.spec.servers}
         tcp = {pool.name for pool in self.layout.pools if pool.tcp}

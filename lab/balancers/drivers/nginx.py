@@ -344,7 +344,6 @@ class Nginx(ProcessBalancer):
     def limits_reached(self) -> list[str]:
         """Times nginx said in its log that it ran out of connections or of open files: it then refuses or
         drops connections it cannot take."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         said = {
             "worker_connections are not enough": "its worker_connections",
             "Too many open files": "the open-file limit",
@@ -352,7 +351,7 @@ class Nginx(ProcessBalancer):
         return [
             f"nginx ran out of {what} {count:,} times (its log: '{message}')"
             for message, what in said.items()
-            if (count := text.count(message))
+            if (count := self.log_count(message))
         ]
 
     def counters(self) -> dict[str, int]:

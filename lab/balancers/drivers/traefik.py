@@ -313,6 +313,18 @@ class Traefik(ProcessBalancer):
         by_host = {cas.host: cas.name for cas in self.spec.servers}
         return {by_host[url.split("//")[1].rsplit(":", 1)[0]]: state == "UP" for url, state in status.items()}
 
+    def limits_reached(self) -> list[str]:
+        """Times Traefik logged that it ran out of open files: it then cannot accept clients ("accept4: too
+        many open files", retried in a tight loop) nor open connections to a CAS (its health checks fail
+        with "socket: too many open files", and a CAS it marks down takes no sessions)."""
+        count = self.log_count("too many open files")
+        if not count:
+            return []
+        return [
+            f"traefik ran out of open files {count:,} times (its log: 'too many open files'): clients it "
+            "could not accept waited, and connections to a CAS failed"
+        ]
+
     def counters(self) -> dict[str, int]:
         """Requests per CAS from the JSON access log (HTTP only), read incrementally."""
         by_addr = {
