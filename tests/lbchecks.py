@@ -186,8 +186,12 @@ def spec_for(
 
 
 @contextmanager
-def balancer_running(spec: BalancerSpec, run_dir: Path) -> Iterator[Balancer]:
-    driver = get_driver(spec, run_dir)
+def balancer_running(
+    spec: BalancerSpec, run_dir: Path, driver_class: type[Balancer] | None = None
+) -> Iterator[Balancer]:
+    """The spec's balancer, started and serving, stopped afterwards; `driver_class` runs a subclass of
+    the driver instead (a test's variant, such as one with fewer open files)."""
+    driver = driver_class(spec, run_dir) if driver_class else get_driver(spec, run_dir)
     try:
         driver.start()
         driver.wait_ready(20)

@@ -158,11 +158,8 @@ def test_running_out_of_open_files_is_a_limit_reached(farm, tmp_path):
     a request that needs a new connection to a CAS then fails, which Envoy logs; limits_reached says so,
     which the verifier turns into an invalid run when sessions broke (lab/verifier/limits.py)."""
     spec = spec_for("envoy")
-    driver = EnvoyWithFewFiles(spec, tmp_path)
     with contextlib.ExitStack() as stack:
-        stack.callback(driver.stop)
-        driver.start()
-        driver.wait_ready(20)
+        driver = stack.enter_context(balancer_running(spec, tmp_path, EnvoyWithFewFiles))
         assert driver.limits_reached() == []
         address = (spec.vip.host, spec.vip.http_port)
         held = [stack.enter_context(socket.create_connection(address)) for _ in range(250)]

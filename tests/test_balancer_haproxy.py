@@ -194,11 +194,8 @@ def test_a_frontend_that_reached_its_connection_limit_says_so(farm, tmp_path):
     holding more connections than that to the VIP makes limits_reached name the frontend, which the
     verifier turns into an invalid run when sessions broke (lab/verifier/limits.py)."""
     spec = spec_for("haproxy")
-    driver = HAProxyWithFewFiles(spec, tmp_path)
     with contextlib.ExitStack() as stack:
-        stack.callback(driver.stop)
-        driver.start()
-        driver.wait_ready(20)
+        driver = stack.enter_context(balancer_running(spec, tmp_path, HAProxyWithFewFiles))
         assert driver.limits_reached() == []
         limit = int(next(r["slim"] for r in driver.stats() if r["svname"] == "FRONTEND"))
         assert limit < 250

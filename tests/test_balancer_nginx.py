@@ -143,11 +143,8 @@ def test_running_out_of_worker_connections_is_a_limit_reached(farm, tmp_path):
     """nginx logs when its worker_connections are not enough; limits_reached says so, which the verifier
     turns into an invalid run when sessions broke (lab/verifier/limits.py)."""
     spec = spec_for("nginx")
-    driver = NginxWithFewConnections(spec, tmp_path)
     with contextlib.ExitStack() as stack:
-        stack.callback(driver.stop)
-        driver.start()
-        driver.wait_ready(20)
+        driver = stack.enter_context(balancer_running(spec, tmp_path, NginxWithFewConnections))
         assert driver.limits_reached() == []
         address = (spec.vip.host, spec.vip.http_port)
         for _ in range(80):  # nginx accepts until it has no connection left, then logs and drops them

@@ -142,11 +142,8 @@ def test_running_out_of_open_files_is_a_limit_reached(farm, tmp_path):
     then it logs each accept it cannot make; limits_reached says so, which the verifier turns into an
     invalid run when sessions broke (lab/verifier/limits.py)."""
     spec = spec_for("traefik")
-    driver = TraefikWithFewFiles(spec, tmp_path)
     with contextlib.ExitStack() as stack:
-        stack.callback(driver.stop)
-        driver.start()
-        driver.wait_ready(20)
+        driver = stack.enter_context(balancer_running(spec, tmp_path, TraefikWithFewFiles))
         assert driver.limits_reached() == []
         address = (spec.vip.host, spec.vip.http_port)
         for _ in range(250):
