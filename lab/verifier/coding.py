@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,24 @@ def keys_of(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
     blank = np.asarray(pd.isna(uniques) | (uniques.astype(str) == ""), dtype=bool)
     return codes, blank
+
+
+def request_id_keys(
+    request_ids: pd.Series, ledger: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The request ids of client events and of ledger rows as codes of one numbering: (per event, per
+    ledger row, per code whether it is empty/missing)."""
+    ids, blank = keys_of(pd.concat([request_ids, ledger_column(ledger, "request_id")], ignore_index=True))
+    return ids[: len(request_ids)], ids[len(request_ids) :], blank
+
+
+def first_row_values(ledger_id: np.ndarray, n_ids: int, values: np.ndarray, missing: Any) -> np.ndarray:
+    """Per request id code: `values` of the first ledger row with that id (a retried request can have
+    several), `missing` where no row has it."""
+    per_id = np.full(n_ids, missing, dtype=values.dtype)
+    first_ids, first_rows = np.unique(ledger_id, return_index=True)
+    per_id[first_ids] = values[first_rows]
+    return per_id
 
 
 def recode(codes: np.ndarray, names: list[str], wanted: list[str]) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lab.verifier.coding import CodedEvents, keys_of, ledger_column, numbers
+from lab.verifier.coding import CodedEvents, first_row_values, ledger_column, numbers, request_id_keys
 
 
 def held_in_lab(
@@ -29,16 +29,11 @@ def held_in_lab(
     if not hard.any() or ledger.empty:
         return held
     # The ledger row of each hard break's request id: its state and the CAS's own latency.
-    n_events = len(events)
-    ids, blank = keys_of(
-        pd.concat([events["request_id"], ledger_column(ledger, "request_id")], ignore_index=True)
-    )
-    event_id, ledger_id = ids[:n_events], ids[n_events:]
-    state = np.full(len(blank), "", dtype=object)
-    cas_latency_ms = np.full(len(blank), np.nan)
-    first_ids, first_rows = np.unique(ledger_id, return_index=True)
-    state[first_ids] = ledger_column(ledger, "state").to_numpy(dtype=object)[first_rows]
-    cas_latency_ms[first_ids] = numbers(ledger_column(ledger, "latency_ms"))[first_rows]
+    event_id, ledger_id, blank = request_id_keys(events["request_id"], ledger)
+    states = ledger_column(ledger, "state").to_numpy(dtype=object)
+    state = first_row_values(ledger_id, len(blank), states, "")
+    latencies = numbers(ledger_column(ledger, "latency_ms"))
+    cas_latency_ms = first_row_values(ledger_id, len(blank), latencies, np.nan)
     expired = hard & ~blank[event_id] & (state[event_id] == "expired")
     if not expired.any():
         return held

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lab.verifier.coding import CodedEvents, keys_of, ledger_column
+from lab.verifier.coding import CodedEvents, first_row_values, request_id_keys
 
 
 def reconcile(
@@ -36,16 +36,13 @@ def reconcile(
     does not match. `stopped`: per event, answered by a CAS that a fault killed later; `ledger` holds
     this run's rows only, `foreign_run_rows` counts those of other runs (see rows_of_other_runs)."""
     n_events = len(request_ids)
-    ids, blank = keys_of(pd.concat([request_ids, ledger_column(ledger, "request_id")], ignore_index=True))
-    event_id, ledger_id = ids[:n_events], ids[n_events:]
+    event_id, ledger_id, blank = request_id_keys(request_ids, ledger)
     event_has_id, ledger_has_id = ~blank[event_id], ~blank[ledger_id]
     in_ledger = np.bincount(ledger_id[ledger_has_id], minlength=len(blank)) > 0
     in_events = np.bincount(event_id[event_has_id], minlength=len(blank)) > 0
     matched = event_has_id & in_ledger[event_id]
     # The server of the first ledger row of each id, against the server the client says answered.
-    first_ids, first_rows = np.unique(ledger_id, return_index=True)
-    ledger_server_of_id = np.full(len(blank), -2, dtype=np.int64)
-    ledger_server_of_id[first_ids] = ledger_server[first_rows]
+    ledger_server_of_id = first_row_values(ledger_id, len(blank), ledger_server.astype(np.int64), -2)
     transport = events.outcome["transport"]
     cut = events.outcome["cut"]
     answered = events.server >= 0
