@@ -55,6 +55,7 @@ def _run_cas(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from lab.scenario import ScenarioError
     from mockcas.config import CasConfig  # imports mockcas before aiohttp (RPC/HTTP needs that)
     from mockcas.server import serve_forever
 
@@ -66,6 +67,11 @@ def _run_cas(args: argparse.Namespace) -> int:
     except ValueError:
         print("caslab cas: --farm-key must be hex", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    try:
+        settings = _cas_timers(args)
+    except ScenarioError as err:
+        print(f"caslab cas: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     config = CasConfig(
         name=args.name,
         host=args.host,
@@ -75,7 +81,6 @@ def _run_cas(args: argparse.Namespace) -> int:
         ab_port=args.ab_port,
         admin_port=args.admin_port,
         key_seed=args.key_seed,
-        time_scale=args.time_scale,
         users=args.users,
         password=args.password,
         vip_host=args.vip_host,
@@ -83,12 +88,8 @@ def _run_cas(args: argparse.Namespace) -> int:
         key_file=Path(args.key) if args.key else None,
         oab_skew=args.oab_skew,
         run_id=args.run_id,
-        rpc_min_connection_timeout_s=args.rpc_min_connection_timeout,
-        eas_heartbeat_min_s=args.eas_heartbeat_min,
-        eas_heartbeat_max_s=args.eas_heartbeat_max,
-        owa_timeout_s=args.owa_timeout,
-        tcp_keepalive_s=args.tcp_keepalive,
         w3c_log_dir=Path(args.w3c_log) if args.w3c_log else None,
+        **settings,
     )
     problem = _exchange_settings_problem(config)
     if problem:
@@ -103,6 +104,26 @@ def _run_cas(args: argparse.Namespace) -> int:
         print(f"caslab cas: cannot listen on {args.host}: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     return EXIT_PASS
+
+
+def _cas_timers(args: argparse.Namespace) -> dict[str, float]:
+    """The CAS's time scale and Exchange settings (CasConfig fields): each flag given, else the value of
+    the --scenario (its time_scale and [farm] settings, as a run passes them to its CAS), else none and
+    the CAS's default. ScenarioError when the scenario cannot be read."""
+    from lab.model import EXCHANGE_FLAGS
+    from lab.scenario import load_scenario
+
+    timers: dict[str, float] = {}
+    if args.scenario:
+        scenario = load_scenario(args.scenario)
+        timers["time_scale"] = scenario.time_scale
+        for name in EXCHANGE_FLAGS:
+            if (value := getattr(scenario.farm.exchange, name)) is not None:
+                timers[name] = value
+    given = {"time_scale": args.time_scale}
+    given.update({name: getattr(args, flag[2:].replace("-", "_")) for name, flag in EXCHANGE_FLAGS.items()})
+    timers.update({name: value for name, value in given.items() if value is not None})
+    return timers
 
 
 def _exchange_settings_problem(config: CasConfig) -> str:
@@ -765,7 +786,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=vocab.ADMIN_PORT, help="admin (default %(default)s)")
     p.add_argument("--farm-key", help="hex key shared by the farm (mailbox state); random if omitted")
     p.add_argument("--key-seed", help="derive this CAS's own key from a seed, for reproducible runs")
-    p.add_argument("--time-scale", type=float, default=1.0, help="protocol timers run this much faster")
+    p.add_argument(
+        "--time-scale", type=float, help="protocol timers run this much faster (default 1, or the scenario's)"
+    )
+    p.add_argument(
+        "--scenario",
+        metavar="NAME_OR_FILE",
+        help="take --time-scale and the Exchange settings from this scenario (its time_scale and [farm]), "
+        "as `caslab run` gives them to its CAS; the flags given as well win (the compose lab uses it)",
+    )
     p.add_argument("--users", type=int, default=100_000, help="number of users userN@<domain>")
     p.add_argument("--password", default="caslab", help="every user's password (default %(default)s)")
     p.add_argument("--vip-host", default="mail.caslab.test", help="host name Autodiscover hands out")
@@ -783,18 +812,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the RPC proxy's MinimumConnectionTimeout: RPC/HTTP keep-alives every S seconds on both "
         "channels, at most (default: not set; 720 s announced for IN, 900 s on OUT)",
     )
-    exchange.add_argument(
-        "--eas-heartbeat-min", default=60, help="MinHeartbeatInterval (default 60)", **seconds
-    )
-    exchange.add_argument(
-        "--eas-heartbeat-max", default=3540, help="MaxHeartbeatInterval (default 3540)", **seconds
-    )
-    exchange.add_argument(
-        "--owa-timeout", default=900, help="OWA forms logon idle lifetime (default 900)", **seconds
-    )
+    exchange.add_argument("--eas-heartbeat-min", help="MinHeartbeatInterval (default 60)", **seconds)
+    exchange.add_argument("--eas-heartbeat-max", help="MaxHeartbeatInterval (default 3540)", **seconds)
+    exchange.add_argument("--owa-timeout", help="OWA forms logon idle lifetime (default 900)", **seconds)
     exchange.add_argument(
         "--tcp-keepalive",
-        default=7200,
         **seconds,
         help="Windows KeepAliveTime on MAPI and Address Book connections (default 7200)",
     )

@@ -83,6 +83,15 @@ class Cas:
             "inflight": self.inflight,
             "peak_inflight": self.peak_inflight,
             "services": by_service,
+            # The clock it runs, so a lab can check its CAS keep the scenario's time (compose/lab.yml).
+            "time_scale": self.config.time_scale,
+            "exchange": {
+                "rpc_min_connection_timeout_s": self.config.rpc_min_connection_timeout_s,
+                "eas_heartbeat_min_s": self.config.eas_heartbeat_min_s,
+                "eas_heartbeat_max_s": self.config.eas_heartbeat_max_s,
+                "owa_timeout_s": self.config.owa_timeout_s,
+                "tcp_keepalive_s": self.config.tcp_keepalive_s,
+            },
         }
 
     async def close(self) -> None:

@@ -113,3 +113,22 @@ def test_unknown_option_is_a_usage_error():
 def test_cas_refuses_impossible_exchange_settings_before_it_listens(capsys, flags, problem):
     assert main(["cas", "--host", "127.0.99.1", *flags]) == 2
     assert problem in capsys.readouterr().err
+
+
+def test_cas_takes_its_clock_from_a_scenario_and_the_flags_given_win():
+    """`caslab cas --scenario` runs the scenario's time_scale and [farm.exchange] settings, as `caslab run`
+    gives them to its CAS (the compose lab starts its CAS this way); flags given as well win."""
+    from lab.cli import _cas_timers
+
+    def timers(*flags: str) -> dict[str, float]:
+        return _cas_timers(build_parser().parse_args(["cas", *flags]))
+
+    assert timers() == {}  # the CAS's own defaults
+    scenario = ("--scenario", "mapi-idle-60m-keepalive-30m")  # time_scale 1800, tcp_keepalive "30m"
+    assert timers(*scenario) == {"time_scale": 1800, "tcp_keepalive_s": 1800}
+    assert timers(*scenario, "--time-scale", "60", "--owa-timeout", "600") == {
+        "time_scale": 60,
+        "tcp_keepalive_s": 1800,
+        "owa_timeout_s": 600,
+    }
+    assert main(["cas", "--host", "127.0.99.1", "--scenario", "no-such-scenario"]) == 2

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.scenario import load_scenario
+
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +150,11 @@ def test_ready_lab_answers_through_haproxy_from_all_three_cas(lab: Lab) -> None:
         if len(seen) == 3:
             break
     assert seen == {"CAS01", "CAS02", "CAS03"}
+    # Every CAS runs the scenario's clock (`caslab cas --scenario`), as the balancer and Locust do.
+    time_scale = load_scenario("quickstart").time_scale
+    for port in (8111, 8112, 8113):
+        stats = json.loads(get(f"http://{lab.publish_host}:{port}/caslab/stats")[2])
+        assert stats["time_scale"] == time_scale, stats
 
     status, _, body = get(f"http://{lab.publish_host}:8404/")
     assert status == 200 and "HAProxy" in body

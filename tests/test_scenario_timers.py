@@ -197,3 +197,25 @@ def test_a_refusal_quotes_the_scenarios_own_values_not_scaled_ones(tmp_path):
     edit += 'ecp = { server_idle = "20m" }\n'
     error = error_of(tmp_path, BASE + edit)
     assert "owa 300 s, ecp 1200 s" in error.problem, error.problem
+
+
+def test_the_compose_labs_balancer_runs_the_scenarios_clock():
+    """The balancer container of compose/lab.yml takes the scenario its CAS and load generators take
+    (CASLAB_SCENARIO), so stick entries and idle timeouts run its time_scale faster there too; a preset
+    named in CASLAB_PRESET replaces the scenario's, and the lab is plain HTTP whatever the scenario says."""
+    from lab.balancers.container import balancer_spec
+    from lab.scenario import load_scenario
+
+    servers = local_farm(3, "10.213.0")
+    quickstart = load_scenario("quickstart")  # time_scale 120, recommended: 30 min stick entries
+    spec = balancer_spec({"CASLAB_DRIVER": "haproxy", "CASLAB_PRESET": ""}, servers)
+    assert (spec.driver, spec.preset, spec.tls) == ("haproxy", "recommended", "none")
+    assert spec.vip.host == "0.0.0.0"
+    assert spec.persistence == quickstart.balancer_spec(servers).persistence
+    assert spec.persistence["owa"].timeout_s == 30 * 60 / 120
+
+    env = {"CASLAB_SCENARIO": "tenant-10k", "CASLAB_DRIVER": "nginx", "CASLAB_PRESET": "none-all"}
+    spec = balancer_spec(env, servers)  # tenant-10k is HTTPS offload at time_scale 10
+    assert (spec.driver, spec.preset, spec.tls) == ("nginx", "none-all", "none")
+    with pytest.raises(SystemExit, match="no such file or bundled scenario"):
+        balancer_spec({"CASLAB_SCENARIO": "no-such", "CASLAB_DRIVER": "haproxy"}, servers)

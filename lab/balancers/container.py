@@ -1,7 +1,12 @@
 """The balancer container's start in the ready lab (compose/lab.yml), under Docker Compose or in a swarm:
 
-    CASLAB_DRIVER=haproxy CASLAB_PRESET=recommended CASLAB_SERVERS="CAS01=cas01 CAS02=cas02" \
+    CASLAB_SCENARIO=quickstart CASLAB_DRIVER=haproxy CASLAB_SERVERS="CAS01=cas01 CAS02=cas02" \
         python -m lab.balancers.container
+
+The balancer is the scenario's (CASLAB_SCENARIO, default quickstart; its preset, persistence and idle
+timeouts, run its time_scale faster, as in `caslab run`), on the driver CASLAB_DRIVER, with the preset
+CASLAB_PRESET instead of the scenario's when set, over plain HTTP (the compose lab has no certificates).
+The CAS and the load generators of the lab take the same scenario, so time runs at one speed in all.
 
 Waits until every CAS's name resolves and the CAS answers its health URL, renders the driver's config for
 those addresses with the VIP on 0.0.0.0 (what `caslab balancer config` prints), then becomes the
@@ -20,11 +25,12 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from lab.balancers import Unsupported, get_driver
-from lab.balancers.presets import resolve
 from lab.model import BalancerSpec, CasEndpoint, Vip
+from lab.scenario import ScenarioError, load_scenario
 
 CONFIG_ROOT = Path("/etc/caslab")  # the driver writes into CONFIG_ROOT/balancer, as the images expect
 FARM_TIMEOUT_S = 180.0  # a swarm may first have to start the CAS tasks on other nodes
@@ -58,18 +64,29 @@ def wait_for_farm(hosts: list[str], timeout_s: float) -> dict[str, str]:
         time.sleep(POLL_S)  # poll interval: the loop returns as soon as the whole farm is up
 
 
+def balancer_spec(environ: Mapping[str, str], servers: list[CasEndpoint]) -> BalancerSpec:
+    """The balancer of the scenario CASLAB_SCENARIO on CASLAB_DRIVER (and CASLAB_PRESET, if set), over
+    plain HTTP, for `servers`; SystemExit saying what is wrong with the scenario or the choice."""
+    try:
+        scenario = load_scenario(environ.get("CASLAB_SCENARIO") or "quickstart").with_overrides(
+            driver=environ["CASLAB_DRIVER"], preset=environ.get("CASLAB_PRESET") or None, tls="none"
+        )
+    except ScenarioError as err:
+        raise SystemExit(f"balancer: {err}") from None
+    return scenario.balancer_spec(servers, Vip(host="0.0.0.0"))
+
+
 def main() -> None:
-    driver_name, preset = os.environ["CASLAB_DRIVER"], os.environ["CASLAB_PRESET"]
     pairs = [pair.split("=", 1) for pair in os.environ["CASLAB_SERVERS"].split()]
     addresses = wait_for_farm([host for _, host in pairs], FARM_TIMEOUT_S)
     servers = [CasEndpoint(name, addresses[host]) for name, host in pairs]
     print("balancer: " + ", ".join(f"{s.name} at {s.host}" for s in servers), flush=True)
-    spec = BalancerSpec(driver_name, resolve(preset), servers, Vip(host="0.0.0.0"), preset=preset)
+    spec = balancer_spec(os.environ, servers)
     driver = get_driver(spec, CONFIG_ROOT)
     try:
         driver.write_config()
     except Unsupported as err:
-        raise SystemExit(f"balancer: {driver_name} cannot do the preset {preset}: {err}") from None
+        raise SystemExit(f"balancer: {spec.driver} cannot do the preset {spec.preset}: {err}") from None
     (driver.config_dir / "temp").mkdir(exist_ok=True)  # nginx's temp paths (its driver's start makes it)
     command = driver.command()
     os.chdir(driver.config_dir)  # relative paths in a config (stats socket) are the config folder's
