@@ -66,11 +66,13 @@ class Estimate:
     loadgen_fds: int  # in the busiest load generator process
     cas_fds: int  # in each CAS, the load spread evenly
     balancer_fds: int  # client and server side of every connection
+    remote_workers: int = 0  # load generators on other machines, whose users' memory is theirs
 
     def __str__(self) -> str:
+        here = f" on this machine (the {self.remote_workers:,} remote workers' users not counted)"
         return (
             f"{self.users:,} users ({self.clients:,} clients) holding {self.connections:,} connections: "
-            f"about {self.memory_mb:,.0f} MB, "
+            f"about {self.memory_mb:,.0f} MB{here if self.remote_workers else ''}, "
             f"{self.loadgen_fds:,} open files in the busiest load generator process, {self.cas_fds:,} in "
             f"each CAS, {self.balancer_fds:,} in the balancer"
         )
@@ -88,8 +90,10 @@ def _largest_group_fds(population: Population) -> int:
     return sum(COSTS[k].fds * math.ceil(n / pool) for k, n in counts.items())
 
 
-def estimate(scenario: Scenario, workers: int) -> Estimate:
-    """What a run of `scenario` with `workers` load generator processes needs (1: Locust in caslab)."""
+def estimate(scenario: Scenario, workers: int, remote_workers: int = 0) -> Estimate:
+    """What a run of `scenario` needs of this machine, with `workers` load generator processes here (1:
+    Locust in caslab) and `remote_workers` on other machines (`caslab worker`): the users are dealt to
+    all of them alike, so the remote ones' share of the load generators' memory is not this machine's."""
     tls = scenario.farm.tls != "none"
     users = sum(p.users for p in scenario.populations)
     clients = connections = 0
@@ -103,17 +107,23 @@ def estimate(scenario: Scenario, workers: int) -> Estimate:
             cas_kb += (cost.tls_cas_kb if tls else cost.cas_kb) * count
     largest_group = max((_largest_group_fds(p) for p in scenario.populations), default=0)
     servers = max(1, scenario.farm.servers)
+    load_generators = workers + remote_workers
+    loadgen_kb_here = loadgen_kb * workers / load_generators
     memory_mb = (
-        (loadgen_kb + cas_kb) / 1024 + LOADGEN_PROCESS_MB * workers + CAS_PROCESS_MB * servers + BALANCER_MB
+        (loadgen_kb_here + cas_kb) / 1024
+        + LOADGEN_PROCESS_MB * workers
+        + CAS_PROCESS_MB * servers
+        + BALANCER_MB
     )
     return Estimate(
         users=users,
         clients=clients,
         connections=connections,
         memory_mb=memory_mb,
-        loadgen_fds=max(math.ceil(connections / workers), largest_group) + SPARE_FDS,
+        loadgen_fds=max(math.ceil(connections / load_generators), largest_group) + SPARE_FDS,
         cas_fds=math.ceil(connections / servers) + SPARE_FDS,
         balancer_fds=2 * connections + SPARE_FDS,
+        remote_workers=remote_workers,
     )
 
 

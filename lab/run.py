@@ -160,7 +160,7 @@ def _run_and_judge(
         workers = load_generators(backend, workers)
         remote_workers, master_bind = remote_load_generators(backend, workers, *joining)
         _gevent_before_docker(backend, workers)
-        capacity_notes = check_capacity(scenario, workers)
+        capacity_notes = check_capacity(scenario, workers, remote_workers)
         for note in capacity_notes:
             say(f"caslab: note: {note}")
         (run_dir / "scenario.toml").write_text(scenario.source_text or "")
@@ -349,7 +349,7 @@ def _gevent_before_docker(backend: str, workers: int) -> None:
         import loadgen.distributed  # noqa: F401
 
 
-def check_capacity(scenario: Scenario, workers: int) -> list[str]:
+def check_capacity(scenario: Scenario, workers: int, remote_workers: int = 0) -> list[str]:
     """Raise the open-file limit to the hard limit (lab.log says so), estimate what the run needs
     (lab.capacity) and refuse one that cannot fit, before anything starts (LabError: exit 2). Returns
     notes for the report on what fits only in part (the balancer's descriptors)."""
@@ -358,7 +358,7 @@ def check_capacity(scenario: Scenario, workers: int) -> list[str]:
         log.info("open-file limit raised from %d to %d (the hard limit)", before, limit)
     else:
         log.info("open-file limit %d (the hard limit already)", limit)
-    need = estimate(scenario, workers)
+    need = estimate(scenario, workers, remote_workers)
     log.info("capacity estimate: %s", need)
     if problems := check(need, limit):
         raise LabError(f"{scenario.name} cannot fit this machine: {'; '.join(problems)}. Estimate: {need}")

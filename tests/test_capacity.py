@@ -62,6 +62,19 @@ def test_workers_spread_descriptors_down_to_one_address_group() -> None:
     assert estimate(parse_scenario(single), workers=4).loadgen_fds == one
 
 
+def test_remote_workers_carry_their_share_of_the_load_generators_memory_and_files() -> None:
+    """Users are dealt to local and remote workers alike (`caslab run --remote-workers`): what the remote
+    ones hold is not this machine's, while the farm and the balancer still are."""
+    scenario = parse_scenario(tenant(8000, 8))
+    here = estimate(scenario, workers=1)
+    half = estimate(scenario, workers=1, remote_workers=1)
+    loadgen_mb = 8000 * COSTS["outlook2010-rpchttp"].loadgen_kb / 1024
+    assert abs((here.memory_mb - half.memory_mb) - loadgen_mb / 2) < 0.01
+    assert half.loadgen_fds == estimate(scenario, workers=2).loadgen_fds
+    assert (half.cas_fds, half.balancer_fds) == (here.cas_fds, here.balancer_fds)
+    assert "remote workers' users not counted" in str(half) and "remote" not in str(here)
+
+
 def test_a_scenario_that_cannot_fit_is_refused_with_why() -> None:
     need = estimate(parse_scenario(HUGE), workers=1)
     problems = check(need, fd_limit=20000, available_mb=8000)
