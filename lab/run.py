@@ -187,6 +187,9 @@ def _run_and_judge(
             oab_skew=scenario.farm.oab_skew, exchange=scenario.farm.exchange, workers=workers,
             remote_workers=remote_workers, master_bind=master_bind, say=say,
         )  # fmt: skip
+        driver_notes = lab.balancer.unenforced()
+        for note in driver_notes:
+            say(f"caslab: note: {note}")
         progress("phase: starting farm and balancer")
         lab.start()
         endpoints = endpoints_for_vip(vip, scenario.farm.tls != "none", scenario.balancer.topology)
@@ -233,7 +236,7 @@ def _run_and_judge(
             run_id=lab.run_id,
             persistence_timeouts_s={service: p.timeout_s for service, p in spec.persistence.items()},
             persistence_table_size=spec.persistence_table_size,
-            notes=capacity_notes,
+            notes=[*capacity_notes, *driver_notes],
         )
         facts.balancer_limits = balancer_limits(lab)
         facts.notes.extend(facts.balancer_limits)

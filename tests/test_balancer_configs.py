@@ -42,6 +42,19 @@ def test_every_driver_of_the_design_is_registered():
     assert set(DRIVERS) == {"haproxy", "envoy", "nginx", "traefik", "external"}
 
 
+def test_a_balancer_cookie_without_idle_timeout_is_a_note_of_the_drivers_that_have_none(tmp_path):
+    """Envoy and Traefik do lb-cookie with a session cookie that never expires while the browser runs:
+    the spec's persistence timeout is not enforced, and every run says so (run notes); HAProxy and
+    nginx enforce it, and a spec without lb-cookie has nothing to say."""
+    recommended = resolve("recommended")  # lb-cookie on owa, ecp and ews
+    for driver in ("haproxy", "nginx", "external"):
+        assert driver_class(driver)(spec(driver, recommended), tmp_path).unenforced() == []
+    for driver in ("envoy", "traefik"):
+        [note] = driver_class(driver)(spec(driver, recommended), tmp_path).unenforced()
+        assert note.startswith(f"{driver} does not expire its balancer cookie (lb-cookie on ecp, ews, owa)")
+        assert driver_class(driver)(spec(driver, resolve("source-ip-all")), tmp_path).unenforced() == []
+
+
 @pytest.mark.parametrize("driver", ["haproxy", "envoy", "nginx", "traefik", "external"])
 def test_every_preset_tls_and_topology_renders_a_valid_config_or_is_refused(driver, tls_files, tmp_path):
     accepted = 0

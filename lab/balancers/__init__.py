@@ -9,6 +9,7 @@ One narrow interface, like an httpx transport; one module per driver in `lab.bal
     driver.write_config()                   # check, render and write them; {file name: path}
     driver.start(); driver.wait_ready(t)    # the real process, listening on the VIP (loopback only)
     driver.counters()                       # {server name: requests} as the balancer counted them
+    driver.unenforced()                     # [] or a sentence per part of the spec it runs but cannot enforce
     driver.limits_reached()                 # [] or a sentence per limit it ran into (its connection limit)
     driver.stop()                           # always safe to call, also after a failed start
     driver.version()                        # what runs (for reports); reads no state of the driver
@@ -44,6 +45,8 @@ Class attributes of a driver:
 - `timer_slack_s`, `timer_slack_reason`: how early its idle timeouts may end (0: to the millisecond), and
   why. An idle timeout shorter than TIMER_SLACK_FACTOR times that is refused: divided by a high
   time_scale, the slack would be minutes of Exchange time, and a keep-alive sent in time would be cut.
+- `lb_cookie_timeout_reason`: set when its balancer cookie has no idle timeout, saying why; lb-cookie is
+  still done (refusing it would refuse the presets), and `unenforced` puts this in every run's notes.
 
 What every driver builds (listeners, pools, routes) is decided once in `lab.balancers.layout`; the
 persistence presets are `lab.balancers.presets`; which idle timeout goes where is decided there too
@@ -131,6 +134,7 @@ class Balancer:
     table_reason: ClassVar[str] = ""
     timer_slack_s: ClassVar[float] = 0.0
     timer_slack_reason: ClassVar[str] = ""
+    lb_cookie_timeout_reason: ClassVar[str] = ""
 
     def __init__(self, spec: BalancerSpec, run_dir: Path) -> None:
         self.spec = spec
@@ -313,6 +317,18 @@ class Balancer:
 
     def counters(self) -> dict[str, int]:
         raise NotImplementedError
+
+    def unenforced(self) -> list[str]:
+        """A sentence for each part of the spec this driver runs without enforcing it, for the run's notes
+        (a run must not pass quietly on what it did not test): the idle timeout of its balancer cookie
+        when it has none (`lb_cookie_timeout_reason`). A user's own config enforces what it says."""
+        services = sorted(s for s, p in self.spec.persistence.items() if p.method == "lb-cookie")
+        if not self.lb_cookie_timeout_reason or not services or self.spec.config is not None:
+            return []
+        return [
+            f"{self.name} does not expire its balancer cookie (lb-cookie on {', '.join(services)}) after the "
+            f"persistence timeout: {self.lb_cookie_timeout_reason}"
+        ]
 
     def limits_reached(self) -> list[str]:
         """After the load: a sentence for each limit of the balancer's own that the load reached, such as

@@ -109,6 +109,11 @@ def typed(name: str, type_url: str, **config: object) -> dict:
 class Envoy(ProcessBalancer):
     name = "envoy"
     methods = frozenset({"none", "leastconn", "source-ip", "lb-cookie", "cookie-hash", "header"})
+    lb_cookie_timeout_reason = (
+        "Envoy's balancer cookie (the stateful_session filter) is a session cookie it never refreshes "
+        "while it is used, so a lifetime would log busy users off when it ran out; users keep their CAS "
+        "however long they idle"
+    )
     reasons: ClassVar[dict[str, str]] = {
         "app-cookie": "Envoy cannot learn a cookie from the server's Set-Cookie; hashing is not learning",
         "ssl-session-id": "Envoy cannot key on the TLS session ID",

@@ -83,6 +83,10 @@ def traefik_binary() -> str:
 class Traefik(ProcessBalancer):
     name = "traefik"
     methods = frozenset({"none", "source-ip", "lb-cookie"})
+    lb_cookie_timeout_reason = (
+        "Traefik sets its balancer cookie once and never refreshes it, so a Max-Age would log busy users "
+        "off when it ran out; the lab sets none, and users keep their CAS however long they idle"
+    )
     reasons: ClassVar[dict[str, str]] = {
         "leastconn": "Traefik's p2c compares two random servers, an approximation of least connections",
         "app-cookie": "Traefik cannot learn a cookie from the server's Set-Cookie",
