@@ -107,6 +107,9 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        # A TLS socket can hold decrypted bytes the kernel no longer shows as readable (asked once here:
+        # a missing attribute on a gevent socket costs a raised AttributeError each time).
+        self.tls = hasattr(sock, "pending")
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -124,8 +127,7 @@ class _Channel:
     def has_input(self, readable_sockets: list) -> bool:
         """Whether `take_in()` would find something: the socket is among `readable_sockets`, or TLS holds
         decrypted bytes that the socket no longer shows."""
-        pending = getattr(self.sock, "pending", None)
-        return self.sock in readable_sockets or (pending is not None and pending() > 0)
+        return self.sock in readable_sockets or (self.tls and self.sock.pending() > 0)
 
     def take_in(self) -> str:
         """Take in whatever has arrived, without waiting: "" while the connection is open, "eof" once
