@@ -74,8 +74,10 @@ class OutlookMapi(OutlookHttp):
     def tend(self) -> int:
         """Every open connection checked: one found cut is recorded and opened again. How many were."""
         cuts = 0
-        for connection in [*self.mapi, self.ab]:
-            found = connection.check()
+        connections = [*self.mapi, self.ab]
+        ready = readable([c.fileno() for c in connections if c.connected], 0)  # one poll for all of them
+        for connection in connections:
+            found = connection.check(ready)
             if found is not None:
                 cuts += 1
                 service, name = self._what(connection)

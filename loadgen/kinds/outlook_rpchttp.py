@@ -78,8 +78,10 @@ class OutlookAnywhere(OutlookHttp):
 
     def tend(self) -> None:
         """Each virtual connection: a cut one is recorded and opened again; a live one pings IN if due."""
-        for port, (vc, _server) in list(self.connections.items()):
-            seen = vc.check()
+        connections = list(self.connections.items())
+        ready = readable([sock for _port, (vc, _server) in connections for sock in vc.sockets()], 0)
+        for port, (vc, _server) in connections:
+            seen = vc.check(ready)
             if seen:
                 self.connections.pop(port)
                 self._report_cut(port, seen)

@@ -23,6 +23,7 @@ import json
 import secrets
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,14 +89,18 @@ class LineConnection:
         """The socket's descriptor, for select() over several connections (-1 when not connected)."""
         return self._sock.fileno() if self._sock is not None else -1
 
-    def check(self) -> Exchange | None:
+    def check(self, ready: Collection[int] | None = None) -> Exchange | None:
         """A cut exchange (op "", no request id) if the open connection was closed or reset by the other
-        side, which also closes it here; None if it is open and well (or not open at all). Sends nothing."""
+        side, which also closes it here; None if it is open and well (or not open at all). Sends nothing.
+        `ready`: the descriptors a caller found readable with one poll for all its connections (a poll
+        per connection costs more than the rest of a check); None: this connection is polled."""
         if self._sock is None:
             return None
         started = time.time()
         try:
-            if not readable([self._sock], 0):
+            if ready is None:
+                ready = readable([self.fileno()], 0)
+            if self.fileno() not in ready:
                 return None
             data = self._sock.recv(1, socket.MSG_PEEK)  # readable: this does not block
         except ConnectionError:

@@ -37,7 +37,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from caslab import rts
@@ -124,7 +124,7 @@ class _Channel:
             raise _ChannelClosed("the server closed the channel")
         self.buffer += chunk
 
-    def has_input(self, readable_sockets: list) -> bool:
+    def has_input(self, readable_sockets: Collection[socket.socket]) -> bool:
         """Whether `take_in()` would find something: the socket is among `readable_sockets`, or TLS holds
         decrypted bytes that the socket no longer shows."""
         return self.sock in readable_sockets or (self.tls and self.sock.pending() > 0)
@@ -385,16 +385,18 @@ class VirtualConnection:
         """The open channels' sockets (to wait on with select(): the server's pings, or a cut)."""
         return [c.sock for c in (self._out, self._in) if c is not None and self.joined]
 
-    def check(self) -> str:
+    def check(self, ready: Collection[socket.socket] | None = None) -> str:
         """Take in the pings that came down OUT and look for a cut, without waiting: "" while the virtual
         connection is open (or was never joined), else what the client saw on the channel that was
-        closed ("eof") or reset ("reset"), and the virtual connection is closed."""
+        closed ("eof") or reset ("reset"), and the virtual connection is closed. `ready`: the sockets a
+        caller found readable with one poll for all its connections; None: this one's are polled."""
         out, in_ = self._out, self._in
         if not self.joined or out is None or in_ is None:
             return ""
-        # Outlook kinds check before and after every request: one poll of both sockets is much cheaper
-        # than a receive that finds nothing on each (a raised BlockingIOError under gevent).
-        ready = readable([out.sock, in_.sock], 0)
+        # Outlook checks before and after every request: a poll is much cheaper than a receive that
+        # finds nothing on each channel (a raised BlockingIOError under gevent).
+        if ready is None:
+            ready = readable([out.sock, in_.sock], 0)
         seen = ""
         for channel in (out, in_):
             if not seen and channel.has_input(ready):
