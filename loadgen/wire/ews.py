@@ -15,6 +15,7 @@ Stateless calls: `get_folder`, `find_item`, `get_user_availability`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,12 +50,20 @@ EVENT_KINDS = (
 
 def envelope(operation_xml: str, version: str = REQUEST_VERSION) -> bytes:
     """A SOAP 1.1 request around one operation element (written with the m: and t: prefixes)."""
+    return b"".join((_envelope_head(version), operation_xml.encode(), _ENVELOPE_TAIL))
+
+
+@functools.cache
+def _envelope_head(version: str) -> bytes:
+    """Everything before the operation, encoded once per version: a poller sends it with every GetEvents."""
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         f'<soap:Envelope xmlns:soap="{NS_SOAP}" xmlns:m="{NS_M}" xmlns:t="{NS_T}">'
-        f"<soap:Header><t:RequestServerVersion Version={quoteattr(version)}/></soap:Header>"
-        f"<soap:Body>{operation_xml}</soap:Body></soap:Envelope>"
+        f"<soap:Header><t:RequestServerVersion Version={quoteattr(version)}/></soap:Header><soap:Body>"
     ).encode()
+
+
+_ENVELOPE_TAIL = b"</soap:Body></soap:Envelope>"
 
 
 def _folder_ids(folders: Iterable[str]) -> str:
