@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections import Counter
 
-from caslab.records import LedgerRow
 from mockcas.config import CasConfig
 from mockcas.ledger import Ledger
 from mockcas.sealing import Sealer
@@ -38,32 +36,11 @@ class Cas:
         self.started = time.time()
         self.inflight = 0
         self.peak_inflight = 0
-        self.counts: Counter[tuple[str, str]] = Counter()  # (service, state) -> requests
         self.http_services: dict[str, HttpService] = {sid: cls(self) for sid, cls in HTTP_SERVICES.items()}
         self.tcp_services: dict[str, TcpService] = {sid: cls(self) for sid, cls in TCP_SERVICES.items()}
 
     def scaled(self, seconds: float) -> float:
         return self.config.scaled(seconds)
-
-    def record(
-        self,
-        *,
-        ts: float,
-        service: str,
-        session_key: str,
-        client_ip: str,
-        state: str,
-        status: int,
-        request_id: str = "",
-        run_id: str = "",
-        detail: str = "",
-    ) -> LedgerRow:
-        """Append one ledger row (see Ledger.record). Services call this for TCP exchanges; HTTP rows are
-        written for them by the server's access logger. The fields are spelled out rather than passed on
-        as **kwargs: this runs once per request, and repacking keywords cost more than the row itself."""
-        self.counts[(service, state)] += 1
-        row = (ts, service, session_key, client_ip, state, status, request_id, run_id, detail)
-        return self.ledger.record(*row)
 
     def set_health(self, value: str) -> None:
         if value not in HEALTH_STATES:
@@ -72,7 +49,7 @@ class Cas:
 
     def stats(self) -> dict:
         by_service: dict[str, dict[str, int]] = {}
-        for (service, state), n in sorted(self.counts.items()):
+        for (service, state), n in sorted(self.ledger.counts.items()):
             by_service.setdefault(service, {})[state] = n
         return {
             "server": self.name,

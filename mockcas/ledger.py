@@ -8,6 +8,7 @@ incrementally (`/caslab/ledger?since=N`) while a run goes on, and none is lost b
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from caslab.records import LEDGER_STATES, LedgerRow
 
@@ -24,6 +25,7 @@ class Ledger:
     def __init__(self, server: str) -> None:
         self.server = server
         self._rows: list[LedgerRow] = []
+        self.counts: Counter[tuple[str, str]] = Counter()  # (service, state) -> rows, for the CAS's stats
 
     def record(
         self,
@@ -37,9 +39,12 @@ class Ledger:
         run_id: str = "",
         detail: str = "",
     ) -> LedgerRow:
-        """Append the row of one request that arrived at `ts` and ends now (its latency)."""
+        """Append the row of one request that arrived at `ts` and ends now (its latency). Services call this
+        for TCP exchanges (`self.cas.ledger.record(...)`); HTTP rows are written for them by the server's
+        access logger."""
         if state not in LEDGER_STATES:
             raise ValueError(f"unknown ledger state {state!r}")
+        self.counts[(service, state)] += 1
         # Positional: one row is made per request, and keywords cost a namedtuple twice as much.
         row = LedgerRow(
             len(self._rows),

@@ -110,7 +110,7 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
             started = request.get(_T0, time.time() - time_taken)
             if _CTX in request:  # IIS logs what reached it; the parser's rejections go to HTTPERR
                 _log_iis(cas, request, ctx, response.status, started)
-            cas.record(
+            cas.ledger.record(
                 ts=started,
                 service=ctx.service,
                 session_key=ctx.session_key,
@@ -186,7 +186,7 @@ def build_service_app(cas: Cas) -> web.Application:
             # The CAS is stopping with this request in flight: aiohttp will not log it, so write the row
             # here. (A client that vanishes does not cancel the handler; services see a reset instead.)
             _log_iis(cas, request, ctx, 499, request[_T0])
-            cas.record(
+            cas.ledger.record(
                 ts=request[_T0],
                 service=sid,
                 session_key=ctx.session_key,

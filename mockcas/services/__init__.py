@@ -138,7 +138,7 @@ class TcpService:
         """Serve one client connection until either side ends it, then close `writer`.
 
         The service must write the ledger rows of the connection's exchanges itself, with
-        `self.cas.record(...)` (there is no HTTP layer to do it), one row per request the client sent,
+        `self.cas.ledger.record(...)` (there is no HTTP layer to do it), one row per request the client sent,
         before the reply leaves, so a client holding a reply can find its row; and one row with detail
         `caslab.records.PEER_CLOSED` for a connection that carried requests and that the other side
         closed without the protocol's goodbye (a cut, DESIGN.md section 13)."""

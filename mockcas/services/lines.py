@@ -198,7 +198,7 @@ class JsonLineService(TcpService):
 
     def _record_cut(self, conn: Connection) -> None:
         """The row of a connection that ended between lines without a goodbye (see the module docstring)."""
-        self.cas.record(
+        self.cas.ledger.record(
             ts=conn.opened,
             service=self.id,
             session_key=conn.session or conn.bound_user,
@@ -341,7 +341,7 @@ class JsonLineService(TcpService):
         """Write the exchange's ledger row (before the reply leaves, so a client holding the reply can
         find its row) and return the reply line."""
         conn.requests += 1
-        self.cas.record(
+        self.cas.ledger.record(
             ts=t0,
             service=self.id,
             session_key=session_key,
