@@ -88,6 +88,8 @@ def prepare_candidate(
         say(f"caslab: {kind}: {text}")
         notes.append(text)
 
+    for text in explanation.notes:
+        note(text)
     for what in scenario.not_applied_with_config():
         note(f"{what} does not apply: the balancer runs {path.name} as written", "warning")
     unrouted = [s for s in explanation.unrouted() if s in used_services(scenario)]

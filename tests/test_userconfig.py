@@ -383,6 +383,41 @@ def test_explain_says_what_it_cannot_read_and_which_services_have_no_route(tmp_p
     assert any("a condition" in u for u in explanation.reading("eas").unread)
 
 
+NO_DELAY = "    option http-no-delay\n"
+UNDONE = "    no option http-no-delay\n"
+IN_DEFAULTS = ("    mode    http\n", "    mode    http\n" + NO_DELAY)
+
+
+@pytest.mark.parametrize(
+    "changes, said",
+    [
+        ([], True),  # as written: mode http from defaults, the option nowhere
+        ([("backend bk_rpc\n", "backend bk_rpc\n" + NO_DELAY)], False),
+        ([("frontend ft_exchange_https\n", "frontend ft_exchange_https\n" + NO_DELAY)], False),
+        ([IN_DEFAULTS], False),
+        ([IN_DEFAULTS, ("backend bk_rpc\n", "backend bk_rpc\n" + UNDONE)], False),  # the frontend has it
+        (
+            [
+                IN_DEFAULTS,
+                ("backend bk_rpc\n", "backend bk_rpc\n" + UNDONE),
+                ("frontend ft_exchange_https\n", "frontend ft_exchange_https\n" + UNDONE),
+            ],
+            True,
+        ),  # undone in both: held again
+        ([("backend bk_rpc\n", "backend bk_rpc\n    mode tcp\n")], False),  # TCP mode holds nothing
+    ],
+)
+def test_explain_says_when_outlook_anywhere_calls_wait_for_http_no_delay(tmp_path, changes, said):
+    text = PRODUCTION.read_text()
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new, 1)
+    notes = [n for n in READER.explain(write(tmp_path, text)).notes if "http-no-delay" in n]
+    assert bool(notes) == said, notes
+    if said:
+        assert "backend bk_rpc in HTTP mode" in notes[0] and "0.4 s" in notes[0]
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_the_configs_the_lab_renders_read_back_as_their_presets_and_run_unchanged(tmp_path, capsys, preset):
     assert main(["balancer", "config", "--driver", "haproxy", "--preset", preset]) == 0
@@ -395,6 +430,7 @@ def test_the_configs_the_lab_renders_read_back_as_their_presets_and_run_unchange
         assert (got.method, got.name, fallback) == (
             want.method, want.name, want.fallback.method if want.fallback else None
         ), service  # fmt: skip
+    assert explanation.notes == ()  # nothing else it does changes what a run measures
     adopted = READER.adopt(path, example_place())
     assert adopted.rewrites == () and adopted.main.text == path.read_text() and adopted.tls == "none"
 

@@ -454,6 +454,11 @@ class Reader:
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
         raise NotImplementedError
 
+    def notes(self, source: Source, place: Place) -> list[str]:
+        """What the file does that changes what a run measures beyond persistence and timeouts, said to
+        the user before the run and in its report; none by default."""
+        return []
+
     # -- what every reader shares ---------------------------------------------------------------------
 
     def open(self, path: Path, place: Place, name: str | None = None) -> Source:
@@ -516,6 +521,7 @@ class Reader:
         notes = []
         if source.has_placeholders:
             notes.append("placeholders filled in with the lab's addresses before reading")
+        notes += self.notes(source, place)
         return Explanation(self.driver, source.name, readings, tuple(notes))
 
 

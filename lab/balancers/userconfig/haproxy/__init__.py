@@ -39,6 +39,11 @@ class HAProxyReader(Reader):
 
         return readings(source, place)
 
+    def notes(self, source: Source, place: Place) -> list[str]:
+        from lab.balancers.userconfig.haproxy.explain import notes
+
+        return notes(source, place)
+
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
         tail = f" {options}" if options else ""
         return "\n    ".join(
