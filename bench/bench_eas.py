@@ -8,10 +8,13 @@
    - FolderSync with nothing new;
    - Provision by a new device on every request (`new`: each pays the warm-up, 40 ms by default, so
      the rate is bounded by connections / cost; the CPU time per request is the figure to read).
-Prints requests/s and the server's CPU time per request (from /proc, steadier on a shared machine).
-Runs about 25 s.
+Each target is measured over HTTP and then over HTTPS (the CAS serves both itself, with a certificate of
+the run's trustme CA; wrk does not verify it and keeps its connections alive, so HTTPS adds the steady
+cost of TLS records, not handshakes: bench_tls.py measures those). Prints requests/s, the server's CPU
+time per request (from /proc, steadier on a shared machine) and HTTPS / HTTP of that CPU time. Runs
+about 25 s per scheme.
 
-    .venv/bin/python bench/bench_eas.py [--seconds 4] [--connections 20]
+    .venv/bin/python bench/bench_eas.py [--seconds 4] [--connections 20] [--scheme http|https|both]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
+from wrk import add_scheme_option, base_url, cas_tls, chosen_schemes, https_ratio, measure  # noqa: E402
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from caslab import wbxml  # noqa: E402
@@ -39,8 +42,8 @@ from lab.model import CasEndpoint  # noqa: E402
 from loadgen.wire import eas  # noqa: E402
 from mockcas.sealing import Sealer  # noqa: E402
 
-CAS_HOST, PORT = "127.0.13.41", 8080
-BASE = f"http://{CAS_HOST}:{PORT}"
+CAS_HOST = "127.0.13.41"
+BASE = base_url("http", CAS_HOST)  # the set-up requests
 DEVICE = eas.Device("user1@caslab.test", "caslab", "BenchDevice1")
 
 
@@ -53,13 +56,17 @@ def send(request: eas.EasRequest) -> bytes:
 
 
 def lua_script(request: eas.EasRequest, body_file: str, new_device_each_time: bool) -> str:
-    """A wrk script sending `request` (its body read from a file: WBXML is binary)."""
+    """A wrk script sending `request` (its body read from a file: WBXML is binary). New devices are
+    named after a random tag of the wrk process, so no run meets a device that an earlier run (the
+    warm-up, the other scheme) made warm."""
     lines = [f'local f = io.open("{body_file}", "rb")', "local body = f:read('*a')", "f:close()"]
     lines += ["local headers = {}"] + [f'headers["{k}"] = "{v}"' for k, v in request.headers.items()]
     if new_device_each_time:
         before, after = request.path.split(DEVICE.device_id)
+        lines += ['local uuid = io.open("/proc/sys/kernel/random/uuid")',
+                  'local tag = uuid:read("*l"):gsub("-", ""):sub(1, 12)', "uuid:close()"]  # fmt: skip
         lines += ["local n = 0", "request = function()", "  n = n + 1"]
-        lines += [f'  return wrk.format("POST", "{before}New" .. n .. "{after}", headers, body)', "end"]
+        lines += [f'  return wrk.format("POST", "{before}N" .. tag .. n .. "{after}", headers, body)', "end"]
     else:
         lines += [f'request = function() return wrk.format("POST", "{request.path}", headers, body) end']
     return "\n".join(lines) + "\n"
@@ -83,14 +90,18 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=int, default=4, help="length of each measured wrk run")
     parser.add_argument("--connections", type=int, default=20)
+    add_scheme_option(parser)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
 
+    schemes = chosen_schemes(args.scheme)
     farm_key = secrets.token_bytes(32)
     env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
-    command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST]
+    scratch = tempfile.TemporaryDirectory(prefix="bench-eas-")
+    _, https = cas_tls(Path(scratch.name), CAS_HOST)
+    command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST, *https]
     command += ["--farm-key", farm_key.hex(), "--log-level", "WARNING"]
     cas = subprocess.Popen(
         ["taskset", "-c", "0", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -116,17 +127,17 @@ def main() -> int:
             ("Provision, a new device each request (new)", eas.provision(DEVICE), True),
         ]  # fmt: skip
         print(f"wrk -t1 -c{args.connections} on core 1, one mock CAS on core 0; {args.seconds} s per target")
-        print(f"{'':<40} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8}")
-        with tempfile.TemporaryDirectory() as tmp:
-            for n, (label, request, new_devices) in enumerate(targets):
-                body_file = f"{tmp}/body{n}"
-                Path(body_file).write_bytes(request.body)
-                script = lua_script(request, body_file, new_devices)
-                wrk(BASE, 1, args.connections, script=script)  # warm-up
-                before = cpu_seconds(cas.pid)
-                rps, total, not_ok = wrk(BASE, args.seconds, args.connections, script=script)
-                cpu_us = (cpu_seconds(cas.pid) - before) / max(total, 1) * 1e6
-                print(f"{label:<40} {rps:8.0f} {cpu_us:11.1f} {not_ok:8d}")
+        print(f"{'':<44} {'':<6} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8} {'HTTPS/HTTP CPU':>15}")
+        for n, (label, request, new_devices) in enumerate(targets):
+            body_file = f"{scratch.name}/body{n}"
+            Path(body_file).write_bytes(request.body)
+            script = lua_script(request, body_file, new_devices)
+            cpu: dict[str, float] = {}
+            for scheme in schemes:
+                url = base_url(scheme, CAS_HOST)
+                rps, cpu[scheme], not_ok = measure(cas.pid, url, args.seconds, args.connections, script)
+                name, ratio = (label, "") if scheme == schemes[0] else ("", https_ratio(cpu))
+                print(f"{name:<44} {scheme:<6} {rps:8.0f} {cpu[scheme]:11.1f} {not_ok:8d} {ratio:>15}")
     finally:
         cas.terminate()
         try:
@@ -134,6 +145,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             cas.kill()
             cas.wait()
+        scratch.cleanup()
     return 0
 
 

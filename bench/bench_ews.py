@@ -7,10 +7,13 @@ Every request is authenticated (Basic) and writes a ledger row, as in a lab run:
 - EWS GetFolder (stateless);
 - Autodiscover, outlook schema;
 - OAB: a 64 KB range of the Full Details file.
-Prints requests/s and the server's CPU time per request (from /proc, steadier on a shared machine).
-Runs about 25 s.
+Each target is measured over HTTP and then over HTTPS (the CAS serves both itself, with a certificate of
+the run's trustme CA; wrk does not verify it and keeps its connections alive, so HTTPS adds the steady
+cost of TLS records, not handshakes: bench_tls.py measures those). Prints requests/s, the server's CPU
+time per request (from /proc, steadier on a shared machine) and HTTPS / HTTP of that CPU time. Runs
+about 25 s per scheme.
 
-    .venv/bin/python bench/bench_ews.py [--seconds 4] [--connections 20]
+    .venv/bin/python bench/bench_ews.py [--seconds 4] [--connections 20] [--scheme http|https|both]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,15 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
+from wrk import add_scheme_option, base_url, cas_tls, chosen_schemes, https_ratio, measure  # noqa: E402
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from lab.farm import wait_until_healthy  # noqa: E402
 from lab.model import CasEndpoint  # noqa: E402
 from loadgen.wire import autodiscover, ews, oab  # noqa: E402
 
-CAS_HOST, PORT = "127.0.12.41", 8080
-BASE = f"http://{CAS_HOST}:{PORT}"
+CAS_HOST = "127.0.12.41"
+BASE = base_url("http", CAS_HOST)  # the set-up requests
 AUTHORIZATION = "Basic " + base64.b64encode(b"user1@caslab.test:caslab").decode()
 
 
@@ -66,13 +70,17 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=int, default=4, help="length of each measured wrk run")
     parser.add_argument("--connections", type=int, default=20)
+    add_scheme_option(parser)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
 
+    schemes = chosen_schemes(args.scheme)
     env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
-    command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST]
+    scratch = tempfile.TemporaryDirectory(prefix="bench-ews-")
+    _, https = cas_tls(Path(scratch.name), CAS_HOST)
+    command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST, *https]
     cas = subprocess.Popen(
         ["taskset", "-c", "0", *command, "--log-level", "WARNING"],
         env=env,
@@ -89,22 +97,23 @@ def main() -> int:
         full = next(f for f in files if f.kind == "Full")
         soap = {**ews.HEADERS, "Authorization": AUTHORIZATION}
         targets = [
-            ("EWS GetEvents (subscription held here)", BASE + ews.PATH,
+            ("EWS GetEvents (subscription held here)", ews.PATH,
              lua_script("POST", ews.get_events(sub.subscription_id, sub.watermark), soap)),
-            ("EWS GetFolder inbox", BASE + ews.PATH, lua_script("POST", ews.get_folder(), soap)),
-            ("Autodiscover, outlook schema", BASE + autodiscover.PATH,
+            ("EWS GetFolder inbox", ews.PATH, lua_script("POST", ews.get_folder(), soap)),
+            ("Autodiscover, outlook schema", autodiscover.PATH,
              lua_script("POST", autodiscover.outlook_request("user1@caslab.test"), soap)),
-            ("OAB 64 KB range of the Full file", BASE + oab.oab_path(answer.oab_url) + full.name,
+            ("OAB 64 KB range of the Full file", oab.oab_path(answer.oab_url) + full.name,
              lua_script("GET", b"", {"Authorization": AUTHORIZATION, "Range": "bytes=65536-131071"})),
         ]  # fmt: skip
         print(f"wrk -t1 -c{args.connections} on core 1, one mock CAS on core 0; {args.seconds} s per target")
-        print(f"{'':<42} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8}")
-        for label, url, script in targets:
-            wrk(url, 1, args.connections, script=script)  # warm-up
-            before = cpu_seconds(cas.pid)
-            rps, total, not_ok = wrk(url, args.seconds, args.connections, script=script)
-            cpu_us = (cpu_seconds(cas.pid) - before) / max(total, 1) * 1e6
-            print(f"{label:<42} {rps:8.0f} {cpu_us:11.1f} {not_ok:8d}")
+        print(f"{'':<42} {'':<6} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8} {'HTTPS/HTTP CPU':>15}")
+        for label, path, script in targets:
+            cpu: dict[str, float] = {}
+            for scheme in schemes:
+                url = base_url(scheme, CAS_HOST) + path
+                rps, cpu[scheme], not_ok = measure(cas.pid, url, args.seconds, args.connections, script)
+                name, ratio = (label, "") if scheme == schemes[0] else ("", https_ratio(cpu))
+                print(f"{name:<42} {scheme:<6} {rps:8.0f} {cpu[scheme]:11.1f} {not_ok:8d} {ratio:>15}")
     finally:
         cas.terminate()
         try:
@@ -112,6 +121,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             cas.kill()
             cas.wait()
+        scratch.cleanup()
     return 0
 
 
