@@ -10,11 +10,18 @@ what its core (routing, state headers, ledger) costs before OWA adds its part.
 The same-parser hello is also sent the OWA page's URL and cookies, which splits OWA's extra cost into
 parsing a larger request, the CAS's core and OWA's own work.
 
+Every target is measured over HTTP and over HTTPS: the CAS and the hello apps serve both, HTTPS with
+one certificate of the run's trustme CA and the same TLS settings. wrk does not verify it and keeps its
+connections alive, so HTTPS adds the steady cost of TLS records, not handshakes (bench_tls.py measures
+those). The ratios and the goal are computed per scheme (HTTPS OWA against the HTTPS hello), and each
+HTTPS row says HTTPS / HTTP of its CPU time.
+
 The machine is shared, so the targets are measured in turns (OWA, core, the hellos, OWA, ...) and the best
 run of each kept. The server's CPU time per request (from /proc) moves much less with other people's
-load than requests per second do, so the goal is judged on it; both ratios are printed. Runs about 50 s.
+load than requests per second do, so the goal is judged on it; both ratios are printed. Runs about 50 s
+per scheme.
 
-    .venv/bin/python bench/bench_owa.py [--seconds 5] [--runs 2] [--connections 20]
+    .venv/bin/python bench/bench_owa.py [--seconds 5] [--runs 2] [--connections 20] [--scheme http|https|both]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,31 +42,52 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
+from wrk import (  # noqa: E402 - bench/wrk.py, beside this file
+    add_scheme_option,
+    base_url,
+    cas_tls,
+    chosen_schemes,
+    cpu_seconds,
+    https_ratio,
+    wrk,
+)
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
+from caslab.vocab import HTTP_PORT, HTTPS_PORT  # noqa: E402
 from lab.farm import wait_until_healthy  # noqa: E402
 from lab.model import CasEndpoint  # noqa: E402
 from loadgen.wire import owa as wire  # noqa: E402
+from mockcas.server import TLS_READ_BUFFER  # noqa: E402
 
 CAS_HOST, HELLO_PURE_HOST, HELLO_C_HOST = "127.0.11.41", "127.0.11.42", "127.0.11.43"
-PORT = 8080
 PAGE = wire.folder_page("IPF.Note")
 GOAL = 0.7  # OWA / same-parser hello, by server CPU time per request
-HELLO_APP = """
-import sys
+# Serves HTTPS on the lab's https port with the TLS settings of mockcas.server.server_ssl_context, then
+# HTTP on its http port (so an answer over HTTP means both listen); arguments: host, certificate chain, key.
+HELLO_APP = f"""
+import asyncio, ssl, sys
 from aiohttp import web
 async def hello(request):
     return web.Response(text="Hello, world")
-app = web.Application()
-app.router.add_get("/{tail:.*}", hello)
-web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
+async def serve(host, cert, key):
+    app = web.Application()
+    app.router.add_get("/{{tail:.*}}", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    asyncio.sslproto.SSLProtocol.max_size = {TLS_READ_BUFFER}
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    await web.TCPSite(runner, host, {HTTPS_PORT}, ssl_context=tls).start()
+    await web.TCPSite(runner, host, {HTTP_PORT}).start()
+    await asyncio.Event().wait()
+asyncio.run(serve(*sys.argv[1:4]))
 """
 
 
 @dataclass
 class Target:
     label: str
+    scheme: str
     process: subprocess.Popen
     url: str
     headers: list[str] = field(default_factory=list)
@@ -143,74 +172,96 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="length of each measured wrk run")
     parser.add_argument("--runs", type=int, default=2, help="measured runs per target; the best is kept")
     parser.add_argument("--connections", type=int, default=20)
+    add_scheme_option(parser)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
 
+    schemes = chosen_schemes(args.scheme)
     endpoint = CasEndpoint(name="CAS01", host=CAS_HOST)
+    scratch = tempfile.TemporaryDirectory(prefix="bench-owa-")
+    tls, https = cas_tls(Path(scratch.name), CAS_HOST)
     hello = [sys.executable, "-c", HELLO_APP]
+    cert = [str(tls.server_cert), str(tls.server_key)]
     processes = [
-        pinned(0, [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST,
+        pinned(0, [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST, *https,
                    "--log-level", "WARNING"]),
-        pinned(0, [*hello, HELLO_PURE_HOST, str(PORT)]),
-        pinned(0, [*hello, HELLO_C_HOST, str(PORT)], pure_parser=False),
+        pinned(0, [*hello, HELLO_PURE_HOST, *cert]),
+        pinned(0, [*hello, HELLO_C_HOST, *cert], pure_parser=False),
     ]  # fmt: skip
+    targets: dict[str, list[Target]] = {}
     try:
         wait_until_healthy(endpoint, time.monotonic() + 20, processes[0])
-        cas_base, hello_base = f"http://{CAS_HOST}:{PORT}", f"http://{HELLO_PURE_HOST}:{PORT}"
-        cookie = [f"Cookie: {owa_session_cookies(cas_base)}"]
-        targets = [
-            Target("owa", processes[0], cas_base + PAGE, cookie),
-            Target("core", processes[0], cas_base + "/nosuchvdir/"),
-            Target("hello-pure", processes[1], hello_base + "/"),
-            Target("hello-c", processes[2], f"http://{HELLO_C_HOST}:{PORT}/"),
-            Target("hello-owa-request", processes[1], hello_base + PAGE, cookie),
-        ]
-        for target in targets[1:]:
-            wait_for_url(target.url, target.process)
+        cookie = [f"Cookie: {owa_session_cookies(base_url('http', CAS_HOST))}"]
+        for scheme in schemes:
+            cas_base, hello_base = base_url(scheme, CAS_HOST), base_url(scheme, HELLO_PURE_HOST)
+            targets[scheme] = [
+                Target("owa", scheme, processes[0], cas_base + PAGE, cookie),
+                Target("core", scheme, processes[0], cas_base + "/nosuchvdir/"),
+                Target("hello-pure", scheme, processes[1], hello_base + "/"),
+                Target("hello-c", scheme, processes[2], base_url(scheme, HELLO_C_HOST) + "/"),
+                Target("hello-owa-request", scheme, processes[1], hello_base + PAGE, cookie),
+            ]
+        for process, host in ((processes[1], HELLO_PURE_HOST), (processes[2], HELLO_C_HOST)):
+            wait_for_url(base_url("http", host) + "/", process)  # HTTP answers: HTTPS listens too
+        every = [target for scheme in schemes for target in targets[scheme]]
         own_before = owa_own_rows(endpoint)
-        for target in targets:  # warm-up: connections, caches, first allocations
+        for target in every:  # warm-up: connections, caches, first allocations
             run(target, 1, args.connections, keep=False)
         for _ in range(args.runs):
-            for target in targets:
+            for target in every:
                 run(target, args.seconds, args.connections)
         own_rows = owa_own_rows(endpoint) - own_before
     finally:
         for process in processes:
             stop(process)
+        scratch.cleanup()
 
-    owa, core, pure, c_parser, pure_owa_request = targets
     print(f"wrk -t1 -c{args.connections} on core 1, servers on core 0; {args.runs} x {args.seconds} s each")
-    print(f"{'':<66}{'best req/s':>10}{'CPU us/req':>12}")
-    rows = [
-        (f"OWA page {PAGE} (logon + UserContext, ledger)", owa),
-        ("mock CAS core alone (404 of an unknown vdir, ledger)", core),
-        ("hello, pure-Python parser (AIOHTTP_NO_EXTENSIONS=1)", pure),
-        ("hello, C parser (reference)", c_parser),
-        ("hello, pure parser, sent the OWA page's URL and cookies", pure_owa_request),
+    print(f"{'':<66}{'':<7}{'best req/s':>10}{'CPU us/req':>12}{'HTTPS/HTTP CPU':>16}")
+    labels = [
+        f"OWA page {PAGE} (logon + UserContext, ledger)",
+        "mock CAS core alone (404 of an unknown vdir, ledger)",
+        "hello, pure-Python parser (AIOHTTP_NO_EXTENSIONS=1)",
+        "hello, C parser (reference)",
+        "hello, pure parser, sent the OWA page's URL and cookies",
     ]
-    for label, t in rows:
-        print(f"{label:<66}{max(t.rps):10.0f}{min(t.cpu_us):12.1f}")
-    print(
-        f"OWA: {owa.requests} answers counted by wrk (warm-up included), {owa.not_ok} not 2xx/3xx; ", end=""
-    )
-    print(f"{own_rows} ledger rows 'own' (wrk does not count requests in flight as a run ends)")
+    for n, label in enumerate(labels):
+        cpu: dict[str, float] = {}
+        for scheme in schemes:
+            t = targets[scheme][n]
+            cpu[scheme] = min(t.cpu_us)
+            name, ratio = (label, "") if scheme == schemes[0] else ("", https_ratio(cpu))
+            print(f"{name:<66}{scheme:<7}{max(t.rps):10.0f}{cpu[scheme]:12.1f}{ratio:>16}")
+    owa_all = [targets[scheme][0] for scheme in schemes]
+    print(f"OWA: {sum(t.requests for t in owa_all)} answers counted by wrk (warm-up included), ", end="")
+    print(f"{sum(t.not_ok for t in owa_all)} not 2xx/3xx; {own_rows} ledger rows 'own' ", end="")
+    print("(wrk does not count requests in flight as a run ends)")
+    for scheme in schemes:
+        ratios(scheme, *targets[scheme])
+    return 0
+
+
+def ratios(
+    scheme: str, owa: Target, core: Target, pure: Target, c_parser: Target, pure_owa_request: Target
+) -> None:
+    """OWA against the hellos of the same scheme, and where OWA's extra CPU time goes."""
     by_rps = max(owa.rps) / max(pure.rps)
     by_cpu = min(pure.cpu_us) / min(owa.cpu_us)
     verdict = "met" if by_cpu >= GOAL else "NOT met"
-    print(f"ratio OWA / same-parser hello: {by_rps:.2f} by req/s, {by_cpu:.2f} by CPU time", end="")
+    print(f"{scheme.upper()}:")
+    print(f"  ratio OWA / same-parser hello: {by_rps:.2f} by req/s, {by_cpu:.2f} by CPU time", end="")
     print(f" (goal >= {GOAL:.2f} by CPU time: {verdict})")
-    print(f"ratio OWA / C-parser hello:    {max(owa.rps) / max(c_parser.rps):.2f} by req/s")
+    print(f"  ratio OWA / C-parser hello:    {max(owa.rps) / max(c_parser.rps):.2f} by req/s")
     # Where OWA's extra time goes: parsing its larger request (hello sent the same URL and cookies), the
     # CAS's core (routing, state headers, ledger row: the 404), and OWA's own logon checks and page.
     request_us = min(pure_owa_request.cpu_us) - min(pure.cpu_us)
     core_us = min(core.cpu_us) - min(pure.cpu_us)
     owa_us = min(owa.cpu_us) - min(core.cpu_us) - request_us
     extra_us = min(owa.cpu_us) - min(pure.cpu_us)
-    print(f"OWA's {extra_us:.1f} us/req over hello: {request_us:.1f} parsing its larger request, ", end="")
+    print(f"  OWA's {extra_us:.1f} us/req over hello: {request_us:.1f} parsing its larger request, ", end="")
     print(f"{core_us:.1f} the CAS core, {owa_us:.1f} OWA's logon checks and page")
-    return 0
 
 
 if __name__ == "__main__":
