@@ -27,16 +27,13 @@ load, and more than once (`--rounds`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,13 +126,15 @@ def one_memory(kind: str, base: str, users: int, ca: str, admin: str, version: s
 
 
 def memory(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
+    from tlsfarm import SCHEMES, base_url, cas_running
+
     rows: dict[tuple[str, str], list[dict]] = {}
     kinds = args.kinds.split(",") if args.kinds else KINDS
     version = args.tls or "1.3"  # what a run's clients offer
     for _ in range(args.rounds):
         for kind in kinds:
-            for scheme, port in (("http", server.http_port), ("https", server.https_port)):
-                base = f"{scheme}://{server.host}:{port}"
+            for scheme in SCHEMES:
+                base = base_url(server, scheme)
                 with cas_running(server, tls):
                     answer = run_on_core_1(
                         "--one-memory",
@@ -194,34 +193,18 @@ def main() -> None:
         print(json.dumps(one_memory(kind, base, int(users), Path(ca_path).read_text(), admin, version)))
         return
 
-    from lab.certs import make_tls_files
-    from lab.model import Vip, local_farm
+    from tlsfarm import cas_running, tls_files  # bench/tlsfarm.py, beside this file
+
+    from lab.model import local_farm
 
     server = local_farm(1, "127.0.23")[0]
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as scratch:
-        tls = make_tls_files(Path(scratch) / "tls", Vip(host="127.0.23.1"), [server])
+        tls = tls_files(Path(scratch) / "tls", [server])
         if args.part in ("memory", "both"):
             memory(args, server, tls)
         if args.part in ("handshakes", "both"):
             with cas_running(server, tls):
                 handshakes(args, server, tls)
-
-
-@contextlib.contextmanager
-def cas_running(server: object, tls: TlsFiles) -> Iterator[None]:
-    """A fresh CAS on core 0, serving HTTP and HTTPS with the run's kind of certificate. Fresh for each
-    memory reading: a process that freed memory before grows less, and would hide the cost."""
-    from lab.farm import LocalFarm
-
-    farm = LocalFarm(
-        [server], farm_key=secrets.token_bytes(32), run_dir=tls.ca_pem.parent.parent / "farm", tls_files=tls
-    )
-    farm.start()
-    try:
-        os.sched_setaffinity(farm.processes[server.name].pid, {0})
-        yield
-    finally:
-        farm.stop()
 
 
 def one_handshakes(mode: str, base: str, ca: str, seconds: float, version: str) -> dict:
@@ -284,7 +267,9 @@ def one_handshakes(mode: str, base: str, ca: str, seconds: float, version: str) 
 
 
 def handshakes(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
-    base, ca = f"https://{server.host}:{server.https_port}", str(tls.ca_pem)
+    from tlsfarm import base_url
+
+    base, ca = base_url(server, "https"), str(tls.ca_pem)
     rows: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for mode in ("plain-full", "client-full", "plain-resumed", "client-resumed"):
