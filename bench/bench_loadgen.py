@@ -10,14 +10,24 @@
 2. idle-eas: 5,000 phones (one mobile-carrier population) holding Direct Push Pings on one CAS:
    the Locust process's memory per device and its CPU while they wait. Goal: <= 50 KB per device.
 
+Both parts run over HTTP and over HTTPS (`--scheme`): the CAS serves HTTPS itself with the run's kind of
+certificate, and every client verifies it against the run's CA, the plain FastHttpUser too (which keeps
+its connection alive over HTTPS as over HTTP). Each scheme has its own table: throughput compares each
+kind with the plain FastHttpUser of the same scheme, and gives each kind's HTTPS/HTTP figure (the
+schemes take turns in each round). outlook-mapi's MAPI and Address Book stay TCP over HTTPS, as
+intranet Outlook's did in Exchange 2010: only its Autodiscover, free/busy (EWS) and OAB requests use
+HTTPS. idle-eas runs each scheme in a fresh process with a fresh CAS, so that the second scheme does
+not reuse memory the first freed.
+
 The CAS (one `caslab cas` process, real protocol timers) runs on core 0, this process on core 1.
-Runs about 75 s for throughput and 70 s for idle-eas: a phone's set-up is six requests (Autodiscover,
-OPTIONS, two Provisions, FolderSync, Sync) before its first Ping, and one CAS core sets up about 100
-phones a second here; devices start at that rate (faster only queues them at the CAS: at 500 a second,
-3-6% of set-up requests failed with RetriesExceeded, and those phones retried after a think time).
+Runs about 150 s for throughput and 140 s for idle-eas (half that with one scheme): a phone's set-up is
+six requests (Autodiscover, OPTIONS, two Provisions, FolderSync, Sync) before its first Ping, and one CAS
+core sets up about 100 phones a second here; devices start at that rate (faster only queues them at
+the CAS: at 500 a second, 3-6% of set-up requests failed with RetriesExceeded, and those phones retried
+after a think time).
 
     .venv/bin/python bench/bench_loadgen.py [throughput|idle-eas|both] [--seconds 2] [--rounds 4]
-        [--users 20] [--devices 5000]
+        [--users 20] [--devices 5000] [--scheme http|https|both]
 """
 
 from __future__ import annotations
@@ -25,8 +35,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import secrets
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +51,8 @@ from locust.env import Environment
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tlsfarm import base_url, cas_running, schemes, tls_files  # noqa: E402 - bench/tlsfarm.py
+
 from lab.farm import LocalFarm, http_get_json  # noqa: E402
 from lab.model import local_farm  # noqa: E402
 from loadgen.addresses import AddressPlan  # noqa: E402
@@ -47,20 +60,31 @@ from loadgen.eventlog import EventLog  # noqa: E402
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan, user_classes  # noqa: E402
 
 SERVER = local_farm(1, "127.0.21")[0]
-BASE = f"http://{SERVER.host}:{SERVER.http_port}"
 STATEFUL = ("browser", "ews-app", "outlook2010-rpchttp", "outlook-mapi")
+PLAIN = "plain FastHttpUser"
+TCP_KINDS = ("outlook-mapi",)  # MAPI and Address Book are TCP over either scheme
 ME = psutil.Process()
 
 
-class PlainUser(FastHttpUser):
-    """The reference: Locust's fast client as it comes, one small page in a loop."""
+def plain_class(base: str, ca_pem: str) -> type[FastHttpUser]:
+    """The reference: Locust's fast client as it comes, one small page in a loop. Over HTTPS it checks
+    the certificate and its name against the run's CA, as the kinds do."""
 
-    host = BASE
-    wait_time = constant(0)
+    def run_ca_only(**_bundle: object) -> ssl.SSLContext:
+        # geventhttpclient offers certifi's bundle (cafile=...): left out, only the run's CA is trusted
+        return ssl.create_default_context(cadata=ca_pem)
 
-    @task
-    def logon_page(self) -> None:
-        self.client.get("/owa/auth/logon.aspx")
+    class PlainUser(FastHttpUser):
+        host = base
+        wait_time = constant(0)
+        insecure = False  # verify the certificate and the name in it
+        ssl_context_factory = staticmethod(run_ca_only)
+
+        @task
+        def logon_page(self) -> None:
+            self.client.get("/owa/auth/logon.aspx")
+
+    return PlainUser
 
 
 def cpu_seconds() -> float:
@@ -68,14 +92,14 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-def kind_class(kind: str, users: int, address_index: int) -> type:
+def kind_class(kind: str, users: int, address_index: int, base: str, ca_pem: str) -> type:
     """One Locust class of `kind` with `users` users on their own addresses, thinking for ~0 s."""
     population = PopulationPlan(
         name=f"bench-{kind}",
         addresses=AddressPlan(address_index, "intranet", users=users, source_ips=users),
         clients={kind: users},
     )
-    plan = LoadPlan([population], Endpoints.from_url(BASE), time_scale=1e7)
+    plan = LoadPlan([population], Endpoints.from_url(base), time_scale=1e7, ca_pem=ca_pem)
     plan.start_time = time.time()
     return user_classes(plan)[0]
 
@@ -103,40 +127,58 @@ def measure(cls: type, users: int, seconds: float, events: Path | None) -> tuple
     return requests / wall, requests / max(cpu, 1e-9)
 
 
-def throughput(args: argparse.Namespace, scratch: Path) -> None:
-    classes = {"plain FastHttpUser": PlainUser}
-    for i, kind in enumerate(STATEFUL):
-        classes[kind] = kind_class(kind, args.users, i)
-    rounds: dict[str, list[tuple[float, float]]] = {label: [] for label in classes}
-    for cls in classes.values():  # warm-up round: imports, first connections, caches
-        measure(cls, args.users, 0.5, scratch / "warm.csv" if cls is not PlainUser else None)
-    for _ in range(args.rounds):
-        for label, cls in classes.items():
-            events = scratch / f"{label}.csv" if cls is not PlainUser else None
-            rounds[label].append(measure(cls, args.users, args.seconds, events))
+def throughput(args: argparse.Namespace, scratch: Path, ca_pem: str) -> None:
+    runs = schemes(args.scheme)
+    classes: dict[tuple[str, str], type] = {}
+    for scheme in runs:
+        base = base_url(SERVER, scheme)
+        classes[scheme, PLAIN] = plain_class(base, ca_pem)
+        for i, kind in enumerate(STATEFUL):
+            classes[scheme, kind] = kind_class(kind, args.users, i, base, ca_pem)
+    rounds: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in classes}
+    for (_, label), cls in classes.items():  # warm-up round: imports, first connections, caches
+        measure(cls, args.users, 0.5, scratch / "warm.csv" if label != PLAIN else None)
+    for _ in range(args.rounds):  # the schemes take turns in each round, as the classes do
+        for (scheme, label), cls in classes.items():
+            events = scratch / f"{scheme}-{label}.csv" if label != PLAIN else None
+            rounds[scheme, label].append(measure(cls, args.users, args.seconds, events))
     # The machine is shared and noisy: a window that a neighbour slowed down says little, so the best
     # window of each class is its figure (as timeit keeps the minimum); the ratio of each kind to the
-    # plain user in the same round shows the spread.
-    best = {label: max(results, key=lambda r: r[1]) for label, results in rounds.items()}
-    plain = best["plain FastHttpUser"][1]
+    # plain user of its scheme in the same round shows the spread.
+    best = {key: max(results, key=lambda r: r[1]) for key, results in rounds.items()}
     print(f"\nthroughput: {args.users} users per kind, {args.rounds} x {args.seconds:g} s each, best kept;")
-    print("CAS on core 0, Locust on core 1; per core = requests per CPU-second of the Locust process")
-    print(f"{'':<26}{'req/s':>9}{'req/s per core':>16}{'vs plain':>10}{'per round':>24}"
-          "   goal >= 0.8 (ews-app 0.85)")  # fmt: skip
-    for label, (rps, per_core) in best.items():
-        per_round = [r[1] / p[1] for r, p in zip(rounds[label], rounds["plain FastHttpUser"], strict=True)]
-        spread = f"{min(per_round):.2f}-{max(per_round):.2f}, median {statistics.median(per_round):.2f}"
-        print(f"{label:<26}{rps:>9.0f}{per_core:>16.0f}{per_core / plain:>10.2f}{spread:>24}")
+    print("CAS on core 0, Locust on core 1; per core = requests per CPU-second of the Locust process;")
+    print("over HTTPS every client verifies the CAS's certificate against the run's CA")
+    for scheme in runs:
+        plain = best[scheme, PLAIN][1]
+        versus_http = scheme == "https" and "http" in runs
+        print(f"\n{'over ' + scheme.upper():<26}{'req/s':>9}{'req/s per core':>16}{'vs plain':>10}"
+              f"{'per round':>24}{'HTTPS/HTTP' if versus_http else '':>12}"
+              "   goal >= 0.8 (ews-app 0.85)")  # fmt: skip
+        for label in (PLAIN, *STATEFUL):
+            rps, per_core = best[scheme, label]
+            per_round = [
+                r[1] / p[1] for r, p in zip(rounds[scheme, label], rounds[scheme, PLAIN], strict=True)
+            ]
+            spread = f"{min(per_round):.2f}-{max(per_round):.2f}, median {statistics.median(per_round):.2f}"
+            to_http = f"{per_core / best['http', label][1]:.2f}" if versus_http else ""
+            name = f"{label} *" if scheme == "https" and label in TCP_KINDS else label
+            print(f"{name:<26}{rps:>9.0f}{per_core:>16.0f}{per_core / plain:>10.2f}{spread:>24}{to_http:>12}")
+        if scheme == "https":
+            print("* its MAPI and Address Book stay TCP, as over HTTP (intranet Outlook, Exchange 2010):")
+            print("  only its Autodiscover, free/busy (EWS) and OAB requests use HTTPS")
 
 
-def idle_eas(args: argparse.Namespace, farm: LocalFarm) -> None:
+def idle_eas(args: argparse.Namespace, farm: LocalFarm, ca_pem: str) -> None:
     n = args.devices
     population = PopulationPlan(
         name="bench-phones",
         addresses=AddressPlan(10, "mobile-carrier", users=n, source_ips=64),
         clients={"eas-device": n},
     )
-    plan = LoadPlan([population], Endpoints.from_url(BASE), time_scale=1.0)
+    plan = LoadPlan(
+        [population], Endpoints.from_url(base_url(SERVER, args.scheme)), time_scale=1.0, ca_pem=ca_pem
+    )
     env = Environment(user_classes=user_classes(plan))
     runner = env.create_local_runner()
     gc.collect()
@@ -165,7 +207,10 @@ def idle_eas(args: argparse.Namespace, farm: LocalFarm) -> None:
     runner.quit()
     runner.greenlet.join()
     per_device_kb = (rss_holding - rss_before) / n / 1024
-    print(f"\nidle-eas: {n} devices on {population.addresses.pool_size} carrier addresses, one CAS")
+    print(
+        f"\nidle-eas over {args.scheme.upper()}: {n} devices on {population.addresses.pool_size} carrier "
+        "addresses, one CAS"
+    )
     print(f"set-up until all hold a Ping   {set_up_s:8.1f} s ({requests} requests, {failures} failed)")
     for error in errors:
         print(f"  {error.occurrences} x {error.name}: {error.error}")
@@ -187,19 +232,27 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20, help="users per kind in the throughput part")
     parser.add_argument("--devices", type=int, default=5000)
     parser.add_argument("--spawn-rate", type=float, default=100.0, help="devices started per second")
+    parser.add_argument("--scheme", default="both", choices=["http", "https", "both"])
     args = parser.parse_args()
+    os.sched_setaffinity(0, {1})  # the CAS gets core 0
     with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as scratch:
-        farm = LocalFarm([SERVER], farm_key=secrets.token_bytes(32), run_dir=Path(scratch) / "farm")
-        farm.start()
-        try:
-            os.sched_setaffinity(farm.processes[SERVER.name].pid, {0})
-            os.sched_setaffinity(0, {1})
-            if args.part in ("throughput", "both"):
-                throughput(args, Path(scratch))
-            if args.part in ("idle-eas", "both"):
-                idle_eas(args, farm)
-        finally:
-            farm.stop()
+        tls = tls_files(Path(scratch) / "tls", [SERVER])
+        ca_pem = tls.ca_pem.read_text()
+        if args.part in ("throughput", "both"):
+            with cas_running(SERVER, tls):
+                throughput(args, Path(scratch), ca_pem)
+        if args.part in ("idle-eas", "both"):
+            if args.scheme == "both":  # each scheme in a fresh process, with a fresh CAS
+                sys.stdout.flush()
+                same = ["--seconds", str(args.seconds), "--devices", str(args.devices)]
+                same += ["--spawn-rate", str(args.spawn_rate)]
+                for scheme in schemes(args.scheme):
+                    subprocess.run(
+                        [sys.executable, __file__, "idle-eas", "--scheme", scheme, *same], check=True
+                    )
+            else:
+                with cas_running(SERVER, tls) as farm:
+                    idle_eas(args, farm, ca_pem)
 
 
 if __name__ == "__main__":
