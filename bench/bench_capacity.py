@@ -6,7 +6,10 @@ For each kind, in a fresh process: one `caslab cas` on 127.0.1.11 over HTTP, Loc
 (one direct population, an address each) started FIRST at a time, left to finish their set-up (logon,
 RPC/HTTP channels, subscriptions, Pings) and think (real Exchange time: minutes), and both processes'
 RSS and descriptors read at FIRST users and again at `--users`; the difference over the added users is
-the cost of one user (what all users share falls out). Run it in a namespace of its own:
+the cost of one user (what all users share falls out). HTTP only: `bench/bench_tls.py memory` measures
+the same way, over HTTP and over HTTPS, the load generator's memory and connections per user and the
+CAS's memory per held connection (lab/capacity.py takes its HTTPS costs from there; TLS adds no
+descriptor, it runs on the same connections). Run it in a namespace of its own:
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/bench_capacity.py [--users 300]'
 """
