@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wrk import add_scheme_option, chosen_schemes  # bench/wrk.py, beside this file
+from tlsfarm import add_scheme_option, schemes  # bench/tlsfarm.py, beside this file
 
 import mockcas  # noqa: F401 - before aiohttp anywhere
 from lab.balancers import get_driver
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (apt-get install wrk)")
-    schemes = chosen_schemes(args.scheme)
+    chosen = schemes(args.scheme)
     with tempfile.TemporaryDirectory(prefix="caslab-bench-") as tmp:
         run = Path(tmp)
         tls = make_tls_files(run / "tls", VIP, SERVERS)
@@ -100,11 +100,11 @@ def main() -> None:
         farm.start()
         try:
             rows = []
-            for scheme in schemes:
+            for scheme in chosen:
                 direct = wrk(url(SERVERS[0], scheme), args.seconds, args.connections)
                 rows.append(("direct to CAS01", scheme, "-", None, direct, None))
             for name in args.drivers.split(","):
-                for scheme in schemes:
+                for scheme in chosen:
                     https = scheme == "https"  # TLS offloaded at the balancer
                     spec = BalancerSpec(
                         name, resolve("none-all"), SERVERS, VIP, preset="none-all",

@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wrk import add_scheme_option, base_url, cas_tls, chosen_schemes, https_ratio, measure  # noqa: E402
+from tlsfarm import add_scheme_option, base_url, cas_tls_args, https_ratio, schemes, tls_files  # noqa: E402
+from wrk import measure  # noqa: E402 - bench/wrk.py, beside this file
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from caslab import wbxml  # noqa: E402
@@ -96,11 +97,11 @@ def main() -> int:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
 
-    schemes = chosen_schemes(args.scheme)
+    chosen = schemes(args.scheme)
     farm_key = secrets.token_bytes(32)
     env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
     scratch = tempfile.TemporaryDirectory(prefix="bench-eas-")
-    _, https = cas_tls(Path(scratch.name), CAS_HOST)
+    https = cas_tls_args(tls_files(Path(scratch.name), [CasEndpoint(name="CAS01", host=CAS_HOST)]))
     command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST, *https]
     command += ["--farm-key", farm_key.hex(), "--log-level", "WARNING"]
     cas = subprocess.Popen(
@@ -133,10 +134,10 @@ def main() -> int:
             Path(body_file).write_bytes(request.body)
             script = lua_script(request, body_file, new_devices)
             cpu: dict[str, float] = {}
-            for scheme in schemes:
+            for scheme in chosen:
                 url = base_url(scheme, CAS_HOST)
                 rps, cpu[scheme], not_ok = measure(cas.pid, url, args.seconds, args.connections, script)
-                name, ratio = (label, "") if scheme == schemes[0] else ("", https_ratio(cpu))
+                name, ratio = (label, "") if scheme == chosen[0] else ("", https_ratio(cpu))
                 print(f"{name:<44} {scheme:<6} {rps:8.0f} {cpu[scheme]:11.1f} {not_ok:8d} {ratio:>15}")
     finally:
         cas.terminate()

@@ -32,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wrk import add_scheme_option, base_url, cas_tls, chosen_schemes, https_ratio, measure  # noqa: E402
+from tlsfarm import add_scheme_option, base_url, cas_tls_args, https_ratio, schemes, tls_files  # noqa: E402
+from wrk import measure  # noqa: E402 - bench/wrk.py, beside this file
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from lab.farm import wait_until_healthy  # noqa: E402
@@ -76,10 +77,10 @@ def main() -> int:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
 
-    schemes = chosen_schemes(args.scheme)
+    chosen = schemes(args.scheme)
     env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
     scratch = tempfile.TemporaryDirectory(prefix="bench-ews-")
-    _, https = cas_tls(Path(scratch.name), CAS_HOST)
+    https = cas_tls_args(tls_files(Path(scratch.name), [CasEndpoint(name="CAS01", host=CAS_HOST)]))
     command = [sys.executable, "-m", "lab.cli", "cas", "--name", "CAS01", "--host", CAS_HOST, *https]
     cas = subprocess.Popen(
         ["taskset", "-c", "0", *command, "--log-level", "WARNING"],
@@ -109,10 +110,10 @@ def main() -> int:
         print(f"{'':<42} {'':<6} {'req/s':>8} {'CPU us/req':>11} {'not 2xx':>8} {'HTTPS/HTTP CPU':>15}")
         for label, path, script in targets:
             cpu: dict[str, float] = {}
-            for scheme in schemes:
+            for scheme in chosen:
                 url = base_url(scheme, CAS_HOST) + path
                 rps, cpu[scheme], not_ok = measure(cas.pid, url, args.seconds, args.connections, script)
-                name, ratio = (label, "") if scheme == schemes[0] else ("", https_ratio(cpu))
+                name, ratio = (label, "") if scheme == chosen[0] else ("", https_ratio(cpu))
                 print(f"{name:<42} {scheme:<6} {rps:8.0f} {cpu[scheme]:11.1f} {not_ok:8d} {ratio:>15}")
     finally:
         cas.terminate()

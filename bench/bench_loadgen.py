@@ -51,7 +51,7 @@ from locust.env import Environment
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tlsfarm import base_url, cas_running, schemes, tls_files  # noqa: E402 - bench/tlsfarm.py
+from tlsfarm import add_scheme_option, base_url, cas_running, schemes, tls_files  # noqa: E402
 
 from lab.farm import LocalFarm, http_get_json  # noqa: E402
 from lab.model import local_farm  # noqa: E402
@@ -131,7 +131,7 @@ def throughput(args: argparse.Namespace, scratch: Path, ca_pem: str) -> None:
     runs = schemes(args.scheme)
     classes: dict[tuple[str, str], type] = {}
     for scheme in runs:
-        base = base_url(SERVER, scheme)
+        base = base_url(scheme, SERVER.host)
         classes[scheme, PLAIN] = plain_class(base, ca_pem)
         for i, kind in enumerate(STATEFUL):
             classes[scheme, kind] = kind_class(kind, args.users, i, base, ca_pem)
@@ -177,7 +177,7 @@ def idle_eas(args: argparse.Namespace, farm: LocalFarm, ca_pem: str) -> None:
         clients={"eas-device": n},
     )
     plan = LoadPlan(
-        [population], Endpoints.from_url(base_url(SERVER, args.scheme)), time_scale=1.0, ca_pem=ca_pem
+        [population], Endpoints.from_url(base_url(args.scheme, SERVER.host)), time_scale=1.0, ca_pem=ca_pem
     )
     env = Environment(user_classes=user_classes(plan))
     runner = env.create_local_runner()
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20, help="users per kind in the throughput part")
     parser.add_argument("--devices", type=int, default=5000)
     parser.add_argument("--spawn-rate", type=float, default=100.0, help="devices started per second")
-    parser.add_argument("--scheme", default="both", choices=["http", "https", "both"])
+    add_scheme_option(parser)
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})  # the CAS gets core 0
     with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as scratch:

@@ -42,15 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wrk import (  # noqa: E402 - bench/wrk.py, beside this file
-    add_scheme_option,
-    base_url,
-    cas_tls,
-    chosen_schemes,
-    cpu_seconds,
-    https_ratio,
-    wrk,
-)
+from tlsfarm import add_scheme_option, base_url, cas_tls_args, https_ratio, schemes, tls_files  # noqa: E402
+from wrk import cpu_seconds, wrk  # noqa: E402 - bench/wrk.py, beside this file
 
 import mockcas  # noqa: E402, F401 - before anything imports aiohttp (the mock needs the pure parser)
 from caslab.vocab import HTTP_PORT, HTTPS_PORT  # noqa: E402
@@ -178,10 +171,11 @@ def main() -> int:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
 
-    schemes = chosen_schemes(args.scheme)
+    chosen = schemes(args.scheme)
     endpoint = CasEndpoint(name="CAS01", host=CAS_HOST)
     scratch = tempfile.TemporaryDirectory(prefix="bench-owa-")
-    tls, https = cas_tls(Path(scratch.name), CAS_HOST)
+    tls = tls_files(Path(scratch.name), [endpoint])
+    https = cas_tls_args(tls)
     hello = [sys.executable, "-c", HELLO_APP]
     cert = [str(tls.server_cert), str(tls.server_key)]
     processes = [
@@ -194,7 +188,7 @@ def main() -> int:
     try:
         wait_until_healthy(endpoint, time.monotonic() + 20, processes[0])
         cookie = [f"Cookie: {owa_session_cookies(base_url('http', CAS_HOST))}"]
-        for scheme in schemes:
+        for scheme in chosen:
             cas_base, hello_base = base_url(scheme, CAS_HOST), base_url(scheme, HELLO_PURE_HOST)
             targets[scheme] = [
                 Target("owa", scheme, processes[0], cas_base + PAGE, cookie),
@@ -205,7 +199,7 @@ def main() -> int:
             ]
         for process, host in ((processes[1], HELLO_PURE_HOST), (processes[2], HELLO_C_HOST)):
             wait_for_url(base_url("http", host) + "/", process)  # HTTP answers: HTTPS listens too
-        every = [target for scheme in schemes for target in targets[scheme]]
+        every = [target for scheme in chosen for target in targets[scheme]]
         own_before = owa_own_rows(endpoint)
         for target in every:  # warm-up: connections, caches, first allocations
             run(target, 1, args.connections, keep=False)
@@ -229,16 +223,16 @@ def main() -> int:
     ]
     for n, label in enumerate(labels):
         cpu: dict[str, float] = {}
-        for scheme in schemes:
+        for scheme in chosen:
             t = targets[scheme][n]
             cpu[scheme] = min(t.cpu_us)
-            name, ratio = (label, "") if scheme == schemes[0] else ("", https_ratio(cpu))
+            name, ratio = (label, "") if scheme == chosen[0] else ("", https_ratio(cpu))
             print(f"{name:<66}{scheme:<7}{max(t.rps):10.0f}{cpu[scheme]:12.1f}{ratio:>16}")
-    owa_all = [targets[scheme][0] for scheme in schemes]
+    owa_all = [targets[scheme][0] for scheme in chosen]
     print(f"OWA: {sum(t.requests for t in owa_all)} answers counted by wrk (warm-up included), ", end="")
     print(f"{sum(t.not_ok for t in owa_all)} not 2xx/3xx; {own_rows} ledger rows 'own' ", end="")
     print("(wrk does not count requests in flight as a run ends)")
-    for scheme in schemes:
+    for scheme in chosen:
         ratios(scheme, *targets[scheme])
     return 0
 

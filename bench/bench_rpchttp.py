@@ -138,10 +138,12 @@ def measure(scheme: str, seconds: float, held: int) -> dict:
 
 
 def main() -> None:
+    from tlsfarm import add_scheme_option  # bench/tlsfarm.py, beside this file
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--held", type=int, default=200, help="virtual connections held open at once")
-    parser.add_argument("--scheme", default="both", choices=["http", "https", "both"])
+    add_scheme_option(parser)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)  # the client's: the CAS's port
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)  # the client's: the run's CA, if HTTPS

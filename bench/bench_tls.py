@@ -134,7 +134,7 @@ def memory(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
     for _ in range(args.rounds):
         for kind in kinds:
             for scheme in SCHEMES:
-                base = base_url(server, scheme)
+                base = base_url(scheme, server.host)
                 with cas_running(server, tls):
                     answer = run_on_core_1(
                         "--one-memory",
@@ -269,7 +269,7 @@ def one_handshakes(mode: str, base: str, ca: str, seconds: float, version: str) 
 def handshakes(args: argparse.Namespace, server: object, tls: TlsFiles) -> None:
     from tlsfarm import base_url
 
-    base, ca = base_url(server, "https"), str(tls.ca_pem)
+    base, ca = base_url("https", server.host), str(tls.ca_pem)
     rows: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for mode in ("plain-full", "client-full", "plain-resumed", "client-resumed"):

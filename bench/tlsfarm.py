@@ -1,5 +1,6 @@
-"""What the benchmarks that print HTTPS beside HTTP share: the run's CA and certificate for local CAS
-(as a lab run makes them), a fresh farm of them serving both schemes on core 0, and each scheme's URL.
+"""What the benchmarks that print HTTPS beside HTTP share: the `--scheme http|https|both` option, the
+run's CA and certificate for local CAS (as a lab run makes them), a fresh farm of them serving both
+schemes on core 0, each scheme's URL, and the HTTPS/HTTP ratio of a figure.
 
 Import it after Locust where Locust runs: Locust patches the process with gevent, and lab.farm imports
 the standard library's networking modules.
@@ -7,12 +8,14 @@ the standard library's networking modules.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from caslab.vocab import HTTP_PORT, HTTPS_PORT
 from lab.certs import make_tls_files
 from lab.farm import LocalFarm
 from lab.model import CasEndpoint, TlsFiles, Vip
@@ -20,9 +23,23 @@ from lab.model import CasEndpoint, TlsFiles, Vip
 SCHEMES = ("http", "https")
 
 
+def add_scheme_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheme",
+        choices=("http", "https", "both"),
+        default="both",
+        help="measure over HTTP, HTTPS or both side by side (default: both)",
+    )
+
+
 def schemes(choice: str) -> tuple[str, ...]:
-    """The schemes a `--scheme http|https|both` option names."""
+    """The schemes a `--scheme http|https|both` option names, HTTP first."""
     return SCHEMES if choice == "both" else (choice,)
+
+
+def https_ratio(figures: dict[str, float]) -> str:
+    """HTTPS / HTTP of one figure (like CPU time per request), when both were measured."""
+    return f"{figures['https'] / figures['http']:.2f}" if len(figures) == 2 else ""
 
 
 def tls_files(directory: Path, servers: list[CasEndpoint]) -> TlsFiles:
@@ -31,10 +48,14 @@ def tls_files(directory: Path, servers: list[CasEndpoint]) -> TlsFiles:
     return make_tls_files(directory, Vip(host=vip_host), servers)
 
 
-def base_url(server: CasEndpoint, scheme: str) -> str:
-    """Where clients reach `server` over `scheme`: the CAS serves HTTPS itself (no balancer)."""
-    port = server.https_port if scheme == "https" else server.http_port
-    return f"{scheme}://{server.host}:{port}"
+def cas_tls_args(tls: TlsFiles) -> list[str]:
+    """The `caslab cas` arguments that make it serve HTTPS with the run's certificate on its https port."""
+    return ["--cert", str(tls.server_cert), "--key", str(tls.server_key)]
+
+
+def base_url(scheme: str, host: str) -> str:
+    """Where a server on `host` answers over `scheme`, on the lab's ports (a CAS serves HTTPS itself)."""
+    return f"{scheme}://{host}:{HTTPS_PORT if scheme == 'https' else HTTP_PORT}"
 
 
 @contextlib.contextmanager

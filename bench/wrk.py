@@ -4,24 +4,18 @@ wrk).
 
 Over HTTPS wrk does not verify the server's certificate (a server-side cost is measured, not a client's
 trust), and it keeps its connections alive: the HTTPS figures are the steady cost of TLS records, not of
-handshakes (bench_tls.py measures those)."""
+handshakes (bench_tls.py measures those). The `--scheme` option and the certificate: bench/tlsfarm.py."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lab.model import TlsFiles
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-SCHEMES = ("http", "https")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,39 +51,3 @@ def measure(pid: int, url: str, seconds: int, connections: int, script: str) -> 
     before = cpu_seconds(pid)
     rps, total, not_ok = wrk(url, seconds, connections, script=script)
     return rps, (cpu_seconds(pid) - before) / max(total, 1) * 1e6, not_ok
-
-
-def add_scheme_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scheme",
-        choices=("http", "https", "both"),
-        default="both",
-        help="measure over HTTP, HTTPS or both side by side (default: both)",
-    )
-
-
-def chosen_schemes(choice: str) -> tuple[str, ...]:
-    """The schemes of --scheme, HTTP first."""
-    return SCHEMES if choice == "both" else (choice,)
-
-
-def cas_tls(directory: Path, host: str) -> tuple[TlsFiles, list[str]]:
-    """The run's CA and a server certificate for a CAS on `host` (lab.certs), written to `directory`,
-    and the `caslab cas` arguments that make it serve HTTPS with them on its https port."""
-    from lab.certs import make_tls_files
-    from lab.model import CasEndpoint, Vip
-
-    tls = make_tls_files(directory, Vip(host=host), [CasEndpoint(name="CAS01", host=host)])
-    return tls, ["--cert", str(tls.server_cert), "--key", str(tls.server_key)]
-
-
-def base_url(scheme: str, host: str) -> str:
-    """Where a CAS on `host` answers over `scheme`, on the lab's default ports."""
-    from caslab.vocab import HTTP_PORT, HTTPS_PORT
-
-    return f"{scheme}://{host}:{HTTP_PORT if scheme == 'http' else HTTPS_PORT}"
-
-
-def https_ratio(figures: dict[str, float]) -> str:
-    """HTTPS / HTTP of one figure (like CPU time per request), when both were measured."""
-    return f"{figures['https'] / figures['http']:.2f}" if len(figures) == 2 else ""
