@@ -341,6 +341,11 @@ class Balancer:
         raise NotImplementedError
 
 
+def times(count: int) -> str:
+    """How often, in a limit's sentence: "once", "2 times", "1,234 times"."""
+    return "once" if count == 1 else f"{count:,} times"
+
+
 DRIVERS: Registry[type[Balancer]] = Registry(
     "balancer driver", DRIVER_NAMES, f"{__name__}.drivers", lambda cls: cls.name
 )

@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from caslab.vocab import HTTP_SERVICES
-from lab.balancers import BalancerError, register
+from lab.balancers import BalancerError, register, times
 from lab.balancers.layout import Listener, Pool, probe_host
 from lab.balancers.process import ProcessBalancer
 from lab.model import CasEndpoint, Timeouts
@@ -402,7 +402,7 @@ class Envoy(ProcessBalancer):
         if not count:
             return []
         return [
-            f"envoy ran out of open files {count:,} times (its log: 'Too many open files'): connections "
+            f"envoy ran out of open files {times(count)} (its log: 'Too many open files'): connections "
             "it could not open to a CAS failed their requests"
         ]
 

@@ -60,7 +60,7 @@ import subprocess
 from pathlib import Path
 from typing import ClassVar
 
-from lab.balancers import register
+from lab.balancers import register, times
 from lab.balancers.layout import Listener, Pool
 from lab.balancers.process import ProcessBalancer
 from lab.model import BalancerSpec, CasEndpoint, Persistence, Timeouts
@@ -349,7 +349,7 @@ class Nginx(ProcessBalancer):
             "Too many open files": "the open-file limit",
         }
         return [
-            f"nginx ran out of {what} {count:,} times (its log: '{message}')"
+            f"nginx ran out of {what} {times(count)} (its log: '{message}')"
             for message, what in said.items()
             if (count := self.log_count(message))
         ]

@@ -52,7 +52,7 @@ from typing import ClassVar
 import yaml
 
 from caslab.vocab import HTTP_SERVICES
-from lab.balancers import BalancerError, register
+from lab.balancers import BalancerError, register, times
 from lab.balancers.layout import Listener, Pool, probe_host
 from lab.balancers.process import ProcessBalancer
 from lab.model import BalancerSpec
@@ -325,7 +325,7 @@ class Traefik(ProcessBalancer):
         if not count:
             return []
         return [
-            f"traefik ran out of open files {count:,} times (its log: 'too many open files'): clients it "
+            f"traefik ran out of open files {times(count)} (its log: 'too many open files'): clients it "
             "could not accept waited, and connections to a CAS failed"
         ]
 
