@@ -99,6 +99,23 @@ def test_nginx_reads_timeouts_and_the_rule_mapi_and_the_address_book_share():
     assert "proxy_read_timeout 1h" in [str(t) for t in explanation.reading("owa").timeouts]
 
 
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (None, []),
+        (("    client_max_body_size 0;\n", ""), ["client_max_body_size 1m is below"]),
+        (("    client_max_body_size 0;\n", "    client_max_body_size 2g;\n"), []),
+        (("    proxy_request_buffering off;\n", ""), ["proxy_request_buffering is on"]),
+    ],
+)
+def test_nginx_says_when_its_outlook_anywhere_location_cannot_stream_a_channel(tmp_path, change, said):
+    path = copy(tmp_path, "nginx", change)
+    notes = reader_for("nginx").explain(path).notes
+    assert len(notes) == len(said) and all(s in n for s, n in zip(said, notes, strict=True)), notes
+    rpc = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if "location ~* ^/rpc/" in line)
+    assert all(f"location of line {rpc}:" in n for n in notes)  # the /rpc/ location, where it applies
+
+
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():
     explanation = reader_for("envoy").explain(HERE / FILES["envoy"])
     assert "ttl 3600s (Envoy sets it)" in explanation.reading("owa").words
@@ -207,7 +224,9 @@ def test_the_configs_the_lab_renders_read_back_as_their_preset(driver, preset, t
     reader = reader_for(driver)
     adopted = reader.adopt(tmp_path / main, example_place())
     assert adopted.tls == tls and {m.cas for m in adopted.servers} == {"CAS01", "CAS02", "CAS03"}
-    readings = {r.service: r.persistence for r in reader.explain(tmp_path / main).readings}
+    explanation = reader.explain(tmp_path / main)
+    assert explanation.notes == ()  # what the lab renders streams RPC/HTTP channels
+    readings = {r.service: r.persistence for r in explanation.readings}
     for service in SERVICES:
         want, got = spec.persistence[service], readings[service]
         assert got is not None, service

@@ -433,7 +433,8 @@ def _persistence(data: dict) -> Persistence:
 
 class Reader:
     """A driver's reader of user configs (the contract is the module docstring). Subclasses set the
-    class attributes and implement `rewrite`, `addresses`, `readings` and `server_lines`."""
+    class attributes and implement `rewrite`, `addresses`, `readings` and `server_lines`, and `notes`
+    where a file can do something that changes what a run measures beyond persistence and timeouts."""
 
     driver: ClassVar[str]  # its driver's name (caslab.vocab.DRIVERS)
     label: ClassVar[str]  # the balancer's name in messages: "HAProxy"

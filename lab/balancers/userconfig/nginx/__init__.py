@@ -571,20 +571,9 @@ class NginxReader(Reader):
         def line(d: Directive) -> int:
             return config.file_of(d).source.line_of(d.index)
 
-        def ports(group: list[Directive], role: str) -> dict[int, int]:
-            out = {}
-            for s in group:
-                for d in s.all("listen"):
-                    address = _parse_address(d.args[0]) if d.args else None
-                    if address and PORT_ROLES.get(address[1]) == role:
-                        out[id(s)] = address[1]
-            return out
-
-        https = ports(web, "https")
-        role = "https" if https else "http"
-        front = routes.default_server(web, https or ports(web, "http"))
+        front, role, listening = _web_front(web)
         notes = []
-        sharing = [s for s in web if id(s) in (https or ports(web, "http"))]
+        sharing = [s for s in web if id(s) in listening]
         if front is not None and len(sharing) > 1 and any(s.first("server_name") for s in sharing):
             names = front.first("server_name")
             shown = f" ({names.text}, line {line(names)})" if names else ""
@@ -605,7 +594,7 @@ class NginxReader(Reader):
                 )
             )
         for service in ("mapi", "addressbook"):
-            owners = ports(tcp, service)
+            owners = _ports(tcp, service)
             server = next((s for s in tcp if id(s) in owners), None)
             if server is None:
                 out.append(Reading(service, None, f"no stream server listens on a {service} port", None, ""))
@@ -618,6 +607,39 @@ class NginxReader(Reader):
                 server,
             )
             out.append(self._reading(service, t, upstreams, maps, server, [], line))
+        return out
+
+    def notes(self, source: Source, place: Place) -> list[str]:
+        """Outlook Anywhere's location when it cannot carry RPC/HTTP channels: each channel is one request
+        that declares about 1 GB (RPC_IN_DATA) and streams calls for as long as Outlook runs. nginx
+        refuses such a body over `client_max_body_size` (1m by default) with 413, and with
+        `proxy_request_buffering on` (the default) reads the whole body before it passes anything on,
+        so no call reaches the CAS; the lab's own config sets both (lab/balancers/drivers/nginx.py)."""
+        config = self._load(source, place)
+        web = [s for s in _servers(config.all()) if not _is_stats(s) and s.context[-1] == "http"]
+        front, _role, _listening = _web_front(web)
+        if front is None:
+            return []
+        location, _unknown = routes.location_for(front, CLIENT_PATHS["rpchttp"])
+        scope = location or front
+        line = config.file_of(scope).source.line_of(scope.index)
+        where = f"{'location' if location else 'server'} of line {line}"
+        out = []
+        size = scope.inherited("client_max_body_size")
+        size_word = size.args[0] if size and size.args else "1m"
+        if size_word != "0" and _bytes(size_word) < RPC_IN_DATA_BYTES:
+            out.append(
+                f"Outlook Anywhere's {where}: client_max_body_size {size_word} is below the ~1 GB an "
+                "RPC_IN_DATA channel declares, so nginx answers 413 and no Outlook Anywhere connection "
+                "opens (client_max_body_size 0 lifts it)"
+            )
+        buffering = scope.inherited("proxy_request_buffering")
+        if not (buffering and buffering.args and buffering.args[0] == "off"):
+            out.append(
+                f"Outlook Anywhere's {where}: proxy_request_buffering is on, so nginx reads a whole "
+                "RPC_IN_DATA channel before passing it on and no call reaches the CAS "
+                "(proxy_request_buffering off streams it)"
+            )
         return out
 
     def _reading(
@@ -645,6 +667,35 @@ class NginxReader(Reader):
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
         tail = f" {options}" if options else ""
         return "\n".join(f"server {c.host}:{Place.cas_port(c, role)}{tail};" for c in place.servers)
+
+
+RPC_IN_DATA_BYTES = 1 << 30  # the Content-Length Outlook declares for an IN channel, as the lab's clients do
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _bytes(size: str) -> int:
+    """nginx's size syntax (`1m`, `512k`, `2g`, `1024`) in bytes; 0 for what is not one."""
+    match = re.fullmatch(r"(\d+)([kmg]?)", size.lower())
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0
+
+
+def _ports(group: list[Directive], role: str) -> dict[int, int]:
+    """id() of each server block of `group` that listens on a port of `role` -> that port."""
+    out = {}
+    for s in group:
+        for d in s.all("listen"):
+            address = _parse_address(d.args[0]) if d.args else None
+            if address and PORT_ROLES.get(address[1]) == role:
+                out[id(s)] = address[1]
+    return out
+
+
+def _web_front(web: list[Directive]) -> tuple[Directive | None, str, dict[int, int]]:
+    """The http server block the lab's clients reach (the default server of the HTTPS port when there is
+    one, else of the HTTP port), its role, and the blocks listening on that role's ports."""
+    https = _ports(web, "https")
+    listening = https or _ports(web, "http")
+    return routes.default_server(web, listening), "https" if https else "http", listening
 
 
 def _servers(directives: list[Directive]) -> list[Directive]:
