@@ -60,6 +60,23 @@ def test_hash_on_the_source_address_for_everything_fails_for_the_reason_the_arti
     assert set(summary["balancer"]["methods"].values()) == {"source-ip"}
 
 
+def test_nginx_s_default_client_body_timeout_cuts_outlook_anywhere_as_in_production(tmp_path):
+    """The file without its client_body_timeout: nginx's default 60 s (Exchange time, so scaled in the
+    lab like any time the file sets) closes every RPC_IN_DATA channel that Outlook leaves idle longer,
+    and Outlook pings IN only every 12 minutes (2 with MinimumConnectionTimeout 120)."""
+    text = (HERE / FILES["nginx"]).read_text()
+    line = next(x for x in text.splitlines(keepends=True) if x.lstrip().startswith("client_body_timeout"))
+    (tmp_path / FILES["nginx"]).write_text(text.replace(line, ""))
+    scenario = tmp_path / "candidate.toml"
+    scenario.write_text((HERE / "candidate-nginx.toml").read_text())
+    run = caslab_run(tmp_path / "out", scenario)
+    summary = expect_verdict(run, 1)
+    cut = {service: figures["cut"] for service, figures in summary["services"].items() if figures["cut"]}
+    assert set(cut) == {"rpchttp"}, summary["services"]
+    rewrites = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
+    assert "nginx's default client_body_timeout 60s, which the file does not set" in rewrites
+
+
 @pytest.mark.parametrize(
     ("driver", "scenario", "preset", "duration"),
     [

@@ -9,6 +9,7 @@ run; run those inside `unshare -n` (loopback only), as every test that starts se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -114,6 +115,16 @@ def test_nginx_says_when_its_outlook_anywhere_location_cannot_stream_a_channel(t
     assert len(notes) == len(said) and all(s in n for s, n in zip(said, notes, strict=True)), notes
     rpc = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if "location ~* ^/rpc/" in line)
     assert all(f"location of line {rpc}:" in n for n in notes)  # the /rpc/ location, where it applies
+
+
+def test_nginx_timeouts_the_file_leaves_to_nginx_are_its_defaults_scaled_like_the_rest(tmp_path, place):
+    path = copy(tmp_path, "nginx", ("    client_body_timeout 3600s;", ""))
+    rpc = reader_for("nginx").explain(path).reading("rpchttp")
+    assert "client_body_timeout (nginx's default) 1m" in [str(t) for t in rpc.timeouts]
+    as_run = reader_for("nginx").adopt(path, place).main.text  # place: time_scale 1 -> nothing added
+    assert "client_body_timeout" not in as_run
+    scaled = reader_for("nginx").adopt(path, dataclasses.replace(place, time_scale=120)).main.text
+    assert re.search(r"(?m)^    client_body_timeout 500ms;$", scaled), scaled[:1500]
 
 
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():

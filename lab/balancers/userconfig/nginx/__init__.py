@@ -20,7 +20,10 @@ How each rule reads in nginx (README, "Your own balancer config"):
    key, `ssl_trusted_certificate`, `ssl_client_certificate` and `proxy_ssl_trusted_certificate` -> its
    CA, `proxy_ssl_name` -> the run certificate's name.
 5. Time: keepalive_timeout, proxy_read_timeout, proxy_send_timeout, client_body_timeout, send_timeout
-   and the stream's proxy_timeout are divided by the time scale.
+   and the stream's proxy_timeout are divided by the time scale; each that `http {}` or `stream {}`
+   does not set itself gets nginx's default there (60 s; keepalive 75 s; proxy_timeout 10 min), scaled:
+   left alone it would be 60 real seconds, hours of Exchange time (measured: with client_body_timeout
+   1s, nginx closed an Outlook Anywhere IN channel idle for 3 s).
 6. Run folder: `error_log` -> the balancer's output (stderr, its level kept, syslog too); `access_log`
    files keep their name in the run folder (access.log and stream.log are the lab's: yours become
    user-access.log...), a syslog access log becomes syslog-access.log; `pid` -> nginx.pid; temp and
@@ -102,6 +105,18 @@ IDLE_TIMEOUTS = (
     "send_timeout",
     "proxy_timeout",
 )
+# nginx's own values of the idle timeouts above where a file sets none (its documentation): Exchange time
+# like any other, so the file as run gets them scaled (rule 5), and explain shows them.
+DEFAULT_TIMEOUTS = {
+    "http": {
+        "keepalive_timeout": 75.0,
+        "proxy_read_timeout": 60.0,
+        "proxy_send_timeout": 60.0,
+        "client_body_timeout": 60.0,
+        "send_timeout": 60.0,
+    },
+    "stream": {"proxy_timeout": 600.0},
+}
 DROPPED = {
     "user": "the lab runs nginx as itself",
     "daemon": "the lab runs nginx in the foreground",
@@ -344,7 +359,7 @@ class NginxReader(Reader):
                 if all(v is not None for v in values):
                     new = [routes.duration(v / place.time_scale) for v in values if v is not None]
                     f.edit(d, statement(d.name, new), f"Exchange time / time_scale {place.time_scale:g}")
-        self._added(config, directives, has_stream and not stream_loaded)
+        self._added(config, directives, has_stream and not stream_loaded, place.time_scale)
         if problems:
             raise ConfigRefused(problems, f"{source.name} cannot be put into the lab as written")
         adopted_files, rewrites = [], []
@@ -379,7 +394,9 @@ class NginxReader(Reader):
         if len(d.context) > 1:  # nginx does not inherit the lab's log into a block that names its own
             f.add(d.index, _indent(f, d) + lab_log, "counters: the lab's access log here too")
 
-    def _added(self, config: _Config, directives: list[Directive], load_stream: bool) -> None:
+    def _added(
+        self, config: _Config, directives: list[Directive], load_stream: bool, time_scale: float
+    ) -> None:
         main = config.files[0]
         if load_stream:
             main.add(
@@ -398,11 +415,20 @@ class NginxReader(Reader):
                 pad + statement("access_log", [LAB_LOGS[d.name], COUNTS]),
                 "counters: the lab's access log",
             )
+            have = {x.name for x in d.block or ()}
             if d.name == "http":
-                have = {x.name for x in d.block or ()}
                 for kind in TEMP_KINDS:
                     if f"{kind}_temp_path" not in have:
                         f.add(at, f"{pad}{kind}_temp_path temp/{kind};", "temp files in the run folder")
+            if time_scale != 1:  # rule 5 for what the file leaves to nginx: its defaults are Exchange time
+                for name, default in DEFAULT_TIMEOUTS[d.name].items():
+                    if name not in have:
+                        f.add(
+                            at,
+                            pad + statement(name, [routes.duration(default / time_scale)]),
+                            f"nginx's default {name} {routes.duration(default)}, which the file does not "
+                            f"set: Exchange time / time_scale {time_scale:g}",
+                        )
 
     def _listeners(
         self,
@@ -653,10 +679,13 @@ class NginxReader(Reader):
         line,
     ) -> Reading:
         timeouts = []
+        defaults = DEFAULT_TIMEOUTS["stream" if "stream" in (*scope.context, scope.name) else "http"]
         for name in IDLE_TIMEOUTS:
             d = scope.inherited(name)
             if d is not None and d.args and (value := routes.seconds(d.args[0])) is not None:
                 timeouts.append(Timeout(name, value, line(d)))
+            elif d is None and name in defaults:
+                timeouts.append(Timeout(f"{name} (nginx's default)", defaults[name], 0))
         if t.upstream is None:
             return Reading(service, None, t.how, None, "", tuple(timeouts), tuple(unread))
         method, words, rule, more = routes.persistence(upstreams[t.upstream], maps, t.via_map, t.location)
