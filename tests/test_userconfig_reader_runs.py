@@ -77,6 +77,24 @@ def test_nginx_s_default_client_body_timeout_cuts_outlook_anywhere_as_in_product
     assert "nginx's default client_body_timeout 60s, which the file does not set" in rewrites
 
 
+def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_path):
+    """The file without its ActiveSync route's `timeout: 0s`: Envoy's default 15 s (Exchange time, so
+    scaled in the lab like any time the file sets) ends every Ping a device holds longer (minutes)."""
+    text = (HERE / FILES["envoy"]).read_text()
+    timeout = "                  timeout: 0s\n"
+    eas_route = f"cluster: exchange_hash\n{timeout}                  hash_policy:\n                  - header"
+    assert text.count(eas_route) == 1
+    (tmp_path / FILES["envoy"]).write_text(text.replace(eas_route, eas_route.replace(timeout, "")))
+    scenario = tmp_path / "candidate.toml"
+    scenario.write_text((HERE / "candidate-envoy.toml").read_text())
+    run = caslab_run(tmp_path / "out", scenario)
+    summary = expect_verdict(run, 1)
+    cut = {service: figures["cut"] for service, figures in summary["services"].items() if figures["cut"]}
+    assert set(cut) == {"eas"}, summary["services"]
+    adoption = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
+    assert "Envoy's default route timeout 15s, which the file does not set" in adoption
+
+
 @pytest.mark.parametrize(
     ("driver", "scenario", "preset", "duration"),
     [

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from namespace import isolated
 
 from caslab.vocab import SERVICES
@@ -125,6 +126,40 @@ def test_nginx_timeouts_the_file_leaves_to_nginx_are_its_defaults_scaled_like_th
     assert "client_body_timeout" not in as_run
     scaled = reader_for("nginx").adopt(path, dataclasses.replace(place, time_scale=120)).main.text
     assert re.search(r"(?m)^    client_body_timeout 500ms;$", scaled), scaled[:1500]
+
+
+LEFT_TO_ENVOY = (  # lines of the Envoy file whose timeouts Envoy would otherwise default
+    "          stream_idle_timeout: 3600s\n",
+    "          common_http_protocol_options: { idle_timeout: 3600s }\n",
+    "          idle_timeout: 7200s\n",  # the MAPI tcp_proxy's
+)
+ROUTE_TIMEOUT = "                  timeout: 0s\n"  # the first three: OWA's, ECP's and EAS's routes
+
+
+def test_envoy_timeouts_the_file_leaves_to_envoy_are_its_defaults_scaled_like_the_rest(tmp_path, place):
+    text = (HERE / FILES["envoy"]).read_text().replace(ROUTE_TIMEOUT, "", 3)
+    for line in LEFT_TO_ENVOY:
+        assert line in text
+        text = text.replace(line, "")
+    path = tmp_path / FILES["envoy"]
+    path.write_text(text)
+    said = {r.service: [str(t) for t in r.timeouts] for r in reader_for("envoy").explain(path).readings}
+    assert said["eas"] == [
+        "stream_idle_timeout (Envoy's default) 5m",
+        "connection idle_timeout (Envoy's default) 1h",
+        "route timeout (Envoy's default) 15s",
+    ]
+    assert "route timeout 0ms" in said["rpchttp"]  # the file's own 0s: never
+    assert said["mapi"] == ["tcp_proxy idle_timeout (Envoy's default) 1h"]
+    assert "Envoy's default" not in str(reader_for("envoy").adopt(path, place).rewrites)  # time_scale 1
+    scaled = reader_for("envoy").adopt(path, dataclasses.replace(place, time_scale=120))
+    listeners = yaml.safe_load(scaled.main.text)["static_resources"]["listeners"]
+    hcm = listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["stream_idle_timeout"] == "2.500s"
+    assert hcm["common_http_protocol_options"]["idle_timeout"] == "30s"
+    timeouts = [r["route"]["timeout"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]]
+    assert timeouts == ["0.125s", "0.125s", "0.125s", "0s", "0s"]  # Envoy's 15 s / 120; the file's 0s
+    assert listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["idle_timeout"] == "30s"
 
 
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():

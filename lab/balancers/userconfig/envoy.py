@@ -14,8 +14,10 @@ How each rule reads in Envoy (README, "Your own balancer config"):
 4. TLS: every `certificate_chain`, `private_key` and `trusted_ca` (listeners, clusters, static secrets)
    becomes the run's file; an upstream `sni` and the exact names of subject-alt-name matchers become the
    run certificate's name.
-5. Time: `idle_timeout` (routes, HTTP connection managers, tcp_proxy), `stream_idle_timeout` and cookie
-   `ttl`s are divided by the time scale.
+5. Time: `idle_timeout` (routes, HTTP connection managers, tcp_proxy), `stream_idle_timeout`, cookie
+   `ttl`s and route `timeout`s are divided by the time scale; where the file leaves one to Envoy, Envoy's
+   default is added, scaled (route timeout 15 s, stream_idle_timeout 5 min, connection and tcp_proxy
+   idle_timeout 1 h): left alone they would be real seconds, hours of Exchange time.
 6. Run folder: file access logs keep their file name, in the run folder.
    Host: the lab's clients send the VIP's address as Host; a route config with no virtual host that
    takes any host (`*`) gets `*` in the domains of its first virtual host, as nginx's default server.
@@ -58,6 +60,12 @@ from lab.model import Persistence
 
 TLS_KEYS = {"certificate_chain": "server_cert", "private_key": "server_key", "trusted_ca": "ca_pem"}
 IDLE_KEYS = ("idle_timeout", "stream_idle_timeout", "ttl")
+# Envoy's own values where a file sets none (its API reference): Exchange time like any other, so the
+# file as run gets them scaled (rule 5), and explain shows them. A route's `timeout` runs from the end of
+# the request to the end of the answer: a held Ping or an RPC_OUT_DATA channel ends at it (0s: never).
+ROUTE_TIMEOUT_S = 15.0
+STREAM_IDLE_TIMEOUT_S = 300.0  # HttpConnectionManager stream_idle_timeout
+CONNECTION_IDLE_TIMEOUT_S = 3600.0  # its common_http_protocol_options idle_timeout, and TcpProxy's
 # What reaches a host the lab did not make (rule 7), by key anywhere in the file.
 REMOTE_KEYS = (
     "dynamic_resources",
@@ -138,6 +146,43 @@ def seconds(value: str | None) -> float | None:
 
 def _duration(value: float) -> str:
     return f"{int(value)}s" if value == int(value) else f"{value:.3f}s"
+
+
+def _timeout(name: str, node: Node | None, default: float | None, line) -> list[Timeout]:
+    """The timeout the file sets at `node`; else Envoy's `default` for it, said to be one; else none."""
+    if node is None:
+        return [] if default is None else [Timeout(f"{name} (Envoy's default)", default, 0)]
+    s = seconds(node.value)
+    return [] if s is None else [Timeout(name, s, line(node))]
+
+
+def _default_rule(name: str, seconds: float, time_scale: float) -> str:
+    return (
+        f"Envoy's default {name} {_duration(seconds)}, which the file does not set: "
+        f"Exchange time / time_scale {time_scale:g}"
+    )
+
+
+def _scaled_defaults(node: Node, edits: Edits, time_scale: float) -> None:
+    """Rule 5 for the idle timeouts an HTTP connection manager or a TCP proxy leaves to Envoy: left
+    alone they would be real seconds (5 minutes of stream idleness: 10 Exchange hours at 120)."""
+    kind = (node.text("@type") or "").rpartition(".")[2]
+    wanted = []  # (mapping, key, what the rewrite calls it, Envoy's default)
+    if kind == "HttpConnectionManager":
+        wanted.append((node, "stream_idle_timeout", "stream_idle_timeout", STREAM_IDLE_TIMEOUT_S))
+        options = node.get("common_http_protocol_options")
+        if options is None:
+            value = {"idle_timeout": _duration(CONNECTION_IDLE_TIMEOUT_S / time_scale)}
+            rule = _default_rule("connection idle_timeout", CONNECTION_IDLE_TIMEOUT_S, time_scale)
+            edits.insert_key(node, "common_http_protocol_options", value, rule)
+        elif options.is_map:
+            wanted.append((options, "idle_timeout", "connection idle_timeout", CONNECTION_IDLE_TIMEOUT_S))
+    elif kind == "TcpProxy":
+        wanted.append((node, "idle_timeout", "tcp_proxy idle_timeout", CONNECTION_IDLE_TIMEOUT_S))
+    for mapping, key, name, default in wanted:
+        if mapping.get(key) is None:
+            value = f'"{_duration(default / time_scale)}"'
+            edits.insert_key(mapping, key, value, _default_rule(name, default, time_scale))
 
 
 @register
@@ -253,6 +298,8 @@ class EnvoyReader(Reader):
 
         # Rules 4-6, value by value.
         for node in root.walk():
+            if place.time_scale != 1:
+                _scaled_defaults(node, edits, place.time_scale)
             for key, value in node.items():
                 if key in TLS_KEYS and value.is_map:
                     path = str(getattr(place.tls_files, TLS_KEYS[key]))
@@ -285,6 +332,26 @@ class EnvoyReader(Reader):
                         scalar(_duration(s / place.time_scale), value),
                         f"Exchange time / time_scale {place.time_scale:g}",
                     )
+                elif (
+                    key == "route"
+                    and value.is_map
+                    and node.get("match") is not None
+                    and place.time_scale != 1
+                ):
+                    timeout = value.get("timeout")  # the route's action; none: Envoy's 15 s
+                    if timeout is None:
+                        edits.insert_key(
+                            value,
+                            "timeout",
+                            f'"{_duration(ROUTE_TIMEOUT_S / place.time_scale)}"',
+                            _default_rule("route timeout", ROUTE_TIMEOUT_S, place.time_scale),
+                        )
+                    elif (s := seconds(timeout.value)) is not None and s > 0:
+                        edits.replace(
+                            timeout,
+                            scalar(_duration(s / place.time_scale), timeout),
+                            f"Exchange time / time_scale {place.time_scale:g}",
+                        )
                 elif key == "virtual_hosts" and value.is_list:
                     hosts = value.list()
                     if hosts and not any("*" in [d.value for d in h.many("domains")] for h in hosts):
@@ -426,11 +493,9 @@ class EnvoyReader(Reader):
             name = proxy.text("cluster")
             source_ip = any(p.get("source_ip") is not None for p in proxy.many("hash_policy"))
             keys = [("source_ip", Persistence("source-ip"), False)] if source_ip else []
-            timeouts = [
-                Timeout("tcp_proxy idle_timeout", s, line(proxy.get("idle_timeout")))
-                for s in [seconds(proxy.text("idle_timeout"))]
-                if s is not None
-            ]
+            timeouts = _timeout(
+                "tcp_proxy idle_timeout", proxy.get("idle_timeout"), CONNECTION_IDLE_TIMEOUT_S, line
+            )
             persistence, words, rule, unread = self._balance(clusters.get(name), keys, [])
             out.append(
                 Reading(
@@ -448,12 +513,15 @@ class EnvoyReader(Reader):
 
     def _http_reading(self, service: str, path: str, hcm: Node, clusters: dict, line) -> Reading:
         timeouts = []
-        for key, name in (("stream_idle_timeout", "stream_idle_timeout"),):
-            if (s := seconds(hcm.text(key))) is not None:
-                timeouts.append(Timeout(name, s, line(hcm.get(key))))
-        idle = hcm.get("common_http_protocol_options", "idle_timeout")
-        if idle is not None and (s := seconds(idle.value)) is not None:
-            timeouts.append(Timeout("connection idle_timeout", s, line(idle)))
+        for name, node, default in (
+            ("stream_idle_timeout", hcm.get("stream_idle_timeout"), STREAM_IDLE_TIMEOUT_S),
+            (
+                "connection idle_timeout",
+                hcm.get("common_http_protocol_options", "idle_timeout"),
+                CONNECTION_IDLE_TIMEOUT_S,
+            ),
+        ):
+            timeouts += _timeout(name, node, default, line)
         routes_node = hcm.get("route_config", "virtual_hosts")
         if routes_node is None:
             return Reading(service, None, "routes from RDS, which the lab refuses", None, "", tuple(timeouts))
@@ -487,9 +555,8 @@ class EnvoyReader(Reader):
                     tuple(timeouts),
                     (*unread, "weighted or header-chosen clusters"),
                 )
-            for key in ("timeout", "idle_timeout"):
-                if (s := seconds(action.text(key))) is not None:
-                    timeouts.append(Timeout(f"route {key}", s, line(action.get(key))))
+            timeouts += _timeout("route timeout", action.get("timeout"), ROUTE_TIMEOUT_S, line)
+            timeouts += _timeout("route idle_timeout", action.get("idle_timeout"), None, line)
             keys = [_policy_key(p) for p in action.many("hash_policy")]
             cookie = _stateful_session(hcm, route)
             persistence, words, rule, more = self._balance(clusters.get(name), keys, [], cookie)
