@@ -9,7 +9,8 @@ its HTTP routers (one with `tls` -> https, else http); a TCP router passing TLS 
 name (mapi/rpc -> mapi, addressbook/nspi/ab -> addressbook); else the role of its TCP servers' port.
 Routers that name no entry point are on every entry point, as in Traefik. The entry points' own
 timeouts are the lab driver's (no read timeout: RPC/HTTP channels stream), so what is under test is the
-dynamic file.
+dynamic file; where it routes Outlook Anywhere, a note says what Traefik v3's default read timeout (60 s,
+a whole request: measured, it closed a busy IN channel after 60 s) would do in production.
 
 How each rule reads in Traefik (README, "Your own balancer config"):
 1. Servers: `http.services.<s>.loadBalancer.servers[].url` and `tcp.services.<s>.loadBalancer.servers[]
@@ -532,6 +533,19 @@ class TraefikReader(Reader):
         return out
 
     # -- explaining ------------------------------------------------------------------------------------
+
+    def notes(self, source: Source, place: Place) -> list[str]:
+        """The static config's read timeout, which the file under test cannot set: the lab's entry points
+        have none, and Traefik v3's default (60 s) would end Outlook Anywhere channels in production."""
+        rpc = next(r for r in self.readings(source, place) if r.service == "rpchttp")
+        if rpc.pool is None:
+            return []
+        return [
+            "Traefik's static config is not under test and the lab's entry points have readTimeout 0s: "
+            "Traefik v3's default readTimeout (60s) ends every Outlook Anywhere IN channel a minute after "
+            "it opens, busy or not (measured here with Traefik 3.7), so production needs "
+            "entryPoints.<name>.transport.respondingTimeouts.readTimeout: 0s where this file runs"
+        ]
 
     def readings(self, source: Source, place: Place) -> list[Reading]:
         doc = _Doc(source)
