@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -327,6 +328,14 @@ def test_ledger_rows_of_another_run_are_counted_left_out_and_make_the_run_invali
     old_ledger = ledger_of(ev).drop(columns="run_id", errors="ignore")
     b = run(ev, facts=RunFacts("test", started_ts=T0, run_id="run-a"), ledger=old_ledger)
     assert b.reconciliation["foreign_run_rows"] == 0 and b.verdict == "pass"
+
+
+def test_a_wait_in_the_lab_under_a_second_is_said_as_it_was_not_rounded_to_zero():
+    from lab.verifier.held import _span
+
+    waits = np.array([0.062, 0.27])  # seconds; at time_scale 2000, 2-9 Exchange minutes
+    assert (_span(waits, 1), _span(waits, 2000 / 60)) == ("0.062-0.27", "2.1-9")
+    assert _span(np.array([46.2, 72.4]), 1) == "46-72" and _span(np.array([50.1, 49.8]), 1) == "50"
 
 
 def test_a_logon_that_expired_while_its_request_waited_in_the_lab_makes_the_run_invalid_not_failed():

@@ -69,6 +69,11 @@ def held_reason(held: np.ndarray, events: pd.DataFrame, coded: CodedEvents, time
 
 
 def _span(values: np.ndarray, factor: float) -> str:
-    """'46-72' from the smallest and largest value times factor; '50' when they round alike."""
-    low, high = f"{np.min(values) * factor:.0f}", f"{np.max(values) * factor:.0f}"
+    """'46-72' from the smallest and largest value times factor; '50' when they round alike. Below 10 two
+    significant digits ('0.06-0.27'): at a high time_scale a wait of minutes is a fraction of a second."""
+    low, high = (_figure(x * factor) for x in (np.min(values), np.max(values)))
     return low if low == high else f"{low}-{high}"
+
+
+def _figure(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
