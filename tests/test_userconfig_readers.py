@@ -167,6 +167,22 @@ def test_traefik_says_what_its_default_read_timeout_would_do_to_outlook_anywhere
     assert len(notes) == 1 and "default readTimeout (60s) ends every Outlook Anywhere IN channel" in notes[0]
 
 
+def test_traefik_servers_transport_timeouts_are_exchange_time(tmp_path, place):
+    """responseHeaderTimeout bounds how long a held Ping waits for its answer, so it is scaled like the
+    rest (and idleConnTimeout, a pooled connection's idleness)."""
+    timeouts = "      forwardingTimeouts: { responseHeaderTimeout: 120s, idleConnTimeout: 90s }\n"
+    path = copy(
+        tmp_path,
+        "traefik",
+        ("      serverName: mail.contoso.com\n", "      serverName: mail.contoso.com\n" + timeouts),
+    )
+    as_run = yaml.safe_load(
+        reader_for("traefik").adopt(path, dataclasses.replace(place, time_scale=120)).main.text
+    )
+    forwarding = as_run["http"]["serversTransports"]["exchange"]["forwardingTimeouts"]
+    assert forwarding == {"responseHeaderTimeout": "1s", "idleConnTimeout": "0.75s"}
+
+
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():
     explanation = reader_for("envoy").explain(HERE / FILES["envoy"])
     assert "ttl 3600s (Envoy sets it)" in explanation.reading("owa").words

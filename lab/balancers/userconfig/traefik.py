@@ -24,7 +24,8 @@ How each rule reads in Traefik (README, "Your own balancer config"):
 4. TLS: `tls.certificates`, the default store's certificate, `serversTransports` `rootCAs`, client
    `certificates` and `clientAuth.caFiles` become the run's files, `serverName` the run certificate's
    name; where the file has no default certificate, the run's is added (clients that send no SNI get it).
-5. Time: sticky cookie `maxAge` and `idleConnTimeout` are divided by the time scale.
+5. Time: sticky cookie `maxAge`, and a servers transport's `idleConnTimeout` and `responseHeaderTimeout`
+   (how long a held Ping may go without an answer), are divided by the time scale.
 7. Refused: anything with an address that is not the lab's (forwardAuth, plugins), host names anywhere.
 Traefik has no config check: the driver starts it and reads its API, refusing a router or service
 Traefik reports an error for (lab.balancers.drivers.traefik).
@@ -190,6 +191,11 @@ def _mapping(data: object) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+# A servers transport's times that are Exchange time: a pooled connection's idleness, and the wait for a
+# CAS's answer headers (an ActiveSync Ping's answer comes only when it ends).
+SCALED_FORWARDING_TIMEOUTS = ("idleConnTimeout", "responseHeaderTimeout")
+
+
 @register
 class TraefikReader(Reader):
     driver = "traefik"
@@ -322,13 +328,15 @@ class TraefikReader(Reader):
                             doc.replace(
                                 (*base, "certificates", i, key), str(value), "TLS: the run's certificate"
                             )
-                idle = _mapping(_mapping(transport).get("forwardingTimeouts")).get("idleConnTimeout")
-                if isinstance(idle, str) and place.time_scale != 1 and (s := _seconds(idle)) is not None:
-                    doc.replace(
-                        (*base, "forwardingTimeouts", "idleConnTimeout"),
-                        f"{s / place.time_scale:g}s",
-                        f"Exchange time / time_scale {place.time_scale:g}",
-                    )
+                forwarding = _mapping(_mapping(transport).get("forwardingTimeouts"))
+                for key in SCALED_FORWARDING_TIMEOUTS if place.time_scale != 1 else ():
+                    value = forwarding.get(key)
+                    if isinstance(value, str) and (s := _seconds(value)) is not None:
+                        doc.replace(
+                            (*base, "forwardingTimeouts", key),
+                            f"{s / place.time_scale:g}s",
+                            f"Exchange time / time_scale {place.time_scale:g}",
+                        )
         if place.time_scale != 1:
             for name, service in _mapping(doc.get("http", "services")).items():
                 age = _mapping(
