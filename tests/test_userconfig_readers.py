@@ -108,6 +108,7 @@ def test_nginx_reads_timeouts_and_the_rule_mapi_and_the_address_book_share():
         (("    client_max_body_size 0;\n", ""), ["client_max_body_size 1m is below"]),
         (("    client_max_body_size 0;\n", "    client_max_body_size 2g;\n"), []),
         (("    proxy_request_buffering off;\n", ""), ["proxy_request_buffering is on"]),
+        (("    proxy_buffering off;\n", ""), ["proxy_buffering is on, so nginx keeps what the CAS sends"]),
     ],
 )
 def test_nginx_says_when_its_outlook_anywhere_location_cannot_stream_a_channel(tmp_path, change, said):

@@ -638,9 +638,10 @@ class NginxReader(Reader):
     def notes(self, source: Source, place: Place) -> list[str]:
         """Outlook Anywhere's location when it cannot carry RPC/HTTP channels: each channel is one request
         that declares about 1 GB (RPC_IN_DATA) and streams calls for as long as Outlook runs. nginx
-        refuses such a body over `client_max_body_size` (1m by default) with 413, and with
-        `proxy_request_buffering on` (the default) reads the whole body before it passes anything on,
-        so no call reaches the CAS; the lab's own config sets both (lab/balancers/drivers/nginx.py)."""
+        refuses such a body over `client_max_body_size` (1m by default) with 413; with
+        `proxy_request_buffering on` (the default) it reads the whole body before it passes anything on,
+        and with `proxy_buffering on` (the default) it holds the answer's pieces; the lab's own config
+        sets all three (lab/balancers/drivers/nginx.py)."""
         config = self._load(source, place)
         web = [s for s in _servers(config.all()) if not _is_stats(s) and s.context[-1] == "http"]
         front, _role, _listening = _web_front(web)
@@ -659,13 +660,18 @@ class NginxReader(Reader):
                 "RPC_IN_DATA channel declares, so nginx answers 413 and no Outlook Anywhere connection "
                 "opens (client_max_body_size 0 lifts it)"
             )
-        buffering = scope.inherited("proxy_request_buffering")
-        if not (buffering and buffering.args and buffering.args[0] == "off"):
-            out.append(
-                f"Outlook Anywhere's {where}: proxy_request_buffering is on, so nginx reads a whole "
-                "RPC_IN_DATA channel before passing it on and no call reaches the CAS "
-                "(proxy_request_buffering off streams it)"
-            )
+        for directive, what in (
+            ("proxy_request_buffering", "reads a whole RPC_IN_DATA channel before passing it on and no "
+             "call reaches the CAS"),
+            ("proxy_buffering", "keeps what the CAS sends down RPC_OUT_DATA in its buffer and Outlook "
+             "never sees its connection open (measured: no virtual connection joined)"),
+        ):  # fmt: skip
+            d = scope.inherited(directive)
+            if not (d and d.args and d.args[0] == "off"):
+                out.append(
+                    f"Outlook Anywhere's {where}: {directive} is on, so nginx {what}; {directive} off "
+                    "streams it"
+                )
         return out
 
     def _reading(
