@@ -418,6 +418,14 @@ def test_explain_says_when_outlook_anywhere_calls_wait_for_http_no_delay(tmp_pat
         assert "backend bk_rpc in HTTP mode" in notes[0] and "0.4 s" in notes[0]
 
 
+@pytest.mark.parametrize("where", ["frontend ft_exchange_https", "backend bk_rpc"])
+def test_explain_says_when_haproxy_buffers_outlook_anywhere_s_endless_request(tmp_path, where):
+    path = production_with(tmp_path, f"{where}\n", f"{where}\n    option http-buffer-request\n")
+    notes = [n for n in READER.explain(path).notes if "http-buffer-request" in n]
+    assert len(notes) == 1 and "backend bk_rpc" in notes[0] and "408" in notes[0], notes
+    assert not [n for n in READER.explain(PRODUCTION).notes if "http-buffer-request" in n]
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_the_configs_the_lab_renders_read_back_as_their_presets_and_run_unchanged(tmp_path, capsys, preset):
     assert main(["balancer", "config", "--driver", "haproxy", "--preset", preset]) == 0

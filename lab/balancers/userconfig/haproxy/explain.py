@@ -44,23 +44,33 @@ def readings(source: Source, place: Place) -> list[Reading]:
 
 
 def notes(source: Source, place: Place) -> list[str]:
-    """What the file does that changes what a run measures, beyond persistence and timeouts: Outlook
-    Anywhere in HTTP mode without `option http-no-delay`. An RPC/HTTP channel is one long request whose
-    body (IN) or answer (OUT) carries every call; HAProxy sends each piece with MSG_MORE unless the option
-    is set in the frontend or the backend, and the kernel holds it up to 200 ms (HAProxy's manual)."""
+    """What the file does to Outlook Anywhere beyond persistence and timeouts. An RPC/HTTP channel is one
+    long request whose body (IN) or answer (OUT) carries every call, for as long as Outlook runs. In HTTP
+    mode, HAProxy sends each piece with MSG_MORE unless `option http-no-delay` is set in the frontend or
+    the backend, and the kernel holds it up to 200 ms (HAProxy's manual); `option http-buffer-request`
+    waits for a body that never ends."""
     _lines, sections = parse(source.text)
     mode, _why = layout.tls_mode(sections, source.line_of)
     path = _path("rpchttp", sections, place, mode, source.line_of)
     if isinstance(path, Reading):
         return []
     front, r, backend = path
-    if backend.mode != "http" or _option_set(front, "http-no-delay") or _option_set(backend, "http-no-delay"):
+    if backend.mode != "http":
         return []
-    return [
-        f"Outlook Anywhere reaches backend {r.pool} in HTTP mode without `option http-no-delay`: HAProxy "
-        "holds each piece of an RPC/HTTP channel up to 200 ms, so every Outlook call waits about 0.4 s "
-        "(measured here: ~415 ms against ~1 ms with the option). The run measures it as written."
-    ]
+    out = []
+    if not (_option_set(front, "http-no-delay") or _option_set(backend, "http-no-delay")):
+        out.append(
+            f"Outlook Anywhere reaches backend {r.pool} in HTTP mode without `option http-no-delay`: HAProxy "
+            "holds each piece of an RPC/HTTP channel up to 200 ms, so every Outlook call waits about 0.4 s "
+            "(measured here: ~415 ms against ~1 ms with the option). The run measures it as written."
+        )
+    if _option_set(front, "http-buffer-request") or _option_set(backend, "http-buffer-request"):
+        out.append(
+            f"Outlook Anywhere reaches backend {r.pool} with `option http-buffer-request`: HAProxy waits for "
+            "an RPC_IN_DATA body that never ends and answers 408 when `timeout http-request` runs out "
+            "(measured: no Outlook Anywhere connection opened). The run measures it as written."
+        )
+    return out
 
 
 def _pools(sections: list[Section]) -> dict[str, Section]:
