@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from namespace import require_namespaces
-from test_scenarios import REPO, expect_verdict, top_share
+from test_scenarios import REPO, Run, expect_verdict, top_share
 from test_userconfig_runs import caslab_run
 
 pytestmark = pytest.mark.slow
@@ -46,15 +46,26 @@ def test_a_production_file_passes_in_front_of_the_nat_ed_tenant(driver, tmp_path
             assert not re.search(r"(?m)^[^#\n]*\b10\.20\.", path.read_text()), path
 
 
+def run_changed(tmp_path: Path, driver: str, text: str) -> tuple[Run, dict]:
+    """`caslab run` of the driver's candidate scenario on `text` in place of its file; the run and its
+    summary, once it ended failed (exit 1) and valid."""
+    (tmp_path / FILES[driver]).write_text(text)
+    scenario = tmp_path / "candidate.toml"
+    scenario.write_text((HERE / f"candidate-{driver}.toml").read_text())
+    run = caslab_run(tmp_path / "out", scenario)
+    return run, expect_verdict(run, 1)
+
+
+def cut_services(summary: dict) -> set[str]:
+    return {service for service, figures in summary["services"].items() if figures["cut"]}
+
+
 def test_hash_on_the_source_address_for_everything_fails_for_the_reason_the_article_gives(tmp_path):
     """nginx: `hash $remote_addr` in every upstream puts the NAT-ed tenant on one CAS."""
     text = (HERE / FILES["nginx"]).read_text()
-    text = re.sub(r"(?m)^        (hash|least_conn)\b.*$", "        hash $remote_addr;", text)
-    (tmp_path / FILES["nginx"]).write_text(text)
-    scenario = tmp_path / "candidate.toml"
-    scenario.write_text((HERE / "candidate-nginx.toml").read_text())
-    run = caslab_run(tmp_path / "out", scenario)
-    summary = expect_verdict(run, 1)
+    run, summary = run_changed(
+        tmp_path, "nginx", re.sub(r"(?m)^        (hash|least_conn)\b.*$", "        hash $remote_addr;", text)
+    )
     assert "balance_max_over_mean" in run.failed_checks()
     assert top_share(summary, "tenant-nat") >= 0.99, summary["populations"]  # the tenant on one CAS
     assert set(summary["balancer"]["methods"].values()) == {"source-ip"}
@@ -66,15 +77,10 @@ def test_nginx_s_default_client_body_timeout_cuts_outlook_anywhere_as_in_product
     and Outlook pings IN only every 12 minutes (2 with MinimumConnectionTimeout 120)."""
     text = (HERE / FILES["nginx"]).read_text()
     line = next(x for x in text.splitlines(keepends=True) if x.lstrip().startswith("client_body_timeout"))
-    (tmp_path / FILES["nginx"]).write_text(text.replace(line, ""))
-    scenario = tmp_path / "candidate.toml"
-    scenario.write_text((HERE / "candidate-nginx.toml").read_text())
-    run = caslab_run(tmp_path / "out", scenario)
-    summary = expect_verdict(run, 1)
-    cut = {service: figures["cut"] for service, figures in summary["services"].items() if figures["cut"]}
-    assert set(cut) == {"rpchttp"}, summary["services"]
-    rewrites = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
-    assert "nginx's default client_body_timeout 60s, which the file does not set" in rewrites
+    run, summary = run_changed(tmp_path, "nginx", text.replace(line, ""))
+    assert cut_services(summary) == {"rpchttp"}, summary["services"]
+    adoption = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
+    assert "nginx's default client_body_timeout 60s, which the file does not set" in adoption
 
 
 def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_path):
@@ -84,13 +90,8 @@ def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_pat
     timeout = "                  timeout: 0s\n"
     eas_route = f"cluster: exchange_hash\n{timeout}                  hash_policy:\n                  - header"
     assert text.count(eas_route) == 1
-    (tmp_path / FILES["envoy"]).write_text(text.replace(eas_route, eas_route.replace(timeout, "")))
-    scenario = tmp_path / "candidate.toml"
-    scenario.write_text((HERE / "candidate-envoy.toml").read_text())
-    run = caslab_run(tmp_path / "out", scenario)
-    summary = expect_verdict(run, 1)
-    cut = {service: figures["cut"] for service, figures in summary["services"].items() if figures["cut"]}
-    assert set(cut) == {"eas"}, summary["services"]
+    run, summary = run_changed(tmp_path, "envoy", text.replace(eas_route, eas_route.replace(timeout, "")))
+    assert cut_services(summary) == {"eas"}, summary["services"]
     adoption = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
     assert "Envoy's default route timeout 15s, which the file does not set" in adoption
 
