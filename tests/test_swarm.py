@@ -176,14 +176,20 @@ def test_stack_runs_load_from_replicated_workers_through_the_balancer_to_all_thr
     )
     assert started["success"], started
 
+    def ledger_clients(cas: str) -> set[str] | None:
+        """The client addresses in one CAS's ledger; None while it does not answer, or while the swarm's
+        DNS does not know its name yet (measured once in CI: "Could not resolve host: cas02" after the
+        master had every worker; a CAS that never answers fails the wait, with the stack's tasks)."""
+        done = stack.curl(f"http://{cas}:8099/caslab/ledger")
+        return {row["client_ip"] for row in json.loads(done.stdout)["rows"]} if done.returncode == 0 else None
+
     def clients_of_each_cas() -> dict[str, set[str]] | None:
         """Each CAS's client addresses, once every CAS has had a worker's request and every worker has
         reached a CAS. The ledger's client address is the one the balancer forwards (a worker's here:
         the stack's clients connect from their worker's own address), so these came through it."""
-        seen = {
-            cas: {row["client_ip"] for row in stack.get_json(f"http://{cas}:8099/caslab/ledger")["rows"]}
-            for cas in ("cas01", "cas02", "cas03")
-        }
+        seen = {cas: ledger_clients(cas) for cas in ("cas01", "cas02", "cas03")}
+        if None in seen.values():
+            return None
         reached_all = all(clients & workers for clients in seen.values())
         return seen if reached_all and workers <= set().union(*seen.values()) else None
 
