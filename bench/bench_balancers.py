@@ -5,9 +5,8 @@ Start time: from launching the process until `wait_ready` returns and a first re
 reaches a CAS (median of --starts). Throughput: wrk (keep-alive, --connections, one thread) for --seconds
 on `GET /owa/auth/logon.aspx` (the probe page: small, no state), round robin (`none-all`). HTTPS is TLS
 offloaded at the balancer (`tls = "offload"`, the run's trustme certificate; plain HTTP to the CAS), and
-direct HTTPS goes to the CAS's own https port. wrk does not verify the certificate and keeps its
-connections alive, so HTTPS adds the steady cost of TLS records, not handshakes (bench_tls.py measures
-those); each HTTPS row says HTTPS / HTTP of its requests/s. The machine's two cores are shared by wrk,
+direct HTTPS goes to the CAS's own https port (what wrk's HTTPS figure is: bench/wrk.py); each HTTPS
+row says HTTPS / HTTP of its requests/s. The machine's two cores are shared by wrk,
 the balancer and the three CAS, so read the figures side by side, not as absolutes. Uses the balancer
 tests' addresses (CAS 127.0.16.11-13, VIP 127.0.16.1). About 30 s per scheme.
 
@@ -33,12 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tlsfarm import add_scheme_option, schemes  # bench/tlsfarm.py, beside this file
+from tlsfarm import add_scheme_option, schemes, tls_files  # bench/tlsfarm.py, beside this file
 
 import mockcas  # noqa: F401 - before aiohttp anywhere
 from lab.balancers import get_driver
 from lab.balancers.presets import resolve
-from lab.certs import make_tls_files
 from lab.farm import LocalFarm
 from lab.model import BalancerSpec, CasEndpoint, Vip, local_farm
 
@@ -94,7 +92,7 @@ def main() -> None:
     chosen = schemes(args.scheme)
     with tempfile.TemporaryDirectory(prefix="caslab-bench-") as tmp:
         run = Path(tmp)
-        tls = make_tls_files(run / "tls", VIP, SERVERS)
+        tls = tls_files(run / "tls", SERVERS)  # VIP 127.0.16.1 in the certificate too
         ca = ssl.create_default_context(cafile=tls.ca_pem)
         farm = LocalFarm(SERVERS, farm_key=secrets.token_bytes(32), run_dir=run / "farm", tls_files=tls)
         farm.start()

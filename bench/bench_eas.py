@@ -8,11 +8,9 @@
    - FolderSync with nothing new;
    - Provision by a new device on every request (`new`: each pays the warm-up, 40 ms by default, so
      the rate is bounded by connections / cost; the CPU time per request is the figure to read).
-Each target is measured over HTTP and then over HTTPS (the CAS serves both itself, with a certificate of
-the run's trustme CA; wrk does not verify it and keeps its connections alive, so HTTPS adds the steady
-cost of TLS records, not handshakes: bench_tls.py measures those). Prints requests/s, the server's CPU
-time per request (from /proc, steadier on a shared machine) and HTTPS / HTTP of that CPU time. Runs
-about 25 s per scheme.
+Each target is measured over HTTP and then over HTTPS, the CAS serving both itself (what wrk's HTTPS
+figure is: bench/wrk.py). Prints requests/s, the server's CPU time per request and HTTPS / HTTP of that
+CPU time. Runs about 25 s per scheme.
 
     .venv/bin/python bench/bench_eas.py [--seconds 4] [--connections 20] [--scheme http|https|both]
 """

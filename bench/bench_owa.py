@@ -11,10 +11,9 @@ The same-parser hello is also sent the OWA page's URL and cookies, which splits 
 parsing a larger request, the CAS's core and OWA's own work.
 
 Every target is measured over HTTP and over HTTPS: the CAS and the hello apps serve both, HTTPS with
-one certificate of the run's trustme CA and the same TLS settings. wrk does not verify it and keeps its
-connections alive, so HTTPS adds the steady cost of TLS records, not handshakes (bench_tls.py measures
-those). The ratios and the goal are computed per scheme (HTTPS OWA against the HTTPS hello), and each
-HTTPS row says HTTPS / HTTP of its CPU time.
+one certificate of the run's trustme CA and the same TLS settings (what wrk's HTTPS figure is:
+bench/wrk.py). The ratios and the goal are computed per scheme (HTTPS OWA against the HTTPS hello), and
+each HTTPS row says HTTPS / HTTP of its CPU time.
 
 The machine is shared, so the targets are measured in turns (OWA, core, the hellos, OWA, ...) and the best
 run of each kept. The server's CPU time per request (from /proc) moves much less with other people's
