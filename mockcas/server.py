@@ -8,10 +8,15 @@ an aiohttp access logger, because aiohttp calls it for every request, including 
 rejected before any handler ran (oversized headers, bogus request lines): nothing escapes the ledger.
 The same logger writes the request's line in the CAS's IIS log, when it keeps one (mockcas.w3c).
 
-`Expect: 100-continue` is answered after authentication, as IIS does: aiohttp would send `100 Continue`
-before any handler runs, so the service routes take that decision away from it (`_defer_expect`) and
-`dispatch` sends `100 Continue` only when the service does not refuse the request on its headers
-(`HttpService.refusal`: a wrong password gets its 401 and never a 100).
+The service ports run aiohttp's low-level server (`web.Server`) with one handler, `dispatch`, rather than
+an `Application`: the CAS routes on a path's first segment itself, and an Application's URL dispatcher,
+match info and response signals cost about 10 us of the ~75 us the CAS spent on an OWA page
+(bench/bench_owa.py). The headers every answer carries are added as it leaves `dispatch`, or by
+`HttpService.prepare` for an answer a service streams.
+
+`Expect: 100-continue` is answered after authentication, as IIS does: `dispatch` sends `100 Continue`
+only when the service does not refuse the request on its headers (`HttpService.refusal`: a wrong
+password gets its 401 and never a 100). Any other expectation gets 417.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import ssl
 import time
 
 from aiohttp import HttpVersion11, hdrs, web
-from aiohttp.abc import AbstractAccessLogger
+from aiohttp.abc import AbstractAccessLogger, AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from caslab.records import PEER_CLOSED
 from caslab.vocab import (
@@ -33,20 +41,17 @@ from caslab.vocab import (
     HEALTH_PATH,
     REQUEST_ID_HEADER,
     RUN_HEADER,
-    SERVER_HEADER,
     SERVICE_PATHS,
-    STATE_HEADER,
 )
 from mockcas import iis
 from mockcas.cas import Cas
 from mockcas.config import CasConfig
-from mockcas.services import HttpService, RequestContext
+from mockcas.services import RequestContext, add_cas_headers
 from mockcas.users import parse_basic
 
 log = logging.getLogger("mockcas")
 
 _CTX = web.RequestKey("caslab_ctx", RequestContext)
-_T0 = web.RequestKey("caslab_t0", float)
 
 # Every virtual directory is one path segment (`/owa`; tests/test_mockcas_core.py holds them to that),
 # so the service of a path is one dict look-up of its first segment: this runs once per request.
@@ -102,24 +107,25 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
     class LedgerAccessLogger(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time_taken: float) -> None:
             ctx = request.get(_CTX)
-            if ctx is None:  # rejected by the parser before any handler ran
-                ctx = RequestContext(service_for(request.path) or "unknown", request.path.lower())
+            if ctx is None:  # rejected by the parser before any handler ran: no IIS line (that is HTTPERR's)
+                path = request.path
+                ctx = RequestContext(service_for(path) or "unknown", path.lower(), time.time() - time_taken)
                 ctx.note("", "invalid", f"http {response.status}")
-            if ctx.recorded:
+            elif ctx.recorded:
                 return
-            started = request.get(_T0, time.time() - time_taken)
-            if _CTX in request:  # IIS logs what reached it; the parser's rejections go to HTTPERR
-                _log_iis(cas, request, ctx, response.status, started)
+            else:
+                _log_iis(cas, request, ctx, response.status, ctx.started)
+            headers = request.headers
             cas.ledger.record(
-                ts=started,
-                service=ctx.service,
-                session_key=ctx.session_key,
-                client_ip=client_ip(request),
-                state=ctx.state,
-                status=response.status,
-                request_id=request.headers.get(REQUEST_ID_HEADER, ""),
-                run_id=request.headers.get(RUN_HEADER, ""),
-                detail=ctx.detail,
+                ctx.started,
+                ctx.service,
+                ctx.session_key,
+                client_ip(request),
+                ctx.state,
+                response.status,
+                headers.get(REQUEST_ID_HEADER, ""),
+                headers.get(RUN_HEADER, ""),
+                ctx.detail,
             )
 
     return LedgerAccessLogger
@@ -130,18 +136,21 @@ def _expects_continue(request: web.BaseRequest) -> bool:
     return request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
 
 
-async def _defer_expect(request: web.Request) -> None:
-    """The service routes' expect handler. aiohttp's default one sends `100 Continue` before any handler
-    runs; here `dispatch` sends it, once the service has not refused the request. Any other expectation
-    gets 417, as from aiohttp's default."""
+def _unknown_expectation(request: web.BaseRequest) -> str:
+    """The expectation of an HTTP/1.1 request other than `100-continue`, which the CAS answers with 417
+    as aiohttp's Application would; "" for none."""
     expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version == HttpVersion11 and expect.lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    if expect and request.version == HttpVersion11 and expect.lower() != "100-continue":
+        return expect
+    return ""
 
 
-async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+async def _answer_and_close(
+    request: web.BaseRequest, response: web.StreamResponse, server: str, ctx: RequestContext
+) -> None:
     """Send `response` with `Connection: close` and close the connection: the client never sent the body,
     and may never (aiohttp would otherwise wait its lingering time for one)."""
+    add_cas_headers(response, server, ctx)
     response.force_close()
     with contextlib.suppress(ConnectionError):
         await response.prepare(request)
@@ -149,45 +158,70 @@ async def _answer_and_close(request: web.Request, response: web.StreamResponse) 
     request.protocol.force_close()  # after the answer went out: this closes the transport at once
 
 
-async def _send_continue(request: web.Request) -> None:
+async def _send_continue(request: web.BaseRequest) -> None:
     """`100 Continue`, written as aiohttp's default expect handler writes it."""
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the answer proper has not started
 
 
-def build_service_app(cas: Cas) -> web.Application:
-    """The aiohttp application behind the service ports (HTTP and HTTPS)."""
-    app = web.Application(client_max_size=cas.config.max_body_bytes)
+def build_service_server(cas: Cas) -> web.Server:
+    """The aiohttp low-level server behind the service ports (HTTP and HTTPS); made in the CAS's event
+    loop. Its access logger writes the ledger row of every request."""
+    loop = asyncio.get_running_loop()
+    max_body = cas.config.max_body_bytes
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
-        request[_T0] = time.time()
-        sid = service_for(request.path)
-        ctx = RequestContext(sid or "unknown", request.path.lower())
+    def make_request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # As aiohttp's Application makes its requests, with the CAS's body limit (the server's is 1 MiB).
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body)
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        ctx = RequestContext(service_for(path) or "unknown", path.lower(), time.time())
         request[_CTX] = ctx
+        try:
+            response = await serve(request, ctx)
+        except web.HTTPException as answer:  # aiohttp's own answer (a body over the limit): the CAS's too
+            add_cas_headers(answer, cas.name, ctx)
+            raise
+        if not response.prepared:
+            add_cas_headers(response, cas.name, ctx)
+        return response
+
+    async def serve(request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+        sid = ctx.service
         if ctx.path == HEALTH_PATH.lower() and cas.health != "up":
             ctx.note("", "none", f"health {cas.health}")
             status = 503 if cas.health == "down" else 404
             return web.Response(status=status, text=f"{status} - {HEALTH_BODY} is {cas.health}")
-        if sid is None or sid not in cas.http_services:
+        if sid not in cas.http_services:
             ctx.note("", "invalid", "no such virtual directory")
             return iis.not_found()
-        service: HttpService = cas.http_services[sid]  # type: ignore[index]
+        if expect := _unknown_expectation(request):
+            ctx.note("", "invalid", "unknown expectation")
+            return web.Response(status=417, text=f"Unknown Expect: {expect}")
+        service = cas.http_services[sid]
         cas.inflight += 1
         cas.peak_inflight = max(cas.peak_inflight, cas.inflight)
         try:
             if _expects_continue(request):
                 refused = service.refusal(request, ctx)
                 if refused is not None:
-                    await _answer_and_close(request, refused)
+                    await _answer_and_close(request, refused, cas.name, ctx)
                     return refused
                 await _send_continue(request)
             return await service.handle(request, ctx)
         except asyncio.CancelledError:
             # The CAS is stopping with this request in flight: aiohttp will not log it, so write the row
             # here. (A client that vanishes does not cancel the handler; services see a reset instead.)
-            _log_iis(cas, request, ctx, 499, request[_T0])
+            _log_iis(cas, request, ctx, 499, ctx.started)
             cas.ledger.record(
-                ts=request[_T0],
+                ts=ctx.started,
                 service=sid,
                 session_key=ctx.session_key,
                 client_ip=client_ip(request),
@@ -213,15 +247,12 @@ def build_service_app(cas: Cas) -> web.Application:
         finally:
             cas.inflight -= 1
 
-    async def add_server_headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers[SERVER_HEADER] = cas.name
-        ctx = request.get(_CTX)
-        if ctx is not None:
-            response.headers[STATE_HEADER] = ctx.state
-
-    app.router.add_route("*", "/{tail:.*}", dispatch, expect_handler=_defer_expect)
-    app.on_response_prepare.append(add_server_headers)
-    return app
+    return web.Server(
+        dispatch,
+        request_factory=make_request,
+        access_log_class=_ledger_logger_class(cas),
+        access_log=log,
+    )
 
 
 def build_admin_app(cas: Cas) -> web.Application:
@@ -300,12 +331,7 @@ class CasServer:
 
     async def start(self) -> None:
         cfg = self.config
-        service_runner = web.AppRunner(
-            build_service_app(self.cas),
-            access_log_class=_ledger_logger_class(self.cas),
-            access_log=log,
-            handle_signals=False,
-        )
+        service_runner = web.ServerRunner(build_service_server(self.cas), handle_signals=False)
         admin_runner = web.AppRunner(build_admin_app(self.cas), access_log=None, handle_signals=False)
         for runner in (service_runner, admin_runner):
             await runner.setup()

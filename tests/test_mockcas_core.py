@@ -18,8 +18,12 @@ BASE = "127.0.10"
 
 
 def _get(url: str) -> tuple[int, dict, bytes]:
+    return _send(url)
+
+
+def _send(request: str | urllib.request.Request) -> tuple[int, dict, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
@@ -32,6 +36,33 @@ def test_unknown_vdir_is_404_with_server_header_and_ledger_row(make_farm):
     assert headers["X-CasLab-Server"] == "CAS01"
     rows = ledger(f"{BASE}.11")
     assert [(r["service"], r["state"], r["status"]) for r in rows] == [("unknown", "invalid", 404)]
+
+
+def test_an_expectation_other_than_100_continue_is_417_with_the_cas_headers_and_a_ledger_row(make_farm):
+    make_farm(BASE, servers=1)
+    with socket.create_connection((f"{BASE}.11", 8080), timeout=5) as s, s.makefile("rb") as reader:
+        s.sendall(b"GET /owa/ HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nConnection: close\r\n\r\n")
+        answer = reader.read().decode("latin-1")
+    assert answer.startswith("HTTP/1.1 417 ")
+    assert "X-CasLab-Server: CAS01\r\n" in answer and "X-CasLab-State: invalid\r\n" in answer
+    rows = ledger(f"{BASE}.11")
+    assert [(r["service"], r["state"], r["status"], r["detail"]) for r in rows] == [
+        ("owa", "invalid", 417, "unknown expectation")
+    ]
+
+
+def test_a_body_is_read_up_to_the_cas_limit_not_aiohttps_default(make_farm):
+    """The CAS's body limit (`max_body_bytes`) is what its services read up to; aiohttp's low-level server
+    would otherwise hold every request to 1 MiB."""
+    make_farm(BASE, servers=1, max_body_bytes=2 << 20)
+    auth = {"Authorization": "Basic dXNlcjFAY2FzbGFiLnRlc3Q6Y2FzbGFi"}  # user1@caslab.test:caslab
+    url = f"http://{BASE}.11:8080/autodiscover/autodiscover.xml"
+    for size, too_large in ((3 << 19, False), (3 << 20, True)):
+        request = urllib.request.Request(url, data=b"<" * size, headers=auth, method="POST")
+        assert (_send(request)[0] == 413) is too_large, size
+    rows = ledger(f"{BASE}.11")
+    assert [r["detail"][:4] for r in rows] == ["xml:", "body"]  # the first was read (and is no XML)
+    assert rows[1]["detail"] == "body too large"
 
 
 def test_request_the_parser_rejects_still_gets_a_ledger_row(make_farm):

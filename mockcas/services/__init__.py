@@ -48,15 +48,16 @@ if TYPE_CHECKING:
 
 class RequestContext:
     """What the CAS knows about one HTTP request while a service handles it: the service id, the path in
-    lower case, what the service noted for the request's ledger row, and the user its credentials
-    proved (set by a service that checks Basic credentials in `refusal`, or by OWA and ECP from the
-    forms logon; the IIS log writes it as cs-username)."""
+    lower case, when it arrived, what the service noted for the request's ledger row, and the user its
+    credentials proved (set by a service that checks Basic credentials in `refusal`, or by OWA and ECP
+    from the forms logon; the IIS log writes it as cs-username)."""
 
-    __slots__ = ("detail", "path", "recorded", "service", "session_key", "state", "user")
+    __slots__ = ("detail", "path", "recorded", "service", "session_key", "started", "state", "user")
 
-    def __init__(self, service: str, path: str) -> None:
+    def __init__(self, service: str, path: str, started: float) -> None:
         self.service = service
         self.path = path
+        self.started = started  # epoch seconds: the ledger row's ts
         self.session_key = ""
         self.state = "none"
         self.detail = ""
@@ -79,18 +80,19 @@ class HttpService:
     def __init__(self, cas: Cas) -> None:
         self.cas = cas
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         """Answer one request of this service and note its ledger state with `ctx.note(...)`.
 
         The service may assume: the request's path, in any case, is one of
         `caslab.vocab.SERVICE_PATHS[self.id]` or lies below one (`/owa`, `/OWA/...`, never `/owanext`),
         and `ctx.path` is that path in lower case (IIS matches case-insensitively); the balancers' health
-        URL is answered by the CAS itself while its health switch is not "up"; the response will carry
-        `X-CasLab-Server` and `X-CasLab-State` (from the latest note) without the service's help.
+        URL is answered by the CAS itself while its health switch is not "up"; a returned response will
+        carry `X-CasLab-Server` and `X-CasLab-State` (from the latest note) without the service's help.
 
-        The service must: return the response (or prepare and stream it, and return it); note the
-        request's state before the response is prepared (a request that notes nothing is recorded as
-        "none"); answer bad input with the protocol's own error and a note (mostly state "invalid").
+        The service must: return the response, or start it with `self.prepare` (never the response's own
+        `prepare`, which would leave out the CAS's headers), stream it, and return it; note the request's
+        state before the response starts (a request that notes nothing is recorded as "none"); answer
+        bad input with the protocol's own error and a note (mostly state "invalid").
         The CAS writes the ledger row, with the response's status, when the response is done. An
         exception that escapes becomes a bare 500 with detail "bug", with two exceptions: an aiohttp
         `HTTPException`, which aiohttp answers itself, and a `ConnectionError` while reading the request
@@ -98,7 +100,7 @@ class HttpService:
         """
         raise NotImplementedError
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         """The answer this service gives `request` when it turns the request away on its request line and
         headers alone, before reading any of its body: IIS's 401 for missing or wrong credentials, the
         forms logon's answer to a request without a logon, or the service's own answer to a request its
@@ -117,9 +119,25 @@ class HttpService:
         """
         return None
 
+    async def prepare(
+        self, request: web.BaseRequest, response: web.StreamResponse, ctx: RequestContext
+    ) -> None:
+        """Start a response the service streams (its status line and headers go out now), with the
+        headers every answer of the CAS carries; the request's state must be noted by then."""
+        add_cas_headers(response, self.cas.name, ctx)
+        await response.prepare(request)
+
     async def close(self) -> None:
         """End anything this service keeps open (hanging requests, timers): the CAS is stopping, or the
         lab wants the rows of open requests written (`POST /caslab/close`)."""
+
+
+def add_cas_headers(response: web.StreamResponse, server: str, ctx: RequestContext) -> None:
+    """The headers every HTTP answer of a CAS carries, added before it starts: `X-CasLab-Server` names the
+    CAS (clients and tests see who answered through the balancer), `X-CasLab-State` the ledger state
+    noted for the request."""
+    response.headers[vocab.SERVER_HEADER] = server
+    response.headers[vocab.STATE_HEADER] = ctx.state
 
 
 class TcpService:

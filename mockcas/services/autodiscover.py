@@ -47,7 +47,7 @@ def _display_name(user: str) -> str:
 class AutodiscoverService(HttpService):
     id = "autodiscover"
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         # Exchange 2010's Autodiscover vdir takes no anonymous requests: Outlook and devices authenticate.
         if ctx.path != AUTODISCOVER_PATH:
             ctx.note("", "invalid", "no such file")
@@ -59,7 +59,7 @@ class AutodiscoverService(HttpService):
         ctx.user = user
         return None
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         refused = self.refusal(request, ctx)
         if refused is not None:
             return refused

@@ -151,7 +151,7 @@ class EasRequest:
     command: str
     user: str  # canonical, from the Authorization header
     device_id: str
-    http: web.Request  # the request itself (a held Ping asks it whether its client is still there)
+    http: web.BaseRequest  # the request itself (a held Ping asks it whether its client is still there)
 
 
 class Answer(Exception):
@@ -180,7 +180,7 @@ class ActiveSync(HttpService):
     async def close(self) -> None:
         self._closing.set()
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         if ctx.path not in PATHS:
             ctx.note("", "invalid", "no such path")
             return iis.not_found()
@@ -191,7 +191,7 @@ class ActiveSync(HttpService):
         ctx.user = user
         return None
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         refused = self.refusal(request, ctx)
         if refused is not None:
             return refused
@@ -230,7 +230,7 @@ class ActiveSync(HttpService):
             }
         )
 
-    def _parse_request(self, request: web.Request, user: str) -> EasRequest:
+    def _parse_request(self, request: web.BaseRequest, user: str) -> EasRequest:
         query = request.query
         missing = [name for name in ("Cmd", "User", "DeviceId", "DeviceType") if not query.get(name)]
         if missing:
@@ -246,7 +246,7 @@ class ActiveSync(HttpService):
             raise Answer(_bad_request(), f"MS-ASProtocolVersion {version[:20]!r} not supported")
         return EasRequest(command, user, device_id, request)
 
-    async def _read_body(self, request: web.Request) -> Element | None:
+    async def _read_body(self, request: web.BaseRequest) -> Element | None:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -283,7 +283,7 @@ class ActiveSync(HttpService):
         digest = hmac.new(self.cas.config.farm_key, f"{phase}\0{user}\0{device_id}".encode(), hashlib.sha256)
         return str(int.from_bytes(digest.digest()[:4], "big") or 1)  # 0 means "no key" on the wire
 
-    def _is_final_policy_key(self, eas: EasRequest, request: web.Request) -> bool:
+    def _is_final_policy_key(self, eas: EasRequest, request: web.BaseRequest) -> bool:
         given = request.headers.get("X-MS-PolicyKey", "")
         final = self.policy_key("final", eas.user, eas.device_id)
         # compare_digest takes ASCII strings only (it raises on others); a policy key is decimal digits.
@@ -522,7 +522,7 @@ class ActiveSync(HttpService):
         return PingParams(heartbeat, folders)
 
 
-def _peer_closed(request: web.Request) -> bool:
+def _peer_closed(request: web.BaseRequest) -> bool:
     """Whether the other side closed the request's connection (aiohttp drops a closed transport)."""
     return request.transport is None or request.transport.is_closing()
 

@@ -45,7 +45,7 @@ _SERVICE_JSON = '{"d":{"__type":"PowerShellResults","ErrorRecords":[],"Output":[
 _METHODS = ("GET", "HEAD", "POST")
 
 
-def _is_call(request: web.Request, path: str) -> bool:
+def _is_call(request: web.BaseRequest, path: str) -> bool:
     """A web-service call (made by a page's script) rather than a page."""
     return request.method == "POST" or ".svc" in path or XHR_HEADER in request.headers
 
@@ -58,7 +58,7 @@ class EcpService(HttpService):
         super().__init__(cas)
         self.forms = forms_auth(cas)
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         """OWA's forms logon turns away a request without an own logon (a page goes to the logon page, a
         call gets 440). A method ECP does not serve is left to `handle` (405, whatever the logon)."""
         if request.method not in _METHODS:
@@ -69,7 +69,7 @@ class EcpService(HttpService):
         origin = request_origin(request, self.cas.config.vip_host)
         return without_logon(ctx, check, _is_call(request, ctx.path), origin, "/ecp/")
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         method = request.method
         if method not in _METHODS:
             ctx.note("", "invalid", f"method {method}")
@@ -96,7 +96,7 @@ class EcpService(HttpService):
         return response
 
     def _call(
-        self, request: web.Request, ctx: RequestContext, cookie: str | None, logon: Logon
+        self, request: web.BaseRequest, ctx: RequestContext, cookie: str | None, logon: Logon
     ) -> web.Response:
         echoed = request.query.get(CANARY) or request.headers.get(CANARY)
         if echoed is None:

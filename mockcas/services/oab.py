@@ -147,7 +147,7 @@ class OabService(HttpService):
         copy_seed = config.farm_key + (b"\x00" + cas.name.encode() if config.oab_skew else b"")
         self.files = build_files(config.farm_key, copy_seed, config.domain)
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         # The OAB vdir of Exchange 2010 takes no anonymous requests (Outlook downloads as the user).
         user = self.cas.users.check_basic(request.headers.get("Authorization"))
         if user is None:
@@ -156,7 +156,7 @@ class OabService(HttpService):
         ctx.user = user
         return None
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         refused = self.refusal(request, ctx)
         if refused is not None:
             return refused

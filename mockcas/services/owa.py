@@ -113,7 +113,7 @@ def return_path(destination: str) -> str:
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
-async def _read_body(request: web.Request) -> bytes | None:
+async def _read_body(request: web.BaseRequest) -> bytes | None:
     """The whole body, or None when it is over the CAS's limit, its framing is broken or the client
     went away before sending all of it."""
     if request.content_length is not None and request.content_length > FORM_MAX_BYTES:
@@ -132,7 +132,7 @@ class OwaService(HttpService):
         super().__init__(cas)
         self.forms = forms_auth(cas)
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         """The forms logon turns away an application request without an own logon (a page goes to the
         logon page, a script call gets 440). The logon's own pages take anyone, as in Exchange 2010
         (anonymous access on /owa/auth): the logon form carries its credentials in its body, so its
@@ -149,7 +149,7 @@ class OwaService(HttpService):
         refused = without_logon(ctx, check, _is_script(request, path), self._origin(request), "/owa/")
         return _dressed(refused, cookies)
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         path = ctx.path
         cookies = request_cookies(request)
         if path == LOGON_PAGE:
@@ -163,11 +163,11 @@ class OwaService(HttpService):
             response = self._application(request, ctx, cookies)
         return _dressed(response, cookies)
 
-    def _origin(self, request: web.Request) -> str:
+    def _origin(self, request: web.BaseRequest) -> str:
         """Where the client came in, for the URLs it is sent back to (only redirects need it)."""
         return request_origin(request, self.cas.config.vip_host)
 
-    def _logon_page(self, request: web.Request, ctx: RequestContext, origin: str) -> web.Response:
+    def _logon_page(self, request: web.BaseRequest, ctx: RequestContext, origin: str) -> web.Response:
         destination = request.query.get("url") or f"{origin}/owa/"
         message = _BAD_CREDENTIALS_HTML if request.query.get("reason") == str(REASON_BAD_CREDENTIALS) else ""
         page = _LOGON_HTML.format(
@@ -182,7 +182,7 @@ class OwaService(HttpService):
         response.set_cookie("PBack", "0", path="/")
         return response
 
-    async def _logon_post(self, request: web.Request, ctx: RequestContext, origin: str) -> web.Response:
+    async def _logon_post(self, request: web.BaseRequest, ctx: RequestContext, origin: str) -> web.Response:
         if request.method != "POST":
             ctx.note("", "invalid", f"{request.method} on the logon form")
             return logon_redirect(origin, "/owa/")
@@ -207,7 +207,7 @@ class OwaService(HttpService):
         return response
 
     def _application(
-        self, request: web.Request, ctx: RequestContext, cookies: dict[str, str]
+        self, request: web.BaseRequest, ctx: RequestContext, cookies: dict[str, str]
     ) -> web.Response:
         method, path = request.method, ctx.path
         if method not in _METHODS:
@@ -249,7 +249,7 @@ class OwaService(HttpService):
         return response
 
 
-def _is_script(request: web.Request, path: str) -> bool:
+def _is_script(request: web.BaseRequest, path: str) -> bool:
     """A request made by a page's script rather than by the browser's navigation."""
     return (
         request.method == "POST"

@@ -122,7 +122,7 @@ class RpcHttpService(HttpService):
         self.out_keepalive_s = OUT_KEEPALIVE_S if minimum is None else min(minimum, OUT_KEEPALIVE_S)
 
     # -- request checks -----------------------------------------------------------------------------
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         response = self.refusal(request, ctx)
         if response is None and request.method == "RPC_OUT_DATA":
             response = await self._out_channel(request, ctx)
@@ -131,14 +131,14 @@ class RpcHttpService(HttpService):
         if not response.prepared and not isinstance(response, _Unanswered):
             response.force_close()  # say `Connection: close`: the connection is not reused (below)
             with contextlib.suppress(ConnectionError):
-                await response.prepare(request)
+                await self.prepare(request, response, ctx)
                 await response.write_eof()
         # An RPC channel's connection is never reused: its body is not read to the end (aiohttp would go
         # on reading and discarding it for its lingering time). What was written still goes out first.
         request.protocol.force_close()
         return response
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         """The error answer for a request that cannot open a channel, or None if it can: all of it is
         decided on the request line and headers, as the RPC proxy does before it reads a channel's body
         (so an RPC_IN_DATA that sent `Expect: 100-continue` gets its 401 or 403 instead of 100)."""
@@ -168,7 +168,7 @@ class RpcHttpService(HttpService):
         return None
 
     async def _opening(
-        self, request: web.Request, ctx: RequestContext, parse: Callable[[bytes], _Opening]
+        self, request: web.BaseRequest, ctx: RequestContext, parse: Callable[[bytes], _Opening]
     ) -> tuple[_Opening | None, web.StreamResponse | None]:
         """The channel's opening PDU (CONN/A1 or CONN/B1) parsed by `parse`, or (None, the error answer)."""
         try:
@@ -223,7 +223,7 @@ class RpcHttpService(HttpService):
         return vc
 
     # -- OUT channel --------------------------------------------------------------------------------
-    async def _out_channel(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def _out_channel(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         a1, refusal = await self._opening(request, ctx, rts.parse_conn_a1)
         if a1 is None:
             return refusal
@@ -237,7 +237,7 @@ class RpcHttpService(HttpService):
         response.force_close()  # a channel's connection ends with it; say so, so no balancer reuses it
         vc.out_response = response
         try:
-            await response.prepare(request)
+            await self.prepare(request, response, ctx)
             await self._send_out(vc, rts.conn_a3(self._ms(self.in_keepalive_s)))
             vc.out_ready = True
             if vc.in_ctx is not None:
@@ -263,7 +263,7 @@ class RpcHttpService(HttpService):
                     self._finish(vc, out_detail=PEER_CLOSED, in_detail="partner-closed")
 
     # -- IN channel ---------------------------------------------------------------------------------
-    async def _in_channel(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def _in_channel(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         b1, refusal = await self._opening(request, ctx, rts.parse_conn_b1)
         if b1 is None:
             return refusal

@@ -91,7 +91,7 @@ class EwsService(HttpService):
             q(NS_M, "ConvertId"): self._convert_id,
         }
 
-    def refusal(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse | None:
+    def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         if ctx.path != EWS_PATH:
             ctx.note("", "invalid", "no such file")
             return iis.not_found()
@@ -102,7 +102,7 @@ class EwsService(HttpService):
         ctx.user = user
         return None
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         refused = self.refusal(request, ctx)
         if refused is not None:
             return refused
