@@ -131,18 +131,11 @@ def _ledger_logger_class(cas: Cas) -> type[AbstractAccessLogger]:
     return LedgerAccessLogger
 
 
-def _expects_continue(request: web.BaseRequest) -> bool:
-    """Whether the client waits for `100 Continue` before it sends the body (HTTP/1.1 only)."""
-    return request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
-
-
-def _unknown_expectation(request: web.BaseRequest) -> str:
-    """The expectation of an HTTP/1.1 request other than `100-continue`, which the CAS answers with 417
-    as aiohttp's Application would; "" for none."""
-    expect = request.headers.get(hdrs.EXPECT, "")
-    if expect and request.version == HttpVersion11 and expect.lower() != "100-continue":
-        return expect
-    return ""
+def _expectation(request: web.BaseRequest) -> str:
+    """What an HTTP/1.1 request expects (its Expect header, in lower case): "100-continue" from a client
+    that waits for `100 Continue` before it sends the body, "" for none (HTTP/1.0 has no expectations)."""
+    expect = request.headers.get(hdrs.EXPECT)
+    return expect.lower() if expect and request.version == HttpVersion11 else ""
 
 
 async def _answer_and_close(
@@ -202,14 +195,15 @@ def build_service_server(cas: Cas) -> web.Server:
         if sid not in cas.http_services:
             ctx.note("", "invalid", "no such virtual directory")
             return iis.not_found()
-        if expect := _unknown_expectation(request):
+        expect = _expectation(request)
+        if expect and expect != "100-continue":  # 417, as from aiohttp's Application
             ctx.note("", "invalid", "unknown expectation")
-            return web.Response(status=417, text=f"Unknown Expect: {expect}")
+            return web.Response(status=417, text=f"Unknown Expect: {request.headers[hdrs.EXPECT]}")
         service = cas.http_services[sid]
         cas.inflight += 1
         cas.peak_inflight = max(cas.peak_inflight, cas.inflight)
         try:
-            if _expects_continue(request):
+            if expect:
                 refused = service.refusal(request, ctx)
                 if refused is not None:
                     await _answer_and_close(request, refused, cas.name, ctx)
@@ -326,7 +320,7 @@ class CasServer:
     def __init__(self, config: CasConfig) -> None:
         self.config = config
         self.cas = Cas(config)
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
         self._tcp_servers: list[asyncio.Server] = []
 
     async def start(self) -> None:
