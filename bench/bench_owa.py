@@ -4,8 +4,10 @@ Every server runs on core 0 (`taskset -c 0`), wrk on core 1. wrk sends a logged-
 (cadata, sessionid, UserContext, OutlookSession) via -H, so every request passes the full logon and
 server-session checks and writes a ledger row. The mock needs aiohttp's pure-Python parser (for
 RPC_IN_DATA), so the fair reference is the hello app on the same parser; the C-parser hello is printed
-for scale. Goal (issue #13): OWA pages >= 0.7 x the same-parser hello. A 404 from the same CAS shows
-what its core (routing, state headers, ledger) costs before OWA adds its part.
+for scale. The hello is an aiohttp Application, as most aiohttp services are; the CAS runs aiohttp's
+low-level server with one handler of its own (mockcas/server.py says why). Goal (issue #13): OWA
+pages >= 0.7 x the same-parser hello. A 404 from the same CAS shows what its core (routing, state
+headers, ledger) costs before OWA adds its part.
 
 The same-parser hello is also sent the OWA page's URL and cookies, which splits OWA's extra cost into
 parsing a larger request, the CAS's core and OWA's own work.
