@@ -3,9 +3,9 @@ asserts nothing).
 
 The tenant is bundled `tenant-10k`'s (lab/scenarios/tenant-10k.toml) scaled to N users: 80 % behind the
 tenant's 8 NAT addresses (browsers, Outlook 2010 over RPC/HTTP, phones), 20 % phones on a carrier,
-HAProxy with the recommended preset, the same ramp, duration and time scale. N grows by --factor from
---start while runs stay valid and pass; then the gap between the last good N and the first bad one is
-halved --bisect times. Each step is one real `caslab run` (about 2 minutes at the defaults), so the
+nginx (or --driver) with the recommended preset, the same ramp, duration and time scale. N grows by
+--factor from --start while runs stay valid and pass; then the gap between the last good N and the first
+bad one is halved --bisect times. Each step is one real `caslab run` (about 2 minutes at the defaults), so the
 whole bench takes 15-30 minutes of both cores; a run that is invalid says why (a saturated load
 generator, requests held in the lab long enough for logons to idle out, ...).
 
@@ -14,7 +14,7 @@ ratio within one run of the bench.
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/bench_largest_tenant.py \
         [--tls none,offload] [--start 10000] [--factor 1.5] [--bisect 1] [--time-scale 10] [--workers N]
-        [--keep DIR]'
+        [--driver NAME] [--keep DIR]'
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def one_run(folder: Path, users: int, tls: str, args: argparse.Namespace) -> dic
     command = [sys.executable, "-m", "lab.cli", "run", str(scenario), "--out", str(out)]
     if args.workers:
         command += ["--workers", str(args.workers)]
+    if args.driver:
+        command += ["--driver", args.driver]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - started
@@ -112,6 +114,7 @@ def main() -> None:
     parser.add_argument("--bisect", type=int, default=1, help="halvings between the last pass and first miss")
     parser.add_argument("--time-scale", type=float, default=10)
     parser.add_argument("--workers", type=int, default=0, help="caslab run --workers (default: its own)")
+    parser.add_argument("--driver", help="caslab run --driver (default: the scenario's, nginx)")
     parser.add_argument("--keep", type=Path, help="keep the run folders here (default: removed at the end)")
     args = parser.parse_args()
     results = {}

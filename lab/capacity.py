@@ -157,15 +157,19 @@ def check(need: Estimate, fd_limit: int, available_mb: float | None = None) -> l
     return problems
 
 
-def balancer_note(need: Estimate, fd_limit: int) -> str | None:
-    """A note when the balancer would need more descriptors than a process here may open: it then holds
-    fewer connections than the users would (HAProxy sizes its maxconn from the limit; a process cannot
-    raise its hard limit without CAP_SYS_RESOURCE), and the rest wait in its accept queue. Requests that
-    wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py)."""
-    if need.balancer_fds <= fd_limit:
+def balancer_note(need: Estimate, fd_limit: int, processes: int = 1) -> str | None:
+    """A note when the balancer would need more descriptors than its `processes` (nginx: its workers;
+    HAProxy, Envoy, Traefik: one; 0: not the lab's balancer, no note) may open here: it then holds fewer
+    connections than the users would (HAProxy sizes its maxconn from the limit; a process cannot raise
+    its hard limit without CAP_SYS_RESOURCE), and the rest wait in its accept queue or are refused.
+    Requests that wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py)."""
+    if processes == 0 or need.balancer_fds <= fd_limit * processes:
         return None
+    may_open = f"a process here may open {fd_limit:,}"
+    if processes > 1:
+        may_open = f"each of its {processes} processes here may open {fd_limit:,}"
     return (
         f"the balancer needs about {need.balancer_fds:,} open files for the {need.connections:,} connections "
-        f"the users hold (two each) and a process here may open {fd_limit:,}: connections beyond about "
-        f"{fd_limit // 2:,} wait in its accept queue"
+        f"the users hold (two each) and {may_open}: connections beyond about "
+        f"{fd_limit * processes // 2:,} wait in its accept queue or are refused"
     )

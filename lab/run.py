@@ -34,6 +34,7 @@ from lab.backends.janitor import clean
 from lab.backends.local import LocalLab
 from lab.backends.state import LabRecord
 from lab.backends.teardown import Deadline
+from lab.balancers import driver_class
 from lab.capacity import balancer_note, check, estimate, raise_fd_limit
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings, Vip, local_farm
@@ -365,7 +366,7 @@ def check_capacity(scenario: Scenario, workers: int, remote_workers: int = 0) ->
     log.info("capacity estimate: %s", need)
     if problems := check(need, limit):
         raise LabError(f"{scenario.name} cannot fit this machine: {'; '.join(problems)}. Estimate: {need}")
-    note = balancer_note(need, limit)
+    note = balancer_note(need, limit, driver_class(scenario.balancer.driver).processes())
     if note:
         log.warning("capacity: %s", note)
     return [note] if note else []

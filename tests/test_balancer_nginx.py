@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from lab.balancers import Unsupported
-from lab.balancers.drivers.nginx import WORKER_CONNECTIONS, Nginx, answered_by
+from lab.balancers.drivers.nginx import Nginx, answered_by, worker_connections
 
 pytest.register_assert_rewrite("lbchecks")  # its asserts explain themselves like a test's
 
@@ -131,11 +131,11 @@ def test_balancer_cookie_lifetime(farm, tmp_path):
 
 
 class NginxWithFewConnections(Nginx):
-    """nginx with 64 worker_connections instead of the lab's 16,384."""
+    """nginx with 64 worker_connections per worker instead of what the open-file limit allows."""
 
     def render(self) -> dict[str, str]:
         return {
-            name: text.replace(f"worker_connections {WORKER_CONNECTIONS};", "worker_connections 64;")
+            name: text.replace(f"worker_connections {worker_connections()};", "worker_connections 64;")
             for name, text in super().render().items()
         }
 
@@ -148,7 +148,9 @@ def test_running_out_of_worker_connections_is_a_limit_reached(farm, tmp_path):
         driver = stack.enter_context(balancer_running(spec, tmp_path, NginxWithFewConnections))
         assert driver.limits_reached() == []
         address = (spec.vip.host, spec.vip.http_port)
-        for _ in range(80):  # nginx accepts until it has no connection left, then logs and drops them
+        # nginx accepts until it has no connection left, then logs and drops them; each worker has 64,
+        # and with 80 per worker one of them runs out however the kernel deals them.
+        for _ in range(80 * Nginx.processes()):
             stack.enter_context(socket.create_connection(address))
         poll(lambda: driver.limits_reached() != [], what="nginx to log that it ran out")
         [reached] = driver.limits_reached()

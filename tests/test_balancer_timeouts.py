@@ -143,7 +143,7 @@ def test_nginx_http_locations_upstreams_and_stream():
     ews = re.search(r"upstream ews \{(.*?)\}", http, re.S).group(1)
     assert "keepalive_timeout 10s;" in ews  # idle kept-alive connections to the CAS
     assert "    proxy_timeout 5s;" in stream  # the shorter side of the one TCP stream
-    mapi = re.search(r"server \{\s*listen 127.0.16.1:59531;(.*?)\}", stream, re.S).group(1)
+    mapi = re.search(r"server \{\s*listen 127.0.16.1:59531 reuseport;(.*?)\}", stream, re.S).group(1)
     assert "proxy_timeout" not in mapi  # MAPI's own server side is longer than the client side
 
 

@@ -92,9 +92,22 @@ def test_a_balancer_short_of_descriptors_is_a_note_not_a_refusal() -> None:
     assert balancer_note(need, fd_limit=20_000) == (
         f"the balancer needs about {need.balancer_fds:,} open files for the 17,600 connections the users "
         "hold (two each) and a process here may open 20,000: connections beyond about 10,000 wait in its "
-        "accept queue"
+        "accept queue or are refused"
     )
     assert balancer_note(need, fd_limit=1_048_576) is None
+
+
+def test_a_balancer_of_several_processes_has_the_files_of_all() -> None:
+    """nginx's workers each have the limit (lab/balancers/drivers/nginx.py); the external balancer is the
+    user's, whose files are not this machine's."""
+    need = estimate(load_scenario("tenant-10k"), workers=1)  # 35,456 files
+    assert balancer_note(need, fd_limit=20_000, processes=2) is None
+    assert balancer_note(need, fd_limit=10_000, processes=3) == (
+        f"the balancer needs about {need.balancer_fds:,} open files for the 17,600 connections the users "
+        "hold (two each) and each of its 3 processes here may open 10,000: connections beyond about 15,000 "
+        "wait in its accept queue or are refused"
+    )
+    assert balancer_note(need, fd_limit=100, processes=0) is None
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:

@@ -11,6 +11,7 @@ One narrow interface, like an httpx transport; one module per driver in `lab.bal
     driver.counters()                       # {server name: requests} as the balancer counted them
     driver.unenforced()                     # [] or a sentence per part of the spec it runs but cannot enforce
     driver.limits_reached()                 # [] or a sentence per limit it ran into (its connection limit)
+    driver.processes()                      # how many processes share its connections (a classmethod)
     driver.stop()                           # always safe to call, also after a failed start
     driver.version()                        # what runs (for reports); reads no state of the driver
 
@@ -329,6 +330,14 @@ class Balancer:
             f"{self.name} does not expire its balancer cookie (lb-cookie on {', '.join(services)}) after the "
             f"persistence timeout: {self.lb_cookie_timeout_reason}"
         ]
+
+    @classmethod
+    def processes(cls) -> int:
+        """How many processes of this machine share the balancer's connections, each with an open-file
+        limit of its own (lab.capacity sizes the balancer's descriptors by it): 1 by default (HAProxy,
+        Envoy and Traefik are one process, whatever their threads), 0 for a balancer that is not the
+        lab's."""
+        return 1
 
     def limits_reached(self) -> list[str]:
         """After the load: a sentence for each limit of the balancer's own that the load reached, such as

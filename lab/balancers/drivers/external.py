@@ -43,6 +43,10 @@ class External(Balancer):
     def version(self) -> str:
         return "external"
 
+    @classmethod
+    def processes(cls) -> int:
+        return 0  # the user's own balancer: this machine's open-file limit is not its
+
     def render(self) -> dict[str, str]:
         spec = self.spec
         h = spec.health
