@@ -88,11 +88,6 @@ def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def worker_processes() -> int:
-    """nginx's workers here: one per core this process may run on (what `worker_processes auto` gives)."""
-    return len(os.sched_getaffinity(0))
-
-
 def worker_connections() -> int:
     """Connections one worker may hold, client and CAS side both counting: as many as its open-file limit
     allows (inherited from this process, which a run raises to the hard limit), at most
@@ -368,7 +363,9 @@ class Nginx(ProcessBalancer):
 
     @classmethod
     def processes(cls) -> int:
-        return worker_processes()
+        """nginx's workers here: one per core this process may run on (what `worker_processes auto`
+        gives)."""
+        return len(os.sched_getaffinity(0))
 
     def limits_reached(self) -> list[str]:
         """Times nginx said in its log that it ran out of connections or of open files: it then refuses or
