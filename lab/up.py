@@ -24,6 +24,7 @@ from lab.backends.owner import OWNER_STOP_S, ask_to_stop
 from lab.backends.state import LabRecord, labs_here
 from lab.backends.teardown import Deadline
 from lab.balancers.presets import resolve
+from lab.capacity import raise_fd_limit
 from lab.certs import make_tls_files
 from lab.model import BalancerSpec
 from lab.run import lab_addresses, make_lab
@@ -45,6 +46,7 @@ def up(
     for line in clean(docker=backend == "docker"):
         say(f"caslab up: removed what a lab whose owner is gone left: {line}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    before, files = raise_fd_limit()  # the CAS and the balancer inherit it: the load is the user's, unknown
     endpoints, vip, network = lab_addresses(backend, servers)
     tls_files = make_tls_files(run_dir / "tls", vip, endpoints) if tls != "none" else None
     spec = BalancerSpec(driver=driver, persistence=resolve(preset), servers=endpoints, vip=vip, tls=tls,
@@ -66,6 +68,8 @@ def up(
             say(f"  {e.name}        {e.host}  admin {e.admin_url}/caslab/stats")
         if tls_files:
             say(f"  CA           {tls_files.ca_pem}")
+        raised = f"raised from {before:,} to" if files > before else "already"
+        say(f"  open files   {files:,} per process ({raised} the hard limit; a proxied connection takes two)")
         say("  stop with Ctrl-C or `caslab down`")
         while not stopping:
             time.sleep(0.5)

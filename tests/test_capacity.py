@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 from namespace import isolated
 
 from lab.capacity import COSTS, balancer_note, check, estimate, raise_fd_limit
@@ -131,3 +133,49 @@ def test_caslab_run_refuses_a_hundred_million_users_before_anything_starts(tmp_p
     log = next((tmp_path / "out").glob("huge-*/lab.log")).read_text()
     assert "open-file limit" in log and "capacity estimate: 100,000,000 users" in log
     assert "starting" not in log  # no CAS, no balancer
+
+
+def test_caslab_up_raises_the_open_file_limit_and_its_balancer_runs_with_it(tmp_path: Path) -> None:
+    """`caslab up` serves load it cannot know in advance: it raises the limit to the hard limit and says
+    so, nginx's workers run with that limit, and their worker_connections follow it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    lowered = min(1024, hard)
+    caslab = str(Path(sys.executable).with_name("caslab"))
+    command = [caslab, "up", "--servers", "1", "--driver", "nginx", "--tls", "none", "--out", str(tmp_path)]
+    up = subprocess.Popen(
+        isolated(*command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard)),
+    )
+    try:
+        said = []
+        for line in up.stdout:
+            said.append(line)
+            if "stop with Ctrl-C" in line:
+                break
+        text = "".join(said)
+        files = hard if hard != resource.RLIM_INFINITY else lowered
+        raised = f"raised from {lowered:,} to" if files > lowered else "already"
+        assert f"open files   {files:,} per process ({raised} the hard limit" in text, text
+        nginx = [p for p in psutil.Process(up.pid).children(recursive=True) if p.name() == "nginx"]
+        assert len(nginx) == 1 + len(psutil.Process().cpu_affinity()), nginx  # the master and its workers
+        assert {open_files(p.pid) for p in nginx} == {files}
+        conf = next(tmp_path.glob("*/balancer/nginx.conf")).read_text()
+        assert f"worker_connections {min(files - 64, 65536)};" in conf
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def open_files(pid: int) -> int:
+    """A process's soft open-file limit, from /proc (nginx's workers run as another user, whose limits
+    prlimit may not read)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-file limit in /proc/{pid}/limits")
