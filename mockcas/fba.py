@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 
 if TYPE_CHECKING:
     from mockcas.cas import Cas
@@ -41,7 +42,7 @@ SESSION_COOKIE = "sessionid"  # the logon session id in clear, as 2007/2010 FBA 
 REASON_LOGON, REASON_BAD_CREDENTIALS = 0, 2
 # A request made by script rather than by the browser's navigation (our chosen marker, besides each
 # service's own script paths): it gets 440 instead of a redirect a script could not follow.
-XHR_HEADER = "X-Requested-With"
+XHR_HEADER = istr("X-Requested-With")  # istr: aiohttp's header map takes it without case-folding
 SESSION_KEY_MAX_CHARS = 64  # client-sent names beyond this are not ours; keeps ledger rows small
 
 
@@ -133,7 +134,7 @@ def request_cookies(request: web.BaseRequest) -> dict[str, str]:
     largest cost of an authenticated OWA page here (about 14% of the CAS's time); the Cookie header
     of RFC 6265 needs only this split."""
     jar: dict[str, str] = {}
-    for pair in request.headers.get("Cookie", "").split(";"):
+    for pair in request.headers.get(hdrs.COOKIE, "").split(";"):
         name, sep, value = pair.partition("=")
         if sep:
             value = value.strip()

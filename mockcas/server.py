@@ -36,17 +36,11 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from caslab.records import PEER_CLOSED
-from caslab.vocab import (
-    HEALTH_BODY,
-    HEALTH_PATH,
-    REQUEST_ID_HEADER,
-    RUN_HEADER,
-    SERVICE_PATHS,
-)
+from caslab.vocab import HEALTH_BODY, HEALTH_PATH, SERVICE_PATHS
 from mockcas import iis
 from mockcas.cas import Cas
 from mockcas.config import CasConfig
-from mockcas.services import RequestContext, add_cas_headers
+from mockcas.services import REQUEST_ID_HEADER, RUN_HEADER, RequestContext, add_cas_headers
 from mockcas.users import parse_basic
 
 log = logging.getLogger("mockcas")
@@ -60,7 +54,7 @@ _SERVICE_BY_VDIR: dict[str, str] = {vdir: sid for sid, vdirs in SERVICE_PATHS.it
 
 def client_ip(request: web.BaseRequest) -> str:
     """The client as the balancer reported it (first X-Forwarded-For entry), else the TCP peer."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
+    forwarded = request.headers.get(hdrs.X_FORWARDED_FOR, "")
     first = forwarded.split(",", 1)[0].strip()
     return first or (request.remote or "")
 
@@ -89,7 +83,7 @@ def _log_iis(cas: Cas, request: web.BaseRequest, ctx: RequestContext, status: in
         user_agent=request.headers.get(hdrs.USER_AGENT, ""),
         status=status,
         time_taken_ms=round((ended - started) * 1000),
-        forwarded_for=request.headers.get("X-Forwarded-For", ""),
+        forwarded_for=request.headers.get(hdrs.X_FORWARDED_FOR, ""),
     )
 
 

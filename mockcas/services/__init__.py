@@ -38,6 +38,7 @@ import asyncio
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from aiohttp import web
+from multidict import istr
 
 from caslab import vocab
 from caslab.registry import Registry
@@ -132,12 +133,18 @@ class HttpService:
         lab wants the rows of open requests written (`POST /caslab/close`)."""
 
 
+# The lab's header names as multidict's istr, which aiohttp's header maps take without case-folding them
+# first (aiohttp's own `hdrs` names are istr for that reason): every request reads or sets them all.
+SERVER_HEADER, STATE_HEADER = istr(vocab.SERVER_HEADER), istr(vocab.STATE_HEADER)
+REQUEST_ID_HEADER, RUN_HEADER = istr(vocab.REQUEST_ID_HEADER), istr(vocab.RUN_HEADER)
+
+
 def add_cas_headers(response: web.StreamResponse, server: str, ctx: RequestContext) -> None:
     """The headers every HTTP answer of a CAS carries, added before it starts: `X-CasLab-Server` names the
     CAS (clients and tests see who answered through the balancer), `X-CasLab-State` the ledger state
     noted for the request."""
-    response.headers[vocab.SERVER_HEADER] = server
-    response.headers[vocab.STATE_HEADER] = ctx.state
+    response.headers[SERVER_HEADER] = server
+    response.headers[STATE_HEADER] = ctx.state
 
 
 class TcpService:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from caslab.untrusted_xml import XmlRejected, parse_untrusted_xml
 from mockcas import iis
@@ -52,7 +52,7 @@ class AutodiscoverService(HttpService):
         if ctx.path != AUTODISCOVER_PATH:
             ctx.note("", "invalid", "no such file")
             return iis.not_found()
-        user = self.cas.users.check_basic(request.headers.get("Authorization"))
+        user = self.cas.users.check_basic(request.headers.get(hdrs.AUTHORIZATION))
         if user is None:
             ctx.note("", "none", "no valid credentials")
             return iis.unauthorized(self.cas.config.vip_host)

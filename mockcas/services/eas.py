@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from caslab import wbxml
 from caslab.records import HEARTBEAT_FIELD, PEER_CLOSED, detail_with
@@ -184,7 +184,7 @@ class ActiveSync(HttpService):
         if ctx.path not in PATHS:
             ctx.note("", "invalid", "no such path")
             return iis.not_found()
-        user = self.cas.users.check_basic(request.headers.get("Authorization"))
+        user = self.cas.users.check_basic(request.headers.get(hdrs.AUTHORIZATION))
         if user is None:
             ctx.note(request.query.get("DeviceId", "")[:64], "invalid", "unauthorized")
             return iis.unauthorized(self.cas.config.vip_host)

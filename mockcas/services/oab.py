@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
@@ -149,7 +149,7 @@ class OabService(HttpService):
 
     def refusal(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse | None:
         # The OAB vdir of Exchange 2010 takes no anonymous requests (Outlook downloads as the user).
-        user = self.cas.users.check_basic(request.headers.get("Authorization"))
+        user = self.cas.users.check_basic(request.headers.get(hdrs.AUTHORIZATION))
         if user is None:
             ctx.note("", "none", "no valid credentials")
             return iis.unauthorized(self.cas.config.vip_host)

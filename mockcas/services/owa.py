@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from multidict import istr
 
 from mockcas import iis
 from mockcas.fba import (
@@ -52,6 +53,7 @@ OUTLOOK_SESSION_COOKIE = "OutlookSession"
 LOGOFF_PATH = "/owa/logoff.owa"
 # Exchange 2010 SP3 (14.3.123.4); fingerprinting tools read this header to recognise OWA.
 OWA_VERSION = "14.3.123.4"
+_X_OWA_VERSION = istr("X-OWA-Version")  # istr: aiohttp's header map takes it without case-folding
 TITLE = "Outlook Web App"
 FORM_FIELDS = ("destination", "flags", "forcedownlevel", "trusted", "username", "password", "isUtf8")
 FORM_MAX_BYTES = 16 * 1024  # a logon form is well under 1 KB; more is not a browser's form
@@ -261,7 +263,7 @@ def _is_script(request: web.BaseRequest, path: str) -> bool:
 
 def _dressed(response: web.Response, cookies: dict[str, str]) -> web.Response:
     """What every OWA answer carries: X-OWA-Version, and an OutlookSession for a client without one."""
-    response.headers["X-OWA-Version"] = OWA_VERSION
+    response.headers[_X_OWA_VERSION] = OWA_VERSION
     if OUTLOOK_SESSION_COOKIE not in cookies:
         response.set_cookie(OUTLOOK_SESSION_COOKIE, secrets.token_hex(16), path="/")
     return response

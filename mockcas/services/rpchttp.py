@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader, hdrs, web
 
 from caslab import rts
 from caslab.records import PEER_CLOSED
@@ -144,7 +144,7 @@ class RpcHttpService(HttpService):
         (so an RPC_IN_DATA that sent `Expect: 100-continue` gets its 401 or 403 instead of 100)."""
         if ctx.path != PROXY_PATH:
             return _fail(ctx, 404, "no such RPC proxy path")
-        if self.cas.users.check_basic(request.headers.get("Authorization")) is None:
+        if self.cas.users.check_basic(request.headers.get(hdrs.AUTHORIZATION)) is None:
             ctx.note("", "none", "unauthenticated")
             return iis.unauthorized(request.host)
         if request.method not in METHODS:

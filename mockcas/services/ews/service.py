@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
@@ -95,7 +95,7 @@ class EwsService(HttpService):
         if ctx.path != EWS_PATH:
             ctx.note("", "invalid", "no such file")
             return iis.not_found()
-        user = self.cas.users.check_basic(request.headers.get("Authorization"))
+        user = self.cas.users.check_basic(request.headers.get(hdrs.AUTHORIZATION))
         if user is None:
             ctx.note("", "none", "no valid credentials")
             return iis.unauthorized(self.cas.config.vip_host)
