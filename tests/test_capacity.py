@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import psutil
 from namespace import isolated
 
@@ -142,21 +143,13 @@ def test_caslab_up_raises_the_open_file_limit_and_its_balancer_runs_with_it(tmp_
     lowered = min(1024, hard)
     caslab = str(Path(sys.executable).with_name("caslab"))
     command = [caslab, "up", "--servers", "1", "--driver", "nginx", "--tls", "none", "--out", str(tmp_path)]
-    up = subprocess.Popen(
+    up, text = background.start(
         isolated(*command),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
+        tmp_path,
+        "stop with Ctrl-C",
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard)),
     )
     try:
-        said = []
-        for line in up.stdout:
-            said.append(line)
-            if "stop with Ctrl-C" in line:
-                break
-        text = "".join(said)
         files = hard if hard != resource.RLIM_INFINITY else lowered
         raised = f"raised from {lowered:,} to" if files > lowered else "already"
         assert f"open files   {files:,} per process ({raised} the hard limit" in text, text

@@ -19,6 +19,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import background
 import docker
 import pandas as pd
 import pytest
@@ -136,23 +137,16 @@ def test_ctrl_c_mid_run_removes_every_container_and_the_network(tmp_path: Path) 
     out = tmp_path / "reports"
     command = [*CASLAB, "run", "quickstart", "--backend", "docker", "--duration", "60s", "--out", str(out),
                "--workers", "2"]  # fmt: skip
-    run = subprocess.Popen(
+    run, seen = start(  # progress lines start once the load runs
         command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=ENV,
+        None,
+        ("phase: ramp", "phase: load"),
         # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when it started, and a
         # shell starts background jobs (a CI script's `cmd &`) with SIGINT ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        seen = []
-        for line in run.stdout:  # progress lines start once the load runs
-            seen.append(line)
-            if line.startswith("phase: ramp") or line.startswith("phase: load"):
-                break
-        assert run.poll() is None, "".join(seen)
+        assert run.poll() is None, seen
         running = leftovers(out)
         assert len([c for c in running if c.startswith("container")]) == 6, (
             running
@@ -182,16 +176,8 @@ def test_up_serves_the_vip_over_tls_until_down(tmp_path: Path) -> None:
         "--tls",
         "offload",
     ]
-    up = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
-    )
+    up, text = start(command, tmp_path, "stop with Ctrl-C")
     try:
-        said = []
-        for line in up.stdout:
-            said.append(line)
-            if "stop with Ctrl-C" in line:
-                break
-        text = "".join(said)
         owa = re.search(r"OWA\s+(https://10\.221\.[\d.]+:8443/owa/)", text)
         ca = re.search(r"CA\s+(\S+)", text)
         assert owa and ca, text
@@ -258,19 +244,11 @@ def test_vip_per_service_and_faults_reach_the_containers(tmp_path: Path, monkeyp
     assert (tmp_path / "balancer" / "haproxy.log").exists()
 
 
-def start(command: list[str], cwd: Path, ready: str | tuple[str, ...]) -> tuple[subprocess.Popen, str]:
-    """A caslab command in the background, returned once it has printed a line starting with `ready`
-    (one of them, when a tuple)."""
-    process = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
-    )
-    said = []
-    for line in process.stdout:
-        said.append(line)
-        if line.lstrip().startswith(ready):
-            return process, "".join(said)
-    process.wait()
-    raise AssertionError(f"{' '.join(command)} never said {ready!r}:\n{''.join(said)}")
+def start(
+    command: list[str], cwd: Path | None, ready: str | tuple[str, ...], **popen: object
+) -> tuple[subprocess.Popen, str]:
+    """A caslab command in the background with this file's environment (background.start)."""
+    return background.start(command, cwd, ready, env=ENV, **popen)
 
 
 def test_a_sigkilled_run_leaves_its_containers_which_caslab_down_of_its_checkout_removes(
