@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import json
+import resource
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ from lab.balancers.userconfig import (
     reader_for,
 )
 from lab.balancers.userconfig.predict import KIND_SERVICES
+from lab.capacity import balancer_note, estimate
 from lab.certs import make_tls_files
 from lab.model import BalancerSpec, CasEndpoint, Persistence, Vip
 from lab.scenario import Scenario
@@ -89,6 +91,10 @@ def prepare_candidate(
         notes.append(text)
 
     for text in explanation.notes:
+        note(text)
+    limit = reader.connection_limit(reader.open(path, place), place)
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # lab.run raised it to the hard limit
+    if text := balancer_note(estimate(scenario, 1), fd_limit, driver_class(driver).processes(), limit):
         note(text)
     for what in scenario.not_applied_with_config():
         note(f"{what} does not apply: the balancer runs {path.name} as written", "warning")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from lab.balancers.userconfig import ConnectionLimit
 from lab.scenario import Scenario
 from lab.scenario.model import Population
 
@@ -157,19 +158,37 @@ def check(need: Estimate, fd_limit: int, available_mb: float | None = None) -> l
     return problems
 
 
-def balancer_note(need: Estimate, fd_limit: int, processes: int = 1) -> str | None:
+def balancer_note(
+    need: Estimate, fd_limit: int, processes: int = 1, file_limit: ConnectionLimit | None = None
+) -> str | None:
     """A note when the balancer would need more descriptors than its `processes` (nginx: its workers;
     HAProxy, Envoy, Traefik: one; 0: not the lab's balancer, no note) may open here: it then holds fewer
     connections than the users would (HAProxy sizes its maxconn from the limit; a process cannot raise
     its hard limit without CAP_SYS_RESOURCE), and the rest wait in its accept queue or are refused.
-    Requests that wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py)."""
-    if processes == 0 or need.balancer_fds <= fd_limit * processes:
+    Requests that wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py).
+    `file_limit`: the processes and connections per process the user's own file sets (nginx's
+    worker_processes and worker_connections); the lower of that and the open-file limit binds, and a
+    file's own limit binds wherever the file runs, not only here."""
+    if processes == 0:
         return None
+    per_process = fd_limit
+    if file_limit is not None:
+        processes, per_process = file_limit.processes, min(fd_limit, file_limit.per_process)
+    if need.balancer_fds <= per_process * processes:
+        return None
+    held = per_process * processes
+    if file_limit is not None and file_limit.per_process < fd_limit:
+        return (
+            f"the balancer needs about {need.balancer_fds:,} connections for the {need.connections:,} the "
+            f"users hold (two each) and holds {held:,} at most as the file sets it ({file_limit.words}): "
+            f"connections beyond about {held // 2:,} wait in its accept queue or are refused, here and "
+            "wherever the file runs"
+        )
     may_open = f"a process here may open {fd_limit:,}"
     if processes > 1:
         may_open = f"each of its {processes} processes here may open {fd_limit:,}"
     return (
         f"the balancer needs about {need.balancer_fds:,} open files for the {need.connections:,} connections "
         f"the users hold (two each) and {may_open}: connections beyond about "
-        f"{fd_limit * processes // 2:,} wait in its accept queue or are refused"
+        f"{held // 2:,} wait in its accept queue or are refused"
     )

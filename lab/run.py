@@ -356,7 +356,8 @@ def _gevent_before_docker(backend: str, workers: int) -> None:
 def check_capacity(scenario: Scenario, workers: int, remote_workers: int = 0) -> list[str]:
     """Raise the open-file limit to the hard limit (lab.log says so), estimate what the run needs
     (lab.capacity) and refuse one that cannot fit, before anything starts (LabError: exit 2). Returns
-    notes for the report on what fits only in part (the balancer's descriptors)."""
+    notes for the report on what fits only in part (the balancer's descriptors; for the user's own file
+    lab.candidate says that, as the file may set limits of its own)."""
     before, limit = raise_fd_limit()
     if limit > before:
         log.info("open-file limit raised from %d to %d (the hard limit)", before, limit)
@@ -366,6 +367,8 @@ def check_capacity(scenario: Scenario, workers: int, remote_workers: int = 0) ->
     log.info("capacity estimate: %s", need)
     if problems := check(need, limit):
         raise LabError(f"{scenario.name} cannot fit this machine: {'; '.join(problems)}. Estimate: {need}")
+    if scenario.balancer.config is not None:
+        return []  # the user's file may set the balancer's own limits: lab.candidate notes it
     note = balancer_note(need, limit, driver_class(scenario.balancer.driver).processes())
     if note:
         log.warning("capacity: %s", note)

@@ -4,6 +4,7 @@ limit raised to the hard limit, and a scenario that cannot fit refused before an
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import signal
 import subprocess
@@ -14,7 +15,10 @@ import background
 import psutil
 from namespace import isolated
 
+from lab.balancers.userconfig import ConnectionLimit
+from lab.candidate import prepare_candidate
 from lab.capacity import COSTS, balancer_note, check, estimate, raise_fd_limit
+from lab.model import Vip, local_farm
 from lab.scenario import load_scenario, parse_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,6 +115,49 @@ def test_a_balancer_of_several_processes_has_the_files_of_all() -> None:
         "wait in its accept queue or are refused"
     )
     assert balancer_note(need, fd_limit=100, processes=0) is None
+
+
+def test_a_users_file_that_holds_fewer_connections_than_the_users_is_a_note_wherever_it_runs() -> None:
+    """nginx's worker_connections, as the user's file sets them, bind before the open-file limit does; a
+    file with fewer workers than cores has only their files."""
+    need = estimate(load_scenario("tenant-10k"), workers=1)  # 35,456 connections in the balancer
+    words = "worker_processes 2 (line 3), worker_connections 4096 (line 8)"
+    assert balancer_note(need, fd_limit=20_000, processes=2, file_limit=ConnectionLimit(2, 4096, words)) == (
+        f"the balancer needs about {need.balancer_fds:,} connections for the 17,600 the users hold (two "
+        f"each) and holds 8,192 at most as the file sets it ({words}): connections beyond about 4,096 "
+        "wait in its accept queue or are refused, here and wherever the file runs"
+    )
+    one_worker = ConnectionLimit(1, 65_536, "worker_processes 1 (nginx's default), ...")
+    assert balancer_note(need, fd_limit=20_000, processes=2, file_limit=one_worker) == (
+        f"the balancer needs about {need.balancer_fds:,} open files for the 17,600 connections the users "
+        "hold (two each) and a process here may open 20,000: connections beyond about 10,000 wait in its "
+        "accept queue or are refused"
+    )
+    enough = ConnectionLimit(2, 65_536, "...")
+    assert balancer_note(need, fd_limit=20_000, processes=1, file_limit=enough) is None
+
+
+def test_a_users_nginx_file_short_of_connections_for_the_scenario_is_said_before_the_run(tmp_path) -> None:
+    """prepare_candidate (what `caslab run` does with `[balancer] config`, before anything starts) reads
+    the file's workers and worker_connections and notes the shortfall, for the report too."""
+    userconfig = REPO / "tests" / "userconfig"
+    text = (userconfig / "nginx-hash.conf").read_text().replace("connections 4096;", "connections 64;")
+    (tmp_path / "nginx-hash.conf").write_text(text)
+    scenario = load_scenario(userconfig / "candidate-nginx.toml")
+    scenario = scenario.with_overrides(config=str(tmp_path / "nginx-hash.conf"))
+    said: list[str] = []
+    candidate = prepare_candidate(scenario, local_farm(3), Vip(), tmp_path / "run", said.append, local=False)
+    need, cores = estimate(scenario, workers=1), len(os.sched_getaffinity(0))
+    note = (
+        f"the balancer needs about {need.balancer_fds:,} connections for the {need.connections:,} the users "
+        f"hold (two each) and holds {64 * cores:,} at most as the file sets it (worker_processes auto (one "
+        f"per core here: {cores}) (line 3), worker_connections 64 (line 8)): connections beyond about "
+        f"{32 * cores:,} wait in its accept queue or are refused, here and wherever the file runs"
+    )
+    assert note in candidate.notes and f"caslab: note: {note}" in said
+    with_enough = scenario.with_overrides(config=str(userconfig / "nginx-hash.conf"))  # 4096 a worker
+    candidate = prepare_candidate(with_enough, local_farm(3), Vip(), tmp_path / "b", said.append, local=False)
+    assert not [n for n in candidate.notes if "the balancer needs" in n]
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:

@@ -10,6 +10,7 @@ run; run those inside `unshare -n` (loopback only), as every test that starts se
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from namespace import isolated
 from caslab.vocab import SERVICES
 from lab.balancers import BalancerError, Unsupported, get_driver
 from lab.balancers.presets import PRESETS, resolve
-from lab.balancers.userconfig import ConfigRefused, Place, reader_for
+from lab.balancers.userconfig import ConfigRefused, ConnectionLimit, Place, reader_for
 from lab.balancers.userconfig.placeholders import example_place
 from lab.certs import make_tls_files
 from lab.model import BalancerSpec, Persistence, Vip, local_farm
@@ -117,6 +118,34 @@ def test_nginx_says_when_its_outlook_anywhere_location_cannot_stream_a_channel(t
     assert len(notes) == len(said) and all(s in n for s, n in zip(said, notes, strict=True)), notes
     rpc = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if "location ~* ^/rpc/" in line)
     assert all(f"location of line {rpc}:" in n for n in notes)  # the /rpc/ location, where it applies
+
+
+@pytest.mark.parametrize(
+    "change, processes, per_process, words",
+    [
+        (None, "cores", 4096, "worker_processes auto (one per core here: {cores}) (line 3), "
+                               "worker_connections 4096 (line 8)"),
+        (("worker_processes auto;", "worker_processes 3;"), 3, 4096,
+         "worker_processes 3 (line 3), worker_connections 4096 (line 8)"),
+        (("worker_processes auto;\n", ""), 1, 4096,
+         "worker_processes 1 (nginx's default), worker_connections 4096 (line 7)"),
+        (("    worker_connections 4096;\n", ""), "cores", 512,
+         "worker_processes auto (one per core here: {cores}) (line 3), "
+         "worker_connections 512 (nginx's default)"),
+    ],
+)  # fmt: skip
+def test_nginx_reads_its_workers_and_their_connections_as_the_file_sets_them(
+    tmp_path, place, change, processes, per_process, words
+):
+    """The capacity check compares the scenario's connections with these (lab.capacity.balancer_note)."""
+    cores = len(os.sched_getaffinity(0))
+    reader = reader_for("nginx")
+    path = copy(tmp_path, "nginx", change)
+    limit = reader.connection_limit(reader.open(path, place), place)
+    assert limit == ConnectionLimit(
+        cores if processes == "cores" else processes, per_process, words.format(cores=cores)
+    )
+    assert reader_for("haproxy").connection_limit(reader.open(path, place), place) is None  # sets none
 
 
 def test_nginx_timeouts_the_file_leaves_to_nginx_are_its_defaults_scaled_like_the_rest(tmp_path, place):

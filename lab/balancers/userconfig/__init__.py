@@ -63,6 +63,11 @@ What a reader implements (see `Reader`):
   `explain` adds what that predicts for each client kind (lab.balancers.userconfig.predict).
 - `server_lines(place, role, options)`: the farm's CAS as server lines in the driver's syntax, for the
   `{{ cas_servers }}` placeholder.
+- `connection_limit(source, place) -> ConnectionLimit | None` (optional): the balancer's processes and
+  the connections each may hold as the file sets them (nginx: worker_processes, worker_connections), so
+  the capacity check compares the scenario's connections with the file's limit (lab.capacity); None
+  where the file sets none the lab reads (the driver's `processes()` and the open-file limit then
+  decide).
 
 Why this shape: the rules are data a user can predict and check in the diff (balancer/<file>.diff and
 the report), not a re-rendering: the file as run is the user's file, line for line, with the lab's
@@ -221,6 +226,17 @@ class Source:
     @property
     def has_placeholders(self) -> bool:
         return self.text != self.written
+
+
+@dataclass(frozen=True)
+class ConnectionLimit:
+    """How many connections the balancer holds at once as the user's file sets it: `processes` each
+    holding at most `per_process` connections (client and server sides both count, as with nginx's
+    worker_connections); `words` say where that comes from, with lines, or nginx's defaults."""
+
+    processes: int
+    per_process: int
+    words: str
 
 
 @dataclass(frozen=True)
@@ -459,6 +475,11 @@ class Reader:
         """What the file does that changes what a run measures beyond persistence and timeouts, said to
         the user before the run and in its report; none by default."""
         return []
+
+    def connection_limit(self, source: Source, place: Place) -> ConnectionLimit | None:
+        """The balancer's processes and the connections each may hold, as the file sets them; None by
+        default (the file sets none the lab reads)."""
+        return None
 
     # -- what every reader shares ---------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ How each rule reads in nginx (README, "Your own balancer config"):
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from lab.balancers.userconfig import (
     Adopted,
     AdoptedFile,
     ConfigRefused,
+    ConnectionLimit,
     Lines,
     Place,
     Problem,
@@ -674,6 +676,35 @@ class NginxReader(Reader):
                 )
         return out
 
+    def connection_limit(self, source: Source, place: Place) -> ConnectionLimit:
+        """nginx's worker processes (`worker_processes`: 1 when unset, `auto` one per core here) and the
+        connections each may hold (`worker_connections` in `events`: 512 when unset), as the file sets
+        them: the lab runs both as written."""
+        config = self._load(source, place)
+        found = {
+            d.name: d
+            for d in config.all()
+            if (d.name, d.context) in (("worker_processes", ()), ("worker_connections", ("events",)))
+        }
+        words = []
+        processes, per_process = 1, 512
+        for name in ("worker_processes", "worker_connections"):
+            d = found.get(name)
+            if d is None:
+                words.append(f"{name} {processes if name == 'worker_processes' else per_process} "
+                             "(nginx's default)")  # fmt: skip
+                continue
+            word = d.args[0] if d.args else ""
+            line = config.file_of(d).source.line_of(d.index)
+            if name == "worker_processes":
+                processes = len(os.sched_getaffinity(0)) if word == "auto" else _count(word, processes)
+                how = f" (one per core here: {processes})" if word == "auto" else ""
+            else:
+                per_process = _count(word, per_process)
+                how = ""
+            words.append(f"{name} {word}{how} (line {line})")
+        return ConnectionLimit(processes, per_process, ", ".join(words))
+
     def _reading(
         self,
         service: str,
@@ -706,6 +737,11 @@ class NginxReader(Reader):
 
 RPC_IN_DATA_BYTES = 1 << 30  # the Content-Length Outlook declares for an IN channel, as the lab's clients do
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _count(word: str, default: int) -> int:
+    """A positive count as nginx writes it, or `default` for anything else (nginx itself refuses it)."""
+    return int(word) if word.isdigit() and int(word) > 0 else default
 
 
 def _bytes(size: str) -> int:
