@@ -681,29 +681,24 @@ class NginxReader(Reader):
         connections each may hold (`worker_connections` in `events`: 512 when unset), as the file sets
         them: the lab runs both as written."""
         config = self._load(source, place)
-        found = {
-            d.name: d
-            for d in config.all()
-            if (d.name, d.context) in (("worker_processes", ()), ("worker_connections", ("events",)))
-        }
-        words = []
-        processes, per_process = 1, 512
-        for name in ("worker_processes", "worker_connections"):
-            d = found.get(name)
+        directives = config.all()
+
+        def setting(name: str, context: tuple[str, ...]) -> tuple[str, str]:
+            """(the directive's word or "", where it is: its line or nginx's default)."""
+            d = next((d for d in directives if d.name == name and d.context == context and d.args), None)
             if d is None:
-                words.append(f"{name} {processes if name == 'worker_processes' else per_process} "
-                             "(nginx's default)")  # fmt: skip
-                continue
-            word = d.args[0] if d.args else ""
-            line = config.file_of(d).source.line_of(d.index)
-            if name == "worker_processes":
-                processes = len(os.sched_getaffinity(0)) if word == "auto" else _count(word, processes)
-                how = f" (one per core here: {processes})" if word == "auto" else ""
-            else:
-                per_process = _count(word, per_process)
-                how = ""
-            words.append(f"{name} {word}{how} (line {line})")
-        return ConnectionLimit(processes, per_process, ", ".join(words))
+                return "", "nginx's default"
+            return d.args[0], f"line {config.file_of(d).source.line_of(d.index)}"
+
+        word, where = setting("worker_processes", ())
+        cores = len(os.sched_getaffinity(0))
+        processes = cores if word == "auto" else _count(word, 1)
+        per_core = f" (one per core here: {cores})" if word == "auto" else ""
+        processes_words = f"worker_processes {word or processes}{per_core} ({where})"
+        word, where = setting("worker_connections", ("events",))
+        per_process = _count(word, 512)
+        connections_words = f"worker_connections {word or per_process} ({where})"
+        return ConnectionLimit(processes, per_process, f"{processes_words}, {connections_words}")
 
     def _reading(
         self,
