@@ -1,6 +1,7 @@
 """The ready lab as a Docker Swarm stack (compose/lab.yml; compose/README.md, "Swarm stack") on a
 one-node swarm: `docker stack deploy` of this checkout's images, Locust's master with its replicated
-workers, load through the balancer to all three CAS, and `docker stack rm` leaving no task or network.
+workers, load through the balancer to all three CAS, the balancer following a CAS task the swarm
+replaced to its new address, and `docker stack rm` leaving no task or network.
 
 The swarm is the engine's own when it is in one (it must be a manager); otherwise the test makes a
 one-node swarm on 127.0.0.1, its address pool 10.222.0.0/16 (beside the docker tests' 10.220.0.0/16),
@@ -162,7 +163,9 @@ def stack(swarm: None, image_tag: str, tmp_path: Path) -> Iterator[Stack]:  # no
         deployed.remove()
 
 
-def test_stack_runs_load_from_replicated_workers_through_the_balancer_to_all_three_cas(stack: Stack) -> None:
+def test_stack_runs_load_from_replicated_workers_through_the_balancer_to_all_three_cas_and_follows_one_moved(
+    stack: Stack,
+) -> None:
     def master_with_every_worker() -> dict | None:
         stats = stack.locust()
         return stats if stats and stats["state"] == "ready" and stats["worker_count"] == WORKERS else None
@@ -203,6 +206,28 @@ def test_stack_runs_load_from_replicated_workers_through_the_balancer_to_all_thr
         return next(row for row in stats["stats"] if row["name"] == "Aggregated")["num_requests"]
 
     wait_for("the workers' requests in the master's figures", requests_counted_by_the_master, 30, stack.name)
+
+    # The swarm replaces cas02's task, which comes back at another address; the balancer follows it
+    # (lab/balancers/container.py), so the workers' requests reach the new task through the balancer.
+    (old_task,) = stack.running("cas02")
+    old_address = stack.address(old_task)
+    docker("service", "update", "--force", "--detach", f"{stack.name}_cas02")
+
+    def new_cas02_served() -> bool:
+        """cas02's one running task is a new one, at another address, and the workers' requests reached
+        it (read from the task's own address: the name may still answer with the old one for a while)."""
+        running = stack.running("cas02")
+        if running in ([], [old_task]) or len(running) > 1:
+            return False
+        address = stack.address(running[0])
+        done = stack.curl(f"http://{address}:8099/caslab/ledger")
+        clients = (
+            {row["client_ip"] for row in json.loads(done.stdout)["rows"]} if done.returncode == 0 else set()
+        )
+        return address != old_address and bool(clients & workers)
+
+    wait_for("the workers' requests reaching cas02's new task through the balancer", new_cas02_served, 90,
+             stack.name)  # fmt: skip
 
     stack.get_json("http://127.0.0.1:8089/stop", "-X", "POST")
     stack.remove()
