@@ -167,23 +167,23 @@ def balancer_note(
     its hard limit without CAP_SYS_RESOURCE), and the rest wait in its accept queue or are refused.
     Requests that wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py).
     `file_limit`: the processes and connections per process the user's own file sets (nginx's
-    worker_processes and worker_connections); the lower of that and the open-file limit binds, and a
-    file's own limit binds wherever the file runs, not only here."""
+    worker_processes and worker_connections), said first when the users' connections exceed it: that
+    limit holds wherever the file runs, not only here."""
     if processes == 0:
         return None
-    per_process = fd_limit
     if file_limit is not None:
-        processes, per_process = file_limit.processes, min(fd_limit, file_limit.per_process)
-    if need.balancer_fds <= per_process * processes:
+        held = file_limit.per_process * file_limit.processes
+        if 2 * need.connections > held:
+            return (
+                f"the balancer needs about {2 * need.connections:,} connections for the {need.connections:,} "
+                f"the users hold (two each) and holds {held:,} at most as the file sets it "
+                f"({file_limit.words}): connections beyond about {held // 2:,} wait in its accept queue or "
+                "are refused, here and wherever the file runs"
+            )
+        processes = file_limit.processes
+    if need.balancer_fds <= fd_limit * processes:
         return None
-    held = per_process * processes
-    if file_limit is not None and file_limit.per_process < fd_limit:
-        return (
-            f"the balancer needs about {need.balancer_fds:,} connections for the {need.connections:,} the "
-            f"users hold (two each) and holds {held:,} at most as the file sets it ({file_limit.words}): "
-            f"connections beyond about {held // 2:,} wait in its accept queue or are refused, here and "
-            "wherever the file runs"
-        )
+    held = fd_limit * processes
     may_open = f"a process here may open {fd_limit:,}"
     if processes > 1:
         may_open = f"each of its {processes} processes here may open {fd_limit:,}"

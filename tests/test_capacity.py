@@ -118,12 +118,12 @@ def test_a_balancer_of_several_processes_has_the_files_of_all() -> None:
 
 
 def test_a_users_file_that_holds_fewer_connections_than_the_users_is_a_note_wherever_it_runs() -> None:
-    """nginx's worker_connections, as the user's file sets them, bind before the open-file limit does; a
-    file with fewer workers than cores has only their files."""
+    """nginx's worker_connections, as the user's file sets them, are said first when the users'
+    connections exceed them; a file with fewer workers than cores has only their files."""
     need = estimate(load_scenario("tenant-10k"), workers=1)  # 35,456 connections in the balancer
     words = "worker_processes 2 (line 3), worker_connections 4096 (line 8)"
     assert balancer_note(need, fd_limit=20_000, processes=2, file_limit=ConnectionLimit(2, 4096, words)) == (
-        f"the balancer needs about {need.balancer_fds:,} connections for the 17,600 the users hold (two "
+        "the balancer needs about 35,200 connections for the 17,600 the users hold (two "
         f"each) and holds 8,192 at most as the file sets it ({words}): connections beyond about 4,096 "
         "wait in its accept queue or are refused, here and wherever the file runs"
     )
@@ -149,9 +149,9 @@ def test_a_users_nginx_file_short_of_connections_for_the_scenario_is_said_before
     candidate = prepare_candidate(scenario, local_farm(3), Vip(), tmp_path / "run", said.append, local=False)
     need, cores = estimate(scenario, workers=1), len(os.sched_getaffinity(0))
     note = (
-        f"the balancer needs about {need.balancer_fds:,} connections for the {need.connections:,} the users "
-        f"hold (two each) and holds {64 * cores:,} at most as the file sets it (worker_processes auto (one "
-        f"per core here: {cores}) (line 3), worker_connections 64 (line 8)): connections beyond about "
+        f"the balancer needs about {2 * need.connections:,} connections for the {need.connections:,} the "
+        f"users hold (two each) and holds {64 * cores:,} at most as the file sets it (worker_processes auto "
+        f"(one per core here: {cores}) (line 3), worker_connections 64 (line 8)): connections beyond about "
         f"{32 * cores:,} wait in its accept queue or are refused, here and wherever the file runs"
     )
     assert note in candidate.notes and f"caslab: note: {note}" in said
