@@ -145,7 +145,17 @@ def test_nginx_reads_its_workers_and_their_connections_as_the_file_sets_them(
     assert limit == ConnectionLimit(
         cores if processes == "cores" else processes, per_process, words.format(cores=cores)
     )
-    assert reader_for("haproxy").connection_limit(reader.open(path, place), place) is None  # sets none
+
+
+def test_haproxy_reads_its_global_maxconn_as_the_limit_of_client_connections(tmp_path, place):
+    """Each client connection has one to a CAS beside it: HAProxy holds twice its maxconn."""
+    reader = reader_for("haproxy")
+    production = HERE / "exchange-single-vip.cfg"
+    limit = reader.connection_limit(reader.open(production, place), place)
+    assert limit == ConnectionLimit(1, 40_000, "global maxconn 20000 (line 11)")
+    unset = tmp_path / "haproxy.cfg"
+    unset.write_text(production.read_text().replace("    maxconn 20000\n", ""))
+    assert reader.connection_limit(reader.open(unset, place), place) is None  # HAProxy sizes it itself
 
 
 def test_nginx_timeouts_the_file_leaves_to_nginx_are_its_defaults_scaled_like_the_rest(tmp_path, place):

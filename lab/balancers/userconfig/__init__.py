@@ -64,7 +64,8 @@ What a reader implements (see `Reader`):
 - `server_lines(place, role, options)`: the farm's CAS as server lines in the driver's syntax, for the
   `{{ cas_servers }}` placeholder.
 - `connection_limit(source, place) -> ConnectionLimit | None` (optional): the balancer's processes and
-  the connections each may hold as the file sets them (nginx: worker_processes, worker_connections), so
+  the connections each may hold as the file sets them (nginx: worker_processes, worker_connections;
+  HAProxy: the global maxconn), so
   the capacity check compares the scenario's connections with the file's limit (lab.capacity); None
   where the file sets none the lab reads (the driver's `processes()` and the open-file limit then
   decide).

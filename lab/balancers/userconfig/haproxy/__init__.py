@@ -15,7 +15,16 @@ HAProxy driver runs and checks (`haproxy -c`) as it does its own.
 
 from __future__ import annotations
 
-from lab.balancers.userconfig import Address, Adopted, Place, Reader, Reading, Source, register
+from lab.balancers.userconfig import (
+    Address,
+    Adopted,
+    ConnectionLimit,
+    Place,
+    Reader,
+    Reading,
+    Source,
+    register,
+)
 
 
 @register
@@ -43,6 +52,21 @@ class HAProxyReader(Reader):
         from lab.balancers.userconfig.haproxy.explain import notes
 
         return notes(source, place)
+
+    def connection_limit(self, source: Source, place: Place) -> ConnectionLimit | None:
+        """HAProxy is one process (its threads share its connections). The global `maxconn` is how many
+        client connections it accepts at once, each with a connection to a CAS beside it; the rest wait
+        in the listen queue. None without one: HAProxy then sizes it from the open-file limit, which
+        lab.capacity counts anyway. (A global maxconn above what this machine's files allow is lowered
+        in the file as run, rule 6: the open-file limit then binds here, not the file.)"""
+        from lab.balancers.userconfig.haproxy.parse import parse
+
+        _lines, sections = parse(source.text)
+        found = [line for s in sections if s.kind == "global" for line in s.all("maxconn")]
+        if not found or not found[-1].args or not found[-1].args[0].isdigit():
+            return None
+        line, value = found[-1], int(found[-1].args[0])
+        return ConnectionLimit(1, 2 * value, f"global maxconn {value} (line {source.line_of(line.index)})")
 
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
         tail = f" {options}" if options else ""
