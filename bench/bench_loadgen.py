@@ -100,9 +100,9 @@ def plain_class(base: str, ca_pem: str) -> type[FastHttpUser]:
 class AnswerReading:
     """The CPU time this process spends in `loadgen.wire.ews.read` (an EWS client's parse of each answer,
     with ElementTree) while ews-app runs, and the last answer of each operation it read. ews-app's goal
-    (0.85 x a plain FastHttpUser that parses nothing) is judged against this: `without()` is ews-app's
-    ratio with no parsing at all, `floor()` with the least any XML parser does (expat reading the same
-    answers with no handlers and building nothing)."""
+    (0.85 x a plain FastHttpUser that parses nothing) is judged against this: the table gives ews-app's
+    ratio with no parsing at all, and with the least any XML parser does (`bare_share`: expat reading
+    the same answers with no handlers and building nothing)."""
 
     def __init__(self) -> None:
         self.seconds, self.calls = 0.0, 0

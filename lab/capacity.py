@@ -167,8 +167,8 @@ def balancer_note(
     its hard limit without CAP_SYS_RESOURCE), and the rest wait in its accept queue or are refused.
     Requests that wait long enough for a logon to idle out make the run invalid (lab/verifier/held.py).
     `file_limit`: the processes and connections per process the user's own file sets (nginx's
-    worker_processes and worker_connections), said first when the users' connections exceed it: that
-    limit holds wherever the file runs, not only here."""
+    worker_processes and worker_connections, HAProxy's global maxconn), said first when the users'
+    connections exceed it: that limit holds wherever the file runs, not only here."""
     if processes == 0:
         return None
     if file_limit is not None:

@@ -65,10 +65,9 @@ What a reader implements (see `Reader`):
   `{{ cas_servers }}` placeholder.
 - `connection_limit(source, place) -> ConnectionLimit | None` (optional): the balancer's processes and
   the connections each may hold as the file sets them (nginx: worker_processes, worker_connections;
-  HAProxy: the global maxconn), so
-  the capacity check compares the scenario's connections with the file's limit (lab.capacity); None
-  where the file sets none the lab reads (the driver's `processes()` and the open-file limit then
-  decide).
+  HAProxy: the global maxconn), so the capacity check compares the scenario's connections with the
+  file's limit (lab.capacity); None where the file sets none the lab reads (the driver's `processes()`
+  and the open-file limit then decide).
 
 Why this shape: the rules are data a user can predict and check in the diff (balancer/<file>.diff and
 the report), not a re-rendering: the file as run is the user's file, line for line, with the lab's
@@ -233,7 +232,7 @@ class Source:
 class ConnectionLimit:
     """How many connections the balancer holds at once as the user's file sets it: `processes` each
     holding at most `per_process` connections (client and server sides both count, as with nginx's
-    worker_connections); `words` say where that comes from, with lines, or nginx's defaults."""
+    worker_connections); `words` say where that comes from, with lines, or the balancer's defaults."""
 
     processes: int
     per_process: int

@@ -63,9 +63,10 @@ class HAProxyReader(Reader):
 
         _lines, sections = parse(source.text)
         found = [line for s in sections if s.kind == "global" for line in s.all("maxconn")]
-        if not found or not found[-1].args or not found[-1].args[0].isdigit():
+        line = found[-1] if found else None  # the last one counts, as HAProxy reads the file
+        if line is None or not line.args or not line.args[0].isdigit():
             return None
-        line, value = found[-1], int(found[-1].args[0])
+        value = int(line.args[0])
         return ConnectionLimit(1, 2 * value, f"global maxconn {value} (line {source.line_of(line.index)})")
 
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
