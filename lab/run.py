@@ -207,6 +207,10 @@ def _run_and_judge(
                 lab.fault(fault.action, fault.server)
                 fired.append({"ts": time.time(), "server": fault.server, "action": fault.action})
 
+        def between(elapsed: float) -> None:
+            fire_faults(elapsed)
+            sample_balancer(lab)
+
         total = scenario.ramp_s + scenario.duration_s
 
         def show(p: Progress) -> None:
@@ -220,7 +224,7 @@ def _run_and_judge(
         load_started = time.time()
         result = lab.run_load(
             plan, run_dir / "events.csv", scenario.duration_s, scenario.ramp_s, on_progress=show,
-            between=fire_faults,
+            between=between,
         )  # fmt: skip
         progress(f"phase: collecting ledgers ({result.requests} requests)", final=True)
         ledger = lab.collect_ledgers()
@@ -268,6 +272,15 @@ def _run_and_judge(
     say(f"caslab: {verdict_line(analysis)}")
     say(f"caslab: report {run_dir / 'report.html'}")
     return EXIT_CODES[analysis.verdict], run_dir
+
+
+def sample_balancer(lab: Lab) -> None:
+    """Let the balancer read, during the load, what it keeps no peak of (Balancer.sample); a balancer that
+    does not answer once is no reason to stop the load."""
+    try:
+        lab.balancer.sample()
+    except OSError as err:
+        log.debug("could not sample %s: %s", lab.balancer.name, err)
 
 
 def balancer_limits(lab: Lab) -> list[str]:

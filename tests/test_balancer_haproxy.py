@@ -204,3 +204,28 @@ def test_a_frontend_that_reached_its_connection_limit_says_so(farm, tmp_path):
         poll(lambda: driver.limits_reached() != [], what="the frontend to reach its limit")
         [reached] = driver.limits_reached()
         assert f"reached its connection limit of {limit:,}" in reached and len(held) == limit + 5
+
+
+def test_a_global_maxconn_filled_by_two_frontends_says_so_once_sampled(farm, tmp_path):
+    """Two frontends can fill HAProxy's global maxconn between them while neither reaches its own limit
+    (smax < slim), and `show info` keeps no peak: only sample() during the load sees it, and then
+    limits_reached names the global maxconn."""
+    spec = spec_for("haproxy")
+    with contextlib.ExitStack() as stack:
+        driver = stack.enter_context(balancer_running(spec, tmp_path, HAProxyWithFewFiles))
+        maxconn = int(driver.info()["Maxconn"])
+        assert maxconn < 250
+        half = maxconn // 2 + 3
+        for port in (spec.vip.http_port, spec.vip.mapi_port):
+            for _ in range(half):
+                stack.enter_context(socket.create_connection((spec.vip.host, port)))
+
+        def full() -> bool:
+            driver.sample()
+            return driver.most_connections >= maxconn
+
+        poll(full, what="HAProxy to hold its global maxconn")
+        frontends = [r for r in driver.stats() if r["svname"] == "FRONTEND" and r["smax"]]
+        assert all(int(r["smax"]) < int(r["slim"]) for r in frontends), frontends  # none reached its own
+        [reached] = driver.limits_reached()
+        assert f"held its global maxconn of {maxconn:,} connections" in reached

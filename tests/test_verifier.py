@@ -382,6 +382,21 @@ def test_a_balancer_that_reached_its_own_connection_limit_makes_a_run_with_break
     assert run(ev, sc).verdict == "fail", "without the limit the same breaks fail the run"
 
 
+def test_a_balancer_limit_makes_a_run_that_failed_a_check_invalid_even_without_breaks():
+    """Clients that queued behind the limit sent fewer requests than planned: a failed check may be the
+    limit's (who got through first), so the lab cannot vouch for it."""
+    limit = "haproxy held its global maxconn of 20 connections during the load (...)"
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": "CAS01"} for i in range(30)))
+    sc = scenario(Thresholds(hard_breaks=0, balance_max_over_mean=1.5))
+    assert run(ev, sc).verdict == "fail", "without the limit the check fails the run"
+    limited = run(ev, sc, facts=RunFacts("test", started_ts=T0, balancer_limits=[limit]))
+    assert limited.totals["hard_breaks"] == 0 and limited.verdict == "invalid"
+    assert limited.verdict_reason == (
+        f"{limit}; the run's failed balance_max_over_mean may come from that limit (clients that waited sent "
+        "fewer requests than planned), not from persistence"
+    )
+
+
 def test_a_reason_the_run_gives_makes_it_invalid_whatever_its_checks_say():
     ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
     reason = "load generator CPU above 90 % in 17 of 20 samples"

@@ -10,6 +10,7 @@ One narrow interface, like an httpx transport; one module per driver in `lab.bal
     driver.start(); driver.wait_ready(t)    # the real process, listening on the VIP (loopback only)
     driver.counters()                       # {server name: requests} as the balancer counted them
     driver.unenforced()                     # [] or a sentence per part of the spec it runs but cannot enforce
+    driver.sample()                         # during the load, about once a second: what it keeps no peak of
     driver.limits_reached()                 # [] or a sentence per limit it ran into (its connection limit)
     driver.processes()                      # how many processes share its connections (a classmethod)
     driver.stop()                           # always safe to call, also after a failed start
@@ -338,6 +339,11 @@ class Balancer:
         Envoy and Traefik are one process, whatever their threads), 0 for a balancer that is not the
         lab's."""
         return 1
+
+    def sample(self) -> None:
+        """During the load, about once a second: read what the balancer keeps no peak of, for
+        `limits_reached` after the load (HAProxy's count of connections under its global maxconn). Quick,
+        and may raise OSError when the balancer does not answer (the caller goes on). Default: nothing."""
 
     def limits_reached(self) -> list[str]:
         """After the load: a sentence for each limit of the balancer's own that the load reached, such as

@@ -7,8 +7,10 @@ one channel of an Outlook Anywhere pair arrives alone (a hard break); nginx, Env
 limit of their own in the lab's configs and run out of open files instead, which they log (requests
 that needed a new connection to a CAS fail, clients wait to be accepted). When the balancer says it
 reached such a limit (Balancer.limits_reached, kept in the run's facts) and the run has hard breaks,
-transport failures or cuts, the lab cannot vouch for the verdict, so the run is invalid. Without
-breaks the limit is only a note: nothing broke, whatever queued.
+transport failures or cuts, the lab cannot vouch for the verdict, so the run is invalid. So too when a
+check failed without a break: clients that waited in a queue sent fewer requests than the scenario
+planned, so the shares of the balance check, say, are those of who got through first. Without breaks
+or failed checks the limit is only a note: nothing broke and every check held, whatever queued.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def limits_reason(limits: list[str], totals: dict[str, Any], transport_failures: int) -> list[str]:
-    """The invalid reason when the balancer reached a limit and the run broke sessions; else none."""
+def limits_reason(
+    limits: list[str], totals: dict[str, Any], transport_failures: int, failed_checks: list[str]
+) -> list[str]:
+    """The invalid reason when the balancer reached a limit and the run broke sessions or failed a check
+    (`failed_checks`: their names); else none."""
     if not limits:
         return []
     broken = {
@@ -26,8 +31,13 @@ def limits_reason(limits: list[str], totals: dict[str, Any], transport_failures:
         ("cut", "cuts"): totals["cut"],
     }
     said = [f"{n:,} {one if n == 1 else many}" for (one, many), n in broken.items() if n]
-    if not said:
-        return []
-    return [
-        f"{'; '.join(limits)}; the run's {', '.join(said)} may come from that limit, not from persistence"
-    ]
+    if said:
+        return [
+            f"{'; '.join(limits)}; the run's {', '.join(said)} may come from that limit, not from persistence"
+        ]
+    if failed_checks:
+        return [
+            f"{'; '.join(limits)}; the run's failed {', '.join(failed_checks)} may come from that limit "
+            "(clients that waited sent fewer requests than planned), not from persistence"
+        ]
+    return []

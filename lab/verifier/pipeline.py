@@ -94,6 +94,8 @@ def verify(
     reconciliation = reconcile(
         events["request_id"], ledger, coded, ledger_server, stopped, foreign_run_rows=int(other_runs.sum())
     )
+    checks = threshold_checks(scenario.thresholds, services, totals, balance, faults, eas_heartbeat)
+    failed = [check.name for check in checks if not check.passed]
     return Analysis(
         services=services,
         servers=server_table(coded, breaks, ledger, ledger_server, facts),
@@ -104,7 +106,7 @@ def verify(
         faults=faults,
         reconciliation=reconciliation,
         totals=totals,
-        checks=threshold_checks(scenario.thresholds, services, totals, balance, faults, eas_heartbeat),
+        checks=checks,
         timers=Timers(
             cut_timeline=cut_timeline(coded, run_start, run_end),
             heartbeats=ping_heartbeats,
@@ -116,7 +118,7 @@ def verify(
             *facts.invalid_reasons,
             *invalid_reasons(reconciliation),
             *held_reason(held_in_lab(events, ledger, coded, breaks.hard), events, coded, scenario.time_scale),
-            *limits_reason(facts.balancer_limits, totals, reconciliation["transport_failures"]),
+            *limits_reason(facts.balancer_limits, totals, reconciliation["transport_failures"], failed),
         ],
     )
 

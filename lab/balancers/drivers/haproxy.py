@@ -383,10 +383,42 @@ class HAProxy(ProcessBalancer):
                 totals[cas] += int(row["stot"] or 0)
         return totals
 
+    def info(self) -> dict[str, str]:
+        """`show info` as a dict (Maxconn, CurrConns, ...)."""
+        lines = (line.partition(":") for line in self.admin("show info").splitlines())
+        return {key: value.strip() for key, colon, value in lines if colon}
+
+    def sample(self) -> None:
+        """The most connections HAProxy held at once under its global maxconn so far. `show info` keeps
+        only the current count, and the frontends' peaks (smax) are their own: several frontends can
+        fill the global maxconn between them while none reaches its own limit. A maxconn reached holds
+        for a while (the connections beyond it queue), so a sample a second sees it."""
+        info = self.info()
+        current, limit = info.get("CurrConns", ""), info.get("Maxconn", "")
+        if current.isdigit() and limit.isdigit():
+            self.global_maxconn = int(limit)
+            self.most_connections = max(self.most_connections, int(current))
+
+    most_connections = 0  # by sample(); 0 until it has read one
+    global_maxconn = 0
+
     def limits_reached(self) -> list[str]:
-        """Frontends whose most concurrent connections (smax) reached their limit (slim): without a
-        maxconn in the config HAProxy sizes it from the open-file limit."""
+        """The global maxconn when a sample during the load found it full, and frontends whose most
+        concurrent connections (smax) reached their limit (slim); without a maxconn in the config HAProxy
+        sizes both from the open-file limit."""
         reached = []
+        sized = (
+            ""
+            if self.spec.config
+            else "the lab's config sets no maxconn, so HAProxy sized it from the open-file limit"
+        )
+        global_full = bool(self.global_maxconn) and self.most_connections >= self.global_maxconn
+        if global_full:
+            reached.append(
+                f"haproxy held its global maxconn of {self.global_maxconn:,} connections during the load "
+                f"(CurrConns in `show info`, read about once a second{'; ' + sized if sized else ''}): "
+                "connections beyond it waited in the accept queue"
+            )
         for row in self.stats():
             limit, most = row.get("slim") or "", row.get("smax") or ""
             if (
@@ -394,11 +426,11 @@ class HAProxy(ProcessBalancer):
                 and limit.isdigit()
                 and most.isdigit()
                 and int(most) >= int(limit)
+                and not (global_full and int(limit) == self.global_maxconn)  # the same limit, said above
             ):
                 reached.append(
-                    f"haproxy frontend {row['pxname']} reached its connection limit of {int(limit):,} "
-                    "(without a maxconn, HAProxy sizes it from the open-file limit): connections beyond it "
-                    "waited in the accept queue"
+                    f"haproxy frontend {row['pxname']} reached its connection limit of {int(limit):,}"
+                    f"{f' ({sized})' if sized else ''}: connections beyond it waited in the accept queue"
                 )
         return reached
 
