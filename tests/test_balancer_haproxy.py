@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import socket
 import ssl
 
@@ -229,3 +230,26 @@ def test_a_global_maxconn_filled_by_two_frontends_says_so_once_sampled(farm, tmp
         assert all(int(r["smax"]) < int(r["slim"]) for r in frontends), frontends  # none reached its own
         [reached] = driver.limits_reached()
         assert f"held its global maxconn of {maxconn:,} connections" in reached
+
+
+def test_a_server_that_reached_its_maxconn_says_so(farm, tmp_path):
+    """A server's maxconn (a user's file may set one) queues the requests beyond it: five requests held
+    open at once (headers sent, body not) against servers allowed one each make limits_reached name a
+    server and its queue. The lab's config sets none, so the test sets it on the stats socket."""
+    spec = spec_for("haproxy")
+    with contextlib.ExitStack() as stack:
+        driver = stack.enter_context(balancer_running(spec, tmp_path))
+        owa = next(r["pxname"] for r in driver.stats() if r["svname"] == "CAS01" and "owa" in r["pxname"])
+        for server in ("CAS01", "CAS02", "CAS03"):
+            driver.admin(f"set maxconn server {owa}/{server} 1")
+        assert driver.limits_reached() == []
+        headers = f"POST /owa/auth.owa HTTP/1.1\r\nHost: {spec.vip.host}\r\nContent-Length: 100\r\n\r\n"
+        for _ in range(5):
+            held = stack.enter_context(socket.create_connection((spec.vip.host, spec.vip.http_port)))
+            held.sendall(headers.encode())
+        poll(lambda: driver.limits_reached() != [], what="a server to reach its maxconn")
+        reached = driver.limits_reached()
+        assert reached and all(
+            f"of backend {owa} reached its maxconn of 1: requests beyond it queued" in r for r in reached
+        )
+        assert re.search(r", [1-9]\d* for any server of the backend\)$", reached[0]), reached

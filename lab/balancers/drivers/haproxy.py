@@ -403,9 +403,10 @@ class HAProxy(ProcessBalancer):
     global_maxconn = 0
 
     def limits_reached(self) -> list[str]:
-        """The global maxconn when a sample during the load found it full, and frontends whose most
-        concurrent connections (smax) reached their limit (slim); without a maxconn in the config HAProxy
-        sizes both from the open-file limit."""
+        """The global maxconn when a sample during the load found it full; frontends whose most
+        concurrent connections (smax) reached their limit (slim), which without a maxconn in the config
+        HAProxy sizes from the open-file limit; and servers whose most concurrent requests reached their
+        `maxconn` (a user's file may set one; the lab's sets none), beyond which requests queue."""
         reached = []
         sized = (
             ""
@@ -419,18 +420,26 @@ class HAProxy(ProcessBalancer):
                 f"(CurrConns in `show info`, read about once a second{'; ' + sized if sized else ''}): "
                 "connections beyond it waited in the accept queue"
             )
-        for row in self.stats():
+        rows = self.stats()
+        queued = {row["pxname"]: int(row.get("qmax") or 0) for row in rows if row["svname"] == "BACKEND"}
+        for row in rows:
             limit, most = row.get("slim") or "", row.get("smax") or ""
-            if (
-                row.get("svname") == "FRONTEND"
-                and limit.isdigit()
-                and most.isdigit()
-                and int(most) >= int(limit)
-                and not (global_full and int(limit) == self.global_maxconn)  # the same limit, said above
-            ):
+            if not (limit.isdigit() and most.isdigit() and int(most) >= int(limit)):
+                continue
+            if row["svname"] == "FRONTEND":
+                if global_full and int(limit) == self.global_maxconn:
+                    continue  # the same limit, said above
                 reached.append(
                     f"haproxy frontend {row['pxname']} reached its connection limit of {int(limit):,}"
                     f"{f' ({sized})' if sized else ''}: connections beyond it waited in the accept queue"
+                )
+            elif row["svname"] != "BACKEND":
+                cas = self.cas_of(row["pxname"], row["svname"])
+                reached.append(
+                    f"haproxy server {row['svname']}{f' ({cas})' if cas and cas != row['svname'] else ''} "
+                    f"of backend {row['pxname']} reached its maxconn of {int(limit):,}: requests beyond it "
+                    f"queued (at most {int(row.get('qmax') or 0):,} at once for this server, "
+                    f"{queued.get(row['pxname'], 0):,} for any server of the backend)"
                 )
         return reached
 
