@@ -243,6 +243,11 @@ def _run_and_judge(
             persistence_table_size=spec.persistence_table_size,
             notes=[*capacity_notes, *driver_notes],
         )
+        if stopped := balancer_stopped(lab):
+            facts.invalid_reasons.append(
+                f"the balancer did not run throughout the load: {stopped}; requests after that failed for "
+                "the lab's reason, not the persistence's"
+            )
         facts.balancer_limits = balancer_limits(lab)
         facts.notes.extend(facts.balancer_limits)
         if result.saturated:
@@ -281,6 +286,15 @@ def sample_balancer(lab: Lab) -> None:
         lab.balancer.sample()
     except OSError as err:
         log.debug("could not sample %s: %s", lab.balancer.name, err)
+
+
+def balancer_stopped(lab: Lab) -> str | None:
+    """How the balancer stopped since it started (Balancer.stopped), or None; if it cannot say, None."""
+    try:
+        return lab.balancer.stopped()
+    except Exception as err:
+        log.warning("could not read whether %s still runs: %s", lab.balancer.name, err)
+        return None
 
 
 def balancer_limits(lab: Lab) -> list[str]:

@@ -8,6 +8,7 @@ import contextlib
 import re
 import socket
 
+import psutil
 import pytest
 
 from lab.balancers import Unsupported
@@ -156,3 +157,14 @@ def test_running_out_of_worker_connections_is_a_limit_reached(farm, tmp_path):
         [reached] = driver.limits_reached()
         assert reached.startswith("nginx ran out of its worker_connections ")
         assert re.search(r"(once|\d[\d,]* times) \(its log: 'worker_connections are not enough'\)$", reached)
+
+
+def test_a_crashed_worker_is_a_balancer_that_did_not_run_throughout(farm, tmp_path):
+    """nginx's master starts a new worker for one that crashed, so nginx still runs, but the crashed
+    worker's connections were cut: stopped() says so (the run is then invalid), and says nothing before."""
+    with balancer_running(spec_for("nginx"), tmp_path) as driver:
+        assert driver.stopped() is None
+        psutil.Process(driver.process.pid).children()[0].kill()
+        poll(lambda: driver.stopped() is not None, what="nginx to log its crashed worker")
+        assert driver.stopped() == "an nginx worker process crashed once (its log: 'exited on signal')"
+        assert driver.process.poll() is None  # the master runs on

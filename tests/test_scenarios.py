@@ -347,3 +347,33 @@ def test_ctrl_c_leaves_no_process_behind_and_exits_2(tmp_path, driver):
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [c.cmdline() for c in alive]
     assert not {host for host, _port in listening_sockets()} & LAB_ADDRESSES
+
+
+def test_a_balancer_that_dies_during_the_load_makes_the_run_invalid(tmp_path):
+    """Requests after the balancer died fail for the lab's reason: the run is INVALID and says why, not a
+    FAIL on error rate that blames the persistence."""
+    proc = subprocess.Popen(
+        command("quickstart", tmp_path, "--driver", "haproxy", "--duration", "6s"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+    )  # fmt: skip
+    watchdog = threading.Timer(RUN_TIMEOUT_S, os.killpg, (proc.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        loading = any(line.startswith("phase: load") for line in proc.stderr)
+        assert loading, "the run never reached its load phase"
+        [haproxy] = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "haproxy"]
+        haproxy.kill()
+        out, _err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2, out
+    [folder] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["verdict"] == "invalid"
+    assert any(
+        r.startswith("the balancer did not run throughout the load: haproxy exited") and "(its log: " in r
+        for r in summary["invalid_reasons"]
+    ), summary["invalid_reasons"]

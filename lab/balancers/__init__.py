@@ -12,6 +12,7 @@ One narrow interface, like an httpx transport; one module per driver in `lab.bal
     driver.unenforced()                     # [] or a sentence per part of the spec it runs but cannot enforce
     driver.sample()                         # during the load, about once a second: what it keeps no peak of
     driver.limits_reached()                 # [] or a sentence per limit it ran into (its connection limit)
+    driver.stopped()                        # None, or how it stopped (or lost processes) since it started
     driver.processes()                      # how many processes share its connections (a classmethod)
     driver.stop()                           # always safe to call, also after a failed start
     driver.version()                        # what runs (for reports); reads no state of the driver
@@ -351,6 +352,13 @@ class Balancer:
         wait in the accept queue). A run that reached one and broke sessions cannot say whether the
         persistence or the limit broke them (lab/verifier/limits.py). Default: none known."""
         return []
+
+    def stopped(self) -> str | None:
+        """After the load: None while the balancer runs as it started, else a sentence on what ended it
+        (its exit code) or cut its connections (nginx's master restarting a worker that crashed).
+        Requests after that failed for the lab's reason, so such a run is invalid. Default: None (a
+        balancer the lab does not run, whose process it cannot see)."""
+        return None
 
     def version(self) -> str:
         raise NotImplementedError

@@ -101,6 +101,14 @@ class ProcessBalancer(Balancer):
         if self.process.poll() is not None:
             raise BalancerError(f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}")
 
+    def stopped(self) -> str | None:
+        if self.process is None or self.process.poll() is None:
+            return None
+        # Once Locust has patched this process, gevent's SIGCHLD handler may reap the balancer before
+        # Popen does, and Popen then reads its exit code as 0: a 0 says only that it exited.
+        code = self.process.returncode
+        return f"{self.name} exited{f' with code {code}' if code else ''} (its log: {self.log_path})"
+
     def log_count(self, message: str) -> int:
         """How many lines of the balancer's log say `message`, in any case. Read line by line: a balancer
         out of open files can log a line per refused accept (Traefik wrote 246,000 in five seconds)."""

@@ -73,6 +73,15 @@ class ContainerBalancer(ProcessBalancer):
             code = self.container.attrs["State"]["ExitCode"]
             raise BalancerError(f"{self.name} exited with code {code}:\n{self.log_tail()}")
 
+    def stopped(self) -> str | None:
+        if self.container is None:
+            return None
+        self.container.reload()
+        if self.container.status == "running":
+            return None
+        code = self.container.attrs["State"]["ExitCode"]
+        return f"{self.name}'s container exited with code {code} (its log: {self.log_path})"
+
     def log_tail(self, lines: int = 15) -> str:
         return self.container.logs(tail=lines).decode(errors="replace") if self.container else "(no log)"
 

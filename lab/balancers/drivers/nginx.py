@@ -380,6 +380,14 @@ class Nginx(ProcessBalancer):
             if (count := self.log_count(message))
         ]
 
+    def stopped(self) -> str | None:
+        """Also a worker that crashed: nginx's master starts another, but the crashed one's connections
+        are cut (nginx logs "worker process N exited on signal S", at alert level)."""
+        ended = super().stopped()
+        if ended is None and (count := self.log_count("exited on signal")):
+            ended = f"an nginx worker process crashed {times(count)} (its log: 'exited on signal')"
+        return ended
+
     def counters(self) -> dict[str, int]:
         """Requests (HTTP) and finished connections (TCP) per CAS, from the access logs, read
         incrementally."""
