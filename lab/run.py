@@ -241,7 +241,7 @@ def _run_and_judge(
             run_id=lab.run_id,
             persistence_timeouts_s={service: p.timeout_s for service, p in spec.persistence.items()},
             persistence_table_size=spec.persistence_table_size,
-            notes=[*capacity_notes, *driver_notes],
+            notes=[*capacity_notes, *(candidate.notes if candidate else ()), *driver_notes],
         )
         if stopped := balancer_stopped(lab):
             facts.invalid_reasons.append(

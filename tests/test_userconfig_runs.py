@@ -10,6 +10,7 @@ namespace a balancer running it anyway cannot reach the address.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -73,6 +74,10 @@ def test_a_production_file_passes_in_front_of_the_nat_ed_tenant(tmp_path):
     assert not re.search(r"(?m)^[^#]*\b10\.20\.", (folder / "haproxy.cfg").read_text())
     report = (run.folder / "report.html").read_text()
     assert "Your config: exchange-single-vip.cfg" in report and "server exch02 127.0.1.12:8080" in report
+    # What the lab read in the file is the run's note too: in summary.json, and once among the
+    # page's notes (and in the explanation, as `caslab balancer explain` prints it).
+    [no_delay] = [n for n in summary["notes"] if "without `option http-no-delay`" in n]
+    assert report.count(f"<p class='note'>{html.escape(no_delay, quote=False)}</p>") == 1
     # HAProxy counted requests for every CAS under the file's own server names (exch01 -> CAS01, ...).
     counted = {name: row["balancer_count"] for name, row in summary["servers"].items()}
     assert set(counted) == {"CAS01", "CAS02", "CAS03"} and all(counted.values()), counted

@@ -111,7 +111,7 @@ def report_html(
         timers=timers,
         cuts=None if timers.cuts is None else table(timers.cuts),
         moves=None if timers.moves is None else table(timers.moves),
-        own=_own(own, analysis.services, {k for p in scenario.populations for k in p.clients})
+        own=_own(own, analysis.services, {k for p in scenario.populations for k in p.clients}, facts.notes)
         if own
         else None,
     )
@@ -164,9 +164,10 @@ def _fault_table(faults: list[dict[str, Any]]) -> Table | None:
     return table(pd.DataFrame(rows).set_index("fault"))
 
 
-def _own(own: dict[str, Any], measured: pd.DataFrame, kinds: set[str]) -> dict[str, Any]:
+def _own(own: dict[str, Any], measured: pd.DataFrame, kinds: set[str], shown: list[str]) -> dict[str, Any]:
     """What the page shows of the user's own config: the account of lab.candidate, the explanation beside
-    what was measured (predictions for the client kinds the scenario has)."""
+    what was measured (predictions for the client kinds the scenario has), and its notes but those the
+    page `shown` already (a run keeps the candidate's notes among its own)."""
     from lab.balancers.userconfig import Rewrite
     from lab.candidate import explain_table
 
@@ -174,6 +175,7 @@ def _own(own: dict[str, Any], measured: pd.DataFrame, kinds: set[str]) -> dict[s
     pairs = dict.fromkeys(f"{m['server']} -> {m['cas']}" for m in own["servers"])
     return {
         **own,
+        "notes": [n for n in own["notes"] if n not in shown],  # the run's notes, at the top, hold them
         "rewrites": [str(Rewrite(**r)) for r in own["rewrites"]],
         "servers": ", ".join(pairs),
         "table": _own_table(explanation, measured, kinds),
