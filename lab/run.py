@@ -34,7 +34,7 @@ from lab.backends.janitor import clean
 from lab.backends.local import LocalLab
 from lab.backends.state import LabRecord
 from lab.backends.teardown import Deadline
-from lab.balancers import driver_class
+from lab.balancers import driver_class, times
 from lab.capacity import balancer_note, check, estimate, raise_fd_limit
 from lab.loadplan import address_plans, endpoints_for_vip, plan_from_scenario
 from lab.model import BalancerSpec, CasEndpoint, ExchangeSettings, Vip, local_farm
@@ -253,6 +253,12 @@ def _run_and_judge(
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)
         facts.invalid_reasons.extend(result.lost_workers)
+        if result.client_errors:
+            facts.invalid_reasons.append(
+                f"a client of the load generator raised an error of its own {times(result.client_errors)} "
+                f"(first: {result.client_error}; the load generator logged each with its traceback): the "
+                "sessions it drove did not run as the scenario planned"
+            )
     except KeyboardInterrupt:
         say("caslab: interrupted; tearing the lab down")
         raise RunInterrupted(run_dir) from None  # after the `finally` below has torn the lab down

@@ -34,6 +34,10 @@ class LoadResult:
     # run is invalid), and each worker's own result as {"pid", "host", "events", "result"}.
     lost_workers: list[str] = field(default_factory=list)
     workers: list[dict] = field(default_factory=list)
+    # Exceptions a client's own code raised and did not handle (Locust's user_error), and the first one
+    # as "kind: ExceptionType: message": the sessions of such a client did not run as planned.
+    client_errors: int = 0
+    client_error: str = ""
 
 
 def worker_name(worker: dict) -> str:
@@ -55,6 +59,8 @@ def combined(users: int, workers: list[dict]) -> LoadResult:
         result.max_lag_s = max(result.max_lag_s, one.max_lag_s)
         result.ticks += one.ticks
         result.late_ticks += one.late_ticks
+        result.client_errors += one.client_errors
+        result.client_error = result.client_error or one.client_error
         if one.saturated:
             reasons.append(f"{worker_name(worker)}: {one.saturation_reason}")
         result.workers.append(worker)

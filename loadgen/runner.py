@@ -97,6 +97,7 @@ def run_load(
     env.events.request.add_listener(log.on_request)
     runner = env.create_local_runner()
     result = LoadResult(requests=0, failures=0, events=0, users=users)
+    count_client_errors(env, result)
     stop: list[bool] = []
     watcher = gevent.spawn(watch, result, stop)
     # The self-check judges the load, not its end: stopping thousands of users holds the hub for seconds.
@@ -116,6 +117,22 @@ def run_load(
     result.events = log.written
     judge_saturation(result)
     return result
+
+
+def count_client_errors(env: Environment, result: LoadResult) -> None:
+    """Count in `result` every exception a client's own code raised and did not handle (Locust fires
+    user_error for it: a task's is logged and the user goes on, an on_start's stops the user for good).
+    A client kind handles what the network and the CAS do to it, so one is the lab's own fault, and the
+    run cannot vouch for the sessions of that client."""
+
+    def on_error(user_instance: Any, exception: BaseException, **_kw: Any) -> None:
+        user = getattr(user_instance, "user", user_instance)  # a task's error names its TaskSet
+        result.client_errors += 1
+        if not result.client_error:
+            kind = getattr(user, "client_kind", type(user).__name__)
+            result.client_error = f"{kind}: {type(exception).__name__}: {exception}"
+
+    env.events.user_error.add_listener(on_error)
 
 
 def judge_saturation(result: LoadResult) -> None:

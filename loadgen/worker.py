@@ -72,7 +72,7 @@ def run_worker(master_host: str, master_port: int, events: Path | None) -> int:
     from loadgen.eventlog import EventLog
     from loadgen.plan import user_classes
     from loadgen.progress import LoadResult
-    from loadgen.runner import judge_saturation, watch
+    from loadgen.runner import count_client_errors, judge_saturation, watch
     from loadgen.shipping import EVENTS, EVENTS_ACK, ship
 
     env = Environment(user_classes=[])
@@ -93,6 +93,7 @@ def run_worker(master_host: str, master_port: int, events: Path | None) -> int:
 
     env.events.request.add_listener(count)
     result = LoadResult(requests=0, failures=0, events=0, users=0)
+    count_client_errors(env, result)
     stop: list[bool] = []
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     acked = [0]  # parts of the shipped event log the master has written

@@ -5,7 +5,7 @@ Locust monkey-patches the whole process with gevent when it is imported, so the 
 
     python tests/loadgen_driver.py walk --host URL --events CSV --kinds browser,ews-app [--rounds 2]
         [--time-scale 240] [--kind-seconds 30] [--run-id ID] [--ca PEM] [--tls-max-version 1.3]
-    python tests/loadgen_driver.py run --scenario TOML --host URL --events CSV --seconds 6
+    python tests/loadgen_driver.py run --scenario TOML --host URL --events CSV --seconds 6 [--raise-in KIND]
     python tests/loadgen_driver.py idle --host URL --events CSV --kind outlook-mapi --seconds 3
         [--time-scale 240]
     python tests/loadgen_driver.py tls --host HTTPS-URL --ca PEM --kinds browser,eas-device
@@ -17,7 +17,8 @@ round-robin balancer): its `on_start`, then every task of the kind in order, `--
 the OAB download); walking them makes every flow happen in every test. A kind still walking after
 `--kind-seconds` is stopped the way Locust stops a user (its greenlet killed, `on_stop` run).
 
-`run` is the lab's library mode (loadgen.runner.run_load) on the populations of a scenario file.
+`run` is the lab's library mode (loadgen.runner.run_load) on the populations of a scenario file;
+`--raise-in KIND` gives that kind a bug (its on_start raises).
 
 `idle` is one user of a kind that keeps timers while its user thinks (the Outlook kinds): its
 `on_start`, then `idle(seconds)` (what it does between tasks), then `on_stop`.
@@ -167,8 +168,16 @@ def tls(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from loadgen.kinds import KINDS
     from loadgen.runner import run_load
 
+    if args.raise_in:  # a bug of the kind's own: its on_start raises, which stops the user for good
+        broken = KINDS[args.raise_in]
+
+        def on_start(self: object) -> None:
+            raise RuntimeError("a bug in on_start")
+
+        broken.on_start = on_start
     plan = plan_from_scenario(load_scenario(args.scenario), Endpoints.from_url(args.host))
     result = run_load(plan, Path(args.events), duration_s=args.seconds, ramp_s=args.ramp)
     return {"start_time": plan.start_time, **dataclasses.asdict(result)}
@@ -209,6 +218,7 @@ def main() -> None:
     p.add_argument("--events", required=True)
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--ramp", type=float, default=0.0)
+    p.add_argument("--raise-in", default="", help="a client kind whose on_start raises")
     p.set_defaults(func=run)
     args = parser.parse_args()
     print(json.dumps(args.func(args)))

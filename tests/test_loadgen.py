@@ -317,6 +317,20 @@ def test_a_phone_that_gets_no_answer_waits_before_it_tries_again(tmp_path):
     assert len(per_device) == 2 and max(per_device.values()) < 40, per_device
 
 
+def test_a_client_whose_own_code_raises_is_counted_with_its_kind_and_error(tmp_path):
+    """Locust stops a user whose on_start raised, silently but for its user_error event: the load result
+    counts each such error and names the first, which makes the run invalid (lab/run.py)."""
+    (tmp_path / "scenario.toml").write_text(
+        scenario_text('[[population]]\nkind = "mobile-carrier"\nusers = 2')
+    )
+    answer = drive(
+        "run", "--scenario", str(tmp_path / "scenario.toml"), "--host", NOWHERE,
+        "--events", str(tmp_path / "events.csv"), "--seconds", "1", "--raise-in", "eas-device",
+    )  # fmt: skip
+    assert answer["client_errors"] == 2 and answer["requests"] == 0
+    assert answer["client_error"] == "eas-device: RuntimeError: a bug in on_start"
+
+
 # -- populations through Locust's own command line, and the library mode ----------------------------------
 
 

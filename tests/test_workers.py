@@ -125,6 +125,21 @@ def test_a_saturated_worker_makes_the_run_saturated_and_is_named() -> None:
     assert not combined(5, workers[:1]).saturated
 
 
+def test_the_workers_client_errors_are_summed_and_the_first_is_kept() -> None:
+    first = LoadResult(
+        requests=9, failures=0, events=9, users=3, client_errors=2, client_error="browser: E: x"
+    )
+    other = LoadResult(
+        requests=9, failures=0, events=9, users=3, client_errors=1, client_error="ews-app: E: y"
+    )
+    workers = [
+        {"pid": pid, "host": "lab", "events": f"e-{pid}.csv", "result": dataclasses.asdict(one)}
+        for pid, one in ((11, first), (12, other))
+    ]
+    result = combined(6, workers)
+    assert (result.client_errors, result.client_error) == (3, "browser: E: x")
+
+
 def test_master_address_is_host_and_port() -> None:
     assert parse_host_port("10.0.0.5:5557") == ("10.0.0.5", 5557)
     for bad in ("10.0.0.5", ":5557", "host:port", "10.0.0.5:0", "10.0.0.5:70000"):
