@@ -113,6 +113,9 @@ class LocalFarm:
         self.proven: set[str] = set()  # CAS whose health answered with this farm's run id
         self._ledger_next: dict[str, int] = {}
         self.ledger_rows: list[dict] = []
+        # A sentence per CAS that ended without the lab stopping it, or whose ledger it could not read:
+        # the rows it did not hand over are missing from the run's account.
+        self.lost: list[str] = []
 
     def endpoint(self, name: str) -> CasEndpoint:
         for e in self.endpoints:
@@ -210,14 +213,21 @@ class LocalFarm:
         new: list[dict] = []
         for n in names:
             proc = self.processes.get(n)
-            if n not in self.proven or proc is None or proc.poll() is not None:
+            if n not in self.proven or proc is None:
+                continue
+            if proc.poll() is not None:
+                # Under gevent (Locust), its SIGCHLD handler may reap the CAS first: Popen then reads 0.
+                code = f" with code {proc.returncode}" if proc.returncode else ""
+                self.lost.append(f"{n} exited{code} without the lab stopping it (its log: {n}.log)")
+                self.proven.discard(n)
                 continue
             e = self.endpoint(n)
             while True:
                 since = self._ledger_next.get(n, 0)
                 try:
                     page = http_get_json(f"{e.admin_url}/caslab/ledger?since={since}", timeout=10)
-                except (OSError, urllib.error.URLError, ValueError):
+                except (OSError, urllib.error.URLError, ValueError) as err:
+                    self.lost.append(f"the lab could not read {n}'s ledger past row {since}: {err}")
                     break
                 new.extend(page["rows"])
                 self._ledger_next[n] = page["next"]

@@ -228,6 +228,7 @@ def _run_and_judge(
         )  # fmt: skip
         progress(f"phase: collecting ledgers ({result.requests} requests)", final=True)
         ledger = lab.collect_ledgers()
+        lost = [f"{what}: the run cannot account for what it answered" for what in lab.lost_servers()]
         facts = RunFacts(
             driver=spec.driver,
             driver_version=lab.balancer.version(),
@@ -253,6 +254,7 @@ def _run_and_judge(
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)
         facts.invalid_reasons.extend(result.lost_workers)
+        facts.invalid_reasons.extend(lost)
         if result.client_errors:
             facts.invalid_reasons.append(
                 f"a client of the load generator raised an error of its own {times(result.client_errors)} "

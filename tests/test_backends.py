@@ -15,7 +15,7 @@ from lab.balancers.presets import resolve
 from lab.model import BalancerSpec, Vip, local_farm
 from lab.run import make_lab
 
-CALLS = ["start", "fault", "run_load", "collect_ledgers", "server_stats", "counters", "stop"]
+CALLS = ["start", "fault", "run_load", "collect_ledgers", "lost_servers", "server_stats", "counters", "stop"]
 
 
 def test_the_contract_names_every_call_lab_run_makes():

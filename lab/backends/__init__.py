@@ -12,6 +12,7 @@ transport; one module (or package) per backend:
     lab.fault(action, server)                # one fault of the scenario, while the load runs
     rows = lab.collect_ledgers()             # every ledger row so far, open channels closed first
     lab.server_stats(); lab.counters()       # the CAS's own figures; the balancer's per-server counts
+    lab.lost_servers()                       # [] or a sentence per CAS lost without a fault, or ledger unread
     lab.stop()                               # always safe, also after a failed or half-done start
 
 lab.run and lab.up drive any `Lab` through these calls and nothing else.
@@ -36,6 +37,9 @@ What a backend must do:
   backend's error.
 - `collect_ledgers()` returns every ledger row of every CAS so far (rows of a stopped CAS included),
   after each running CAS has closed its open channels; `stop()` may append more to the same list.
+- `lost_servers()`, after `collect_ledgers()`: a sentence for each CAS that ended without a fault or
+  `stop()` ending it, and each ledger it could not read in full (the run is invalid: it cannot account
+  for what those CAS answered).
 - `server_stats()` gives each running CAS's /caslab/stats; `counters()` the balancer's per-server
   counts ({} when it cannot read them, with a warning in the log).
 - `stop()` leaves nothing behind (no process, container, network or volume of the lab), keeps the
@@ -89,6 +93,8 @@ class Lab(Protocol):
     ) -> LoadResult: ...
 
     def collect_ledgers(self) -> list[dict]: ...
+
+    def lost_servers(self) -> list[str]: ...
 
     def server_stats(self) -> dict[str, dict]: ...
 

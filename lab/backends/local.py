@@ -151,6 +151,9 @@ class LocalLab:
         self.farm.collect_ledger()
         return self.farm.ledger_rows
 
+    def lost_servers(self) -> list[str]:
+        return list(self.farm.lost)
+
     def server_stats(self) -> dict[str, dict]:
         """Each running CAS's /caslab/stats (peak in-flight requests, counts per service and state)."""
         stats = {}

@@ -88,6 +88,7 @@ class DockerLab:
         self.running: set[str] = set()
         self._ledger_next: dict[str, int] = {}
         self.ledger_rows: list[dict] = []
+        self.lost: list[str] = []  # ledgers it could not read (lost_servers)
 
     @property
     def servers(self) -> list[CasEndpoint]:
@@ -273,6 +274,9 @@ class DockerLab:
                     page = http_get_json(f"{admin}/caslab/ledger?since={self._ledger_next[name]}", timeout=10)
                 except (OSError, ValueError) as err:
                     log.warning("could not read the ledger of %s: %s", name, err)
+                    self.lost.append(
+                        f"the lab could not read {name}'s ledger past row {self._ledger_next[name]}: {err}"
+                    )
                     break
                 self.ledger_rows.extend(page["rows"])
                 self._ledger_next[name] = page["next"]
@@ -283,6 +287,17 @@ class DockerLab:
         """Every ledger row so far, open channels closed first (the list grows if stop() finds more)."""
         self._collect(sorted(self.running), close=True)
         return self.ledger_rows
+
+    def lost_servers(self) -> list[str]:
+        """Also each CAS container that is no longer running though the lab did not stop it."""
+        ended = []
+        for name in sorted(self.running):
+            container = self.cas[name]
+            container.reload()
+            if container.status != "running":
+                code = container.attrs["State"]["ExitCode"]
+                ended.append(f"{name} exited with code {code} without the lab stopping it")
+        return [*self.lost, *ended]
 
     def server_stats(self) -> dict[str, dict]:
         """Each running CAS's /caslab/stats (peak in-flight requests, counts per service and state)."""
