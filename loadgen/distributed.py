@@ -41,7 +41,7 @@ from locust.exception import RPCError
 from loadgen.container_run import plan_to_json
 from loadgen.dispatch import ShareDispatcher
 from loadgen.plan import LoadPlan, Share, user_classes
-from loadgen.progress import LoadResult, Progress, combined, worker_name
+from loadgen.progress import LoadResult, Progress, clock_reasons, combined, worker_name
 from loadgen.runner import drive
 from loadgen.shipping import EVENTS, EVENTS_ACK, Inbox, ShippingError
 from loadgen.split import split_users
@@ -158,10 +158,17 @@ class Board:
         self.inbox = inbox
         self.ack = ack
         self.spoiled: list[str] = []  # a shipped event log that did not arrive whole: the run is invalid
+        self.clock_offsets: dict[str, float] = {}  # its clock minus the master's, seconds (unsynced)
         self.last_part_at = 0.0
 
     def on_ready(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         self.ready[msg.node_id] = msg.data
+        if "clock" in msg.data:
+            self.clock_offsets[msg.node_id] = msg.data["clock"] - time.time()
+
+    def unsynced(self) -> list[str]:
+        """A reason for each worker whose clock is too far off the master's (loadgen.progress)."""
+        return clock_reasons({self.name(worker): offset for worker, offset in self.clock_offsets.items()})
 
     def on_events(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         self.inbox.on_part(msg.node_id, msg.data["part"], msg.data["data"])
@@ -332,5 +339,7 @@ def _combine(users: int, lost: list[str], board: Board) -> LoadResult:
             worker_name(worker), one["requests"], one["events"], worker["events"] or "no file",
         )  # fmt: skip
     silent = [c for c in board.ready if c not in board.results]
-    result.lost_workers = (lost or [f"{board.name(c)} sent no result" for c in silent]) + board.spoiled
+    result.lost_workers = (
+        (lost or [f"{board.name(c)} sent no result" for c in silent]) + board.spoiled + board.unsynced()
+    )
     return result

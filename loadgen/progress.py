@@ -67,3 +67,20 @@ def combined(users: int, workers: list[dict]) -> LoadResult:
     result.saturated = bool(reasons)
     result.saturation_reason = "; ".join(reasons)
     return result
+
+
+# A worker's clock this far from the master's misplaces its events against the faults (fired by the
+# master's clock) and the CAS's ledgers. Read once, when the worker takes the plan, plus the message's
+# transit (milliseconds on a LAN, with the master idle before the load).
+CLOCK_TOLERANCE_S = 0.5
+
+
+def clock_reasons(offsets: dict[str, float]) -> list[str]:
+    """Why the run is invalid, for each worker (by name) whose clock minus the master's is more than
+    CLOCK_TOLERANCE_S either way."""
+    return [
+        f"{name}: its clock is {offset:+.2f} s off this machine's (read when it took the plan), so its "
+        "events' times do not line up with the faults and the CAS ledgers; synchronise the clocks (NTP)"
+        for name, offset in offsets.items()
+        if abs(offset) > CLOCK_TOLERANCE_S
+    ]

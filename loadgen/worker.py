@@ -5,7 +5,8 @@ It connects to the master with Locust's own transport and learns what to run fro
 needs no scenario of its own:
 
     master -> worker  caslab-plan    the LoadPlan and its split into shares (loadgen.split)
-    worker -> master  caslab-ready   {pid, host}: this worker made the plan's user classes
+    worker -> master  caslab-ready   {pid, host, clock}: this worker made the plan's user classes (clock:
+                                     its time.time(), which the master compares with its own)
     (Locust's own spawn, stop and stats messages in between)
     master -> worker  caslab-finish  the users are stopped: close the event log, judge the self-check
     (without --events: the event log's parts, loadgen.shipping)
@@ -29,6 +30,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -104,7 +106,7 @@ def run_worker(master_host: str, master_port: int, events: Path | None) -> int:
         classes = user_classes(plan, shares_from_wire(msg.data["shares"]))
         environment.user_classes = classes
         gevent.spawn(watch, result, stop)
-        runner.send_message(READY, me)
+        runner.send_message(READY, {**me, "clock": time.time()})  # the master compares it with its own
         say(f"took the run's plan from {master_host}:{master_port}; its users start as the master says")
 
     def on_ack(environment: Environment, msg: Any, **_kw: Any) -> None:

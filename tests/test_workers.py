@@ -23,7 +23,7 @@ from lab.run import LabError, default_workers, load_generators, remote_load_gene
 from loadgen.addresses import AddressPlan
 from loadgen.container_run import client_addresses
 from loadgen.plan import Endpoints, LoadPlan, PopulationPlan
-from loadgen.progress import LoadResult, combined
+from loadgen.progress import LoadResult, clock_reasons, combined
 from loadgen.shipping import WINDOW, Inbox, ShippingError, ship
 from loadgen.split import address_group, share_addresses, split_users
 from loadgen.worker import parse_host_port, shares_from_wire, shares_to_wire
@@ -123,6 +123,17 @@ def test_a_saturated_worker_makes_the_run_saturated_and_is_named() -> None:
     )
     assert (result.max_lag_s, result.ticks, sorted(result.cpu_samples)) == (3.0, 20, [20.0, 99.0])
     assert not combined(5, workers[:1]).saturated
+
+
+def test_a_worker_whose_clock_is_off_the_masters_is_a_reason_the_run_is_invalid() -> None:
+    """Its events would be misplaced against the faults and ledgers; within half a second is in step."""
+    reasons = clock_reasons(
+        {"worker pid 11 on a": 0.004, "worker pid 12 on b": -3.25, "worker pid 13 on c": 0.5}
+    )
+    assert reasons == [
+        "worker pid 12 on b: its clock is -3.25 s off this machine's (read when it took the plan), so its "
+        "events' times do not line up with the faults and the CAS ledgers; synchronise the clocks (NTP)"
+    ]
 
 
 def test_the_workers_client_errors_are_summed_and_the_first_is_kept() -> None:
@@ -289,6 +300,20 @@ def test_a_worker_that_dies_is_named_in_the_result(tmp_path: Path) -> None:
     assert out["result"]["lost_workers"] == [f"load generator worker pid {killed} exited with code -9"]
     assert [w["pid"] for w in out["result"]["workers"]] == [survivor]
     assert len(list(tmp_path.glob(f"events-*-{survivor}.csv"))) == 1
+
+
+def test_workers_whose_clocks_are_off_the_masters_are_named_in_the_result(tmp_path: Path) -> None:
+    require_namespaces()
+    command = [sys.executable, str(DRIVER), "run", "--events", str(tmp_path / "events.csv")]
+    command += ["--seconds", "1", "--master-clock-skew", "3"]
+    done = subprocess.run(isolated(*command), capture_output=True, text=True, timeout=90, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    reasons = out["result"]["lost_workers"]
+    assert len(reasons) == 2 and all(
+        re.search(r": its clock is -3\.\d\d s off this machine's", r) for r in reasons
+    )
+    assert {w["pid"] for w in out["result"]["workers"]} == set(out["pids"]), "both ran and reported"
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 patches the process it is imported in with gevent, so the tests never import it):
 
     python tests/workers_driver.py dispatch
-    python tests/workers_driver.py run --events CSV --seconds 6 [--kill-after 2]
+    python tests/workers_driver.py run --events CSV --seconds 6 [--kill-after 2] [--master-clock-skew 3]
     python tests/workers_driver.py slow-stop --events CSV
 
 `dispatch` splits a small plan (a NAT-ed tenant of 3 addresses, a carrier, direct users) over 3 made-up
@@ -12,7 +12,8 @@ users}}, "rebalanced": ..., "pinned": ..., "owners": {worker: share}, "shares": 
 
 `run` is loadgen.distributed.run_load_on_workers with 2 workers on a small plan whose VIP listens
 nowhere (every request is a transport failure, which is all a worker needs to log); `--kill-after S`
-kills one worker S seconds in. It prints the LoadResult as JSON.
+kills one worker S seconds in; `--master-clock-skew S` sets the master's clock S seconds ahead of its
+workers'. It prints the LoadResult as JSON.
 
 `slow-stop` runs the same plan for 2 s in this process (loadgen.runner.run_load; a worker's self-check
 stops the same way) with users whose `on_stop` holds the process 2.5 s without yielding, as stopping
@@ -27,6 +28,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import gevent
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> dict:
         started.append(pid)
 
     started: list[int] = []
+    if args.master_clock_skew:  # this process's clock only: the workers keep the machine's
+        real = time.time
+        time.time = lambda: real() + args.master_clock_skew
     workers = WorkerProcesses(2, Path(args.events), on_start)
     result = run_load_on_workers(small_plan(), Path(args.events), args.seconds, 1.0, workers)
     return {"result": dataclasses.asdict(result), "pids": started}
@@ -122,6 +127,7 @@ def main() -> None:
     p.add_argument("--events", required=True)
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--kill-after", type=float, default=0.0)
+    p.add_argument("--master-clock-skew", type=float, default=0.0)
     p.set_defaults(func=run)
     p = sub.add_parser("slow-stop")
     p.add_argument("--events", required=True)
