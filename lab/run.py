@@ -234,7 +234,8 @@ def _run_and_judge(
             driver_version=lab.balancer.version(),
             methods=candidate.methods if candidate else {s: str(p) for s, p in spec.persistence.items()},
             preset=spec.preset,
-            started_ts=load_started,
+            # The load starts when every worker is there (the plan says when; a container's plan is its own).
+            started_ts=max(load_started, plan.start_time),
             ended_ts=time.time(),
             faults=[FaultFact(f["server"], f["action"], f["ts"]) for f in fired],
             server_stats=lab.server_stats(),
