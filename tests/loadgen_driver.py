@@ -7,7 +7,7 @@ Locust monkey-patches the whole process with gevent when it is imported, so the 
         [--time-scale 240] [--kind-seconds 30] [--run-id ID] [--ca PEM] [--tls-max-version 1.3]
     python tests/loadgen_driver.py run --scenario TOML --host URL --events CSV --seconds 6 [--raise-in KIND]
     python tests/loadgen_driver.py idle --host URL --events CSV --kind outlook-mapi --seconds 3
-        [--time-scale 240]
+        [--time-scale 240] [--stall 1.0]
     python tests/loadgen_driver.py tls --host HTTPS-URL --ca PEM --kinds browser,eas-device
         [--tls-max-version 1.2]
 
@@ -21,7 +21,8 @@ the OAB download); walking them makes every flow happen in every test. A kind st
 `--raise-in KIND` gives that kind a bug (its on_start raises).
 
 `idle` is one user of a kind that keeps timers while its user thinks (the Outlook kinds): its
-`on_start`, then `idle(seconds)` (what it does between tasks), then `on_stop`.
+`on_start`, then `idle(seconds)` (what it does between tasks), then `on_stop`; `--stall S` blocks the
+whole process for S seconds halfway (a load generator that fell behind).
 
 `tls` looks at how each kind's users make their TLS connections: two users of each kind, and whether
 their connections to the host share one context object (the kind's); one user's first request and a
@@ -120,7 +121,14 @@ def idle(args: argparse.Namespace) -> dict:
     user = env.user_classes[0](env)
     try:
         user.on_start()
-        user.idle(args.seconds)
+        if args.stall:  # the whole process blocked, as a load generator that fell behind is
+            from gevent.monkey import get_original
+
+            user.idle(args.seconds / 2)
+            get_original("time", "sleep")(args.stall)
+            user.idle(args.seconds / 2)
+        else:
+            user.idle(args.seconds)
         user.on_stop()
     finally:
         log.close()
@@ -211,6 +219,7 @@ def main() -> None:
     p.add_argument("--kind", required=True)
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--time-scale", type=float, default=240)
+    p.add_argument("--stall", type=float, default=0.0, help="halfway, block the process this long")
     p.set_defaults(func=idle)
     p = commands.add_parser("run")
     p.add_argument("--scenario", required=True)

@@ -32,14 +32,16 @@ CAS01, VIP = f"{BASE}.11", f"{BASE}.1"
 TIME_SCALE = 600  # 720 s -> 1.2 s, 900 s -> 1.5 s, 120 s -> 0.2 s
 
 
-def idle(tmp_path: Path, kind: str, seconds: float) -> list[dict]:
-    """One user of `kind` through the relay: on_start, `seconds` idle, on_stop; its events."""
+def idle(tmp_path: Path, kind: str, seconds: float, stall: float = 0.0) -> list[dict]:
+    """One user of `kind` through the relay: on_start, `seconds` idle (the process blocked for `stall`
+    seconds halfway), on_stop; its events."""
     events = tmp_path / f"{kind}.csv"
     options = {
         "--host": f"http://{VIP}:{HTTP_PORT}",
         "--events": events,
         "--kind": kind,
         "--seconds": seconds,
+        "--stall": stall,
     }
     options["--time-scale"] = TIME_SCALE
     done = subprocess.run(
@@ -107,6 +109,20 @@ def test_outlook_anywhere_behind_a_short_idle_timeout_is_cut_and_reconnects(
     assert all(e["outcome"] == "ok" for e in opened)
     rows = [r for r in farm["CAS01"].ledger.rows() if r.service == "rpchttp"]
     assert sum(r.detail == "peer-closed" for r in rows) >= len(cuts) - 2  # the CAS's side of the cuts
+
+
+def test_a_cut_found_after_the_keep_alive_was_due_says_how_late(make_farm, tmp_path):
+    """Keep-alives every 0.2 s hold channels behind a 0.5 s idle timeout until the load generator stalls
+    for 1.5 s: then the relay cuts them, and the client, finding the cut about 1.3 s after its ping was
+    due, says so (the verifier then cannot vouch for the cut: lab/verifier/timers.py)."""
+    make_farm(BASE, servers=1, time_scale=TIME_SCALE, rpc_min_connection_timeout_s=120)
+    with Relay((VIP, HTTP_PORT), (CAS01, HTTP_PORT), idle_timeout_s=0.5):
+        events = idle(tmp_path, "outlook2010-rpchttp", seconds=2, stall=1.5)
+    cuts = [e for e in events if e["outcome"] == "cut"]
+    assert len(cuts) == 2, cuts  # both virtual connections, once
+    for e in cuts:
+        seen, late = e["detail"].split(" keepalive-late=")
+        assert seen in ("eof", "reset") and 0.8 < float(late) < 1.6, e
 
 
 def test_intranet_outlook_connections_idle_are_cut_found_and_reopened(make_farm, tmp_path):

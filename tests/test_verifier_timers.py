@@ -46,6 +46,27 @@ def test_cuts_the_clients_saw_are_counted_per_service_and_are_errors():
     assert a.timers.cut_timeline.sum().to_dict() == {"eas": 1, "rpchttp": 2, "mapi": 1}
 
 
+def test_cuts_after_a_keep_alive_the_load_generator_sent_late_make_the_run_invalid():
+    """A cut found past its keep-alive's due time by more than the tolerance may be the lab's: the run
+    says so instead of blaming the balancer's setting; a cut found in time stays the balancer's."""
+    in_time = events({"service": "rpchttp"}, cut(service="rpchttp", detail="eof"))
+    a = run(in_time, scenario(Thresholds(cut=0)))
+    assert (a.verdict, a.verdict_reason) == ("fail", "failed: cut = 1, must be <= 0")
+    late = events(
+        {"service": "rpchttp"},
+        cut(service="rpchttp", detail="eof keepalive-late=1.20"),
+        cut(service="rpchttp", detail="reset keepalive-late=0.31"),
+        cut(service="rpchttp", detail="eof"),
+    )
+    b = run(late, scenario(Thresholds(cut=0)))
+    assert b.verdict == "invalid" and b.services["cut"].to_dict()["rpchttp"] == 3
+    assert b.verdict_reason == (
+        "2 cuts (rpchttp) came after the load generator sent the connection's keep-alive up to 1.20 s late "
+        "(more than 0.25 s): the balancer's idle timeout may have run out because the lab fell behind, not "
+        "because of its setting"
+    )
+
+
 def test_the_cas_side_of_cuts_counts_peer_closed_rows_that_ended_while_the_load_ran():
     ev = events({"service": "eas"}, {"service": "rpchttp"}, {"service": "mapi"})
     ledger = ledger_of(ev)

@@ -31,7 +31,13 @@ from lab.verifier.limits import limits_reason
 from lab.verifier.load import population_tables, server_table, timeline
 from lab.verifier.moves import Outage, Stickiness, move_causes
 from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs
-from lab.verifier.timers import cut_timeline, cuts_seen_by_cas, heartbeat_figures, heartbeats
+from lab.verifier.timers import (
+    cut_timeline,
+    cuts_seen_by_cas,
+    heartbeat_figures,
+    heartbeats,
+    late_keepalive_reason,
+)
 
 if TYPE_CHECKING:
     from lab.scenario import Scenario
@@ -119,6 +125,7 @@ def verify(
             *invalid_reasons(reconciliation),
             *held_reason(held_in_lab(events, ledger, coded, breaks.hard), events, coded, scenario.time_scale),
             *limits_reason(facts.balancer_limits, totals, reconciliation["transport_failures"], failed),
+            *late_keepalive_reason(events, coded),
         ],
     )
 

@@ -12,6 +12,11 @@ idle timeout. It is seen from both sides:
   is no cut. A CAS cannot tell a balancer from a client that left, so this figure is the evidence
   beside the clients' count, not a second count of the same cuts.
 
+A cut is the lab's own when the client found it after its keep-alive was due by more than
+KEEPALIVE_LATE_S (the event says `keepalive-late=S`): the load generator fell behind, so the connection
+was silent longer than the CAS asked for, and the balancer's idle timeout may have run out for that
+reason alone. The run cannot vouch for its cuts then, and is invalid (`late_keepalive_reason`).
+
 ActiveSync: each Ping's event says the heartbeat its device asked for (`heartbeat=540`, seconds of
 Exchange time). Exchange 2010 logs event 1040 when the mean of the most recent heartbeats (a sliding
 window of 200) is at or below 540 s: devices behind something that cuts their Pings fall back to
@@ -27,7 +32,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caslab.records import HEARTBEAT_FIELD, PEER_CLOSED, PEER_CLOSED_OLD
+from caslab.records import (
+    HEARTBEAT_FIELD,
+    KEEPALIVE_LATE_FIELD,
+    KEEPALIVE_LATE_S,
+    PEER_CLOSED,
+    PEER_CLOSED_OLD,
+)
 from lab.verifier.coding import CodedEvents, codes_of, ledger_column, numbers, recode
 from lab.verifier.load import binned
 
@@ -35,6 +46,7 @@ HEARTBEAT_WINDOW = 200  # Exchange 2010's sliding window of recent heartbeats
 HEARTBEAT_ALERT_S = 540  # its alert threshold: event 1040 at or below this mean
 _PEER_CLOSED = f"^(?:{PEER_CLOSED}|{PEER_CLOSED_OLD})\\b"
 _HEARTBEAT = f"\\b{HEARTBEAT_FIELD}=(\\d+)\\b"
+_KEEPALIVE_LATE = f"\\b{KEEPALIVE_LATE_FIELD}=(\\d+(?:\\.\\d+)?)\\b"
 
 
 def cuts_seen_by_cas(ledger: pd.DataFrame, service_names: list[str], load_end: float) -> np.ndarray:
@@ -85,3 +97,20 @@ def heartbeat_figures(table: pd.DataFrame) -> dict | None:
         "recent_mean_s": round(recent, 1),
         "pings": len(asked),
     }
+
+
+def late_keepalive_reason(events: pd.DataFrame, coded: CodedEvents) -> list[str]:
+    """The invalid reason when cuts came after a keep-alive the load generator sent late (see the module
+    docstring); none without such cuts."""
+    cut = np.flatnonzero(coded.outcome["cut"])
+    said = events["detail"].iloc[cut].astype(str).str.extract(_KEEPALIVE_LATE, expand=False)
+    found = said.notna().to_numpy(dtype=bool)
+    if not found.any():
+        return []
+    n, most_s = int(found.sum()), float(said[found].astype(float).max())
+    services = sorted({coded.service_names[s] for s in coded.service[cut[found]]})
+    return [
+        f"{n:,} cut{'s' if n > 1 else ''} ({', '.join(services)}) came after the load generator sent the "
+        f"connection's keep-alive up to {most_s:.2f} s late (more than {KEEPALIVE_LATE_S:g} s): the "
+        "balancer's idle timeout may have run out because the lab fell behind, not because of its setting"
+    ]

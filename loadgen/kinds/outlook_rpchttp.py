@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from locust import task
 
+from caslab.records import KEEPALIVE_LATE_FIELD, KEEPALIVE_LATE_S, detail_with
 from loadgen.eventlog import EventContext
 from loadgen.kinds import register
 from loadgen.kinds.outlook import OUTLOOK_2007_USER_AGENT, OUTLOOK_2010_USER_AGENT, OutlookHttp
@@ -81,10 +82,11 @@ class OutlookAnywhere(OutlookHttp):
         connections = list(self.connections.items())
         ready = readable([sock for _port, (vc, _server) in connections for sock in vc.sockets()], 0)
         for port, (vc, _server) in connections:
+            overdue_s = vc.overdue_s()  # before the ping: how long IN was silent past due when it went up
             seen = vc.check(ready)
             if seen:
                 self.connections.pop(port)
-                self._report_cut(port, seen)
+                self._report_cut(port, seen, overdue_s)
                 self.open(port)
             elif vc.joined:
                 try:
@@ -92,15 +94,21 @@ class OutlookAnywhere(OutlookHttp):
                 except RpcHttpError as err:  # the ping found IN broken
                     self.connections.pop(port)
                     if err.cut:
-                        self._report_cut(port, err.cut)
+                        self._report_cut(port, err.cut, overdue_s)
                     self.open(port)
             else:
                 self.connections.pop(port)
 
-    def _report_cut(self, port: int, seen: str) -> None:
+    def _report_cut(self, port: int, seen: str, late_s: float) -> None:
+        """A cut virtual connection, found `late_s` after its keep-alive ping was due. Found before that,
+        the idle timeout that cut it was shorter than the CAS's keep-alive interval; found later (the
+        load generator fell behind), the cut may be the lab's, and the event says so when it is later than
+        caslab.records.KEEPALIVE_LATE_S."""
         ctx = self.new_context("rpchttp")
         ctx.request_id = ""  # no request of its own: the CAS's rows are those of the channels
         name, now = f"rpchttp cut :{port}", time.time()
+        if late_s > KEEPALIVE_LATE_S:
+            seen = detail_with(seen, KEEPALIVE_LATE_FIELD, f"{late_s:.2f}")
         self.report(ctx, name=name, started=now, server="", status=0, outcome="cut", detail=seen)
 
     def channel_headers(self) -> dict[str, str]:

@@ -381,6 +381,11 @@ class VirtualConnection:
         """When (time.monotonic()) the next keep-alive ping is due on IN."""
         return self._last_in_send + self.keepalive_s
 
+    def overdue_s(self) -> float:
+        """How long past due the next keep-alive ping is now (0 when it is not due yet): IN has been
+        silent that much longer than the server asked for."""
+        return max(0.0, time.monotonic() - self.next_keepalive_at()) if self.joined else 0.0
+
     def sockets(self) -> list[socket.socket]:
         """The open channels' sockets (to wait on with select(): the server's pings, or a cut)."""
         return [c.sock for c in (self._out, self._in) if c is not None and self.joined]
