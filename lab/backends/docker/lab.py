@@ -289,7 +289,8 @@ class DockerLab:
         return self.ledger_rows
 
     def lost_servers(self) -> list[str]:
-        """Also each CAS container that is no longer running though the lab did not stop it."""
+        """The ledgers it could not read, and each CAS container no longer running that the lab did not
+        stop."""
         ended = []
         for name in sorted(self.running):
             container = self.cas[name]
