@@ -69,10 +69,12 @@ PEER_CLOSED_OLD = "client-gone"
 # "heartbeat=540" (answered), "eof heartbeat=840" (cut): the heartbeat the device asked for, in seconds
 # of Exchange time (HEARTBEAT_FIELD), which the verifier reads for Exchange's event-1040 condition.
 HEARTBEAT_FIELD = "heartbeat"
-# The cut of an Outlook Anywhere virtual connection whose client sent a keep-alive ping up IN later than
-# due by more than KEEPALIVE_LATE_S says by how much, in seconds of the lab's time: "eof
-# keepalive-late=1.20". Its IN channel was silent that much longer than the CAS asked for, so the
-# balancer's idle timeout may have run out because the lab fell behind, not because of its setting.
+# The cut of an Outlook Anywhere virtual connection found when a keep-alive ping was overdue by more than
+# KEEPALIVE_LATE_S says by how much, in seconds of the lab's time: the client's cut event, for its ping up
+# IN ("eof keepalive-late=1.20"), and the CAS's ledger rows of the virtual connection closed from
+# outside, for its ping down OUT ("peer-closed keepalive-late=1.20").
+# The channel was silent that much longer than the protocol asks, so the balancer's idle timeout may have
+# run out because the lab fell behind, not because of its setting.
 KEEPALIVE_LATE_FIELD = "keepalive-late"
 KEEPALIVE_LATE_S = 0.25
 

@@ -16,6 +16,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +124,25 @@ def test_a_cut_found_after_the_keep_alive_was_due_says_how_late(make_farm, tmp_p
     for e in cuts:
         seen, late = e["detail"].split(" keepalive-late=")
         assert seen in ("eof", "reset") and 0.8 < float(late) < 1.6, e
+
+
+def test_a_cut_the_cas_found_after_its_out_keep_alive_was_due_says_how_late(make_farm, tmp_path):
+    """The same for the CAS's pings down OUT: its event loop blocked for 1.5 s, the relay cuts the silent
+    OUT channels, and the CAS, finding its virtual connections closed about 1.3 s after its OUT ping was
+    due (the client closed IN on seeing OUT cut), says so in their ledger rows."""
+    farm = make_farm(BASE, servers=1, time_scale=TIME_SCALE, rpc_min_connection_timeout_s=120)
+
+    async def block() -> None:
+        time.sleep(1.5)  # blocking the CAS's loop is the point
+
+    stall = threading.Timer(1.0, lambda: farm.call(block()))
+    with Relay((VIP, HTTP_PORT), (CAS01, HTTP_PORT), idle_timeout_s=0.5):
+        stall.start()
+        idle(tmp_path, "outlook2010-rpchttp", seconds=3)
+    stall.join()
+    late = [r.detail for r in farm["CAS01"].ledger.rows() if " keepalive-late=" in r.detail]
+    assert late and all(d.startswith("peer-closed keepalive-late=") for d in late), late
+    assert all(1.0 < float(d.rpartition("=")[2]) < 2.0 for d in late), late
 
 
 def test_intranet_outlook_connections_idle_are_cut_found_and_reopened(make_farm, tmp_path):

@@ -61,10 +61,15 @@ def test_cuts_after_a_keep_alive_the_load_generator_sent_late_make_the_run_inval
     b = run(late, scenario(Thresholds(cut=0)))
     assert b.verdict == "invalid" and b.services["cut"].to_dict()["rpchttp"] == 3
     assert b.verdict_reason == (
-        "2 cuts (rpchttp) came after the load generator sent the connection's keep-alive up to 1.20 s late "
-        "(more than 0.25 s): the balancer's idle timeout may have run out because the lab fell behind, not "
-        "because of its setting"
+        "cuts were found after a keep-alive went out late (2 by the load generator up to 1.20 s late; more "
+        "than 0.25 s): the balancer's idle timeout may have run out because the lab fell behind, not because "
+        "of its setting"
     )
+    # The CAS's side: its OUT ping found the channel gone, past due (its ledger row says by how much).
+    rows = ledger_of(in_time)
+    out = rows.iloc[[0]].assign(request_id="out1", detail="peer-closed keepalive-late=0.90")
+    c = run(in_time, scenario(Thresholds(cut=0)), ledger=pd.concat([rows, out], ignore_index=True))
+    assert c.verdict == "invalid" and "(1 by the CAS up to 0.90 s late; more than 0.25 s)" in c.verdict_reason
 
 
 def test_the_cas_side_of_cuts_counts_peer_closed_rows_that_ended_while_the_load_ran():

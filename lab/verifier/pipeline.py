@@ -125,7 +125,7 @@ def verify(
             *invalid_reasons(reconciliation),
             *held_reason(held_in_lab(events, ledger, coded, breaks.hard), events, coded, scenario.time_scale),
             *limits_reason(facts.balancer_limits, totals, reconciliation["transport_failures"], failed),
-            *late_keepalive_reason(events, coded),
+            *late_keepalive_reason(events, coded, ledger),
         ],
     )
 

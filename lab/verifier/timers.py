@@ -12,10 +12,11 @@ idle timeout. It is seen from both sides:
   is no cut. A CAS cannot tell a balancer from a client that left, so this figure is the evidence
   beside the clients' count, not a second count of the same cuts.
 
-A cut is the lab's own when the client found it after its keep-alive was due by more than
-KEEPALIVE_LATE_S (the event says `keepalive-late=S`): the load generator fell behind, so the connection
-was silent longer than the CAS asked for, and the balancer's idle timeout may have run out for that
-reason alone. The run cannot vouch for its cuts then, and is invalid (`late_keepalive_reason`).
+A cut may be the lab's own when it was found after a keep-alive fell due by more than KEEPALIVE_LATE_S:
+an Outlook Anywhere client's ping up IN (its cut event says `keepalive-late=S`) or the CAS's ping down
+OUT (its ledger row says `peer-closed keepalive-late=S`). The load generator or the CAS fell behind, so
+the channel was silent longer than the protocol asks, and the balancer's idle timeout may have run out
+for that reason alone. The run cannot vouch for its cuts then, and is invalid (`late_keepalive_reason`).
 
 ActiveSync: each Ping's event says the heartbeat its device asked for (`heartbeat=540`, seconds of
 Exchange time). Exchange 2010 logs event 1040 when the mean of the most recent heartbeats (a sliding
@@ -99,18 +100,26 @@ def heartbeat_figures(table: pd.DataFrame) -> dict | None:
     }
 
 
-def late_keepalive_reason(events: pd.DataFrame, coded: CodedEvents) -> list[str]:
-    """The invalid reason when cuts came after a keep-alive the load generator sent late (see the module
-    docstring); none without such cuts."""
+def late_keepalive_reason(events: pd.DataFrame, coded: CodedEvents, ledger: pd.DataFrame) -> list[str]:
+    """The invalid reason when cuts were found after a keep-alive fell due late (see the module docstring):
+    the clients' (their cut events) and the CAS's (their ledgers' peer-closed rows); none without such."""
     cut = np.flatnonzero(coded.outcome["cut"])
     said = events["detail"].iloc[cut].astype(str).str.extract(_KEEPALIVE_LATE, expand=False)
-    found = said.notna().to_numpy(dtype=bool)
-    if not found.any():
+    client = said[said.notna().to_numpy(dtype=bool)].astype(float)
+    cas = pd.Series(dtype=float)
+    if "detail" in ledger.columns:
+        detail = ledger_column(ledger, "detail").fillna("").astype(str)
+        closed = detail[detail.str.contains(_PEER_CLOSED, regex=True)]
+        cas = closed.str.extract(_KEEPALIVE_LATE, expand=False).dropna().astype(float)
+    late = [
+        f"{len(found):,} by {whose} up to {found.max():.2f} s late"
+        for whose, found in (("the load generator", client), ("the CAS", cas))
+        if len(found)
+    ]
+    if not late:
         return []
-    n, most_s = int(found.sum()), float(said[found].astype(float).max())
-    services = sorted({coded.service_names[s] for s in coded.service[cut[found]]})
     return [
-        f"{n:,} cut{'s' if n > 1 else ''} ({', '.join(services)}) came after the load generator sent the "
-        f"connection's keep-alive up to {most_s:.2f} s late (more than {KEEPALIVE_LATE_S:g} s): the "
-        "balancer's idle timeout may have run out because the lab fell behind, not because of its setting"
+        f"cuts were found after a keep-alive went out late ({'; '.join(late)}; more than "
+        f"{KEEPALIVE_LATE_S:g} s): the balancer's idle timeout may have run out because the lab fell "
+        "behind, not because of its setting"
     ]

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiohttp import StreamReader, hdrs, web
 
 from caslab import rts
-from caslab.records import PEER_CLOSED
+from caslab.records import KEEPALIVE_LATE_FIELD, KEEPALIVE_LATE_S, PEER_CLOSED, detail_with
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
 
@@ -246,7 +246,7 @@ class RpcHttpService(HttpService):
             self._finish(vc, out_detail=PEER_CLOSED, in_detail="partner-closed")
         if await self._paired(vc, ctx):
             await self._keep_out_alive(vc)
-        return _Unanswered(status=499) if ctx.detail == PEER_CLOSED else response
+        return _Unanswered(status=499) if ctx.detail.startswith(PEER_CLOSED) else response
 
     async def _keep_out_alive(self, vc: _VirtualConnection) -> None:
         """Until the virtual connection ends: ping down OUT whenever it was silent for the keep-alive."""
@@ -379,6 +379,10 @@ class RpcHttpService(HttpService):
 
     def _finish(self, vc: _VirtualConnection, *, out_detail: str = "", in_detail: str = "") -> None:
         """End the virtual connection: both handlers return. A half's detail is kept if it has one."""
+        if vc.joined:  # a cut of either half: said with how late OUT's keep-alive was, if it was
+            out_detail, in_detail = (
+                self._cut(vc) if d == PEER_CLOSED else d for d in (out_detail, in_detail)
+            )
         for ctx, detail in ((vc.out_ctx, out_detail), (vc.in_ctx, in_detail)):
             if ctx is not None and detail and not ctx.detail:
                 ctx.note(vc.key, ctx.state, detail)
@@ -386,6 +390,17 @@ class RpcHttpService(HttpService):
             del self._connections[vc.cookie]
         vc.ended.set()
         vc.decided.set()
+
+    def _cut(self, vc: _VirtualConnection) -> str:
+        """The detail of a half of a virtual connection that the other side closed: with how long past
+        its keep-alive ping's due time OUT had been silent, when that was more than
+        caslab.records.KEEPALIVE_LATE_S. This CAS fell that far behind (its loop blocked), so the idle
+        timeout that cut OUT (and the client, closing IN, then the whole virtual connection) may have run
+        out for that reason alone; found in time, the cut came within the keep-alive interval."""
+        overdue_s = time.monotonic() - vc.last_out_send - self.cas.scaled(self.out_keepalive_s)
+        if overdue_s > KEEPALIVE_LATE_S:
+            return detail_with(PEER_CLOSED, KEEPALIVE_LATE_FIELD, f"{overdue_s:.2f}")
+        return PEER_CLOSED
 
     def _ms(self, seconds: float) -> int:
         """A keep-alive interval for the wire, in milliseconds of lab time."""
