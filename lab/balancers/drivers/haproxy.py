@@ -111,6 +111,10 @@ class HAProxy(ProcessBalancer):
         "hundredths of a second early"
     )
 
+    # What sample() read during the load: the most connections at once, under this global maxconn.
+    most_connections = 0
+    global_maxconn = 0  # 0 until a sample read it
+
     @property
     def socket_path(self) -> Path:
         return self.config_dir / "haproxy.sock"
@@ -398,9 +402,6 @@ class HAProxy(ProcessBalancer):
         if current.isdigit() and limit.isdigit():
             self.global_maxconn = int(limit)
             self.most_connections = max(self.most_connections, int(current))
-
-    most_connections = 0  # by sample(); 0 until it has read one
-    global_maxconn = 0
 
     def limits_reached(self) -> list[str]:
         """The global maxconn when a sample during the load found it full; frontends whose most
