@@ -358,7 +358,7 @@ def test_a_balancer_that_dies_during_the_load_makes_the_run_invalid(tmp_path):
     """Requests after the balancer died fail for the lab's reason: the run is INVALID and says why, not a
     FAIL on error rate that blames the persistence."""
     proc = subprocess.Popen(
-        command("quickstart", tmp_path, "--driver", "haproxy", "--duration", "6s"),
+        command("quickstart", tmp_path, "--driver", "haproxy", "--duration", "2s"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
     )  # fmt: skip
     watchdog = threading.Timer(RUN_TIMEOUT_S, os.killpg, (proc.pid, signal.SIGKILL))
