@@ -284,7 +284,7 @@ class RpcHttpService(HttpService):
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-        if ctx.detail == PEER_CLOSED:
+        if ctx.detail.startswith(PEER_CLOSED):  # also "peer-closed keepalive-late=S" (_cut)
             return _Unanswered(status=499)
         if ctx.state == "invalid":
             return web.Response(status=400, text=ctx.detail)
