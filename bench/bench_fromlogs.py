@@ -188,7 +188,9 @@ def main() -> None:
     )
     parser.add_argument("--generate", help=argparse.SUPPRESS)  # the child process that writes the day
     parser.add_argument("--lab-rates", action="store_true", help="measure the lab's client kinds instead")
-    parser.add_argument("--seconds", type=int, default=120, help="--lab-rates: load phase (default 120)")
+    parser.add_argument(
+        "--seconds", type=int, default=240, help="--lab-rates: load phase (default 240: 8 Exchange hours)"
+    )
     args = parser.parse_args()
     if args.generate:
         print(generate(Path(args.generate), args.gb))
