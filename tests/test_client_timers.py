@@ -135,8 +135,19 @@ def test_a_cut_the_cas_found_after_its_out_keep_alive_was_due_says_how_late(make
     async def block() -> None:
         time.sleep(1.5)  # blocking the CAS's loop is the point
 
-    stall = threading.Timer(1.0, lambda: farm.call(block()))
-    with Relay((VIP, HTTP_PORT), (CAS01, HTTP_PORT), idle_timeout_s=0.5):
+    def block_once_idle(relay: Relay) -> None:
+        # From what the relay saw, not from the launch (the client's start-up takes its own time): both
+        # IN channels have carried a keep-alive, so both virtual connections joined and went idle.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ins = channels(relay, b"RPC_IN_DATA")
+            if len(ins) == 2 and all(pings_up(c) for c in ins):
+                farm.call(block())
+                return
+            time.sleep(0.01)
+
+    with Relay((VIP, HTTP_PORT), (CAS01, HTTP_PORT), idle_timeout_s=0.5) as relay:
+        stall = threading.Thread(target=block_once_idle, args=(relay,))
         stall.start()
         idle(tmp_path, "outlook2010-rpchttp", seconds=3)
     stall.join()

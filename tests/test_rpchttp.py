@@ -4,10 +4,12 @@ what that client never sends, by raw sockets: joining, calls, keep-alives, split
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -204,10 +206,13 @@ def test_connection_timeout_is_announced_and_out_pinged_as_exchange_sets_it(
     with _client() as vc:
         assert vc.connect().joined
         assert vc.keepalive_s == pytest.approx(announced_s / time_scale)
-        started = time.monotonic()
-        for _ in range(3):  # OUT is silent but for the CAS's pings: they come at its interval
+        seen = [time.monotonic()]
+        for _ in range(5):  # OUT is silent but for the CAS's pings: they come at its interval
             assert rts.is_ping(vc.receive(timeout=2))
-        assert time.monotonic() - started == pytest.approx(3 * out_ping_s / time_scale, rel=0.3)
+            seen.append(time.monotonic())
+        # The median gap: one ping held up by this process (a garbage collection) moves two gaps, not it.
+        gaps = [b - a for a, b in itertools.pairwise(seen)]
+        assert statistics.median(gaps) == pytest.approx(out_ping_s / time_scale, rel=0.3)
 
 
 def test_the_client_takes_in_out_pings_while_idle_and_finds_its_channels_cut(make_farm):

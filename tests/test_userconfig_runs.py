@@ -112,12 +112,14 @@ def test_a_global_maxconn_the_users_fill_makes_a_failed_run_invalid(tmp_path):
     assert "may come from that limit" in reason and reason.endswith("not from persistence")
 
 
+# A pass and a fail. Every preset's file reads back as its preset (tests/test_userconfig.py), and what
+# the source-ip-all and lb-cookie-all files hold runs through this path above: stick tables on the
+# source with an expire and cookie inserts with a maxidle (the production file), `balance source` (the
+# article's), so their runs (a minute of CI) are left out.
 @pytest.mark.parametrize(
     ("scenario", "preset", "duration"),
     [
-        ("hosted-tenant-source-ip", "source-ip-all", "6s"),
         ("hosted-tenant-recommended", "recommended", "6s"),
-        ("lb-cookie-everything", "lb-cookie-all", "12s"),
         ("round-robin", "none-all", "12s"),
     ],
 )

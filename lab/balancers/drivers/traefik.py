@@ -72,6 +72,13 @@ def forwarding(server_idle_s: float) -> dict:
     return {"responseHeaderTimeout": idle(server_idle_s), "idleConnTimeout": idle(server_idle_s)}
 
 
+def file_provider(dynamic: Path) -> dict:
+    """The static config's `providers`: the one dynamic file, read once (no watch) and not throttled.
+    A throttled provider sleeps its throttle (2 s by default) after each configuration it passes on, in
+    a routine that Traefik's shutdown waits for: every stop took about 1.9 s."""
+    return {"providersThrottleDuration": "0s", "file": {"filename": str(dynamic), "watch": False}}
+
+
 def traefik_binary() -> str:
     path = Path(sysconfig.get_path("scripts")) / "traefik"
     if not path.exists():
@@ -156,7 +163,7 @@ class Traefik(ProcessBalancer):
         static = {
             "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
             "entryPoints": entry_points,
-            "providers": {"file": {"filename": str(d / "dynamic.yml"), "watch": False}},
+            "providers": file_provider(d / "dynamic.yml"),
             "api": {"insecure": True, "dashboard": False},
             "log": {"level": "WARN", "noColor": True},
             "accessLog": {"filePath": str(d / "access.log"), "format": "json"},

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import yaml
 
+from lab.balancers.drivers.traefik import file_provider
 from lab.balancers.userconfig import (
     PORT_ROLES,
     Address,
@@ -455,7 +456,7 @@ class TraefikReader(Reader):
         static = {
             "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
             "entryPoints": eps,
-            "providers": {"file": {"filename": str(place.folder / dynamic_name), "watch": False}},
+            "providers": file_provider(place.folder / dynamic_name),
             "api": {"insecure": not stats_named, "dashboard": False},
             "log": {"level": "WARN", "noColor": True},
             "accessLog": {"filePath": str(place.folder / "access.log"), "format": "json"},
