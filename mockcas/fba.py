@@ -105,7 +105,7 @@ class FormsAuth:
             self.logoff(logon)
             return LogonCheck("expired", logon.sid, "idle timeout")
         logon.last_seen = now
-        return LogonCheck("own", logon.sid, logon=logon)
+        return LogonCheck("own", logon.sid, "", logon)  # positional: a NamedTuple takes them faster
 
     def _check_unknown(self, token: str, sent_sid: str) -> LogonCheck:
         # The session key of a cadata we cannot read is the sessionid the client sent beside it, so the

@@ -22,7 +22,7 @@ import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import istr
 
@@ -269,8 +269,13 @@ def _dressed(response: web.Response, cookies: dict[str, str]) -> web.Response:
     return response
 
 
+# A page's headers as written, not through Response's content_type and charset: those build the header
+# from its parts on every page.
+_PAGE_HEADERS = {hdrs.CONTENT_TYPE: "text/html; charset=utf-8"}
+
+
 def _page(logon: Logon) -> web.Response:
-    return web.Response(body=_page_body(logon.user), content_type="text/html", charset="utf-8")
+    return web.Response(body=_page_body(logon.user), headers=_PAGE_HEADERS)
 
 
 @functools.cache  # one per user of the farm (only a user who logged on has a page); OWA's hot path
