@@ -43,6 +43,7 @@ from lab.runfolder import new_run_dir
 from lab.scenario import Scenario
 from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events
+from lab.verifier.limits import cas_lags
 
 if TYPE_CHECKING:
     from lab.backends.docker import LabNetwork
@@ -226,6 +227,7 @@ def _run_and_judge(
             plan, run_dir / "events.csv", scenario.duration_s, scenario.ramp_s, on_progress=show,
             between=between,
         )  # fmt: skip
+        load_ended = time.time()
         progress(f"phase: collecting ledgers ({result.requests} requests)", final=True)
         ledger = lab.collect_ledgers()
         lost = [f"{what}: the run cannot account for what it answered" for what in lab.lost_servers()]
@@ -252,6 +254,8 @@ def _run_and_judge(
             )
         facts.balancer_limits = balancer_limits(lab)
         facts.notes.extend(facts.balancer_limits)
+        facts.cas_lags = cas_lags(facts.server_stats, facts.started_ts, load_ended)
+        facts.notes.extend(facts.cas_lags)
         if result.saturated:
             facts.invalid_reasons.append(result.saturation_reason)
         facts.invalid_reasons.extend(result.lost_workers)

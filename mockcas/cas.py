@@ -36,6 +36,10 @@ class Cas:
         self.started = time.time()
         self.inflight = 0
         self.peak_inflight = 0
+        # When its event loop fell behind by more than LOOP_LAG_S (epoch seconds, by how much): a CAS
+        # that falls behind answers late, which a balancer's timer may take for silence (CasServer
+        # watches it; the lab reads it from /caslab/stats).
+        self.loop_lags: list[tuple[float, float]] = []
         self.http_services: dict[str, HttpService] = {sid: cls(self) for sid, cls in HTTP_SERVICES.items()}
         self.tcp_services: dict[str, TcpService] = {sid: cls(self) for sid, cls in TCP_SERVICES.items()}
 
@@ -59,6 +63,7 @@ class Cas:
             "requests": len(self.ledger),
             "inflight": self.inflight,
             "peak_inflight": self.peak_inflight,
+            "loop_lags": [[round(ts, 3), round(lag, 3)] for ts, lag in self.loop_lags],
             "services": by_service,
             # The clock it runs, so a lab can check its CAS keep the scenario's time (compose/lab.yml).
             "time_scale": self.config.time_scale,

@@ -35,7 +35,7 @@ from aiohttp.http import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from caslab.records import PEER_CLOSED
+from caslab.records import KEEPALIVE_LATE_S, PEER_CLOSED
 from caslab.vocab import HEALTH_BODY, HEALTH_PATH, SERVICE_PATHS
 from mockcas import iis
 from mockcas.cas import Cas
@@ -308,6 +308,26 @@ def server_ssl_context(config: CasConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+# The CAS's event loop is watched by a task that sleeps LOOP_TICK_S at a time: a wake-up later than that
+# by more than LOOP_LAG_S is a lag, written down with its time. The bound is the clients' for a late
+# keep-alive (caslab.records): a CAS that far behind may be what a balancer's idle timer saw. At most
+# LOOP_LAGS_KEPT are kept (a CAS that far behind that often has said enough).
+LOOP_TICK_S = 0.05
+LOOP_LAG_S = KEEPALIVE_LATE_S
+LOOP_LAGS_KEPT = 1000
+
+
+async def watch_loop(cas: Cas) -> None:
+    """Write down each time the running event loop woke this task up late (see LOOP_LAG_S)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LOOP_TICK_S
+        await asyncio.sleep(LOOP_TICK_S)
+        lag = loop.time() - due
+        if lag > LOOP_LAG_S and len(cas.loop_lags) < LOOP_LAGS_KEPT:
+            cas.loop_lags.append((time.time() - lag, lag))
+
+
 class CasServer:
     """All listeners of one CAS. `await start()`, then `await stop()`; usable as an async context."""
 
@@ -316,6 +336,7 @@ class CasServer:
         self.cas = Cas(config)
         self._runners: list[web.BaseRunner] = []
         self._tcp_servers: list[asyncio.Server] = []
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -335,11 +356,15 @@ class CasServer:
             self._tcp_servers.append(
                 await asyncio.start_server(service.handle_connection, cfg.host, port, reuse_address=True)
             )
+        self._watch = asyncio.create_task(watch_loop(self.cas))
         # The admin port opens last: when /caslab/health answers, every other listener is up.
         await web.TCPSite(admin_runner, cfg.host, cfg.admin_port, reuse_address=True).start()
         log.info("%s: listening on %s (http %s, admin %s)", cfg.name, cfg.host, cfg.http_port, cfg.admin_port)
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         await self.cas.close()
         for server in self._tcp_servers:
             server.close()

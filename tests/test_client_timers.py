@@ -154,6 +154,9 @@ def test_a_cut_the_cas_found_after_its_out_keep_alive_was_due_says_how_late(make
     late = [r.detail for r in farm["CAS01"].ledger.rows() if " keepalive-late=" in r.detail]
     assert late and all(d.startswith("peer-closed keepalive-late=") for d in late), late
     assert all(1.0 < float(d.rpartition("=")[2]) < 2.0 for d in late), late
+    # The CAS's own watch saw its loop fall behind by the block (its stats give the lab the lag).
+    lags = farm["CAS01"].stats()["loop_lags"]
+    assert lags and 1.3 < max(lag for _ts, lag in lags) < 2.0, lags
 
 
 def test_intranet_outlook_connections_idle_are_cut_found_and_reopened(make_farm, tmp_path):

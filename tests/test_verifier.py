@@ -12,6 +12,7 @@ from caslab.records import EVENT_COLUMNS, LEDGER_COLUMNS
 from lab.scenario import BalancerSection, Farm, Fault, Population, Scenario, Thresholds
 from lab.verdict import EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events, verify
+from lab.verifier.limits import cas_lags
 
 T0 = 1_000_000.0  # epoch seconds at which the hand-made runs start
 
@@ -394,6 +395,30 @@ def test_a_balancer_limit_makes_a_run_that_failed_a_check_invalid_even_without_b
     assert limited.verdict_reason == (
         f"{limit}; the run's failed balance_max_over_mean may come from that limit (clients that waited sent "
         "fewer requests than planned), not from persistence"
+    )
+
+
+def test_a_cas_that_fell_behind_during_the_load_makes_a_run_with_breaks_invalid():
+    """A CAS whose event loop lagged answered late, which a balancer's timer may take for silence: beside
+    breaks the run cannot say whose they are; beside none the lag is only a note. Lags outside the load
+    (its start-up, the collection of the ledgers) are not the load's."""
+    stats = {
+        "CAS02": {"loop_lags": [[T0 - 5, 2.0], [T0 + 3, 0.4], [T0 + 7, 1.31], [T0 + 70, 3.0]]},
+        "CAS01": {"loop_lags": []},
+        "CAS03": {},
+    }
+    lags = cas_lags(stats, T0, T0 + 60)
+    assert lags == ["CAS02's event loop fell behind 2 times during the load, by up to 1.31 s"]
+    assert cas_lags(stats, T0 + 10, T0 + 60) == []
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    sc = scenario(Thresholds(hard_breaks=0))
+    assert run(ev, sc, facts=RunFacts("test", started_ts=T0, cas_lags=lags)).verdict == "pass"
+    ev.loc[3, "outcome"] = "foreign"
+    lagged = run(ev, sc, facts=RunFacts("test", started_ts=T0, cas_lags=lags))
+    assert lagged.verdict == "invalid"
+    assert lagged.verdict_reason == (
+        f"{lags[0]}; the run's 1 hard break may come from the lab falling behind (a late answer looks like "
+        "silence to a balancer's timers), not from the balancer"
     )
 
 

@@ -44,6 +44,7 @@ class RunFacts:
     persistence_timeouts_s: dict[str, float] = field(default_factory=dict)
     persistence_table_size: int | None = None
     balancer_limits: list[str] = field(default_factory=list)  # limits of its own the balancer reached
+    cas_lags: list[str] = field(default_factory=list)  # CAS whose event loop fell behind during the load
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,11 +11,18 @@ transport failures or cuts, the lab cannot vouch for the verdict, so the run is 
 check failed without a break: clients that waited in a queue sent fewer requests than the scenario
 planned, so the shares of the balance check, say, are those of who got through first. Without breaks
 or failed checks the limit is only a note: nothing broke and every check held, whatever queued.
+
+The farm is the lab's too: a CAS whose event loop fell behind (mockcas.server watches it) answered late,
+a Ping's heartbeat or an OUT channel's keep-alive among its answers, and a balancer's idle timer may have
+taken that for silence. A CAS that fell behind during the load beside breaks, transport failures or cuts
+makes the run invalid the same way (`lag_reason`); beside none it is a note.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from lab.balancers import times
 
 
 def limits_reason(
@@ -25,12 +32,7 @@ def limits_reason(
     (`failed_checks`: their names); else none."""
     if not limits:
         return []
-    broken = {
-        ("hard break", "hard breaks"): totals["hard_breaks"],
-        ("transport failure", "transport failures"): transport_failures,
-        ("cut", "cuts"): totals["cut"],
-    }
-    said = [f"{n:,} {one if n == 1 else many}" for (one, many), n in broken.items() if n]
+    said = _broken(totals, transport_failures)
     if said:
         return [
             f"{'; '.join(limits)}; the run's {', '.join(said)} may come from that limit, not from persistence"
@@ -41,3 +43,37 @@ def limits_reason(
             "(clients that waited sent fewer requests than planned), not from persistence"
         ]
     return []
+
+
+def cas_lags(server_stats: dict[str, dict], start: float, end: float) -> list[str]:
+    """Each CAS whose event loop fell behind between `start` and `end` (the load), in a sentence; the
+    lags are in its /caslab/stats (`loop_lags`: [epoch seconds, by how much])."""
+    said = []
+    for name, stats in sorted(server_stats.items()):
+        lags = [lag for ts, lag in stats.get("loop_lags", ()) if start <= ts <= end]
+        if lags:
+            how = f"{times(len(lags))} during the load, by up to {max(lags):.2f} s"
+            said.append(f"{name}'s event loop fell behind {how}")
+    return said
+
+
+def lag_reason(lags: list[str], totals: dict[str, Any], transport_failures: int) -> list[str]:
+    """The invalid reason when a CAS fell behind during the load (`cas_lags`) and the run broke sessions;
+    else none."""
+    said = _broken(totals, transport_failures)
+    if not lags or not said:
+        return []
+    return [
+        f"{'; '.join(lags)}; the run's {', '.join(said)} may come from the lab falling behind (a late answer "
+        "looks like silence to a balancer's timers), not from the balancer"
+    ]
+
+
+def _broken(totals: dict[str, Any], transport_failures: int) -> list[str]:
+    """What the run broke, in words: "2 hard breaks", "1 cut"..."""
+    broken = {
+        ("hard break", "hard breaks"): totals["hard_breaks"],
+        ("transport failure", "transport failures"): transport_failures,
+        ("cut", "cuts"): totals["cut"],
+    }
+    return [f"{n:,} {one if n == 1 else many}" for (one, many), n in broken.items() if n]

@@ -27,7 +27,7 @@ from lab.verifier.coding import (
 from lab.verifier.facts import RunFacts
 from lab.verifier.faults import answered_before_a_stop, fired_faults, outages
 from lab.verifier.held import held_in_lab, held_reason
-from lab.verifier.limits import limits_reason
+from lab.verifier.limits import lag_reason, limits_reason
 from lab.verifier.load import population_tables, server_table, timeline
 from lab.verifier.moves import Outage, Stickiness, move_causes
 from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs
@@ -125,6 +125,7 @@ def verify(
             *invalid_reasons(reconciliation),
             *held_reason(held_in_lab(events, ledger, coded, breaks.hard), events, coded, scenario.time_scale),
             *limits_reason(facts.balancer_limits, totals, reconciliation["transport_failures"], failed),
+            *lag_reason(facts.cas_lags, totals, reconciliation["transport_failures"]),
             *late_keepalive_reason(events, coded, ledger),
         ],
     )
