@@ -6,8 +6,9 @@ The scenarios run a few seconds at a high time_scale (300 for Outlook Anywhere a
 Push, 200 for Outlook Anywhere with MinimumConnectionTimeout 120, 600 for the 30-minute Direct Push,
 1800 for MAPI, 150-300 for persistence), long enough for each known answer to show many times over: a
 5-minute idle timeout is 1 s of wall time against keep-alives of 2.4 s, or 1.5 s against 0.6 s. No
-higher: nginx's timeouts can end 0.3 s early, and its driver refuses a timeout that short (test_a_timeout_shorter_than_the_balancers_timer_slack_is_refused). Helpers and the
-lab's default addresses are tests/test_scenarios.py's, so these run one at a time too.
+higher: nginx's timeouts can end 0.3 s early, and its driver refuses a timeout that short
+(test_a_timeout_shorter_than_the_balancers_timer_slack_is_refused). Helpers and the lab's default
+addresses are tests/test_scenarios.py's, so these run one at a time too.
 """
 
 from __future__ import annotations

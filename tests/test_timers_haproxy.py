@@ -12,8 +12,8 @@ Time scale 300: HAProxy's 1 s is a 5-minute idle timeout; the default keep-alive
 keep-alives of MinimumConnectionTimeout 120 came every 0.2 s against 0.5 s: one pause of 0.3 s on a busy
 machine would cut a channel that Exchange time keeps.) `mode http` has
 `option http-no-delay`, as the driver renders it for Outlook Anywhere: without it HAProxy forwards each
-piece of a channel with MSG_MORE, the kernel holds it up to 200 ms, and at this scale 25 to 33 channels
-carrying a keep-alive every 0.2 s (time scale 600) were cut per run (none with the option, nor in `mode tcp`). The CAS
+piece of a channel with MSG_MORE, the kernel holds it up to 200 ms, and at time scale 600 25 to 33
+channels carrying a keep-alive every 0.2 s were cut per run (none with the option, nor in `mode tcp`). The CAS
 runs in this process (127.0.52.11), HAProxy on 127.0.52.1, the clients (Locust, in a process of their
 own, tests/loadgen_driver.py run) from 127.64+.x.y.
 """
