@@ -94,9 +94,10 @@ def test_outlook_anywhere_behind_a_short_idle_timeout_is_cut_and_reconnects(
     make_farm, tmp_path, minimum, cut
 ):
     farm = make_farm(BASE, servers=1, time_scale=TIME_SCALE, rpc_min_connection_timeout_s=minimum)
-    # An idle timeout of 0.5 s: longer than the 0.2 s keep-alives of MinimumConnectionTimeout 120,
-    # shorter than the default 1.2 s (IN) and 1.5 s (OUT).
-    with Relay((VIP, HTTP_PORT), (CAS01, HTTP_PORT), idle_timeout_s=0.5) as relay:
+    # An idle timeout of 0.8 s: four times the 0.2 s keep-alives of MinimumConnectionTimeout 120 (a pause
+    # of this process or the client's must not cut them), shorter than the default 1.2 s (IN) and 1.5 s
+    # (OUT).
+    with Relay((VIP, HTTP_PORT), (CAS01, HTTP_PORT), idle_timeout_s=0.8) as relay:
         events = idle(tmp_path, "outlook2010-rpchttp", seconds=3)
     cuts = [e for e in events if e["outcome"] == "cut"]
     opened = [e for e in events if e["service"] == "rpchttp" and e["request_id"]]
