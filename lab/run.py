@@ -44,6 +44,7 @@ from lab.scenario import Scenario
 from lab.verdict import EXIT_CANNOT_RUN, EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events
 from lab.verifier.limits import cas_lags
+from lab.verifier.planned import silent_clients_reason
 
 if TYPE_CHECKING:
     from lab.backends.docker import LabNetwork
@@ -281,7 +282,9 @@ def _run_and_judge(
     try:
         progress("phase: verifying", final=True)
         event_files = sorted(run_dir.glob("events*.csv"))  # events.csv, or events-*.csv per worker
-        analysis = write_run(run_dir, read_events(event_files), pd.DataFrame(ledger), scenario, facts)
+        events = read_events(event_files)
+        facts.invalid_reasons.extend(silent_clients_reason(scenario, events))
+        analysis = write_run(run_dir, events, pd.DataFrame(ledger), scenario, facts)
     except KeyboardInterrupt:
         say("caslab: interrupted while verifying; no report")
         raise RunInterrupted(run_dir) from None

@@ -107,8 +107,10 @@ def test_a_global_maxconn_the_users_fill_makes_a_failed_run_invalid(tmp_path):
     }
     run = caslab_run(tmp_path / "out", candidate(tmp_path, text, tight))
     assert run.code == 2, run.stdout + run.stderr[-3000:]
-    [reason] = run.summary["invalid_reasons"]
-    assert reason.startswith("haproxy held its global maxconn of 20 connections during the load"), reason
+    # (A client kind whose every request still waited in the queue when the load stopped may be named too.)
+    reasons = run.summary["invalid_reasons"]
+    [reason] = [r for r in reasons if r.startswith("haproxy held its global maxconn of 20 connections")]
+    assert set(reasons) - {reason} <= {r for r in reasons if r.startswith("clients the scenario plans")}
     assert "may come from that limit" in reason and reason.endswith("not from persistence")
 
 

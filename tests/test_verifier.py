@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from lab.scenario import BalancerSection, Farm, Fault, Population, Scenario, Thr
 from lab.verdict import EXIT_CODES, verdict_line
 from lab.verifier import FaultFact, RunFacts, read_events, verify
 from lab.verifier.limits import cas_lags
+from lab.verifier.planned import silent_clients_reason
 
 T0 = 1_000_000.0  # epoch seconds at which the hand-made runs start
 
@@ -420,6 +422,26 @@ def test_a_cas_that_fell_behind_during_the_load_makes_a_run_with_breaks_invalid(
         f"{lags[0]}; the run's 1 hard break may come from the lab falling behind (a late answer looks like "
         "silence to a balancer's timers), not from the balancer"
     )
+
+
+def test_a_planned_client_kind_that_made_no_request_is_a_reason_the_run_is_invalid():
+    """`hard_breaks.rpchttp = 0` would hold on no Outlook at all: a kind that never ran is named."""
+    sc = dataclasses.replace(
+        scenario(),
+        populations=(
+            Population("direct", "direct", 10, 10, {"browser": 1.0, "outlook2010-rpchttp": 0.5}),
+            Population("tenant", "tenant-nat", 4, 1, {"eas-device": 0.1}),
+        ),
+    )
+    ran = events(
+        {}, {"client_kind": "outlook2010-rpchttp"}, {"population": "tenant", "client_kind": "eas-device"}
+    )
+    assert silent_clients_reason(sc, ran) == []
+    assert silent_clients_reason(sc, ran[ran["client_kind"] == "browser"]) == [
+        "clients the scenario plans made no request at all (5 outlook2010-rpchttp of direct, 1 eas-device of "
+        "tenant): the checks of their services would hold on sessions that never ran"
+    ]
+    assert silent_clients_reason(sc, ran.iloc[0:0]) != []
 
 
 def test_a_reason_the_run_gives_makes_it_invalid_whatever_its_checks_say():
