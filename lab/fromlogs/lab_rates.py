@@ -12,7 +12,7 @@ from __future__ import annotations
 # Measured 2026-12-05: 12 clients of each kind, 240 s at time_scale 120 (8 Exchange hours). The kinds'
 # habits changed since the first measurement (2026-12-04, 4 hours): the Outlook kinds' keep-alives and
 # cut checks, the phones' heartbeats; eas-device went from 18.8 to 12.4 and outlook2007-rpchttp from 4.3
-# to 5.3 (4 hours now: 13.0 and 6.0, which start-up requests weigh more).
+# to 5.3. (A 4-hour run now gives 13.0 and 6.0: its start-up requests weigh more.)
 LAB_RATES: dict[str, float] = {
     "browser": 15.9,
     "outlook2010-rpchttp": 5.5,

@@ -12,7 +12,7 @@ from lab.scenario import Scenario
 
 def silent_clients_reason(scenario: Scenario, events: pd.DataFrame) -> list[str]:
     """The invalid reason when a (population, client kind) the scenario plans has no event; else none."""
-    made = set(events.groupby(["population", "client_kind"]).size().index) if len(events) else set()
+    made = set(events[["population", "client_kind"]].drop_duplicates().itertuples(index=False, name=None))
     silent = [
         f"{count:,} {kind} of {p.name}"
         for p in scenario.populations
