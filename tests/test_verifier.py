@@ -291,6 +291,7 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "ledger_rows": 8,
         "ledger_without_request_id": 1,
         "ledger_not_in_events": 1,
+        "not_logged_in_load": 1,  # r9, answered at the start of the load
         "ledger_duplicate_ids": 1,
         "foreign_run_rows": 0,
     }
@@ -311,6 +312,36 @@ def test_a_client_request_without_its_ledger_row_makes_the_run_invalid_with_the_
         "3 client requests answered by a CAS have no ledger row of this run (reconciliation: unmatched 3)"
     )
     assert (a.verdict, a.verdict_reason) == ("invalid", reason)
+
+
+def test_a_request_answered_during_the_load_that_no_client_logged_makes_the_run_invalid():
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(30)))
+    load_end = T0 + 60  # started_ts T0, no ramp, 60 s of load
+    # Requests the clients sent and never logged, answered (ts + latency) at these times.
+    answered = {"early": T0 + 10, "before": load_end - 6, "in the grace": load_end - 4, "after": load_end + 1}
+    extra = pd.DataFrame(
+        [{**ledger_of(ev).iloc[0].to_dict(), "request_id": name, "ts": at - 0.5, "latency_ms": 500.0}
+         for name, at in answered.items()]
+    )  # fmt: skip
+    checked = scenario(Thresholds(hard_breaks=0))
+    a = run(ev, checked, ledger=pd.concat([ledger_of(ev), extra], ignore_index=True))
+    r = a.reconciliation
+    assert (r["ledger_not_in_events"], r["not_logged_in_load"], r["matched"]) == (4, 2, 30)
+    assert all(c.passed for c in a.checks)
+    assert a.verdict == "invalid"
+    assert a.verdict_reason == (
+        "2 requests a CAS answered during the load are in no client's events, more than 5 s before the "
+        "load ended: the lab lost client events, and a break among them would not be counted "
+        "(reconciliation: not_logged_in_load 2)"
+    )
+    # Only rows answered in the grace or after the end: requests cut by the stop, a valid run.
+    late = extra.iloc[2:]
+    b = run(ev, checked, ledger=pd.concat([ledger_of(ev), late], ignore_index=True))
+    assert (b.reconciliation["ledger_not_in_events"], b.reconciliation["not_logged_in_load"]) == (2, 0)
+    assert b.verdict == "pass"
+    # A run that did not record when its load started cannot tell when it ended: not judged.
+    c = run(ev, facts=RunFacts("test"), ledger=pd.concat([ledger_of(ev), extra], ignore_index=True))
+    assert c.reconciliation["not_logged_in_load"] == 0
 
 
 def test_ledger_rows_of_another_run_are_counted_left_out_and_make_the_run_invalid():

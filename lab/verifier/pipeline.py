@@ -98,8 +98,9 @@ def verify(
     )
     population_requests, population_shares = population_tables(events["population"], coded)
     reconciliation = reconcile(
-        events["request_id"], ledger, coded, ledger_server, stopped, foreign_run_rows=int(other_runs.sum())
-    )
+        events["request_id"], ledger, coded, ledger_server, stopped, foreign_run_rows=int(other_runs.sum()),
+        load_end=load_end if facts.started_ts is not None else None,
+    )  # fmt: skip
     checks = threshold_checks(scenario.thresholds, services, totals, balance, faults, eas_heartbeat)
     failed = [check.name for check in checks if not check.passed]
     return Analysis(
