@@ -10,7 +10,10 @@
    every answer (its subscription id and watermark are in them) and the plain user parses nothing, so
    each table also says what reading the answers took ews-app (timed in this process) and what its ratio
    would be without it, and with a bare expat parse of the same answers instead (no tree, no handlers:
-   less than any XML parser that tells a client anything).
+   less than any XML parser that tells a client anything). A second reference, "plain, ews-app's
+   requests", is a plain FastHttpUser making ews-app's exchange (the same requests, Basic auth, the same
+   reading of each answer): ews-app against it is what caslab adds to an EWS client (its address, its
+   request ids, its event log), and it against the plain user is what EWS itself costs.
 2. idle-eas: 5,000 phones (one mobile-carrier population) holding Direct Push Pings on one CAS:
    the Locust process's memory per device and its CPU while they wait. Goal: <= 50 KB per device.
 
@@ -24,7 +27,7 @@ HTTPS. idle-eas runs each scheme in a fresh process with a fresh CAS, so that th
 not reuse memory the first freed.
 
 The CAS (one `caslab cas` process, real protocol timers) runs on core 0, this process on core 1.
-Runs about 150 s for throughput and 140 s for idle-eas (half that with one scheme): a phone's set-up is
+Runs about 190 s for throughput and 140 s for idle-eas (half that with one scheme): a phone's set-up is
 six requests (Autodiscover, OPTIONS, two Provisions, FolderSync, Sync) before its first Ping, and one CAS
 core sets up about 100 phones a second here; devices start at that rate (faster only queues them at
 the CAS: at 500 a second, 3-6% of set-up requests failed with RetriesExceeded, and those phones retried
@@ -48,7 +51,7 @@ import tempfile
 import time
 import timeit
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.parsers.expat import ParserCreate
 
@@ -72,29 +75,69 @@ from loadgen.wire import ews  # noqa: E402
 SERVER = local_farm(1, "127.0.21")[0]
 STATEFUL = ("browser", "ews-app", "outlook2010-rpchttp", "outlook-mapi")
 PLAIN = "plain FastHttpUser"
+PLAIN_EWS = "plain, ews-app's requests"
+REFERENCES = (PLAIN, PLAIN_EWS)  # Locust's client as it comes: no binding, no event log
 TCP_KINDS = ("outlook-mapi",)  # MAPI and Address Book are TCP over either scheme
 ME = psutil.Process()
+
+
+def trusting_the_run_ca(ca_pem: str) -> Callable[..., ssl.SSLContext]:
+    """An SSL context factory that trusts the run's CA only and checks the certificate's name."""
+
+    def factory(**_bundle: object) -> ssl.SSLContext:
+        # geventhttpclient offers certifi's bundle (cafile=...): left out, only the run's CA is trusted
+        return ssl.create_default_context(cadata=ca_pem)
+
+    return factory
 
 
 def plain_class(base: str, ca_pem: str) -> type[FastHttpUser]:
     """The reference: Locust's fast client as it comes, one small page in a loop. Over HTTPS it checks
     the certificate and its name against the run's CA, as the kinds do."""
 
-    def run_ca_only(**_bundle: object) -> ssl.SSLContext:
-        # geventhttpclient offers certifi's bundle (cafile=...): left out, only the run's CA is trusted
-        return ssl.create_default_context(cadata=ca_pem)
-
     class PlainUser(FastHttpUser):
         host = base
         wait_time = constant(0)
         insecure = False  # verify the certificate and the name in it
-        ssl_context_factory = staticmethod(run_ca_only)
+        ssl_context_factory = staticmethod(trusting_the_run_ca(ca_pem))
 
         @task
         def logon_page(self) -> None:
             self.client.get("/owa/auth/logon.aspx")
 
     return PlainUser
+
+
+def plain_ews_class(base: str, ca_pem: str, users: int) -> type[FastHttpUser]:
+    """ews-app's exchange on Locust's fast client as it comes: the same requests in the same mix (a pull
+    subscription polled, 1 FindItem in 7), Basic auth and the same reading of every answer
+    (loadgen.wire.ews.read), with no source address, no request id, no event log. ews-app's ratio to it
+    is what caslab adds to an EWS client; its ratio to the plain user is what EWS itself costs."""
+    numbers = iter(range(1, 10**9))
+
+    class PlainEwsUser(FastHttpUser):
+        host = base
+        wait_time = constant(0)
+        insecure = False
+        ssl_context_factory = staticmethod(trusting_the_run_ca(ca_pem))
+
+        def on_start(self) -> None:
+            self.auth = (f"user{next(numbers) % users + 1}@caslab.test", "caslab")
+            self.poller = ews.PullPoller(timeout_minutes=30)
+
+        def ews(self, body: bytes) -> ews.EwsAnswer | None:
+            response = self.client.post(ews.PATH, data=body, headers=ews.HEADERS, auth=self.auth)
+            return ews.read(response.status_code, response.content)[2]
+
+        @task(6)
+        def poll(self) -> None:
+            self.poller.update(self.ews(self.poller.next_body()))
+
+        @task(1)
+        def find_items(self) -> None:
+            self.ews(ews.find_item("inbox", max_entries=20, shape="IdOnly"))
+
+    return PlainEwsUser
 
 
 class AnswerReading:
@@ -195,17 +238,18 @@ def throughput(args: argparse.Namespace, scratch: Path, ca_pem: str) -> None:
     for scheme in runs:
         base = base_url(scheme, SERVER.host)
         classes[scheme, PLAIN] = plain_class(base, ca_pem)
+        classes[scheme, PLAIN_EWS] = plain_ews_class(base, ca_pem, args.users)
         for i, kind in enumerate(STATEFUL):
             classes[scheme, kind] = kind_class(kind, args.users, i, base, ca_pem)
     rounds: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in classes}
     for (_, label), cls in classes.items():  # warm-up round: imports, first connections, caches
-        measure(cls, args.users, 0.5, scratch / "warm.csv" if label != PLAIN else None)
+        measure(cls, args.users, 0.5, scratch / "warm.csv" if label not in REFERENCES else None)
     # ews-app's reading of its answers, per scheme: the CPU it took in each round (us per answer)
     reading = {scheme: AnswerReading() for scheme in runs}
     read_us: dict[str, list[float]] = {scheme: [] for scheme in runs}
     for _ in range(args.rounds):  # the schemes take turns in each round, as the classes do
         for (scheme, label), cls in classes.items():
-            events = scratch / f"{scheme}-{label}.csv" if label != PLAIN else None
+            events = scratch / f"{scheme}-{label}.csv" if label not in REFERENCES else None
             timer = reading[scheme] if label == "ews-app" else None
             before = (timer.seconds, timer.calls) if timer else (0.0, 0)
             rounds[scheme, label].append(measure(cls, args.users, args.seconds, events, timer))
@@ -224,7 +268,7 @@ def throughput(args: argparse.Namespace, scratch: Path, ca_pem: str) -> None:
         print(f"\n{'over ' + scheme.upper():<26}{'req/s':>9}{'req/s per core':>16}{'vs plain':>10}"
               f"{'per round':>24}{'HTTPS/HTTP' if versus_http else '':>12}"
               "   goal >= 0.8 (ews-app 0.85)")  # fmt: skip
-        for label in (PLAIN, *STATEFUL):
+        for label in (*REFERENCES, *STATEFUL):
             rps, per_core = best[scheme, label]
             per_round = [
                 r[1] / p[1] for r, p in zip(rounds[scheme, label], rounds[scheme, PLAIN], strict=True)
@@ -249,6 +293,12 @@ def throughput(args: argparse.Namespace, scratch: Path, ca_pem: str) -> None:
         print(f"  ews-app vs plain without reading answers: {plain_cost / (cost - read):.2f}; "
               f"with a bare expat parse ({bare:.2f} x ews.read's time, no tree, the least a parser does): "
               f"{plain_cost / (cost - read + read * bare):.2f}")  # fmt: skip
+        own = [r[1] / p[1] for r, p in zip(ews_rounds, rounds[scheme, PLAIN_EWS], strict=True)]
+        print(
+            f"  what caslab adds to an EWS client: ews-app vs {PLAIN_EWS!r} (the same exchange and reading "
+            f"on Locust's client as it comes) {best[scheme, 'ews-app'][1] / best[scheme, PLAIN_EWS][1]:.2f}, "
+            f"per round {min(own):.2f}-{max(own):.2f}, median {statistics.median(own):.2f}"
+        )
 
 
 def idle_eas(args: argparse.Namespace, farm: LocalFarm, ca_pem: str) -> None:
