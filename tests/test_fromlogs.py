@@ -147,6 +147,9 @@ def test_a_user_is_one_name_however_a_log_spells_it():
         first_address("198.51.100.7,+10.0.0.1") == first_address("198.51.100.7, 10.0.0.1") == "198.51.100.7"
     )
     assert first_address("-") == ""
+    # A port some proxies add (ARR) is not part of the address; an IPv6 address keeps its colons.
+    assert first_address("203.0.113.10:51234,+10.0.0.1") == "203.0.113.10"
+    assert first_address("[2001:db8::7]:443") == first_address("2001:db8::7") == "2001:db8::7"
 
 
 # -- the IIS W3C reader -----------------------------------------------------------------------------
@@ -244,11 +247,39 @@ def test_a_file_that_is_not_a_log_says_which_line_and_why(tmp_path, content, pro
         read_logs([log])
 
 
+def test_a_log_saved_again_on_windows_reads_alike_and_utf16_says_how_to_make_it_utf8(tmp_path):
+    lines = farm_lines(hours=1)
+    plain = write_log(tmp_path / "u_ex240105.log", lines)
+    text = plain.read_bytes()
+    with_bom = tmp_path / "bom.log"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + text.replace(b"\n", b"\r\n"))  # PowerShell's Set-Content
+    packed = tmp_path / "bom.log.gz"
+    packed.write_bytes(gzip.compress(b"\xef\xbb\xbf" + text))
+    expected = [(r["path"], r["user"]) for r in read_one(plain)[1]]
+    assert [(r["path"], r["user"]) for r in read_one(with_bom)[1]] == expected
+    assert [(r["path"], r["user"]) for r in read_one(packed)[1]] == expected
+    assert [f.requests for f in read_logs([with_bom, packed]).files] == [len(lines), len(lines)]
+    utf16 = tmp_path / "all.log"
+    utf16.write_bytes(text.decode().encode("utf-16"))  # with its byte-order mark, as `>` writes it
+    with pytest.raises(LogError, match=r"line 1: UTF-16 text .* save it as UTF-8"):
+        read_logs([utf16])
+
+
 def test_binary_data_and_broken_gzip_are_not_logs(tmp_path):
     binary = tmp_path / "a.bin"
     binary.write_bytes(b"\x00\x01\x02garbage")
     with pytest.raises(LogError, match="line 1: binary data"):
         read_logs([binary])
+    # NULs after the first line (a log cut short by a crash, then written on) are one line the reader
+    # counts, wherever they are: the rest of the file is read.
+    lines = farm_lines(hours=1)
+    crashed = tmp_path / "u_ex240107.log"
+    crashed.write_bytes(
+        (HEADER + "".join(f"{x}\n" for x in lines[:40])).encode() + b"\0" * 4096 + b"\n"
+        + "".join(f"{x}\n" for x in lines[40:]).encode()
+    )  # fmt: skip
+    (notes,) = read_logs([crashed]).files
+    assert notes.requests == len(lines)
     broken = tmp_path / "u_ex240105.log.gz"
     broken.write_bytes(gzip.compress((HEADER + "\n".join(farm_lines(1))).encode())[:3000])
     with pytest.raises(LogError, match="gzip"):
@@ -376,6 +407,18 @@ def test_many_users_of_desktop_outlook_only_behind_one_address_are_a_citrix_farm
     inference = infer(read_logs([write_log(tmp_path / "u_ex240105.log", lines)]))
     (citrix,) = inference.populations
     assert (citrix.kind, citrix.users, citrix.clients) == ("citrix", 20, {"outlook-mapi": 20})
+
+
+def test_a_carrier_of_one_phone_is_a_valid_scenario_that_says_its_phone_moved(tmp_path):
+    one_phone = [x for x in farm_lines() if "phone" not in x or "User=phone1&" in x]
+    inference = infer(read_logs([write_log(tmp_path / "u_ex240105.log", one_phone)]))
+    (carrier,) = [p for p in inference.populations if p.kind == "mobile-carrier"]
+    assert (carrier.users, carrier.source_ips) == (1, 1) and carrier.ip_change_every_s
+    text = scenario_toml(inference, "contoso")
+    scenario = parse_scenario(text, "contoso.toml")  # a population of one user has one address
+    (written,) = [p for p in scenario.populations if p.kind == "mobile-carrier"]
+    assert written.ip_change_every_s is None
+    assert "# its one device changed address every" in text
 
 
 def test_a_caslab_runs_logs_are_read_in_exchange_time(farm_log):

@@ -97,6 +97,11 @@ def user_key(name: str) -> str:
 
 def first_address(forwarded: str) -> str:
     """The client's address in an X-Forwarded-For value (its first entry; IIS writes the ", " between
-    entries as ",+"), "" for none."""
+    entries as ",+"), without the port some proxies add (ARR: `203.0.113.10:51234`, `[2001:db8::1]:443`);
+    "" for none."""
     first = forwarded.split(",", 1)[0].replace("+", "").strip()
+    if first.startswith("["):  # [IPv6]:port
+        first = first[1:].split("]", 1)[0]
+    elif first.count(":") == 1:  # IPv4:port (a bare IPv6 address has several colons)
+        first = first.split(":", 1)[0]
     return "" if first == "-" else first

@@ -12,6 +12,8 @@ from typing import BinaryIO
 from lab.fromlogs.batch import excerpt
 
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"  # what Windows PowerShell's Out-File / Set-Content -Encoding UTF8 put first
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 SNIFF_BYTES = 64 * 1024
 # What a broken gzip stream raises while it is read.
 GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
@@ -27,13 +29,21 @@ class LogError(ValueError):
 
 
 def open_log(path: Path) -> BinaryIO:
-    """The file's bytes, gunzipped when it is a gzip file."""
+    """The file's bytes, gunzipped when it is a gzip file, after a UTF-8 byte-order mark if it has one (a
+    log saved again on Windows)."""
     try:
         with open(path, "rb") as probe:
             gzipped = probe.read(2) == GZIP_MAGIC
-        return gzip.open(path, "rb") if gzipped else open(path, "rb")  # the caller closes it
+        stream = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 (the caller closes it)
     except OSError as err:
         raise LogError(path, None, f"cannot open: {err.strerror or err}") from None
+    try:
+        if read_block(stream, len(UTF8_BOM), path) != UTF8_BOM:
+            stream.seek(0)
+    except LogError:
+        stream.close()
+        raise
+    return stream
 
 
 def read_block(stream: BinaryIO, size: int, path: Path) -> bytes:
@@ -49,9 +59,14 @@ def first_line(path: Path) -> tuple[int, str] | None:
     data (NUL bytes) is a LogError."""
     with open_log(path) as stream:
         head = read_block(stream, SNIFF_BYTES, path)
-    if b"\0" in head:
-        raise LogError(path, 1, "binary data, not a text log")
+    if head.startswith(UTF16_BOMS):
+        raise LogError(
+            path, 1, "UTF-16 text (as Windows PowerShell 5.1's `>` writes it), not a log as IIS writes it: "
+            "save it as UTF-8 (Get-Content IN | Set-Content -Encoding UTF8 OUT) and read that",
+        )  # fmt: skip
     for number, raw in enumerate(head.split(b"\n"), 1):
+        if b"\0" in raw:  # NULs further on (a log cut short by a crash) are lines the reader counts
+            raise LogError(path, number, "binary data, not a text log")
         text = raw.decode("utf-8", "replace").strip()
         if text:
             return number, text

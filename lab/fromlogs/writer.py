@@ -110,7 +110,14 @@ def _population(p: InferredPopulation) -> list[str]:
     shares = {kind: round(count / p.users, SHARE_DIGITS) for kind, count in p.clients.items()}
     lines.append("clients = { " + ", ".join(f"{k} = {v:g}" for k, v in sorted(shares.items())) + " }")
     if p.ip_change_every_s:
-        lines.append(f'ip_change_every = "{format_duration(max(1, round(p.ip_change_every_s)))}"')
+        every = format_duration(max(1, round(p.ip_change_every_s)))
+        if p.source_ips >= 2:
+            lines.append(f'ip_change_every = "{every}"')
+        else:  # one device: a population has at most one address per user, and moving needs two
+            lines.append(
+                f"# its one device changed address every {every}; a population of one user has one "
+                "address, so it stays on it here"
+            )
     return lines
 
 
