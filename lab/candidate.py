@@ -17,10 +17,13 @@ mode and the explanation), which the report reads.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import re
 import resource
 import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,6 +169,65 @@ def validate(spec: BalancerSpec, run_dir: Path) -> None:
             raise BalancerError(f"{spec.driver}'s own check refuses the file as run:\n{err}") from None
     else:
         driver.write_config()
+
+
+def check_as_run(path: Path, place: Place, driver: str) -> str:
+    """The last step of `caslab balancer explain`: the balancer's own checker reads the file as it would
+    run (`haproxy -c`, `nginx -t`, `envoy --mode validate`), written in a scratch folder with the
+    certificate of a scratch CA, so that a file the lab's balancer would refuse (a directive of another
+    edition or version) is refused here, not when a run starts. Returns what was checked, in words;
+    BalancerError with the checker's own words when it refuses."""
+    reader = reader_for(driver)
+    with tempfile.TemporaryDirectory(prefix="caslab-explain-") as scratch:
+        run_dir = Path(scratch)
+        tls_files = make_tls_files(run_dir / "tls", place.vip, place.servers)
+        scratch_place = dataclasses.replace(place, tls_files=tls_files, folder=run_dir / "balancer")
+        adopted = reader.adopt(path, scratch_place)
+        spec = BalancerSpec(
+            driver=driver,
+            persistence={service: Persistence("none") for service in SERVICES},  # the file decides
+            servers=list(place.servers),
+            vip=place.vip,
+            topology=place.topology,
+            tls=adopted.tls,
+            tls_files=tls_files,
+            config=adopted,
+        )
+        balancer = driver_class(driver)(spec, run_dir)
+        command = balancer.validate_command() if isinstance(balancer, ProcessBalancer) else None
+        try:
+            validate(spec, run_dir)
+        except BalancerError as err:
+            words = _as_written(str(err), adopted, scratch_place.folder)
+            if "unknown" in words:
+                words += (
+                    f"\n(the lab runs {driver} {balancer.version()}: a directive it does not know, such as "
+                    "one of a commercial edition (NGINX Plus, HAProxy Enterprise) or of a later version, "
+                    "it cannot run)"
+                )
+            raise BalancerError(words) from None
+    if command is None:
+        return f"{driver} has no config check of its own: it reads the file when a run starts it"
+    return f"{Path(command[0]).name}'s own check ({' '.join(_checker_words(command))}) reads the file as run"
+
+
+def _as_written(message: str, adopted: Adopted, folder: Path) -> str:
+    """A checker's message with each `FOLDER/FILE:LINE` of a file as run in a scratch folder named as the
+    file and line the user wrote (or as a line the lab added), and any other path in it as the run folder."""
+
+    def written(m: re.Match[str]) -> str:
+        name, line = m.group(1), int(m.group(2))
+        file, origin = adopted.origin(name, line)
+        return f"{file} line {origin}" if origin else f"line {line} of {name} as run (a line the lab added)"
+
+    message = re.sub(re.escape(str(folder)) + r"/([^\s:\]]+):(\d+)", written, message)
+    return message.replace(f"{folder}/", "").replace(str(folder.parent), "the run")
+
+
+def _checker_words(command: list[str]) -> list[str]:
+    """The checker's name and its checking flag (`nginx -t`), without the scratch paths."""
+    flags = {"-t", "-c", "--mode", "validate"}
+    return [Path(command[0]).name, *(w for w in command[1:3] if w in flags)]
 
 
 def write_account(candidate: Candidate, folder: Path) -> None:

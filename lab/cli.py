@@ -235,9 +235,10 @@ def _balancer_explain(args: argparse.Namespace) -> int:
     """Print, per service, what a user's config does and predicts; then whether it can run in the lab."""
     import dataclasses
 
+    from lab.balancers import BalancerError
     from lab.balancers.userconfig import ConfigRefused, reader_for
     from lab.balancers.userconfig.placeholders import example_place
-    from lab.candidate import explain_table
+    from lab.candidate import check_as_run, explain_table
     from lab.scenario import ScenarioError, load_scenario
 
     path = Path(args.file)
@@ -263,6 +264,12 @@ def _balancer_explain(args: argparse.Namespace) -> int:
     print(f"\nin the lab: tls {adopted.tls} ({adopted.tls_reason}); {len(adopted.rewrites)} lines rewritten")
     if servers:
         print(f"servers: {servers}")
+    try:
+        checked = check_as_run(path, place, args.driver)
+    except BalancerError as err:
+        print(f"caslab balancer explain: {err}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    print(f"{checked}: ok")
     if args.diff:
         print(adopted.diff(), end="")
     else:

@@ -449,12 +449,34 @@ def test_balancer_explain_prints_the_table_and_whether_the_file_can_run(tmp_path
     assert "eas: bk_eas  via use_backend bk_eas if is_eas (line 52)" in out
     assert "persistence: header Authorization" in out
     assert "in the lab: tls offload" in out and "exch02->CAS02" in out
+    assert "haproxy's own check (haproxy -c) reads the file as run: ok" in out
     assert "+    bind 127.0.1.1:8443 ssl crt tls/server.pem" in out
     bad = production_with(tmp_path, "    bind 10.20.0.10:59532", "    bind 10.20.0.10:25")
     assert main(["balancer", "explain", str(bad), "--driver", "haproxy"]) == 2
     assert "line 117: port 25 is none of the services the lab serves" in capsys.readouterr().err
     assert main(["balancer", "explain", str(PRODUCTION), "--driver", "external"]) == 2
     assert "the external driver is a VIP you run yourself" in capsys.readouterr().err
+
+
+def test_balancer_explain_refuses_what_the_labs_balancer_would_refuse_naming_the_line_as_written(
+    tmp_path, capsys
+):
+    # NGINX Plus's NTLM pass-through, as its Exchange guide writes it: the lab's nginx is the open edition.
+    text = (
+        (HERE / "nginx-hash.conf")
+        .read_text()
+        .replace("        least_conn;\n", "        least_conn;\n        ntlm;\n")
+    )
+    plus = write(tmp_path, text, "nginx-plus.conf")
+    line = text.splitlines().index("        ntlm;") + 1
+    assert main(["balancer", "explain", str(plus), "--driver", "nginx"]) == 2
+    err = capsys.readouterr().err
+    assert "nginx's own check refuses the file as run" in err
+    assert f'unknown directive "ntlm" in nginx-plus.conf line {line}' in err
+    assert "a commercial edition (NGINX Plus, HAProxy Enterprise)" in err
+    assert "caslab-explain-" not in err, "the scratch folder is no path of the user's"
+    assert main(["balancer", "explain", str(HERE / "nginx-hash.conf"), "--driver", "nginx"]) == 0
+    assert "nginx's own check (nginx -t) reads the file as run: ok" in capsys.readouterr().out
 
 
 # ---- the scenario ------------------------------------------------------------------------------------
