@@ -368,6 +368,29 @@ def test_the_balancers_own_check_refuses_what_it_refuses(tmp_path, place):
         get_driver(spec, place.folder.parent).validate()
 
 
+def test_an_nginx_conf_d_file_is_read_as_the_inside_of_http_and_runs_inside_one(place):
+    path = HERE / "nginx-conf-d.conf"  # server and upstream blocks at its top, as Exchange guides give it
+    reader = reader_for("nginx")
+    explanation = reader.explain(path, place)
+    assert {
+        r.service: r.method for r in explanation.readings if r.service not in ("mapi", "addressbook")
+    } == {s: "source-ip" for s in SERVICES if s not in ("mapi", "addressbook")}
+    assert explanation.reading("owa").route == "location / (line 30): proxy_pass https://exchange"
+    assert any("a conf.d file, read as the inside of nginx.conf's `http { }`" in n for n in explanation.notes)
+    adopted = reader.adopt(path, place)
+    text = adopted.main.text
+    assert text.startswith("events {}\nhttp {\n") and text.endswith("}\n}\n")
+    assert {m.cas for m in adopted.servers} == {"CAS01", "CAS02", "CAS03"}
+    assert (place.vip.host, place.vip.https_port) in adopted.listeners
+    # The lab's lines are the http block's: its counters' log and nginx's default timeouts, scaled.
+    assert "    access_log access.log caslab_counts;" in text.splitlines()[:6]
+    wrapper = [r for r in adopted.rewrites if "a conf.d file" in r.rule]
+    assert [r.now for r in wrapper] == ["events {}", "http {", "}"] and all(r.line == 0 for r in wrapper)
+    spec = BalancerSpec("nginx", {s: Persistence() for s in SERVICES}, list(place.servers), place.vip,
+                        tls=adopted.tls, tls_files=place.tls_files, config=adopted)  # fmt: skip
+    get_driver(spec, place.folder.parent).validate()  # nginx -t: the file as run is whole
+
+
 @pytest.mark.slow
 def test_traefik_loads_every_router_of_the_file_as_run(place):
     if subprocess.run(["ip", "route", "get", "10.20.0.11"], capture_output=True).returncode == 0:

@@ -580,6 +580,7 @@ _MARKS: dict[str, tuple[tuple[str, int], ...]] = {
     "nginx": (
         (r"^\s*(http|stream|events)\s*\{", 3),
         (r"^\s*upstream\s+\S+\s*\{", 3),
+        (r"^\s*server\s*\{", 2),  # a server block (HAProxy's `server` lines name a server, never a block)
         (r"^\s*(proxy_pass|listen|server_name|location)\s[^;]*;?", 2),
         (r";\s*$", 1),
     ),

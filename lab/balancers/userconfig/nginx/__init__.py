@@ -31,6 +31,9 @@ How each rule reads in nginx (README, "Your own balancer config"):
    `working_directory` are dropped. The lab adds the temp paths nginx needs and, where the file has a
    `stream` block, the stream module (Debian builds it as a module; an include of modules-enabled/*.conf
    becomes that line).
+A conf.d file (what most Exchange guides give: `server` and `upstream` blocks at its top, no `http`
+block, for nginx.conf's `include conf.d/*.conf;` inside `http`) is read as the inside of `http`, and runs
+inside `events {}` and `http { }` the lab adds around it (said before the run and by explain).
 7. Refused: `resolver` (and so host names anywhere), `proxy_pass` to a variable that no `map` turns into
    an upstream, syslog targets the lab cannot redirect, includes of globs or of files that are not
    there (read relative to the main file's folder; mime.types, proxy_params and fastcgi_params fall back
@@ -75,6 +78,13 @@ from lab.balancers.userconfig.nginx.tree import (
 )
 
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+# The top of a conf.d file: blocks and maps of nginx's http context, and none of the main context's blocks.
+HTTP_ONLY_TOP = {"server", "upstream", "map", "geo", "split_clients", "log_format", "proxy_cache_path"}
+MAIN_BLOCKS = {"http", "events", "stream", "mail"}
+SNIPPET_NOTE = (
+    "{name} has `server` blocks at its top and no `http` block: a conf.d file, read as the inside of "
+    "nginx.conf's `http {{ }}`, and run inside the `events {{}}` and `http {{ }}` the lab adds around it"
+)
 COUNTS = "caslab_counts"  # the lab's log format for counters (lab.balancers.drivers.nginx reads these logs)
 HTTP_LOG = '"$upstream_addr" "$upstream_bytes_received" $status "$request_method $uri" $remote_addr'
 STREAM_LOG = '"$upstream_addr" "$upstream_bytes_received" $status $remote_addr'
@@ -162,6 +172,7 @@ class _Config:
     files: list[_File]
     by_name: dict[str, _File]
     includes: dict[int, _File]  # id(include directive) -> the file it reads
+    snippet: bool = False  # the main file is a conf.d file: the inside of `http` (see the docstring)
 
     def included(self, d: Directive) -> list[Directive] | None:
         f = self.includes.get(id(d))
@@ -212,8 +223,12 @@ class NginxReader(Reader):
 
     def _load(self, source: Source, place: Place) -> _Config:
         """The main file and every file it includes, parsed; includes refused by the rule (tree)."""
-        main = _File(source, parse(source.text, source.name), self.main_file)
-        config = _Config([main], {source.name: main}, {})
+        directives = parse(source.text, source.name)
+        snippet = _is_conf_d(directives)
+        if snippet:
+            directives = parse(source.text, source.name, ("http",))
+        main = _File(source, directives, self.main_file)
+        config = _Config([main], {source.name: main}, {}, snippet)
         taken = {self.main_file, "access.log", "stream.log", "nginx.pid", "nginx.log"}
         base = source.path.parent
         seen = {source.path.resolve()}
@@ -362,6 +377,9 @@ class NginxReader(Reader):
                     new = [routes.duration(v / place.time_scale) for v in values if v is not None]
                     f.edit(d, statement(d.name, new), f"Exchange time / time_scale {place.time_scale:g}")
         self._added(config, directives, has_stream and not stream_loaded, place.time_scale)
+        if config.snippet:
+            main = config.files[0]
+            main.add(len(main.source.text.splitlines()) - 1, "}", "a conf.d file: the end of http { }")
         if problems:
             raise ConfigRefused(problems, f"{source.name} cannot be put into the lab as written")
         adopted_files, rewrites = [], []
@@ -404,26 +422,32 @@ class NginxReader(Reader):
             main.add(
                 -1, statement("load_module", [STREAM_MODULE]), "the stream module (Debian builds it apart)"
             )
+        blocks: list[tuple[_File, int, str, str, set[str]]] = []  # (file, after line, indent, kind, set)
+        if config.snippet:
+            main.add(-1, "events {}", "a conf.d file: nginx.conf's events { } around it")
+            main.add(-1, "http {", "a conf.d file: nginx.conf's http { } around it")
+            top = {d.name for d in main.directives}
+            blocks.append((main, -1, "    ", "http", top))
         for d in directives:
-            if d.name not in ("http", "stream") or d.context:
-                continue
-            f = config.file_of(d)
-            at = f.opening(d)
-            pad = _indent(f, d) + "    "
-            log = HTTP_LOG if d.name == "http" else STREAM_LOG
+            if d.name in ("http", "stream") and not d.context:
+                f = config.file_of(d)
+                blocks.append(
+                    (f, f.opening(d), _indent(f, d) + "    ", d.name, {x.name for x in d.block or ()})
+                )
+        for f, at, pad, kind, have in blocks:
+            log = HTTP_LOG if kind == "http" else STREAM_LOG
             f.add(at, f"{pad}log_format {COUNTS} '{log}';", "counters: the lab's log format")
             f.add(
                 at,
-                pad + statement("access_log", [LAB_LOGS[d.name], COUNTS]),
+                pad + statement("access_log", [LAB_LOGS[kind], COUNTS]),
                 "counters: the lab's access log",
             )
-            have = {x.name for x in d.block or ()}
-            if d.name == "http":
-                for kind in TEMP_KINDS:
-                    if f"{kind}_temp_path" not in have:
-                        f.add(at, f"{pad}{kind}_temp_path temp/{kind};", "temp files in the run folder")
+            if kind == "http":
+                for temp in TEMP_KINDS:
+                    if f"{temp}_temp_path" not in have:
+                        f.add(at, f"{pad}{temp}_temp_path temp/{temp};", "temp files in the run folder")
             if time_scale != 1:  # rule 5 for what the file leaves to nginx: its defaults are Exchange time
-                for name, default in DEFAULT_TIMEOUTS[d.name].items():
+                for name, default in DEFAULT_TIMEOUTS[kind].items():
                     if name not in have:
                         f.add(
                             at,
@@ -647,13 +671,14 @@ class NginxReader(Reader):
         config = self._load(source, place)
         web = [s for s in _servers(config.all()) if not _is_stats(s) and s.context[-1] == "http"]
         front, _role, _listening = _web_front(web)
+        read_as = [SNIPPET_NOTE.format(name=source.name)] if config.snippet else []
         if front is None:
-            return []
+            return read_as
         location, _unknown = routes.location_for(front, CLIENT_PATHS["rpchttp"])
         scope = location or front
         line = config.file_of(scope).source.line_of(scope.index)
         where = f"{'location' if location else 'server'} of line {line}"
-        out = []
+        out = read_as
         size = scope.inherited("client_max_body_size")
         size_word = size.args[0] if size and size.args else "1m"
         if size_word != "0" and _bytes(size_word) < RPC_IN_DATA_BYTES:
@@ -778,6 +803,12 @@ def _is_stats(server: Directive) -> bool:
     inner = list(walk(server.block or []))
     shows = any(d.name in ("stub_status", "api") for d in inner)
     return shows and not any(d.name in PASSES for d in inner)
+
+
+def _is_conf_d(top: list[Directive]) -> bool:
+    """Whether a main file is a conf.d file: blocks of the http context at its top, no main-context block."""
+    names = {d.name for d in top}
+    return bool(names & HTTP_ONLY_TOP) and not names & MAIN_BLOCKS
 
 
 def _is_modules_glob(word: str) -> bool:
