@@ -383,6 +383,17 @@ def test_explain_says_what_it_cannot_read_and_which_services_have_no_route(tmp_p
     assert any("a condition" in u for u in explanation.reading("eas").unread)
 
 
+def test_a_service_routed_nowhere_fails_for_its_clients_whatever_affinity_it_needs():
+    from lab.balancers.userconfig import Reading
+    from lab.balancers.userconfig.predict import predicted
+
+    nowhere = "no location takes it: nginx answers 404"
+    oab, owa = predicted([Reading("oab", None, nowhere, None, ""), Reading("owa", None, nowhere, None, "")])
+    assert {p.effect for p in [*oab.predictions, *owa.predictions]} == {"hard"}
+    assert oab.predictions[0].why == "no route: the balancer answers itself and every oab request fails"
+    assert owa.predictions[0].why == "no route: the balancer answers itself"
+
+
 NO_DELAY = "    option http-no-delay\n"
 UNDONE = "    no option http-no-delay\n"
 IN_DEFAULTS = ("    mode    http\n", "    mode    http\n" + NO_DELAY)

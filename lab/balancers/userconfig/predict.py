@@ -96,9 +96,11 @@ def predicted(readings: list[Reading]) -> list[Reading]:
 
 def _predict(reading: Reading, kind: str, by_service: dict[str, Reading]) -> Prediction:
     service, need = reading.service, NEED[reading.service]
-    if reading.pool is None:
-        effect = "hard" if need != "none" else "unknown"
-        return Prediction(kind, effect, "no route: the balancer answers itself")
+    if reading.pool is None:  # every request fails, whatever affinity the service needs
+        why = "no route: the balancer answers itself"
+        if need == "none":
+            why += f" and every {service} request fails"
+        return Prediction(kind, "hard", why)
     p = reading.persistence
     if p is None:
         return Prediction(kind, "unknown", f"{reading.words or 'this persistence'}: the lab cannot read it")
