@@ -383,6 +383,18 @@ def test_explain_says_what_it_cannot_read_and_which_services_have_no_route(tmp_p
     assert any("a condition" in u for u in explanation.reading("eas").unread)
 
 
+def test_a_backend_without_servers_routes_its_services_nowhere(tmp_path):
+    servers = "    server exch01 10.20.0.21:80 check\n    server exch02 10.20.0.22:80 check\n"
+    servers += "    server exch03 10.20.0.23:80 check\n"
+    oab = "backend bk_oab\n    balance roundrobin\n"
+    path = production_with(tmp_path, oab + servers, oab + "    errorfile 503 /etc/haproxy/errors/503.http\n")
+    reading = READER.explain(path).reading("oab")
+    assert reading.pool is None and reading.route.endswith(
+        "backend bk_oab has no server: HAProxy answers 503 (or its errorfile for 503)"
+    )
+    assert {p.effect for p in reading.predictions} == {"hard"}
+
+
 def test_a_service_routed_nowhere_fails_for_its_clients_whatever_affinity_it_needs():
     from lab.balancers.userconfig import Reading
     from lab.balancers.userconfig.predict import predicted

@@ -100,6 +100,9 @@ def _path(
     backend = _pools(sections).get(r.pool)
     if backend is None:
         return Reading(service, None, f"{r.how}: backend {r.pool} is not in the file", None, "")
+    if not backend.all("server") and not backend.all("server-template"):
+        why = f"{r.how}: backend {r.pool} has no server: HAProxy answers 503 (or its errorfile for 503)"
+        return Reading(service, None, why, None, "")
     return front, r, backend
 
 
