@@ -421,6 +421,28 @@ def test_a_carrier_of_one_phone_is_a_valid_scenario_that_says_its_phone_moved(tm
     assert "# its one device changed address every" in text
 
 
+def test_requests_no_modelled_client_made_and_a_log_without_its_query_are_said(tmp_path):
+    lync = "Microsoft+Lync+2010+(4.0.7577.4419)"  # names its user on Autodiscover, and is no Exchange client
+    lines = farm_lines(hours=1) + [
+        line(3590, "/Autodiscover/Autodiscover.xml", "", f"user{u}", lync, "203.0.113.1") for u in range(1, 4)
+    ]
+    inference = infer(read_logs([write_log(tmp_path / "u_ex240105.log", lines)]))
+    assert any(
+        n.startswith("3 requests named a user but came from programs of no client kind")
+        for n in inference.notes
+    )
+    # Without cs-uri-query the phones' DeviceIds are not in the log: said once, not silently lost.
+    fields = FIELDS.replace(" cs-uri-query", "")
+    header = HEADER.replace(FIELDS, fields)
+    no_query = [" ".join(x.split(" ")[:5] + x.split(" ")[6:]) for x in farm_lines(hours=1)]
+    (notes,) = read_logs([write_log(tmp_path / "u_ex240106.log", no_query, header)]).files
+    (said,) = [r for r in notes.remarks if "no cs-uri-query" in r]
+    assert said == (
+        "line 4: #Fields has no cs-uri-query: ActiveSync devices are told apart by the DeviceId in it, so "
+        "their requests name no device here"
+    )
+
+
 def test_a_caslab_runs_logs_are_read_in_exchange_time(farm_log):
     fast = infer(read_logs([farm_log], time_scale=60))
     (carrier,) = [p for p in fast.populations if p.kind == "mobile-carrier"]

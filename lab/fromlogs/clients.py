@@ -39,8 +39,9 @@ class Clients:
     table: pd.DataFrame
     # the activity rows that belong to a client, with its index in `table` as column `client_id`
     rows: pd.DataFrame
-    unattributed: int  # requests to Exchange services of no client (no user, unknown program)
+    unattributed: int  # requests to Exchange services of no client: no user name (logon pages, probes)
     not_exchange: int  # requests to paths of no Exchange service
+    unmodelled: int = 0  # requests that named a user, from a program of no client kind the lab models
 
 
 def find_clients(observed: Observed) -> Clients:
@@ -64,7 +65,8 @@ def find_clients(observed: Observed) -> Clients:
     )
     activity = activity.assign(role=role)
     named = (activity["role"] == "eas-device") | ((activity["role"] != "") & (activity["user"] > 0))
-    unattributed = int(activity.loc[~named, "requests"].sum())
+    unattributed = int(activity.loc[~named & (activity["user"] == 0), "requests"].sum())
+    unmodelled = int(activity.loc[~named & (activity["user"] > 0), "requests"].sum())
     activity = activity[named].copy()
     activity["kind"] = activity["role"]
     outlook = activity["role"] == "outlook"
@@ -89,7 +91,7 @@ def find_clients(observed: Observed) -> Clients:
     table["user"] = _main_value(activity, "user", nonzero=True)
     table["address"] = _main_value(activity, "client")
     table["person"] = np.where(table["user"] > 0, table["user"], -table["device"] - 1)
-    return Clients(table, activity, unattributed, not_exchange)
+    return Clients(table, activity, unattributed, not_exchange, unmodelled)
 
 
 def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:

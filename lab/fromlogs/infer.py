@@ -21,8 +21,9 @@ def infer(observed: Observed) -> Inference:
         raise LogError(
             ", ".join(f.path for f in observed.files),
             None,
-            f"no client could be told apart: {clients.unattributed:,} requests to Exchange services, none "
-            "with a user name or an ActiveSync DeviceId",
+            f"no client could be told apart: of {clients.unattributed + clients.unmodelled:,} requests to "
+            f"Exchange services, {clients.unattributed:,} named no user and no ActiveSync DeviceId, and "
+            f"{clients.unmodelled:,} came from programs of no client kind caslab models",
         )
     rates = kind_rates(clients, observed.time_scale)
     peak, bucket = peak_hour(clients, observed)
@@ -32,6 +33,12 @@ def infer(observed: Observed) -> Inference:
         notes.append(
             f"{clients.unattributed:,} requests to Exchange services named no user (logon pages, 401 "
             "challenges, health probes): counted, not given to any client"
+        )
+    if clients.unmodelled:
+        notes.append(
+            f"{clients.unmodelled:,} requests named a user but came from programs of no client kind caslab "
+            "models (by their User-Agent and service: not a browser on OWA or ECP, Outlook, a phone with a "
+            "DeviceId, nor an EWS application): counted, not given to any client"
         )
     if clients.not_exchange:
         notes.append(f"{clients.not_exchange:,} requests to paths of no Exchange service: not read")

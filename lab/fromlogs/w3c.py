@@ -63,6 +63,7 @@ class W3cReader:
         self.path = path
         self.notes = FileNotes(str(path), FORMAT)
         self._names: list[str] | None = None  # the columns of the current #Fields, for pyarrow
+        self._said_no_query = False
         self._roles: dict[str, str] = {}  # normalized column -> column name in _names
 
     def batches(self) -> Iterator[pa.Table]:
@@ -134,6 +135,12 @@ class W3cReader:
         if "c-ip" not in lowered and forwarded is None:
             raise LogError(
                 self.path, line, "#Fields has neither c-ip nor X-Forwarded-For: the clients are unknown"
+            )
+        if "cs-uri-query" not in lowered and not self._said_no_query:
+            self._said_no_query = True
+            self.notes.remark(
+                f"line {line}: #Fields has no cs-uri-query: ActiveSync devices are told apart by the "
+                "DeviceId in it, so their requests name no device here"
             )
         names: list[str] = []
         for f in lowered:  # pyarrow needs distinct names; a repeated field is read once (its first)
