@@ -345,6 +345,16 @@ def test_an_nginx_combined_line_gives_the_basic_user_the_agent_and_the_zone(tmp_
     assert row["ts"] == int(DAY) + 36000  # 11:00 at +0100 is 10:00 UTC
 
 
+def test_nginx_s_main_format_gives_the_forwarded_addresses_and_its_escaped_backslash_is_read(tmp_path):
+    log = tmp_path / "access.log"  # nginx.conf's `main`: combined, then "$http_x_forwarded_for"
+    main_line = NGINX_LINE.replace("alice@contoso.com", "CONTOSO\\x5Calice") + ' "198.51.100.9, 10.0.0.5"'
+    log.write_text(f'{main_line}\n{NGINX_LINE} "-"\n')
+    forwarded, plain = _balancer_rows(log, nginx.reader(log))
+    assert (forwarded["forwarded"], forwarded["user"]) == ("198.51.100.9, 10.0.0.5", "CONTOSO\\alice")
+    assert (plain["forwarded"], plain["user"]) == ("", "alice@contoso.com")
+    assert user_key(forwarded["user"]) == user_key(plain["user"])
+
+
 def test_a_balancer_log_of_the_other_format_is_told_apart_and_its_misfits_counted(tmp_path):
     log = tmp_path / "mixed.log"
     log.write_text(NGINX_LINE + "\n" + HAPROXY_LINE + "\n" + NGINX_LINE.replace("11:00", "11:05") + "\n")

@@ -6,8 +6,10 @@
 What a line gives: the client's address, the time with its zone, the request line, the User-Agent,
 and `$remote_user`, the user name of Basic credentials, which nginx reads from the Authorization header
 whether or not it checks them: so Outlook's, EWS applications' and ActiveSync's users are known, while
-an OWA browser (forms logon, no Basic credentials) has none. A format that adds fields after the
-User-Agent (such as `$http_x_forwarded_for`) still reads as combined; the extra fields are not used.
+an OWA browser (forms logon, no Basic credentials) has none. nginx writes a `\\` in a value as `\\x5C`,
+so `CONTOSO\\x5Cuser1` is read as `CONTOSO\\user1`. A format that adds fields after the User-Agent still
+reads as combined: nginx's own `main` format, whose next field is `"$http_x_forwarded_for"` (addresses
+or `-`), gives the clients' addresses behind a balancer that source-NATs; other fields are not used.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ LINE = re.compile(
     r"^(?P<ip>[0-9A-Fa-f.:]+) \S+ (?P<user>\S+) "
     r"\[(?P<date>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}) (?P<zone>[+-]\d{4})\] "
     r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)"'
+    r'(?: "(?P<forwarded>[0-9A-Fa-f.:\[\], ]+)")?'  # nginx's `main` format: $http_x_forwarded_for
 )
 MISFIT = "not an nginx combined line"
 
@@ -39,8 +42,8 @@ def _request(match: re.Match[str], clock: Clock) -> Request | None:
     return Request(
         ts=-1 if ts is None else ts,
         peer=match["ip"],
-        forwarded="",
-        user=match["user"],
+        forwarded=match["forwarded"] or "",
+        user=match["user"].replace("\\x5C", "\\"),
         agent=match["agent"],
         path=path,
         query=query,
