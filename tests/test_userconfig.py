@@ -254,6 +254,7 @@ def test_a_missed_rewrite_is_refused_by_the_safety_check_with_the_line_as_writte
     (problem,) = err.problems
     assert problem.file == "exchange-single-vip.cfg" and problem.line == 135
     assert "server 10.20.0.23:59532 is not a CAS of the farm nor the VIP" in problem.why
+    assert "name the CAS as the servers of a backend or upstream" in problem.why  # and what to do
     assert "would reach addresses that are not the lab's" in str(err)
 
 

@@ -47,7 +47,10 @@ def not_the_labs(address: Address, place: Place) -> str | None:
     if address.host in WILDCARDS:
         return f"{what} on every address ({address}): the lab listens on its VIP only"
     if not _is_ip(address.host):
-        return f"{what} {address}: a host name; the lab never resolves names (a DNS query would leave it)"
+        return (
+            f"{what} {address}: a host name; the lab never resolves names (a DNS query would leave it): "
+            "write the address the name has in production, or a placeholder ({{ cas[0].host }})"
+        )
     if address.kind == "listen":
         if (address.host, address.port) in place.listen_addresses():
             return None
@@ -58,7 +61,11 @@ def not_the_labs(address: Address, place: Place) -> str | None:
         return f"{what} {address} without a port, and not on a CAS whose ports are the VIP's"
     if (address.host, address.port) in place.connect_addresses():
         return None
-    return f"{what} {address} is not a CAS of the farm nor the VIP: the lab would connect to it"
+    return (
+        f"{what} {address} is not a CAS of the farm nor the VIP: the lab would connect to it; name the CAS "
+        "as the servers of a backend or upstream (the lab maps those to its CAS), or write a placeholder "
+        "({{ cas[0].host }}, {{ vip }})"
+    )
 
 
 def inside(path: str, folder: Path) -> bool:

@@ -461,8 +461,9 @@ class _Rules:
                     "addressbook",
                 ):
                     ports = "80, 443, 135, 6001-6004, 59531, 59532 (or the lab's 8080, 8443)"
-                    self.refuse(line, f"server port {e.port} is none of the CAS's service ports ({ports}); "
-                                "use {{ cas_servers }}")  # fmt: skip
+                    self.refuse(line, f"server port {e.port} is none of the CAS's service ports ({ports}): "
+                                "if it is no CAS (an ACME responder, a status page), drop its backend; if it "
+                                "is, give its service port or use {{ cas_servers }}")  # fmt: skip
                     continue
                 if e.port is None and not place.same_ports():
                     self.refuse(line, "a server without a port, while the CAS's ports differ from the VIP's")
