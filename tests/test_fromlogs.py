@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from lab.cli import main
 from lab.fromlogs import haproxy, nginx
-from lab.fromlogs.classify import agent_family, first_address, service_of, user_key
+from lab.fromlogs.classify import agent_family, first_address, person_keys, service_of, user_key
 from lab.fromlogs.infer import infer
 from lab.fromlogs.read import read_logs
 from lab.fromlogs.sources import LogError
@@ -136,13 +136,28 @@ def test_agent_families_of_exchange_clients():
 
 
 def test_a_user_is_one_name_however_a_log_spells_it():
-    assert (
-        user_key("CONTOSO\\User1")
-        == user_key("user1@contoso.com")
-        == user_key("user1%40contoso.com")
-        == "user1"
-    )
+    assert person_keys(
+        [user_key("CONTOSO\\User1"), user_key("user1@contoso.com"), user_key("user1%40contoso.com")]
+    ) == (["user1", "user1", "user1"], "")
     assert user_key("-") == user_key("") == ""
+
+
+def test_users_of_a_hosted_farm_s_tenants_are_told_apart_by_their_upn_domain():
+    names = ["user1@alpha-corp.com", "user1@beta-ltd.com", "ALPHA-CORP\\user1", "BETA\\user2", "user3", ""]
+    keys, said = person_keys([user_key(n) for n in names])
+    assert keys == [
+        "user1@alpha-corp.com",
+        "user1@beta-ltd.com",
+        "user1@alpha-corp.com",
+        "user2",
+        "user3",
+        "",
+    ]
+    assert said == (
+        "user names carry 2 UPN domains (tenants of a hosted farm): users are told apart by name and domain, "
+        "DOMAIN\\user names by the UPN domain whose first label is DOMAIN; 2 names with no such domain by "
+        "name alone"
+    )
     assert (
         first_address("198.51.100.7,+10.0.0.1") == first_address("198.51.100.7, 10.0.0.1") == "198.51.100.7"
     )
@@ -352,7 +367,7 @@ def test_nginx_s_main_format_gives_the_forwarded_addresses_and_its_escaped_backs
     forwarded, plain = _balancer_rows(log, nginx.reader(log))
     assert (forwarded["forwarded"], forwarded["user"]) == ("198.51.100.9, 10.0.0.5", "CONTOSO\\alice")
     assert (plain["forwarded"], plain["user"]) == ("", "alice@contoso.com")
-    assert user_key(forwarded["user"]) == user_key(plain["user"])
+    assert person_keys([user_key(forwarded["user"]), user_key(plain["user"])])[0] == ["alice", "alice"]
 
 
 def test_a_balancer_log_of_the_other_format_is_told_apart_and_its_misfits_counted(tmp_path):

@@ -87,12 +87,45 @@ def agent_family(agent: str) -> str:
 
 
 def user_key(name: str) -> str:
-    """The one spelling of a user name that logs write as `DOMAIN\\user`, `user@domain` or `user`: the
-    bare name in lower case, so one person is counted once. "" for no user (`-`)."""
+    """A user name as logged (`DOMAIN\\user`, `user@domain`, `user`, URL-encoded or not) in lower case and
+    decoded; "" for no user (`-`). Which spellings are one person is `person_keys`'s to say."""
     if not name or name == "-":
         return ""
-    name = unquote_plus(name).lower()
-    return name.rsplit("\\", 1)[-1].split("@", 1)[0]
+    return unquote_plus(name).lower()
+
+
+def person_keys(spellings: list[str]) -> tuple[list[str], str]:
+    """The person each spelling (`user_key`) stands for, and a sentence when the names span tenants.
+
+    One organisation's logs write a user as `DOMAIN\\user`, `user@domain` or `user`: one person, keyed
+    by the bare name. A hosted farm's logs carry several tenants' UPN domains, and user1@alpha.com and
+    user1@beta.com are two people: with two or more UPN domains a UPN is keyed by name and domain, a
+    `DOMAIN\\user` by the UPN domain whose first label is DOMAIN where exactly one is, else (and a bare
+    `user`) by the name alone, as the sentence says."""
+    parts = [_name_parts(s) for s in spellings]
+    domains = sorted({upn for _local, upn, _netbios in parts if upn})
+    if len(domains) < 2:
+        return [local for local, _upn, _netbios in parts], ""
+    by_label: dict[str, list[str]] = {}
+    for domain in domains:
+        by_label.setdefault(domain.split(".", 1)[0], []).append(domain)
+    keys, by_name_alone = [], 0
+    for local, upn, netbios in parts:
+        domain = upn or (by_label[netbios][0] if len(by_label.get(netbios, ())) == 1 else "")
+        keys.append(f"{local}@{domain}" if domain and local else local)
+        by_name_alone += bool(local) and not domain
+    alone = f"; {by_name_alone:,} names with no such domain by name alone" if by_name_alone else ""
+    return keys, (
+        f"user names carry {len(domains)} UPN domains (tenants of a hosted farm): users are told apart by "
+        f"name and domain, DOMAIN\\user names by the UPN domain whose first label is DOMAIN{alone}"
+    )
+
+
+def _name_parts(spelling: str) -> tuple[str, str, str]:
+    """(name, UPN domain or "", NetBIOS domain or "") of a `user_key` spelling."""
+    netbios, _, rest = spelling.rpartition("\\")
+    local, _, upn = rest.partition("@")
+    return local, upn, netbios
 
 
 def first_address(forwarded: str) -> str:

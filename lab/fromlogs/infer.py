@@ -29,6 +29,8 @@ def infer(observed: Observed) -> Inference:
     peak, bucket = peak_hour(clients, observed)
     populations = find_populations(clients, observed, bucket)
     notes = source_nat_notes(observed)
+    if observed.tenants_note:
+        notes.append(observed.tenants_note)
     if clients.unattributed:
         notes.append(
             f"{clients.unattributed:,} requests to Exchange services named no user (logon pages, 401 "

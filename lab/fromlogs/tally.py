@@ -35,6 +35,7 @@ from lab.fromlogs.classify import (
     SERVICES,
     agent_family,
     first_address,
+    person_keys,
     service_of,
     user_key,
 )
@@ -112,10 +113,11 @@ class Observed:
     agents: list[str]
     agent_families: list[str]  # per agent id
     device_types: list[str]  # per device id ("" for device 0, no device)
-    users: int  # distinct user names seen (id 0 is no user)
+    users: int  # distinct users seen (id 0 is no user), however their names were spelled
     bucket_s: float  # seconds of the logs' clock in one Exchange hour
     time_scale: float
     files: list[FileNotes] = field(default_factory=list)
+    tenants_note: str = ""  # how users of several tenants were told apart (classify.person_keys)
 
 
 class Tally:
@@ -125,7 +127,7 @@ class Tally:
         self.time_scale = time_scale
         self.bucket_s = 3600.0 / time_scale
         self.addresses = Interner()  # client and peer addresses
-        self.users = Interner()  # user names in one spelling (classify.user_key)
+        self.users = Interner()  # user names as logged, decoded (classify.user_key; persons: person_keys)
         self.devices = Interner()  # ActiveSync DeviceId values
         self.device_types = Interner()
         # Values as logged, each made sense of once (see Interner):
@@ -245,6 +247,15 @@ class Tally:
             self._runs[0] if self._runs else np.zeros((0, 5), np.int64),
             columns=["device", "client", "first", "last", "requests"],
         )
+        # One person per user, however the logs spelled the name (classify.person_keys).
+        persons, tenants_note = person_keys(self.users.values)
+        person_ids = {key: i for i, key in enumerate(dict.fromkeys(persons))}  # "" (no user) stays 0
+        if len(person_ids) < len(persons) and not activity.empty:
+            remap = np.array([person_ids[key] for key in persons], dtype=np.int64)
+            activity["user"] = remap[activity["user"].to_numpy()]
+            activity = activity.groupby(KEYS, as_index=False, sort=False).agg(
+                requests=("requests", "sum"), first=("first", "min"), last=("last", "max")
+            )
         device_types = [""] * len(self.devices)
         for d, t in self._device_type.items():
             device_types[d] = self.device_types.values[t]  # "" when its first line named no type
@@ -257,7 +268,8 @@ class Tally:
                 AGENT_FAMILIES[f] for f in self.agents.derived_codes(pa.array(self.agents.values))
             ],
             device_types=device_types,
-            users=len(self.users) - 1,
+            users=len(person_ids) - 1,
+            tenants_note=tenants_note,
             bucket_s=self.bucket_s,
             time_scale=self.time_scale,
             files=files,
