@@ -79,9 +79,10 @@ def source_nat_notes(observed: Observed) -> list[str]:
         return [
             f"WARNING: c-ip {_addresses(observed, top.index)} carried {carried:,} of {users:,} users "
             "and no X-Forwarded-For was logged: most likely the balancer's own address (it source-NATs), "
-            "so the clients' own addresses are lost and the populations below see one big NAT. Log "
-            "X-Forwarded-For (cs(X-Forwarded-For): IIS Advanced Logging, or a custom field) or read the "
-            "balancer's own access log"
+            "so the clients' own addresses are lost and the populations below see one big NAT. Read the "
+            "balancer's own access log (HAProxy's httplog, nginx's combined or main), which has them, or log "
+            "X-Forwarded-For as the W3C field cs(X-Forwarded-For) (IIS 8.5's custom fields; the Advanced "
+            "Logging module of IIS 7.5 writes another format, which caslab does not read)"
         ]
     return []
 
