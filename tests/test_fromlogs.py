@@ -468,6 +468,22 @@ def test_requests_no_modelled_client_made_and_a_log_without_its_query_are_said(t
     )
 
 
+def test_an_outlook_that_sent_only_msrpc_channels_is_read_as_2007_and_said(tmp_path):
+    # Outlook 2003 has no Autodiscover and no EWS: its log lines are its MSRPC channels only.
+    lines = farm_lines(hours=1) + [
+        line(
+            3590, "/rpc/rpcproxy.dll", "cas01.contoso.com:6001", f"old{u}@contoso.com", "MSRPC", "203.0.113.1"
+        )
+        for u in range(1, 3)
+    ]
+    inference = infer(read_logs([write_log(tmp_path / "u_ex240105.log", lines)]))
+    (tenant,) = [p for p in inference.populations if p.kind == "tenant-nat"]
+    assert tenant.clients["outlook2007-rpchttp"] == 4 + 2 and tenant.clients["outlook2010-rpchttp"] == 10
+    assert any(
+        n.startswith("2 Outlooks sent MSRPC channels and no request that names") for n in inference.notes
+    )
+
+
 def test_a_caslab_runs_logs_are_read_in_exchange_time(farm_log):
     fast = infer(read_logs([farm_log], time_scale=60))
     (carrier,) = [p for p in fast.populations if p.kind == "mobile-carrier"]

@@ -42,6 +42,7 @@ class Clients:
     unattributed: int  # requests to Exchange services of no client: no user name (logon pages, probes)
     not_exchange: int  # requests to paths of no Exchange service
     unmodelled: int = 0  # requests that named a user, from a program of no client kind the lab models
+    rpc_only: int = 0  # Outlooks that sent MSRPC channels and nothing naming their version (read as 2007)
 
 
 def find_clients(observed: Observed) -> Clients:
@@ -70,8 +71,11 @@ def find_clients(observed: Observed) -> Clients:
     activity = activity[named].copy()
     activity["kind"] = activity["role"]
     outlook = activity["role"] == "outlook"
+    rpc_only = 0
     if outlook.any():
         activity.loc[outlook, "kind"] = _outlook_kinds(activity[outlook])
+        families = activity[outlook].groupby(["client", "user"])["family"].agg(set)
+        rpc_only = sum(1 for f in families if "msrpc" in f and not f & {"outlook2010", "outlook2007"})
     activity = activity[activity["kind"] != ""]
 
     devices = activity["kind"] == "eas-device"
@@ -91,13 +95,16 @@ def find_clients(observed: Observed) -> Clients:
     table["user"] = _main_value(activity, "user", nonzero=True)
     table["address"] = _main_value(activity, "client")
     table["person"] = np.where(table["user"] > 0, table["user"], -table["device"] - 1)
-    return Clients(table, activity, unattributed, not_exchange, unmodelled)
+    return Clients(table, activity, unattributed, not_exchange, unmodelled, rpc_only)
 
 
 def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
     """The kind of each Outlook row, decided per (address, user) by what that Outlook sent. Each Office
     version seen there is one Outlook (a person may run two); the MSRPC channels, which do not say
-    their version, go to the newest, and make every Outlook there one over RPC/HTTP."""
+    their version, go to the newest, and make every Outlook there one over RPC/HTTP. MSRPC channels with
+    no version seen at all (Outlook 2003, which has no Autodiscover or EWS, or an Outlook whose other
+    requests are in logs not read) are Outlook 2007's: it returns no cookie, the harder case for a
+    balancer (`rpc_only` counts them)."""
     family = rows["family"]
     flags = pd.DataFrame(
         {
@@ -112,8 +119,8 @@ def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
     version = np.where(
         family == "outlook2007",
         "2007",
-        np.where((family == "outlook2010") | seen["v2010"] | ~seen["v2007"], "2010", "2007"),
-    )  # the MSRPC and BITS rows go to the newest version seen
+        np.where((family == "outlook2010") | seen["v2010"], "2010", "2007"),
+    )  # the MSRPC and BITS rows go to the newest version seen (2007 when none is)
     kind = np.where(
         seen["rpc"],
         np.where(version == "2007", "outlook2007-rpchttp", "outlook2010-rpchttp"),

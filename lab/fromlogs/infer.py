@@ -42,6 +42,12 @@ def infer(observed: Observed) -> Inference:
             "models (by their User-Agent and service: not a browser on OWA or ECP, Outlook, a phone with a "
             "DeviceId, nor an EWS application): counted, not given to any client"
         )
+    if clients.rpc_only:
+        notes.append(
+            f"{clients.rpc_only:,} Outlooks sent MSRPC channels and no request that names their version "
+            "(Outlook 2003, which has no Autodiscover or EWS, or an Outlook whose other requests are in logs "
+            "not read): read as Outlook 2007 over RPC/HTTP, which returns no cookie (the harder case)"
+        )
     if clients.not_exchange:
         notes.append(f"{clients.not_exchange:,} requests to paths of no Exchange service: not read")
     return Inference(
