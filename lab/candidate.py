@@ -279,6 +279,8 @@ def explain_table(explanation: Explanation) -> str:
         lines.append(f"  persistence: {r.method}" + (f"  [{r.words}]" if r.persistence and r.words else ""))
         if r.timeouts:
             lines.append(f"  timeouts: {', '.join(map(str, r.timeouts))}")
+        for cut in r.timers:
+            lines.append(f"  timers: {cut}")
         for unread in r.unread:
             lines.append(f"  the lab cannot read: {unread}")
         for p in r.predictions:

@@ -12,7 +12,7 @@ import pytest
 
 from caslab.vocab import SERVICES
 from lab.balancers.presets import PRESETS
-from lab.balancers.userconfig import ConfigRefused, Place, reader_for
+from lab.balancers.userconfig import ConfigRefused, Explanation, Place, reader_for
 from lab.balancers.userconfig.haproxy import HAProxyReader
 from lab.balancers.userconfig.placeholders import example_place
 from lab.cli import main
@@ -405,6 +405,27 @@ def test_a_service_routed_nowhere_fails_for_its_clients_whatever_affinity_it_nee
     assert {p.effect for p in [*oab.predictions, *owa.predictions]} == {"hard"}
     assert oab.predictions[0].why == "no route: the balancer answers itself and every oab request fails"
     assert owa.predictions[0].why == "no route: the balancer answers itself"
+
+
+def test_idle_timeouts_shorter_than_exchange_s_own_timers_are_said_with_what_they_cut(tmp_path):
+    as_written = READER.explain(PRODUCTION)  # 1 h everywhere: above the keep-alives and heartbeats
+    assert (as_written.reading("rpchttp").timers, as_written.reading("eas").timers) == ((), ())
+    (mapi,) = as_written.reading("mapi").timers  # but not above an idle intranet Outlook's hours
+    assert mapi.startswith("timeout tunnel 1h (line 26) closes an intranet Outlook's mapi connection")
+    assert "a full proxy does not count them as activity" in mapi
+    five = READER.explain(production_with(tmp_path, "    timeout server  1h\n", "    timeout server  5m\n"))
+    (rpc,) = five.reading("rpchttp").timers
+    assert rpc.startswith("timeout server 5m (line 25) cuts idle Outlook Anywhere channels")
+    assert rpc.endswith("set below 5m (Microsoft advises 120 s), or the timeout is raised above 15 minutes")
+    (eas,) = five.reading("eas").timers
+    assert "Microsoft asks for at least 15 minutes on the ActiveSync path (KB 905013)" in eas
+    assert eas.endswith("Exchange 2010 logs event 1040")  # 5 min is under the first 9-minute heartbeat
+    again = Explanation.from_dict(five.to_dict())
+    assert again.reading("rpchttp").timers == (rpc,)
+    old = five.to_dict()
+    for r in old["readings"]:
+        del r["timers"]  # an adoption.json from before timers were read
+    assert Explanation.from_dict(old).reading("rpchttp").timers == ()
 
 
 NO_DELAY = "    option http-no-delay\n"

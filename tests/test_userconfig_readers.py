@@ -377,6 +377,11 @@ def test_an_nginx_conf_d_file_is_read_as_the_inside_of_http_and_runs_inside_one(
     } == {s: "source-ip" for s in SERVICES if s not in ("mapi", "addressbook")}
     assert explanation.reading("owa").route == "location / (line 30): proxy_pass https://exchange"
     assert any("a conf.d file, read as the inside of nginx.conf's `http { }`" in n for n in explanation.notes)
+    # nginx's own 60 s client_body_timeout, which the file leaves alone, cuts an idle RPC_IN_DATA channel.
+    (rpc,) = explanation.reading("rpchttp").timers
+    assert rpc.startswith("client_body_timeout (nginx's default) 1m cuts idle Outlook Anywhere channels")
+    assert rpc.endswith("even Microsoft's 120 s is not below it: raise the timeout")
+    assert explanation.reading("eas").timers == ()  # proxy_read_timeout 3600: above every heartbeat
     adopted = reader.adopt(path, place)
     text = adopted.main.text
     assert text.startswith("events {}\nhttp {\n") and text.endswith("}\n}\n")

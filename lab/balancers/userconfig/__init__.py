@@ -392,6 +392,7 @@ class Reading:
     # ECP, MAPI and the Address Book). "" when none does or the lab cannot tell.
     rule: str = ""
     predictions: tuple[Prediction, ...] = ()
+    timers: tuple[str, ...] = ()  # what its idle timeouts cut of what the CAS holds open (timers.py)
 
     @property
     def method(self) -> str:
@@ -434,6 +435,7 @@ class Explanation:
                     unread=tuple(r["unread"]),
                     rule=r.get("rule", ""),
                     predictions=tuple(Prediction(**x) for x in r["predictions"]),
+                    timers=tuple(r.get("timers", ())),  # runs from before timers.py have none
                 )
             )
         return cls(data["driver"], data["file"], tuple(readings), tuple(data["notes"]))
@@ -535,11 +537,15 @@ class Reader:
         """Per service, what the file at `path` does and predicts. Reads only; starts nothing."""
         from lab.balancers.userconfig.placeholders import example_place
         from lab.balancers.userconfig.predict import predicted
+        from lab.balancers.userconfig.timers import timer_notes
 
         place = place or example_place()
         source = self.open(path, place)
         self.check_kind(source)
-        readings = tuple(predicted(self.readings(source, place)))
+        readings = tuple(
+            dataclasses.replace(r, timers=timer_notes(self.driver, r))
+            for r in predicted(self.readings(source, place))
+        )
         notes = []
         if source.has_placeholders:
             notes.append("placeholders filled in with the lab's addresses before reading")

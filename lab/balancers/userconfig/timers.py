@@ -1,0 +1,87 @@
+"""What a file's idle timeouts predict against Exchange 2010's own timers, before any run
+(research-timers.md has the facts and their sources; the timer scenarios measure them).
+
+A request the CAS holds open is silent for as long as Exchange lets it be: an Outlook Anywhere channel
+until its keep-alive (the CAS pings OUT after 15 minutes of silence, Outlook pings IN every 12, both
+every MinimumConnectionTimeout where the CAS sets it lower: Microsoft advises 120 s), a Direct Push Ping
+for its heartbeat (devices start near 9 minutes and lengthen it up to 59), an intranet Outlook's MAPI
+connection for as long as its user is idle (Windows' TCP keep-alives, after 2 hours of silence, are no
+activity to a full proxy). An idle timeout shorter than that cuts it.
+
+Only the timeouts the lab has measured governing a held request are read, per driver: HAProxy's
+`timeout server` (a held Ping, an idle RPC_IN_DATA or RPC_OUT_DATA channel; the client side has no timer
+once a request is on its way) and, for MAPI, `timeout tunnel` (else the shorter of `timeout client` and
+`timeout server`); nginx's `proxy_read_timeout` and `client_body_timeout` (an idle IN channel) and the
+stream's `proxy_timeout`. Envoy's and Traefik's are listed with the readings but not predicted from.
+"""
+
+from __future__ import annotations
+
+from lab.balancers.userconfig import Reading, Timeout
+from lab.scenario.durations import format_duration
+
+OUT_KEEPALIVE_S = 900.0  # the CAS pings RPC_OUT_DATA after this much silence, by default
+MICROSOFT_MINIMUM_CONNECTION_TIMEOUT_S = 120.0
+EAS_FIRST_HEARTBEAT_S = 540.0  # devices start near 9 minutes; at or below it on average: event 1040
+EAS_ADVISED_S = 900.0  # KB 905013: at least 15 minutes on the ActiveSync path
+WINDOWS_KEEPALIVE_S = 7200.0
+
+# Per driver and service, the timeouts (as the readers name them) that cut a request the CAS holds.
+HELD: dict[str, dict[str, tuple[str, ...]]] = {
+    "haproxy": {"rpchttp": ("timeout server",), "eas": ("timeout server",)},
+    "nginx": {
+        "rpchttp": ("proxy_read_timeout", "client_body_timeout"),
+        "eas": ("proxy_read_timeout",),
+        "mapi": ("proxy_timeout",),
+        "addressbook": ("proxy_timeout",),
+    },
+}
+
+
+def timer_notes(driver: str, reading: Reading) -> tuple[str, ...]:
+    """What `reading`'s idle timeouts cut of what the CAS holds open; none when nothing (or the lab
+    cannot tell for this driver)."""
+    shortest = _shortest(driver, reading)
+    if shortest is None or reading.pool is None:
+        return ()
+    t, said = shortest.seconds, f"{shortest.name} {format_duration(shortest.seconds)}"
+    said += f" (line {shortest.line})" if shortest.line else ""
+    if reading.service == "rpchttp" and t < OUT_KEEPALIVE_S:
+        words = (
+            f"{said} cuts idle Outlook Anywhere channels (a hard break, the virtual connection is lost): "
+            "the CAS's keep-alives come after 15 minutes of silence (Outlook's every 12) unless its "
+            f"MinimumConnectionTimeout is set below {format_duration(t)}"
+        )
+        if t <= MICROSOFT_MINIMUM_CONNECTION_TIMEOUT_S:
+            return (words + "; even Microsoft's 120 s is not below it: raise the timeout",)
+        return (words + " (Microsoft advises 120 s), or the timeout is raised above 15 minutes",)
+    if reading.service == "eas" and t < EAS_ADVISED_S:
+        words = (
+            f"{said} cuts Direct Push Pings held longer: devices start near 9 minutes and lengthen their "
+            "heartbeat up to 59; Microsoft asks for at least 15 minutes on the ActiveSync path (KB 905013)"
+        )
+        if t <= EAS_FIRST_HEARTBEAT_S:
+            words += (
+                f"; devices fall back to heartbeats under {format_duration(t)}, at or below 540 s on "
+                "average, and Exchange 2010 logs event 1040"
+            )
+        return (words,)
+    if reading.service in ("mapi", "addressbook") and t < WINDOWS_KEEPALIVE_S:
+        return (
+            f"{said} closes an intranet Outlook's {reading.service} connection once its user is idle that "
+            "long: Windows' TCP keep-alives come after 2 hours, and a full proxy does not count them as "
+            "activity, so lowering KeepAliveTime on the CAS (KB 2535656) does not help here; raise the "
+            "timeout above your users' idle hours",
+        )
+    return ()
+
+
+def _shortest(driver: str, reading: Reading) -> Timeout | None:
+    by_name = {t.name.removesuffix(" (nginx's default)"): t for t in reading.timeouts}
+    if driver == "haproxy" and reading.service in ("mapi", "addressbook"):
+        # TCP: `timeout tunnel` replaces both sides once the connection has no analyser left.
+        held = ("timeout tunnel",) if "timeout tunnel" in by_name else ("timeout client", "timeout server")
+    else:
+        held = HELD.get(driver, {}).get(reading.service, ())
+    found = [by_name[name] for name in held if name in by_name]
+    return min(found, key=lambda t: t.seconds) if found else None
