@@ -245,6 +245,10 @@ def test_bytes_that_are_not_utf8_are_read_with_replacement(tmp_path):
         ("hello world\nthis is no log\n", "line 1: not an IIS W3C log"),
         ("\n\nGET / HTTP/1.1\n", "line 3: not an IIS W3C log"),
         (
+            line(0, "/owa/", "", "a", BROWSER, "") + "\n",
+            r"line 1: an IIS W3C request line with no #Fields line",
+        ),
+        (
             "#Software: IIS\n" + line(0, "/owa/", "", "a", BROWSER, "") + "\n",
             "line 2: a request line before any #Fields",
         ),

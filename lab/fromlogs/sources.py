@@ -5,6 +5,7 @@ their format told from their first line, and the one error a file that is not a 
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -74,6 +75,14 @@ def first_line(path: Path) -> tuple[int, str] | None:
 
 
 def not_a_log(path: Path, number: int, text: str) -> LogError:
+    if re.match(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ", text):
+        return LogError(
+            path,
+            number,
+            "an IIS W3C request line with no #Fields line before it, so its columns are unknown (a slice "
+            "of a log?): put the header lines of the log it came from (#Software ... #Fields) first: "
+            f"«{excerpt(text)}»",
+        )
     return LogError(
         path,
         number,
