@@ -334,14 +334,21 @@ def test_a_request_answered_during_the_load_that_no_client_logged_makes_the_run_
         "load ended: the lab lost client events, and a break among them would not be counted "
         "(reconciliation: not_logged_in_load 2)"
     )
+    # A request the CAS holds open by design, answered early, whose answer never reached its client (a
+    # device dropped the idle flow, a balancer retried the Ping elsewhere): the phone was still waiting.
+    held = extra.iloc[:2].assign(detail="Ping heartbeat=540", request_id=["held-ping", "held-ping-2"])
+    channel = extra.iloc[:1].assign(service="rpchttp", detail="peer-closed", request_id="held-channel")
+    c = run(ev, checked, ledger=pd.concat([ledger_of(ev), held, channel], ignore_index=True))
+    assert (c.reconciliation["ledger_not_in_events"], c.reconciliation["not_logged_in_load"]) == (3, 0)
+    assert c.verdict == "pass"
     # Only rows answered in the grace or after the end: requests cut by the stop, a valid run.
     late = extra.iloc[2:]
     b = run(ev, checked, ledger=pd.concat([ledger_of(ev), late], ignore_index=True))
     assert (b.reconciliation["ledger_not_in_events"], b.reconciliation["not_logged_in_load"]) == (2, 0)
     assert b.verdict == "pass"
     # A run that did not record when its load started cannot tell when it ended: not judged.
-    c = run(ev, facts=RunFacts("test"), ledger=pd.concat([ledger_of(ev), extra], ignore_index=True))
-    assert c.reconciliation["not_logged_in_load"] == 0
+    d = run(ev, facts=RunFacts("test"), ledger=pd.concat([ledger_of(ev), extra], ignore_index=True))
+    assert d.reconciliation["not_logged_in_load"] == 0
 
 
 def test_ledger_rows_of_another_run_are_counted_left_out_and_make_the_run_invalid():

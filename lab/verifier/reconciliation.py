@@ -14,8 +14,11 @@ differs from the ledger's.
 A ledger row whose request id no event carries (`ledger_not_in_events`) is a request the clients sent
 but never logged. At the end of the load that is normal: the clients are stopped with requests in
 flight (a held Ping, a Sync on its way), and the CAS writes their rows when it answers or finds them
-gone, after the load ended. A row the CAS answered well before the load ended (`not_logged_in_load`,
-more than LOGGING_GRACE_S before) is an event the lab lost: it may have been a break.
+gone, after the load ended. So is a request the CAS holds open by design (an EAS Ping, an RPC/HTTP
+channel) whose answer never reached its client: a device that dropped the idle flow without a word, or
+a balancer that retried the Ping on another CAS after its timeout, leaves the phone waiting until the
+stop. Any other row the CAS answered well before the load ended (`not_logged_in_load`, more than
+LOGGING_GRACE_S before) is an event the lab lost: it may have been a break.
 
 Reconciliation is also a check that the lab can vouch for the run: a client request answered by a CAS
 without its ledger row (`unmatched`), a request the CAS answered during the load that no client logged
@@ -68,7 +71,8 @@ def reconcile(
     if load_end is not None:
         latency_s = numbers(ledger_column(ledger, "latency_ms")) / 1000
         answered_at = numbers(ledger_column(ledger, "ts")) + latency_s
-        not_logged_in_load = not_logged & (answered_at < load_end - LOGGING_GRACE_S)  # NaN: not judged
+        answered_early = answered_at < load_end - LOGGING_GRACE_S  # NaN: not judged
+        not_logged_in_load = not_logged & answered_early & ~held_open(ledger)
     else:
         not_logged_in_load = np.zeros(len(ledger_id), dtype=bool)
     return {
@@ -92,6 +96,15 @@ def reconcile(
         "ledger_duplicate_ids": int(ledger_has_id.sum() - np.count_nonzero(in_ledger)),
         "foreign_run_rows": foreign_run_rows,
     }
+
+
+def held_open(ledger: pd.DataFrame) -> np.ndarray:
+    """Per ledger row: a request the CAS holds open by design, an EAS Ping (its row names its heartbeat)
+    or an RPC/HTTP channel (one row per channel, written when it ends)."""
+    blank = pd.Series("", index=ledger.index)
+    detail = ledger.get("detail", blank).fillna("").astype(str)
+    service = ledger.get("service", blank).fillna("").astype(str)
+    return (detail.str.contains("heartbeat=", regex=False) | (service == "rpchttp")).to_numpy(dtype=bool)
 
 
 def rows_of_other_runs(ledger: pd.DataFrame, run_id: str) -> np.ndarray:
