@@ -23,6 +23,7 @@ import json
 import re
 import resource
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -175,8 +176,9 @@ def check_as_run(path: Path, place: Place, driver: str) -> str:
     """The last step of `caslab balancer explain`: the balancer's own checker reads the file as it would
     run (`haproxy -c`, `nginx -t`, `envoy --mode validate`), written in a scratch folder with the
     certificate of a scratch CA, so that a file the lab's balancer would refuse (a directive of another
-    edition or version) is refused here, not when a run starts. Returns what was checked, in words;
-    BalancerError with the checker's own words when it refuses."""
+    edition or version) is refused here, not when a run starts. Returns what was checked, in words (or
+    why it was not: the balancer is not installed here); BalancerError with the checker's own words when
+    it refuses."""
     reader = reader_for(driver)
     with tempfile.TemporaryDirectory(prefix="caslab-explain-") as scratch:
         run_dir = Path(scratch)
@@ -197,6 +199,8 @@ def check_as_run(path: Path, place: Place, driver: str) -> str:
         command = balancer.validate_command() if isinstance(balancer, ProcessBalancer) else None
         try:
             validate(spec, run_dir)
+        except (OSError, subprocess.TimeoutExpired) as err:  # no such binary here, or it hung
+            return f"{driver}'s own check did not run here ({err}); a run checks the file before it starts"
         except BalancerError as err:
             words = _as_written(str(err), adopted, scratch_place.folder)
             if "unknown" in words:
@@ -208,7 +212,8 @@ def check_as_run(path: Path, place: Place, driver: str) -> str:
             raise BalancerError(words) from None
     if command is None:
         return f"{driver} has no config check of its own: it reads the file when a run starts it"
-    return f"{Path(command[0]).name}'s own check ({' '.join(_checker_words(command))}) reads the file as run"
+    checker = " ".join(_checker_words(command))
+    return f"{Path(command[0]).name}'s own check ({checker}) reads the file as run: ok"
 
 
 def _as_written(message: str, adopted: Adopted, folder: Path) -> str:

@@ -269,7 +269,7 @@ def _balancer_explain(args: argparse.Namespace) -> int:
     except BalancerError as err:
         print(f"caslab balancer explain: {err}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    print(f"{checked}: ok")
+    print(checked)
     if args.diff:
         print(adopted.diff(), end="")
     else:

@@ -504,7 +504,7 @@ def test_balancer_explain_prints_the_table_and_whether_the_file_can_run(tmp_path
 
 
 def test_balancer_explain_refuses_what_the_labs_balancer_would_refuse_naming_the_line_as_written(
-    tmp_path, capsys
+    tmp_path, capsys, monkeypatch
 ):
     # NGINX Plus's NTLM pass-through, as its Exchange guide writes it: the lab's nginx is the open edition.
     text = (
@@ -522,6 +522,11 @@ def test_balancer_explain_refuses_what_the_labs_balancer_would_refuse_naming_the
     assert "caslab-explain-" not in err, "the scratch folder is no path of the user's"
     assert main(["balancer", "explain", str(HERE / "nginx-hash.conf"), "--driver", "nginx"]) == 0
     assert "nginx's own check (nginx -t) reads the file as run: ok" in capsys.readouterr().out
+    # Without the balancer installed here the reading stands, and says the check did not run.
+    monkeypatch.setattr("lab.balancers.drivers.nginx.nginx_binary", lambda: "/nonexistent/nginx")
+    assert main(["balancer", "explain", str(HERE / "nginx-hash.conf"), "--driver", "nginx"]) == 0
+    out = capsys.readouterr().out
+    assert "nginx's own check did not run here" in out and "a run checks the file before it starts" in out
 
 
 # ---- the scenario ------------------------------------------------------------------------------------
