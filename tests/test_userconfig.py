@@ -416,7 +416,7 @@ def test_idle_timeouts_shorter_than_exchange_s_own_timers_are_said_with_what_the
     five = READER.explain(production_with(tmp_path, "    timeout server  1h\n", "    timeout server  5m\n"))
     (rpc,) = five.reading("rpchttp").timers
     assert rpc.startswith("timeout server 5m (line 25) cuts idle Outlook Anywhere channels")
-    assert rpc.endswith("set below 5m (Microsoft advises 120 s), or the timeout is raised above 15 minutes")
+    assert rpc.endswith("set below 5m (Microsoft advises 120 s), or the timeout is raised above 15m")
     (eas,) = five.reading("eas").timers
     assert "Microsoft asks for at least 15 minutes on the ActiveSync path (KB 905013)" in eas
     assert eas.endswith("Exchange 2010 logs event 1040")  # 5 min is under the first 9-minute heartbeat
@@ -426,6 +426,43 @@ def test_idle_timeouts_shorter_than_exchange_s_own_timers_are_said_with_what_the
     for r in old["readings"]:
         del r["timers"]  # an adoption.json from before timers were read
     assert Explanation.from_dict(old).reading("rpchttp").timers == ()
+
+
+TLS_PASSTHROUGH = """\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 5m
+    timeout server 1h
+
+frontend ft_exchange
+    bind 10.20.0.10:443
+    default_backend bk_exchange
+
+backend bk_exchange
+    balance source
+    server exch01 10.20.0.21:443
+    server exch02 10.20.0.22:443
+    server exch03 10.20.0.23:443
+"""
+
+
+def test_in_tcp_mode_the_client_side_and_the_tunnel_timeouts_cut_held_requests_too(tmp_path):
+    # TLS passthrough: HAProxy reads no HTTP, so its client side times out an idle channel or Ping as well.
+    five = READER.explain(write(tmp_path, TLS_PASSTHROUGH, "passthrough.cfg"))
+    assert five.reading("eas").tcp and five.reading("eas").timers[0].startswith(
+        "timeout client 5m (line 4) cuts"
+    )
+    assert (
+        five.reading("rpchttp").timers[0].startswith("timeout client 5m (line 4) cuts idle Outlook Anywhere")
+    )
+    tunnel = TLS_PASSTHROUGH.replace(
+        "    timeout server 1h\n", "    timeout server 1h\n    timeout tunnel 2h\n"
+    )
+    kept = READER.explain(write(tmp_path, tunnel, "tunnel.cfg"))  # the tunnel timeout replaces both sides
+    assert (kept.reading("eas").timers, kept.reading("rpchttp").timers) == ((), ())
+    (browser,) = kept.reading("owa").predictions  # balance source, placed per connection
+    assert browser.why.startswith("source-ip")
 
 
 NO_DELAY = "    option http-no-delay\n"

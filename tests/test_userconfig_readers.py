@@ -368,7 +368,15 @@ def test_the_balancers_own_check_refuses_what_it_refuses(tmp_path, place):
         get_driver(spec, place.folder.parent).validate()
 
 
-def test_an_nginx_conf_d_file_is_read_as_the_inside_of_http_and_runs_inside_one(place):
+def copy_text(tmp_path: Path, path: Path, change: tuple[str, str]) -> Path:
+    text = path.read_text()
+    assert change[0] in text
+    out = tmp_path / path.name
+    out.write_text(text.replace(*change))
+    return out
+
+
+def test_an_nginx_conf_d_file_is_read_as_the_inside_of_http_and_runs_inside_one(tmp_path, place):
     path = HERE / "nginx-conf-d.conf"  # server and upstream blocks at its top, as Exchange guides give it
     reader = reader_for("nginx")
     explanation = reader.explain(path, place)
@@ -382,6 +390,13 @@ def test_an_nginx_conf_d_file_is_read_as_the_inside_of_http_and_runs_inside_one(
     assert rpc.startswith("client_body_timeout (nginx's default) 1m cuts idle Outlook Anywhere channels")
     assert rpc.endswith("even Microsoft's 120 s is not below it: raise the timeout")
     assert explanation.reading("eas").timers == ()  # proxy_read_timeout 3600: above every heartbeat
+    # Each timeout against the channel it watches: client_body_timeout IN (Outlook pings every 12 min),
+    # proxy_read_timeout OUT too (silent until the CAS's keep-alive after 15).
+    both = copy_text(
+        tmp_path, path, ("proxy_read_timeout 3600;", "proxy_read_timeout 800;\n    client_body_timeout 760;")
+    )
+    (rpc,) = reader.explain(both, place).reading("rpchttp").timers
+    assert rpc.startswith("proxy_read_timeout 13m20s (line 26) cuts") and rpc.endswith("raised above 15m")
     adopted = reader.adopt(path, place)
     text = adopted.main.text
     assert text.startswith("events {}\nhttp {\n") and text.endswith("}\n}\n")

@@ -393,6 +393,7 @@ class Reading:
     rule: str = ""
     predictions: tuple[Prediction, ...] = ()
     timers: tuple[str, ...] = ()  # what its idle timeouts cut of what the CAS holds open (timers.py)
+    tcp: bool = False  # its connections pass through unread (TLS passthrough, MAPI): placed per connection
 
     @property
     def method(self) -> str:
@@ -436,6 +437,7 @@ class Explanation:
                     rule=r.get("rule", ""),
                     predictions=tuple(Prediction(**x) for x in r["predictions"]),
                     timers=tuple(r.get("timers", ())),  # runs from before timers.py have none
+                    tcp=r.get("tcp", False),
                 )
             )
         return cls(data["driver"], data["file"], tuple(readings), tuple(data["notes"]))

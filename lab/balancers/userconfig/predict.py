@@ -105,6 +105,9 @@ def _predict(reading: Reading, kind: str, by_service: dict[str, Reading]) -> Pre
     if p is None:
         return Prediction(kind, "unknown", f"{reading.words or 'this persistence'}: the lab cannot read it")
     prediction = by_method(p, service, kind)
+    if reading.tcp:  # passed through unread: the balancer places connections, not requests
+        why = prediction.why.replace("every request placed anew", "every connection placed anew")
+        prediction = dataclasses.replace(prediction, why=why)
     paired = _apart(reading, kind, by_service)
     if paired is not None and prediction.effect in ("holds", "balance"):
         return paired

@@ -21,6 +21,7 @@ from lab.balancers.userconfig import Reading, Timeout
 from lab.scenario.durations import format_duration
 
 OUT_KEEPALIVE_S = 900.0  # the CAS pings RPC_OUT_DATA after this much silence, by default
+IN_KEEPALIVE_S = 720.0  # Outlook pings RPC_IN_DATA this often, by default (CONN/A3's connection time-out)
 MICROSOFT_MINIMUM_CONNECTION_TIMEOUT_S = 120.0
 EAS_FIRST_HEARTBEAT_S = 540.0  # devices start near 9 minutes; at or below it on average: event 1040
 EAS_ADVISED_S = 900.0  # KB 905013: at least 15 minutes on the ActiveSync path
@@ -41,20 +42,24 @@ HELD: dict[str, dict[str, tuple[str, ...]]] = {
 def timer_notes(driver: str, reading: Reading) -> tuple[str, ...]:
     """What `reading`'s idle timeouts cut of what the CAS holds open; none when nothing (or the lab
     cannot tell for this driver)."""
-    shortest = _shortest(driver, reading)
-    if shortest is None or reading.pool is None:
+    governing = _governing(driver, reading)
+    if reading.service == "rpchttp":  # each timeout against the keep-alive of the channel it watches
+        governing = [t for t in governing if t.seconds < _channel_keepalive_s(t)]
+    if not governing or reading.pool is None:
         return ()
+    shortest = min(governing, key=lambda t: t.seconds)
     t, said = shortest.seconds, f"{shortest.name} {format_duration(shortest.seconds)}"
     said += f" (line {shortest.line})" if shortest.line else ""
-    if reading.service == "rpchttp" and t < OUT_KEEPALIVE_S:
+    if reading.service == "rpchttp":
         words = (
             f"{said} cuts idle Outlook Anywhere channels (a hard break, the virtual connection is lost): "
-            "the CAS's keep-alives come after 15 minutes of silence (Outlook's every 12) unless its "
-            f"MinimumConnectionTimeout is set below {format_duration(t)}"
+            "their keep-alives come every 12 minutes (Outlook's, on IN) and 15 (the CAS's, on OUT) unless "
+            f"the CAS's MinimumConnectionTimeout is set below {format_duration(t)}"
         )
         if t <= MICROSOFT_MINIMUM_CONNECTION_TIMEOUT_S:
             return (words + "; even Microsoft's 120 s is not below it: raise the timeout",)
-        return (words + " (Microsoft advises 120 s), or the timeout is raised above 15 minutes",)
+        above = format_duration(_channel_keepalive_s(shortest))
+        return (words + f" (Microsoft advises 120 s), or the timeout is raised above {above}",)
     if reading.service == "eas" and t < EAS_ADVISED_S:
         words = (
             f"{said} cuts Direct Push Pings held longer: devices start near 9 minutes and lengthen their "
@@ -76,12 +81,19 @@ def timer_notes(driver: str, reading: Reading) -> tuple[str, ...]:
     return ()
 
 
-def _shortest(driver: str, reading: Reading) -> Timeout | None:
+def _channel_keepalive_s(timeout: Timeout) -> float:
+    """How long an RPC/HTTP channel that `timeout` governs stays silent by default: nginx's
+    client_body_timeout watches only IN, which Outlook pings every 12 minutes; the others watch OUT too,
+    silent until the CAS's keep-alive after 15."""
+    return IN_KEEPALIVE_S if timeout.name.startswith("client_body_timeout") else OUT_KEEPALIVE_S
+
+
+def _governing(driver: str, reading: Reading) -> list[Timeout]:
     by_name = {t.name.removesuffix(" (nginx's default)"): t for t in reading.timeouts}
-    if driver == "haproxy" and reading.service in ("mapi", "addressbook"):
-        # TCP: `timeout tunnel` replaces both sides once the connection has no analyser left.
+    if driver == "haproxy" and reading.tcp:
+        # TCP mode (MAPI, TLS passthrough): `timeout tunnel` replaces both sides once the connection has no
+        # analyser left; without it, the shorter of the two sides.
         held = ("timeout tunnel",) if "timeout tunnel" in by_name else ("timeout client", "timeout server")
     else:
         held = HELD.get(driver, {}).get(reading.service, ())
-    found = [by_name[name] for name in held if name in by_name]
-    return min(found, key=lambda t: t.seconds) if found else None
+    return [by_name[name] for name in held if name in by_name]

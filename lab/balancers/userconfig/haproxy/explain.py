@@ -38,6 +38,7 @@ def readings(source: Source, place: Place) -> list[Reading]:
                 tuple(timeouts),
                 tuple(r.unknown) + bp.unread,
                 bp.rule,
+                tcp=backend.mode != "http",
             )
         )
     return out
