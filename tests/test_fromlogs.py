@@ -372,6 +372,10 @@ def test_nginx_s_main_format_gives_the_forwarded_addresses_and_its_escaped_backs
     assert (forwarded["forwarded"], forwarded["user"]) == ("198.51.100.9, 10.0.0.5", "CONTOSO\\alice")
     assert (plain["forwarded"], plain["user"]) == ("", "alice@contoso.com")
     assert person_keys([user_key(forwarded["user"]), user_key(plain["user"])])[0] == ["alice", "alice"]
+    # Another quoted field last (here $upstream_addr, with its port) is no X-Forwarded-For.
+    log.write_text(f'{NGINX_LINE} "10.20.0.11:443"\n')
+    (upstream,) = _balancer_rows(log, nginx.reader(log))
+    assert upstream["forwarded"] == ""
 
 
 def test_a_balancer_log_of_the_other_format_is_told_apart_and_its_misfits_counted(tmp_path):
