@@ -95,29 +95,36 @@ def user_key(name: str) -> str:
 
 
 def person_keys(spellings: list[str]) -> tuple[list[str], str]:
-    """The person each spelling (`user_key`) stands for, and a sentence when the names span tenants.
+    """The person each spelling (`user_key`) stands for, and a sentence when some names span tenants.
 
     One organisation's logs write a user as `DOMAIN\\user`, `user@domain` or `user`: one person, keyed
-    by the bare name. A hosted farm's logs carry several tenants' UPN domains, and user1@alpha.com and
-    user1@beta.com are two people: with two or more UPN domains a UPN is keyed by name and domain, a
-    `DOMAIN\\user` by the UPN domain whose first label is DOMAIN where exactly one is, else (and a bare
-    `user`) by the name alone, as the sentence says."""
+    by the bare name, however many UPN suffixes the organisation has. A hosted farm's logs carry several
+    tenants' UPN domains, where user1@alpha.com and user1@beta.com are two people: a name that appears
+    under two or more UPN domains is keyed by name and domain, its `DOMAIN\\user` spelling by the UPN
+    domain (of those) whose first label is DOMAIN where exactly one is, else (and its bare spelling) by
+    the name alone, as the sentence says."""
     parts = [_name_parts(s) for s in spellings]
-    domains = sorted({upn for _local, upn, _netbios in parts if upn})
-    if len(domains) < 2:
+    domains_of: dict[str, set[str]] = {}
+    for local, upn, _netbios in parts:
+        if upn and local:
+            domains_of.setdefault(local, set()).add(upn)
+    shared = {local for local, domains in domains_of.items() if len(domains) > 1}
+    if not shared:
         return [local for local, _upn, _netbios in parts], ""
-    by_label: dict[str, list[str]] = {}
-    for domain in domains:
-        by_label.setdefault(domain.split(".", 1)[0], []).append(domain)
     keys, by_name_alone = [], 0
     for local, upn, netbios in parts:
-        domain = upn or (by_label[netbios][0] if len(by_label.get(netbios, ())) == 1 else "")
-        keys.append(f"{local}@{domain}" if domain and local else local)
-        by_name_alone += bool(local) and not domain
-    alone = f"; {by_name_alone:,} names with no such domain by name alone" if by_name_alone else ""
+        domain = ""
+        if local in shared:
+            labelled = [d for d in domains_of[local] if d.split(".", 1)[0] == netbios]
+            domain = upn or (labelled[0] if len(labelled) == 1 else "")
+            by_name_alone += not domain
+        keys.append(f"{local}@{domain}" if domain else local)
+    tenants = len({d for local in shared for d in domains_of[local]})
+    alone = f"; {by_name_alone:,} spellings without such a domain by the name alone" if by_name_alone else ""
     return keys, (
-        f"user names carry {len(domains)} UPN domains (tenants of a hosted farm): users are told apart by "
-        f"name and domain, DOMAIN\\user names by the UPN domain whose first label is DOMAIN{alone}"
+        f"{len(shared):,} user names appear under {tenants} UPN domains (tenants of a hosted farm): those "
+        f"are told apart by domain, their DOMAIN\\user spellings by the UPN domain whose first label is "
+        f"DOMAIN{alone}"
     )
 
 

@@ -42,7 +42,8 @@ class Clients:
     unattributed: int  # requests to Exchange services of no client: no user name (logon pages, probes)
     not_exchange: int  # requests to paths of no Exchange service
     unmodelled: int = 0  # requests that named a user, from a program of no client kind the lab models
-    rpc_only: int = 0  # Outlooks that sent MSRPC channels and nothing naming their version (read as 2007)
+    rpc_only: int = 0  # Outlooks that sent MSRPC channels and nothing naming their version
+    rpc_only_as: str = ""  # the version they were read as ("2010", "2007")
 
 
 def find_clients(observed: Observed) -> Clients:
@@ -71,9 +72,9 @@ def find_clients(observed: Observed) -> Clients:
     activity = activity[named].copy()
     activity["kind"] = activity["role"]
     outlook = activity["role"] == "outlook"
-    rpc_only = 0
+    rpc_only, rpc_only_as = 0, ""
     if outlook.any():
-        activity.loc[outlook, "kind"] = _outlook_kinds(activity[outlook])
+        activity.loc[outlook, "kind"], rpc_only_as = _outlook_kinds(activity[outlook])
         families = activity[outlook].groupby(["client", "user"])["family"].agg(set)
         rpc_only = sum(1 for f in families if "msrpc" in f and not f & {"outlook2010", "outlook2007"})
     activity = activity[activity["kind"] != ""]
@@ -95,7 +96,7 @@ def find_clients(observed: Observed) -> Clients:
     table["user"] = _main_value(activity, "user", nonzero=True)
     table["address"] = _main_value(activity, "client")
     table["person"] = np.where(table["user"] > 0, table["user"], -table["device"] - 1)
-    return Clients(table, activity, unattributed, not_exchange, unmodelled, rpc_only)
+    return Clients(table, activity, unattributed, not_exchange, unmodelled, rpc_only, rpc_only_as)
 
 
 def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
@@ -103,8 +104,9 @@ def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
     version seen there is one Outlook (a person may run two); the MSRPC channels, which do not say
     their version, go to the newest, and make every Outlook there one over RPC/HTTP. MSRPC channels with
     no version seen at all (Outlook 2003, which has no Autodiscover or EWS, or an Outlook whose other
-    requests are in logs not read) are Outlook 2007's: it returns no cookie, the harder case for a
-    balancer (`rpc_only` counts them)."""
+    requests are in logs not read) take the version most of the Outlooks the logs do name run, and
+    2007 (which returns no cookie, the harder case for a balancer) when as many or more run 2007.
+    Returns the kinds and that version."""
     family = rows["family"]
     flags = pd.DataFrame(
         {
@@ -116,17 +118,23 @@ def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
         }
     )
     seen = flags.groupby(["client", "user"]).transform("max")  # per row: what its Outlook sent at all
+    named = flags.groupby(["client", "user"])[["v2010", "v2007"]].max()
+    unnamed = "2010" if named["v2010"].sum() > (named["v2007"] & ~named["v2010"]).sum() else "2007"
     version = np.where(
         family == "outlook2007",
         "2007",
-        np.where((family == "outlook2010") | seen["v2010"], "2010", "2007"),
-    )  # the MSRPC and BITS rows go to the newest version seen (2007 when none is)
+        np.where(
+            (family == "outlook2010") | seen["v2010"],
+            "2010",
+            np.where(seen["v2007"], "2007", unnamed),
+        ),
+    )  # the MSRPC and BITS rows go to the newest version seen (`unnamed` when none is)
     kind = np.where(
         seen["rpc"],
         np.where(version == "2007", "outlook2007-rpchttp", "outlook2010-rpchttp"),
         np.where(seen["v2010"] | seen["v2007"], "outlook-mapi", ""),  # BITS alone: no Outlook seen
     )
-    return pd.Series(kind, index=rows.index)
+    return pd.Series(kind, index=rows.index), unnamed
 
 
 def _main_value(rows: pd.DataFrame, column: str, nonzero: bool = False) -> pd.Series:

@@ -46,7 +46,8 @@ def infer(observed: Observed) -> Inference:
         notes.append(
             f"{clients.rpc_only:,} Outlooks sent MSRPC channels and no request that names their version "
             "(Outlook 2003, which has no Autodiscover or EWS, or an Outlook whose other requests are in logs "
-            "not read): read as Outlook 2007 over RPC/HTTP, which returns no cookie (the harder case)"
+            f"not read): read as Outlook {clients.rpc_only_as} over RPC/HTTP, the version most of the "
+            "Outlooks the logs name run (2007, which returns no cookie, when as many or more run it)"
         )
     if clients.not_exchange:
         notes.append(f"{clients.not_exchange:,} requests to paths of no Exchange service: not read")
