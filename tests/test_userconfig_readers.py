@@ -368,6 +368,17 @@ def test_the_balancers_own_check_refuses_what_it_refuses(tmp_path, place):
         get_driver(spec, place.folder.parent).validate()
 
 
+def test_a_stream_conf_d_file_is_refused_saying_where_it_belongs(tmp_path, place):
+    mapi = "upstream mapi {\n    hash $remote_addr;\n    server 10.20.0.11:135;\n}\n\n"
+    mapi += "server {\n    listen 10.20.0.10:135;\n    proxy_pass mapi;\n}\n"
+    path = tmp_path / "mapi.conf"
+    path.write_text(mapi)
+    with pytest.raises(ConfigRefused) as err:
+        reader_for("nginx").explain(path, place)
+    (problem,) = err.value.problems
+    assert problem.line == 6 and "put it inside `stream { }` in your main nginx.conf" in problem.why
+
+
 def copy_text(tmp_path: Path, path: Path, change: tuple[str, str]) -> Path:
     text = path.read_text()
     assert change[0] in text
@@ -384,7 +395,12 @@ def test_an_nginx_conf_d_file_is_read_as_the_inside_of_http_and_runs_inside_one(
         r.service: r.method for r in explanation.readings if r.service not in ("mapi", "addressbook")
     } == {s: "source-ip" for s in SERVICES if s not in ("mapi", "addressbook")}
     assert explanation.reading("owa").route == "location / (line 30): proxy_pass https://exchange"
-    assert any("a conf.d file, read as the inside of nginx.conf's `http { }`" in n for n in explanation.notes)
+    assert any(
+        n.startswith(
+            "nginx-conf-d.conf has `server`, `upstream` at its top and no `http` block: a conf.d file"
+        )
+        for n in explanation.notes
+    )
     # nginx's own 60 s client_body_timeout, which the file leaves alone, cuts an idle RPC_IN_DATA channel.
     (rpc,) = explanation.reading("rpchttp").timers
     assert rpc.startswith("client_body_timeout (nginx's default) 1m cuts idle Outlook Anywhere channels")

@@ -82,8 +82,8 @@ STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 HTTP_ONLY_TOP = {"server", "upstream", "map", "geo", "split_clients", "log_format", "proxy_cache_path"}
 MAIN_BLOCKS = {"http", "events", "stream", "mail"}
 SNIPPET_NOTE = (
-    "{name} has `server` blocks at its top and no `http` block: a conf.d file, read as the inside of "
-    "nginx.conf's `http {{ }}`, and run inside the `events {{}}` and `http {{ }}` the lab adds around it"
+    "{name} has {blocks} at its top and no `http` block: a conf.d file, read as the inside of nginx.conf's "
+    "`http {{ }}`, and run inside the `events {{}}` and `http {{ }}` the lab adds around it"
 )
 COUNTS = "caslab_counts"  # the lab's log format for counters (lab.balancers.drivers.nginx reads these logs)
 HTTP_LOG = '"$upstream_addr" "$upstream_bytes_received" $status "$request_method $uri" $remote_addr'
@@ -226,6 +226,7 @@ class NginxReader(Reader):
         directives = parse(source.text, source.name)
         snippet = _is_conf_d(directives)
         if snippet:
+            _refuse_stream_snippet(source, directives)
             directives = parse(source.text, source.name, ("http",))
         main = _File(source, directives, self.main_file)
         config = _Config([main], {source.name: main}, {}, snippet)
@@ -671,7 +672,10 @@ class NginxReader(Reader):
         config = self._load(source, place)
         web = [s for s in _servers(config.all()) if not _is_stats(s) and s.context[-1] == "http"]
         front, _role, _listening = _web_front(web)
-        read_as = [SNIPPET_NOTE.format(name=source.name)] if config.snippet else []
+        blocks = ", ".join(
+            f"`{n}`" for n in sorted({d.name for d in config.files[0].directives} & HTTP_ONLY_TOP)
+        )
+        read_as = [SNIPPET_NOTE.format(name=source.name, blocks=blocks)] if config.snippet else []
         if front is None:
             return read_as
         location, _unknown = routes.location_for(front, CLIENT_PATHS["rpchttp"])
@@ -809,6 +813,27 @@ def _is_conf_d(top: list[Directive]) -> bool:
     """Whether a main file is a conf.d file: blocks of the http context at its top, no main-context block."""
     names = {d.name for d in top}
     return bool(names & HTTP_ONLY_TOP) and not names & MAIN_BLOCKS
+
+
+def _refuse_stream_snippet(source: Source, top: list[Directive]) -> None:
+    """ConfigRefused for a conf.d file of the stream context (TCP proxying: a server that passes to a
+    host without a scheme and has no location), which the lab would otherwise read as http."""
+    for server in (d for d in top if d.name == "server" and d.block is not None):
+        proxy = server.first("proxy_pass")
+        if proxy is not None and proxy.args and "://" not in proxy.args[0] and not server.all("location"):
+            raise ConfigRefused(
+                [
+                    Problem(
+                        source.name,
+                        source.line_of(server.index),
+                        "a `server` that proxies TCP (proxy_pass without a scheme, no location) at the "
+                        "top of a file with no `stream` block: the lab reads such a file as the inside of "
+                        "`http`; put it inside `stream { }` in your main nginx.conf and give that",
+                        server.text,
+                    )
+                ],
+                f"{source.name} is a stream conf.d file",
+            )
 
 
 def _is_modules_glob(word: str) -> bool:
