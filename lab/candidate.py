@@ -226,7 +226,7 @@ def _as_written(message: str, adopted: Adopted, folder: Path) -> str:
         return f"{file} line {origin}" if origin else f"line {line} of {name} as run (a line the lab added)"
 
     message = re.sub(re.escape(str(folder)) + r"/([^\s:\]]+):(\d+)", written, message)
-    return message.replace(f"{folder}/", "").replace(str(folder.parent), "the run")
+    return message.replace(f"{folder}/", "").replace(str(folder.parent), "(the lab's scratch folder)")
 
 
 def _checker_words(command: list[str]) -> list[str]:
