@@ -218,7 +218,8 @@ def check_as_run(path: Path, place: Place, driver: str) -> str:
 
 def _as_written(message: str, adopted: Adopted, folder: Path) -> str:
     """A checker's message with each `FOLDER/FILE:LINE` of a file as run in a scratch folder named as the
-    file and line the user wrote (or as a line the lab added), and any other path in it as the run folder."""
+    file and line the user wrote (or as a line the lab added); the files as run go by their names, and
+    any other path in the scratch folder (its TLS files) is named as that."""
 
     def written(m: re.Match[str]) -> str:
         name, line = m.group(1), int(m.group(2))
