@@ -74,9 +74,7 @@ def find_clients(observed: Observed) -> Clients:
     outlook = activity["role"] == "outlook"
     rpc_only, rpc_only_as = 0, ""
     if outlook.any():
-        activity.loc[outlook, "kind"], rpc_only_as = _outlook_kinds(activity[outlook])
-        families = activity[outlook].groupby(["client", "user"])["family"].agg(set)
-        rpc_only = sum(1 for f in families if "msrpc" in f and not f & {"outlook2010", "outlook2007"})
+        activity.loc[outlook, "kind"], rpc_only_as, rpc_only = _outlook_kinds(activity[outlook])
     activity = activity[activity["kind"] != ""]
 
     devices = activity["kind"] == "eas-device"
@@ -99,14 +97,14 @@ def find_clients(observed: Observed) -> Clients:
     return Clients(table, activity, unattributed, not_exchange, unmodelled, rpc_only, rpc_only_as)
 
 
-def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
+def _outlook_kinds(rows: pd.DataFrame) -> tuple[pd.Series, str, int]:
     """The kind of each Outlook row, decided per (address, user) by what that Outlook sent. Each Office
     version seen there is one Outlook (a person may run two); the MSRPC channels, which do not say
     their version, go to the newest, and make every Outlook there one over RPC/HTTP. MSRPC channels with
     no version seen at all (Outlook 2003, which has no Autodiscover or EWS, or an Outlook whose other
     requests are in logs not read) take the version most of the Outlooks the logs do name run, and
     2007 (which returns no cookie, the harder case for a balancer) when as many or more run 2007.
-    Returns the kinds and that version."""
+    Returns the kinds, that version and how many Outlooks took it."""
     family = rows["family"]
     flags = pd.DataFrame(
         {
@@ -118,8 +116,9 @@ def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
         }
     )
     seen = flags.groupby(["client", "user"]).transform("max")  # per row: what its Outlook sent at all
-    named = flags.groupby(["client", "user"])[["v2010", "v2007"]].max()
-    unnamed = "2010" if named["v2010"].sum() > (named["v2007"] & ~named["v2010"]).sum() else "2007"
+    outlooks = flags.groupby(["client", "user"])[["rpc", "v2010", "v2007"]].max()  # one row per Outlook
+    unnamed = "2010" if outlooks["v2010"].sum() > (outlooks["v2007"] & ~outlooks["v2010"]).sum() else "2007"
+    rpc_only = int((outlooks["rpc"] & ~outlooks["v2010"] & ~outlooks["v2007"]).sum())
     version = np.where(
         family == "outlook2007",
         "2007",
@@ -134,7 +133,7 @@ def _outlook_kinds(rows: pd.DataFrame) -> pd.Series:
         np.where(version == "2007", "outlook2007-rpchttp", "outlook2010-rpchttp"),
         np.where(seen["v2010"] | seen["v2007"], "outlook-mapi", ""),  # BITS alone: no Outlook seen
     )
-    return pd.Series(kind, index=rows.index), unnamed
+    return pd.Series(kind, index=rows.index), unnamed, rpc_only
 
 
 def _main_value(rows: pd.DataFrame, column: str, nonzero: bool = False) -> pd.Series:
