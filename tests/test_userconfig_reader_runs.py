@@ -19,6 +19,8 @@ from namespace import require_namespaces
 from test_scenarios import REPO, Run, expect_verdict, top_share
 from test_userconfig_runs import caslab_run
 
+from lab.balancers.userconfig import reader_for
+
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent / "userconfig"
@@ -90,10 +92,30 @@ def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_pat
     timeout = "                  timeout: 0s\n"
     eas_route = f"cluster: exchange_hash\n{timeout}                  hash_policy:\n                  - header"
     assert text.count(eas_route) == 1
-    run, summary = run_changed(tmp_path, "envoy", text.replace(eas_route, eas_route.replace(timeout, "")))
+    changed = text.replace(eas_route, eas_route.replace(timeout, ""))
+    (tmp_path / "said.yaml").write_text(changed)
+    (said,) = reader_for("envoy").explain(tmp_path / "said.yaml").reading("eas").timers
+    assert said.startswith("route timeout (Envoy's default) 15s cuts Direct Push Pings held longer")
+    assert "every Ping is cut" in said
+    run, summary = run_changed(tmp_path, "envoy", changed)
     assert cut_services(summary) == {"eas"}, summary["services"]
     adoption = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
     assert "Envoy's default route timeout 15s, which the file does not set" in adoption
+
+
+def test_envoy_s_default_route_timeout_ends_outlook_anywhere_out_channels_busy_or_not(tmp_path):
+    """The file without its RPC route's `timeout: 0s`: Envoy's default 15 s runs from the end of the
+    request to the end of the answer, and an RPC_OUT_DATA channel's answer lasts as long as the channel,
+    so every OUT channel ends 15 s (Exchange time) after it opened, as `caslab balancer explain` says."""
+    text = (HERE / FILES["envoy"]).read_text()
+    rpc_route = "cluster: exchange_hash\n                  timeout: 0s\n                  idle_timeout: 1200s"
+    assert text.count(rpc_route) == 1
+    changed = text.replace(rpc_route, rpc_route.replace("                  timeout: 0s\n", ""))
+    (tmp_path / "said.yaml").write_text(changed)
+    (said,) = reader_for("envoy").explain(tmp_path / "said.yaml").reading("rpchttp").timers
+    assert said.startswith("route timeout (Envoy's default) 15s ends every RPC_OUT_DATA channel 15s after")
+    _run, summary = run_changed(tmp_path, "envoy", changed)
+    assert cut_services(summary) == {"rpchttp"}, summary["services"]
 
 
 # One run each: every preset's file reads back as its preset (tests/test_userconfig_readers.py), and

@@ -202,6 +202,36 @@ def test_envoy_timeouts_the_file_leaves_to_envoy_are_its_defaults_scaled_like_th
     assert listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["idle_timeout"] == "30s"
 
 
+def test_envoy_s_stream_idle_timeouts_against_exchange_s_timers(tmp_path):
+    """A route's idle_timeout replaces the listener's stream_idle_timeout on its route, longer or shorter,
+    and 0s switches it off (measured with Envoy 1.40); the tcp_proxy's idle_timeout for MAPI."""
+
+    def timers(*changes: tuple[str, str]) -> dict[str, tuple[str, ...]]:
+        text = (HERE / FILES["envoy"]).read_text()
+        for old, new in changes:
+            assert old in text
+            text = text.replace(old, new)
+        path = tmp_path / FILES["envoy"]
+        path.write_text(text)
+        return {r.service: r.timers for r in reader_for("envoy").explain(path).readings if r.timers}
+
+    assert timers() == {}  # 1 h streams, a 20 min RPC route, 2 h MAPI, no route timeouts: nothing cut
+    listener_90s = ("stream_idle_timeout: 3600s", "stream_idle_timeout: 90s")
+    said = timers(listener_90s)
+    assert list(said) == ["eas"]  # the RPC route's own 20 minutes outlive the CAS's OUT keep-alive
+    assert said["eas"][0].startswith("stream_idle_timeout 1m30s (line 26) cuts Direct Push Pings")
+    assert "every Ping is cut" not in said["eas"][0] and "event 1040" in said["eas"][0]
+    assert timers(listener_90s, ("idle_timeout: 1200s", "idle_timeout: 0s")) == {"eas": said["eas"]}
+    (rpc,) = timers(("idle_timeout: 1200s", "idle_timeout: 600s"))["rpchttp"]
+    assert rpc.startswith("route idle_timeout 10m (line 60) cuts idle Outlook Anywhere channels")
+    left_to_envoy = timers((LEFT_TO_ENVOY[0], ""), ("                  idle_timeout: 1200s\n", ""))
+    assert set(left_to_envoy) == {"eas", "rpchttp"}
+    assert left_to_envoy["rpchttp"][0].startswith("stream_idle_timeout (Envoy's default) 5m cuts idle")
+    (mapi,) = timers((LEFT_TO_ENVOY[2], ""))["mapi"]
+    assert mapi.startswith("tcp_proxy idle_timeout (Envoy's default) 1h closes an intranet Outlook's mapi")
+    assert timers(("idle_timeout: 7200s", "idle_timeout: 0s")) == {}  # never
+
+
 def test_traefik_says_what_its_default_read_timeout_would_do_to_outlook_anywhere(tmp_path):
     notes = reader_for("traefik").explain(HERE / FILES["traefik"]).notes
     assert len(notes) == 1 and "default readTimeout (60s) ends every Outlook Anywhere IN channel" in notes[0]

@@ -54,8 +54,9 @@ Idle timeouts (lab.model.Timeouts; unset ones stay at the long default, 3600s), 
 - server_idle: the cluster's upstream `common_http_protocol_options.idle_timeout` (a pooled connection
   to the CAS with no request in flight).
 - A request in flight is one stream, idle when neither side sends (a held Ping, an idle RPC/HTTP
-  channel): `stream_idle_timeout` (the listener's) and the route's `idle_timeout` (a service's own) are
-  the shorter of the two. `tcp_proxy` `idle_timeout` (MAPI, Address Book, TLS passthrough) likewise.
+  channel): `stream_idle_timeout` (the listener's), or the route's `idle_timeout` (a service's own, set
+  only where it differs), which replaces the listener's on its route, longer or shorter (measured).
+  `tcp_proxy` `idle_timeout` (MAPI, Address Book, TLS passthrough) likewise.
 Envoy keeps no persistence table (hashes keep no state; the stateful-session cookie is the client's), so
 a table size is refused.
 """

@@ -8,14 +8,25 @@ for its heartbeat (devices start near 9 minutes and lengthen it up to 59), an in
 connection for as long as its user is idle (Windows' TCP keep-alives, after 2 hours of silence, are no
 activity to a full proxy). An idle timeout shorter than that cuts it.
 
-Only the timeouts the lab has measured governing a held request are read, per driver: HAProxy's
-`timeout server` (a held Ping, an idle RPC_IN_DATA or RPC_OUT_DATA channel; the client side has no timer
-once a request is on its way) and, for MAPI, `timeout tunnel` (else the shorter of `timeout client` and
-`timeout server`); nginx's `proxy_read_timeout` and `client_body_timeout` (an idle IN channel) and the
-stream's `proxy_timeout`. Envoy's and Traefik's are listed with the readings but not predicted from.
+Only the timeouts the lab has measured governing a held request are read, per driver:
+- HAProxy's `timeout server` (a held Ping, an idle RPC_IN_DATA or RPC_OUT_DATA channel; the client side
+  has no timer once a request is on its way) and, for MAPI, `timeout tunnel` (else the shorter of
+  `timeout client` and `timeout server`);
+- nginx's `proxy_read_timeout` and `client_body_timeout` (an idle IN channel) and the stream's
+  `proxy_timeout`;
+- Envoy's stream idle timeout: a route's `idle_timeout` where it sets one (it replaces the listener's
+  `stream_idle_timeout` on that route, longer or shorter, and 0s switches it off), else the listener's; it
+  watches both channels (an idle IN channel gets a 408). A route's `timeout` runs from the end of a
+  request to the end of its answer: it ends a held Ping like an idle timeout, and every RPC_OUT_DATA
+  channel, busy or not, since that answer lasts as long as the channel (an IN channel's request never
+  ends, so it never starts there). The tcp_proxy's `idle_timeout` for MAPI. 0s is never. Measured with
+  Envoy 1.40 (tests/test_userconfig_reader_runs.py runs the two route timeouts through the lab).
+Traefik's are listed with the readings but not predicted from.
 """
 
 from __future__ import annotations
+
+import re
 
 from lab.balancers.userconfig import Reading, Timeout
 from lab.scenario.durations import format_duration
@@ -23,6 +34,7 @@ from lab.scenario.durations import format_duration
 OUT_KEEPALIVE_S = 900.0  # the CAS pings RPC_OUT_DATA after this much silence, by default
 IN_KEEPALIVE_S = 720.0  # Outlook pings RPC_IN_DATA this often, by default (CONN/A3's connection time-out)
 MICROSOFT_MINIMUM_CONNECTION_TIMEOUT_S = 120.0
+EAS_MIN_HEARTBEAT_S = 60.0  # Exchange 2010's MinHeartbeatInterval: a shorter Ping gets Status 5
 EAS_FIRST_HEARTBEAT_S = 540.0  # devices start near 9 minutes; at or below it on average: event 1040
 EAS_ADVISED_S = 900.0  # KB 905013: at least 15 minutes on the ActiveSync path
 WINDOWS_KEEPALIVE_S = 7200.0
@@ -42,14 +54,37 @@ HELD: dict[str, dict[str, tuple[str, ...]]] = {
 def timer_notes(driver: str, reading: Reading) -> tuple[str, ...]:
     """What `reading`'s idle timeouts cut of what the CAS holds open; none when nothing (or the lab
     cannot tell for this driver)."""
+    if reading.pool is None:
+        return ()
+    deadline = _out_channel_deadline(driver, reading)
+    return (deadline, *_idle_notes(driver, reading)) if deadline else _idle_notes(driver, reading)
+
+
+def _out_channel_deadline(driver: str, reading: Reading) -> str:
+    """Envoy's route timeout on Outlook Anywhere: the end of every OUT channel, whatever it carries."""
+    route = _by_name(reading).get("route timeout")
+    if driver != "envoy" or reading.service != "rpchttp" or reading.tcp or route is None or not route.seconds:
+        return ""
+    return (
+        f"{_said(route)} ends every RPC_OUT_DATA channel {format_duration(route.seconds)} after Outlook "
+        "opened it, busy or idle (a hard break, the virtual connection is lost): it runs from the end of a "
+        "request to the end of its answer, and an OUT channel's answer lasts as long as the channel; set "
+        "`timeout: 0s` on the route and leave idle channels to the stream idle timeout"
+    )
+
+
+def _said(timeout: Timeout) -> str:
+    return f"{timeout}" + (f" (line {timeout.line})" if timeout.line else "")
+
+
+def _idle_notes(driver: str, reading: Reading) -> tuple[str, ...]:
     governing = _governing(driver, reading)
     if reading.service == "rpchttp":  # each timeout against the keep-alive of the channel it watches
         governing = [t for t in governing if t.seconds < _channel_keepalive_s(t)]
-    if not governing or reading.pool is None:
+    if not governing:
         return ()
     shortest = min(governing, key=lambda t: t.seconds)
-    t, said = shortest.seconds, f"{shortest.name} {format_duration(shortest.seconds)}"
-    said += f" (line {shortest.line})" if shortest.line else ""
+    t, said = shortest.seconds, _said(shortest)
     if reading.service == "rpchttp":
         words = (
             f"{said} cuts idle Outlook Anywhere channels (a hard break, the virtual connection is lost): "
@@ -65,7 +100,12 @@ def timer_notes(driver: str, reading: Reading) -> tuple[str, ...]:
             f"{said} cuts Direct Push Pings held longer: devices start near 9 minutes and lengthen their "
             "heartbeat up to 59; Microsoft asks for at least 15 minutes on the ActiveSync path (KB 905013)"
         )
-        if t <= EAS_FIRST_HEARTBEAT_S:
+        if t <= EAS_MIN_HEARTBEAT_S:
+            words += (
+                "; every Ping is cut, even at the shortest heartbeat Exchange 2010 takes (60 s, "
+                "MinHeartbeatInterval): Direct Push cannot work through it"
+            )
+        elif t <= EAS_FIRST_HEARTBEAT_S:
             words += (
                 f"; devices fall back to heartbeats under {format_duration(t)}, at or below 540 s on "
                 "average, and Exchange 2010 logs event 1040"
@@ -88,8 +128,21 @@ def _channel_keepalive_s(timeout: Timeout) -> float:
     return IN_KEEPALIVE_S if timeout.name.startswith("client_body_timeout") else OUT_KEEPALIVE_S
 
 
+def _by_name(reading: Reading) -> dict[str, Timeout]:
+    """`reading`'s timeouts by name, a balancer's own default named as the file would set it."""
+    return {re.sub(r" \(\w+'s default\)$", "", t.name): t for t in reading.timeouts}
+
+
 def _governing(driver: str, reading: Reading) -> list[Timeout]:
-    by_name = {t.name.removesuffix(" (nginx's default)"): t for t in reading.timeouts}
+    by_name = _by_name(reading)
+    if driver == "envoy":
+        if reading.tcp or reading.service in ("mapi", "addressbook"):
+            held = [by_name.get("tcp_proxy idle_timeout")]
+        else:  # the route's idle_timeout replaces the listener's on its route (see the module's words)
+            held = [by_name.get("route idle_timeout") or by_name.get("stream_idle_timeout")]
+            if reading.service == "eas":
+                held.append(by_name.get("route timeout"))  # a Ping is silent until its answer
+        return [t for t in held if t is not None and t.seconds > 0]  # 0s: never
     if driver == "haproxy" and reading.tcp:
         # TCP mode (MAPI, TLS passthrough): `timeout tunnel` replaces both sides once the connection has no
         # analyser left; without it, the shorter of the two sides.
