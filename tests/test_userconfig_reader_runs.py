@@ -118,6 +118,22 @@ def test_envoy_s_default_route_timeout_ends_outlook_anywhere_out_channels_busy_o
     assert cut_services(summary) == {"rpchttp"}, summary["services"]
 
 
+def test_traefik_s_response_header_timeout_cuts_direct_push_and_no_outlook_anywhere_channel(tmp_path):
+    """A servers transport's responseHeaderTimeout of 5 minutes (Exchange time) under every service:
+    Pings held longer are cut, as `caslab balancer explain` says; Outlook Anywhere's channels, whose
+    headers come at once or whose body is still streaming, are not."""
+    transport = "      serverName: mail.contoso.com\n"
+    text = (HERE / FILES["traefik"]).read_text()
+    assert text.count(transport) == 1
+    changed = text.replace(transport, transport + "      forwardingTimeouts: { responseHeaderTimeout: 5m }\n")
+    (tmp_path / "said.yml").write_text(changed)
+    said = {r.service: r.timers for r in reader_for("traefik").explain(tmp_path / "said.yml").readings}
+    assert said["eas"][0].startswith("responseHeaderTimeout 5m (line 57) cuts Direct Push Pings")
+    assert said["rpchttp"] == ()
+    _run, summary = run_changed(tmp_path, "traefik", changed)
+    assert cut_services(summary) == {"eas"}, summary["services"]
+
+
 # One run each: every preset's file reads back as its preset (tests/test_userconfig_readers.py), and
 # each driver's production file passes above (nginx's hash on the source fails as the article says).
 @pytest.mark.parametrize(

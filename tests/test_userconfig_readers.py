@@ -253,6 +253,23 @@ def test_traefik_servers_transport_timeouts_are_exchange_time(tmp_path, place):
     assert forwarding == {"responseHeaderTimeout": "1s", "idleConnTimeout": "0.75s"}
 
 
+def test_traefik_s_response_header_timeout_against_direct_push(tmp_path):
+    """A servers transport's responseHeaderTimeout bounds a held Ping's wait for its answer; nothing of it
+    applies to Outlook Anywhere's channels (measured with Traefik 3.7)."""
+    assert all(r.timers == () for r in reader_for("traefik").explain(HERE / FILES["traefik"]).readings)
+    timeouts = "      forwardingTimeouts: { responseHeaderTimeout: 5m }\n"
+    path = copy(
+        tmp_path,
+        "traefik",
+        ("      serverName: mail.contoso.com\n", "      serverName: mail.contoso.com\n" + timeouts),
+    )
+    explanation = reader_for("traefik").explain(path)
+    (eas,) = explanation.reading("eas").timers
+    assert eas.startswith("responseHeaderTimeout 5m (line 57) cuts Direct Push Pings held longer")
+    assert "responseHeaderTimeout 5m" in [str(t) for t in explanation.reading("rpchttp").timeouts]
+    assert explanation.reading("rpchttp").timers == ()
+
+
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():
     explanation = reader_for("envoy").explain(HERE / FILES["envoy"])
     assert "ttl 3600s (Envoy sets it)" in explanation.reading("owa").words

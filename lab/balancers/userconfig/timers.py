@@ -21,7 +21,9 @@ Only the timeouts the lab has measured governing a held request are read, per dr
   channel, busy or not, since that answer lasts as long as the channel (an IN channel's request never
   ends, so it never starts there). The tcp_proxy's `idle_timeout` for MAPI. 0s is never. Measured with
   Envoy 1.40 (tests/test_userconfig_reader_runs.py runs the two route timeouts through the lab).
-Traefik's are listed with the readings but not predicted from.
+- Traefik's servers transport `responseHeaderTimeout`: a held Ping waits for its answer's headers. Once
+  they came (an OUT channel) or while a body streams in (an IN channel), Traefik has no idle timer
+  (measured with Traefik 3.7; its entry points' readTimeout is a note of the reader's: static config).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ HELD: dict[str, dict[str, tuple[str, ...]]] = {
         "mapi": ("proxy_timeout",),
         "addressbook": ("proxy_timeout",),
     },
+    "traefik": {"eas": ("responseHeaderTimeout",)},
 }
 
 

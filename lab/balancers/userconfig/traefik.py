@@ -624,7 +624,7 @@ class TraefikReader(Reader):
             return None, f"{kind} service", "", [], [f"a {kind} service: the lab reads no further"]
         lb = _mapping(service.get("loadBalancer"))
         cookie = _mapping(_mapping(lb.get("sticky")).get("cookie")) if "sticky" in lb else None
-        timeouts = []
+        timeouts = self._response_header_timeout(doc, str(lb.get("serversTransport") or ""))
         if cookie is not None:
             cname = str(cookie.get("name") or f"(Traefik's name for {name})")
             age = cookie.get("maxAge")
@@ -664,6 +664,19 @@ class TraefikReader(Reader):
                 ["p2c: not one of the lab's methods"],
             )
         return Persistence("none"), f"strategy {strategy}", "", timeouts, []
+
+    @staticmethod
+    def _response_header_timeout(doc: _Doc, transport: str) -> list[Timeout]:
+        """The servers transport's `responseHeaderTimeout`: how long Traefik waits for the CAS's answer to
+        begin, so a held Ping is cut at it (a 504; measured with Traefik 3.7). Once headers came (an
+        RPC_OUT_DATA channel), or while a body streams in (RPC_IN_DATA), nothing of it applies. A service
+        without a transport of this file's takes the static config's default, which is not under test;
+        Traefik's own is 0s, none."""
+        name = transport.removesuffix("@file")
+        path = ("http", "serversTransports", name, "forwardingTimeouts", "responseHeaderTimeout")
+        value = doc.get(*path) if name else None
+        seconds = _seconds(str(value)) if value is not None else None
+        return [Timeout("responseHeaderTimeout", seconds, doc.line(*path))] if seconds else []
 
     def server_lines(self, place: Place, role: str = "http", options: str = "") -> str:
         """The farm as `servers` items in YAML flow style (also TOML inline tables, written with `=`)."""
