@@ -18,7 +18,7 @@ bench/wrk.py). The ratios and the goal are computed per scheme (HTTPS OWA agains
 each HTTPS row says HTTPS / HTTP of its CPU time.
 
 The machine is shared, so the targets are measured in turns (OWA, core, the hellos, OWA, ...) and the best
-run of each kept. The server's CPU time per request (from /proc) moves much less with other people's
+run of each kept; each round's own ratio is printed too, whose spread is how far the noise moves it. The server's CPU time per request (from /proc) moves much less with other people's
 load than requests per second do, so the goal is judged on it; both ratios are printed. Runs about 50 s
 per scheme.
 
@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -248,6 +249,11 @@ def ratios(
     print(f"{scheme.upper()}:")
     print(f"  ratio OWA / same-parser hello: {by_rps:.2f} by req/s, {by_cpu:.2f} by CPU time", end="")
     print(f" (goal >= {GOAL:.2f} by CPU time: {verdict})")
+    # The targets take turns, so each round's OWA and hello ran within seconds of each other: the spread of
+    # these paired ratios is how far this machine's noise moves the figure above.
+    paired = sorted(h / o for h, o in zip(pure.cpu_us, owa.cpu_us, strict=True))
+    middle = statistics.median(paired)
+    print(f"  by CPU time per round: {paired[0]:.2f} to {paired[-1]:.2f}, median {middle:.2f}")
     print(f"  ratio OWA / C-parser hello:    {max(owa.rps) / max(c_parser.rps):.2f} by req/s")
     # Where OWA's extra time goes: parsing its larger request (hello sent the same URL and cookies), the
     # CAS's core (routing, state headers, ledger row: the 404), and OWA's own logon checks and page.
