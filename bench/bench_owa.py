@@ -18,9 +18,9 @@ bench/wrk.py). The ratios and the goal are computed per scheme (HTTPS OWA agains
 each HTTPS row says HTTPS / HTTP of its CPU time.
 
 The machine is shared, so the targets are measured in turns (OWA, core, the hellos, OWA, ...) and the best
-run of each kept; each round's own ratio is printed too, whose spread is how far the noise moves it. The server's CPU time per request (from /proc) moves much less with other people's
-load than requests per second do, so the goal is judged on it; both ratios are printed. Runs about 50 s
-per scheme.
+run of each kept; each round's own ratio is printed too, whose spread is how far the noise moves it.
+The server's CPU time per request (from /proc) moves much less with other people's load than requests
+per second do, so the goal is judged on it; both ratios are printed. Runs about 50 s per scheme.
 
     .venv/bin/python bench/bench_owa.py [--seconds 5] [--runs 2] [--connections 20] [--scheme http|https|both]
 """

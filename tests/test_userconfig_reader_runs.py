@@ -83,6 +83,10 @@ def test_nginx_s_default_client_body_timeout_cuts_outlook_anywhere_as_in_product
     assert cut_services(summary) == {"rpchttp"}, summary["services"]
     adoption = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
     assert "nginx's default client_body_timeout 60s, which the file does not set" in adoption
+    (advice,) = summary["timers_advice"]
+    assert advice.startswith(
+        f"Your file {FILES['nginx']}: client_body_timeout (nginx's default) 1m cuts idle"
+    )
 
 
 def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_path):
@@ -99,6 +103,7 @@ def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_pat
     assert "every Ping is cut" in said
     run, summary = run_changed(tmp_path, "envoy", changed)
     assert cut_services(summary) == {"eas"}, summary["services"]
+    assert summary["timers_advice"] == [f"Your file {FILES['envoy']}: {said}."]
     adoption = (run.folder / "balancer" / "adoption.json").read_text()  # what the lab put into the file
     assert "Envoy's default route timeout 15s, which the file does not set" in adoption
 
@@ -116,6 +121,8 @@ def test_envoy_s_default_route_timeout_ends_outlook_anywhere_out_channels_busy_o
     assert said.startswith("route timeout (Envoy's default) 15s ends every RPC_OUT_DATA channel 15s after")
     _run, summary = run_changed(tmp_path, "envoy", changed)
     assert cut_services(summary) == {"rpchttp"}, summary["services"]
+    # The report advises from the file's timeout, not from keep-alives (busy channels were cut too).
+    assert summary["timers_advice"] == [f"Your file {FILES['envoy']}: {said}."]
 
 
 def test_traefik_s_response_header_timeout_cuts_direct_push_and_no_outlook_anywhere_channel(tmp_path):
@@ -132,6 +139,7 @@ def test_traefik_s_response_header_timeout_cuts_direct_push_and_no_outlook_anywh
     assert said["rpchttp"] == ()
     _run, summary = run_changed(tmp_path, "traefik", changed)
     assert cut_services(summary) == {"eas"}, summary["services"]
+    assert summary["timers_advice"] == [f"Your file {FILES['traefik']}: {said['eas'][0]}."]
 
 
 # One run each: every preset's file reads back as its preset (tests/test_userconfig_readers.py), and

@@ -57,11 +57,11 @@ def _render(
     run_dir: Path, events: pd.DataFrame, ledger: pd.DataFrame, scenario: Scenario, facts: RunFacts
 ) -> Analysis:
     analysis = verify(events, ledger, scenario, facts)
-    data = summary(analysis, scenario, facts)
+    own = read_account(run_dir / "balancer")  # the user's own config, when the run had one
+    data = summary(analysis, scenario, facts, own["explanation"] if own else None)
     (run_dir / "summary.json").write_text(json.dumps(data, indent=2, allow_nan=False))
     (run_dir / "junit.xml").write_text(junit_xml(analysis, scenario))
     configs = _balancer_files(run_dir / "balancer")
-    own = read_account(run_dir / "balancer")  # the user's own config, when the run had one
     page = report_html(analysis, scenario, facts, configs, what_broke(events), own)
     (run_dir / "report.html").write_text(page, encoding="utf-8")
     return analysis

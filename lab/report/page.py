@@ -85,7 +85,7 @@ def report_html(
     shares = (analysis.population_shares * 100).round(1).astype(str) + "%"
     shares.insert(0, "requests", analysis.population_requests.sum(axis=1))
     methods = pd.DataFrame({"persistence": balancer_methods(scenario, facts)}).rename_axis("service")
-    timers = timers_section(analysis, facts.driver, scenario)
+    timers = timers_section(analysis, facts.driver, scenario, own["explanation"] if own else None)
     page = TEMPLATES.get_template("report.html.j2")
     return page.render(
         verdict=analysis.verdict,

@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from lab.report.timers import timers_section
 from lab.scenario import Scenario
+
+if TYPE_CHECKING:
+    from lab.balancers.userconfig import Explanation
 from lab.verifier import CAUSES, Analysis, RunFacts
 
 SCHEMA = "caslab.summary/1"
@@ -52,7 +55,10 @@ def _causes(table: pd.DataFrame, service: str) -> dict[str, int]:
     return {cause: int(table.loc[service, cause]) for cause in CAUSES}
 
 
-def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str, Any]:
+def summary(
+    analysis: Analysis, scenario: Scenario, facts: RunFacts, explanation: Explanation | None = None
+) -> dict[str, Any]:
+    """summary.json; `explanation`: the user's own balancer file as the lab read it, when the run had one."""
     timers = analysis.timers
     services = {
         name: {
@@ -105,7 +111,7 @@ def summary(analysis: Analysis, scenario: Scenario, facts: RunFacts) -> dict[str
             "reconciliation": analysis.reconciliation,
             "faults": analysis.faults,
             "eas_heartbeat": timers.eas_heartbeat,
-            "timers_advice": timers_section(analysis, facts.driver, scenario).advice,
+            "timers_advice": timers_section(analysis, facts.driver, scenario, explanation).advice,
             "notes": list(facts.notes),
         }
     )

@@ -1,15 +1,24 @@
 """What the report's Timers section says (DESIGN.md section 13): the cuts per service from both sides,
 the heartbeats ActiveSync devices asked for, why sessions moved, and what to do about what it found,
-in the words of Microsoft's guidance (research-timers.md). The plots are in plots.py."""
+in the words of Microsoft's guidance (research-timers.md). The plots are in plots.py.
+
+In a run of the user's own balancer file, a cut service whose reading says what the file's timeouts cut
+(`caslab balancer explain`'s timers: lab.balancers.userconfig.timers) is advised from that: the file's
+own timeout and its fix, rather than the scenario's timeouts, which did not run (a route timeout that
+ends busy channels is no matter of keep-alives)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from lab.scenario import Scenario, format_duration
 from lab.verifier import CAUSES, Analysis
+
+if TYPE_CHECKING:
+    from lab.balancers.userconfig import Explanation
 
 # Drivers of the lab that end TCP themselves (a full proxy), as against a device that forwards packets.
 FULL_PROXIES = {"haproxy": "HAProxy", "nginx": "nginx", "envoy": "Envoy", "traefik": "Traefik"}
@@ -24,7 +33,10 @@ class TimersSection:
     advice: list[str]  # what the findings mean and what fixes them
 
 
-def timers_section(analysis: Analysis, driver: str, scenario: Scenario) -> TimersSection:
+def timers_section(
+    analysis: Analysis, driver: str, scenario: Scenario, explanation: Explanation | None = None
+) -> TimersSection:
+    """The section; `explanation`: the user's own file as the lab read it, when the run had one."""
     services, timers = analysis.services, analysis.timers
     cut = services[["cut", "cut_seen_by_cas"]]
     cut = cut[(cut["cut"] > 0) | (cut["cut_seen_by_cas"] > 0)]
@@ -42,7 +54,7 @@ def timers_section(analysis: Analysis, driver: str, scenario: Scenario) -> Timer
         cuts=cut if not cut.empty else None,
         heartbeat=_heartbeat_words(timers.eas_heartbeat),
         moves=table,
-        advice=_advice(services["cut"], timers.eas_heartbeat, moved, driver, scenario),
+        advice=_advice(services["cut"], timers.eas_heartbeat, moved, driver, scenario, explanation),
     )
 
 
@@ -64,19 +76,25 @@ def _heartbeat_words(figures: dict | None) -> str:
 
 
 def _advice(
-    cuts: pd.Series, heartbeat: dict | None, moved: pd.DataFrame, driver: str, scenario: Scenario
+    cuts: pd.Series,
+    heartbeat: dict | None,
+    moved: pd.DataFrame,
+    driver: str,
+    scenario: Scenario,
+    explanation: Explanation | None,
 ) -> list[str]:
     advice = []
     if cuts.get("rpchttp", 0):
-        advice.append(_rpchttp_advice(driver, scenario))
+        advice += _from_file(explanation, "rpchttp") or [_rpchttp_advice(driver, scenario)]
     if cuts.get("eas", 0) or (heartbeat is not None and heartbeat["alert"]):
-        advice.append(
+        advice += _from_file(explanation, "eas") or [
             "ActiveSync Pings were cut before their heartbeat ended, and devices fall back to short "
             "heartbeats (battery, more requests). Microsoft (KB 905013) asks for idle timeouts of at least "
             "15 minutes on the ActiveSync path; 30 minutes lets devices keep their longest heartbeats."
-        )
+        ]
     if cuts.get("mapi", 0) or cuts.get("addressbook", 0):
-        advice.append(_mapi_advice(driver, scenario))
+        tcp = [*_from_file(explanation, "mapi"), *_from_file(explanation, "addressbook")]
+        advice += list(dict.fromkeys(tcp)) or [_mapi_advice(driver, scenario)]
     causes = moved.sum() if not moved.empty else pd.Series(dtype=int)
     if causes.get("expired", 0):
         advice.append(
@@ -90,6 +108,14 @@ def _advice(
             "raise persistence_table_size above the number of keys live at once."
         )
     return advice
+
+
+def _from_file(explanation: Explanation | None, service: str) -> list[str]:
+    """What the user's file's own timeouts cut of `service`, as explain said it; none without a file, or
+    where the lab read no timeout of the file's that does (the generic advice stands then)."""
+    if explanation is None:
+        return []
+    return [f"Your file {explanation.file}: {note}." for note in explanation.reading(service).timers]
 
 
 def _rpchttp_advice(driver: str, scenario: Scenario) -> str:
