@@ -125,6 +125,22 @@ def test_envoy_s_default_route_timeout_ends_outlook_anywhere_out_channels_busy_o
     assert summary["timers_advice"] == [f"Your file {FILES['envoy']}: {said}."]
 
 
+def test_envoy_s_edge_request_timeout_ends_outlook_anywhere_in_channels_busy_or_not(tmp_path):
+    """`request_timeout: 300s`, as Envoy's edge best practices set it: it bounds the receipt of a whole
+    request, and an RPC_IN_DATA channel's request lasts as long as the channel, so every IN channel ends
+    5 minutes (Exchange time) after it opened; nothing else is cut."""
+    hcm = "          stream_idle_timeout: 3600s\n"
+    text = (HERE / FILES["envoy"]).read_text()
+    assert text.count(hcm) == 1
+    changed = text.replace(hcm, hcm + "          request_timeout: 300s\n")
+    (tmp_path / "said.yaml").write_text(changed)
+    (said,) = reader_for("envoy").explain(tmp_path / "said.yaml").reading("rpchttp").timers
+    assert said.startswith("request_timeout 5m (line 27) ends every RPC_IN_DATA channel 5m after it opened")
+    _run, summary = run_changed(tmp_path, "envoy", changed)
+    assert cut_services(summary) == {"rpchttp"}, summary["services"]
+    assert summary["timers_advice"] == [f"Your file {FILES['envoy']}: {said}."]
+
+
 def test_traefik_s_response_header_timeout_cuts_direct_push_and_no_outlook_anywhere_channel(tmp_path):
     """A servers transport's responseHeaderTimeout of 5 minutes (Exchange time) under every service:
     Pings held longer are cut, as `caslab balancer explain` says; Outlook Anywhere's channels, whose

@@ -232,6 +232,33 @@ def test_envoy_s_stream_idle_timeouts_against_exchange_s_timers(tmp_path):
     assert timers(("idle_timeout: 7200s", "idle_timeout: 0s")) == {}  # never
 
 
+def test_envoy_s_limits_on_a_whole_request_or_stream_end_outlook_anywhere_channels(tmp_path, place):
+    """Envoy's edge best practices set `request_timeout: 300s` (and warn it must be off for long-lived
+    requests): it ends every RPC_IN_DATA channel, busy or not; `max_stream_duration` ends every channel
+    and every Ping. Both are Exchange time, scaled in the file as run."""
+    text = (HERE / FILES["envoy"]).read_text()
+    hcm = "          stream_idle_timeout: 3600s\n"
+    limits = (
+        "          request_timeout: 300s\n"
+        "          common_http_protocol_options: { idle_timeout: 3600s, max_stream_duration: 600s }\n"
+    )
+    assert hcm in text and LEFT_TO_ENVOY[1] in text
+    path = tmp_path / FILES["envoy"]
+    path.write_text(text.replace(LEFT_TO_ENVOY[1], "").replace(hcm, hcm + limits))
+    explanation = reader_for("envoy").explain(path)
+    request, stream = explanation.reading("rpchttp").timers
+    assert request.startswith(
+        "request_timeout 5m (line 27) ends every RPC_IN_DATA channel 5m after it opened"
+    )
+    assert stream.startswith("max_stream_duration 10m (line 28) ends both channels of every Outlook Anywhere")
+    (ping,) = explanation.reading("eas").timers
+    assert ping.startswith("max_stream_duration 10m (line 28) cuts Direct Push Pings held longer")
+    as_run = reader_for("envoy").adopt(path, dataclasses.replace(place, time_scale=120)).main.text
+    typed = yaml.safe_load(as_run)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert typed["typed_config"]["request_timeout"] == "2.500s"
+    assert typed["typed_config"]["common_http_protocol_options"]["max_stream_duration"] == "5s"
+
+
 def test_traefik_says_what_its_default_read_timeout_would_do_to_outlook_anywhere(tmp_path):
     notes = reader_for("traefik").explain(HERE / FILES["traefik"]).notes
     assert len(notes) == 1 and "default readTimeout (60s) ends every Outlook Anywhere IN channel" in notes[0]

@@ -14,8 +14,9 @@ How each rule reads in Envoy (README, "Your own balancer config"):
 4. TLS: every `certificate_chain`, `private_key` and `trusted_ca` (listeners, clusters, static secrets)
    becomes the run's file; an upstream `sni` and the exact names of subject-alt-name matchers become the
    run certificate's name.
-5. Time: `idle_timeout` (routes, HTTP connection managers, tcp_proxy), `stream_idle_timeout`, cookie
-   `ttl`s and route `timeout`s are divided by the time scale; where the file leaves one to Envoy, Envoy's
+5. Time: `idle_timeout` (routes, HTTP connection managers, tcp_proxy), `stream_idle_timeout`,
+   `request_timeout`, `max_stream_duration`, cookie `ttl`s and route `timeout`s are divided by the time
+   scale; where the file leaves one to Envoy, Envoy's
    default is added, scaled (route timeout 15 s, stream_idle_timeout 5 min, connection and tcp_proxy
    idle_timeout 1 h): left alone they would be real seconds, hours of Exchange time.
 6. Run folder: file access logs keep their file name, in the run folder.
@@ -59,7 +60,9 @@ from lab.balancers.userconfig.yamlfile import Edits, Node, load, scalar
 from lab.model import Persistence
 
 TLS_KEYS = {"certificate_chain": "server_cert", "private_key": "server_key", "trusted_ca": "ca_pem"}
-IDLE_KEYS = ("idle_timeout", "stream_idle_timeout", "ttl")
+# Exchange time wherever the file sets them: idle timeouts, cookie lifetimes, and the limits on a whole
+# request (`request_timeout`) or stream (`max_stream_duration`), which end Outlook Anywhere's channels.
+IDLE_KEYS = ("idle_timeout", "stream_idle_timeout", "ttl", "request_timeout", "max_stream_duration")
 # Envoy's own values where a file sets none (its API reference): Exchange time like any other, so the
 # file as run gets them scaled (rule 5), and explain shows them. A route's `timeout` runs from the end of
 # the request to the end of the answer: a held Ping or an RPC_OUT_DATA channel ends at it (0s: never).
@@ -520,6 +523,8 @@ class EnvoyReader(Reader):
                 hcm.get("common_http_protocol_options", "idle_timeout"),
                 CONNECTION_IDLE_TIMEOUT_S,
             ),
+            ("request_timeout", hcm.get("request_timeout"), None),  # Envoy's default: none
+            ("max_stream_duration", hcm.get("common_http_protocol_options", "max_stream_duration"), None),
         ):
             timeouts += _timeout(name, node, default, line)
         routes_node = hcm.get("route_config", "virtual_hosts")

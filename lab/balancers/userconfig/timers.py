@@ -19,8 +19,10 @@ Only the timeouts the lab has measured governing a held request are read, per dr
   watches both channels (an idle IN channel gets a 408). A route's `timeout` runs from the end of a
   request to the end of its answer: it ends a held Ping like an idle timeout, and every RPC_OUT_DATA
   channel, busy or not, since that answer lasts as long as the channel (an IN channel's request never
-  ends, so it never starts there). The tcp_proxy's `idle_timeout` for MAPI. 0s is never. Measured with
-  Envoy 1.40 (tests/test_userconfig_reader_runs.py runs the two route timeouts through the lab).
+  ends, so it never starts there). The connection manager's `request_timeout` ends every RPC_IN_DATA
+  channel likewise, and its `max_stream_duration` every channel and Ping. The tcp_proxy's
+  `idle_timeout` for MAPI. 0s is never. Measured with Envoy 1.40 (tests/test_userconfig_reader_runs.py
+  runs the route and request timeouts through the lab).
 - Traefik's servers transport `responseHeaderTimeout`: a held Ping waits for its answer's headers. Once
   they came (an OUT channel) or while a body streams in (an IN channel), Traefik has no idle timer
   (measured with Traefik 3.7; its entry points' readTimeout is a note of the reader's: static config).
@@ -54,26 +56,52 @@ HELD: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+# Envoy's limits on the whole life of a request or an answer, not on its silence: each ends an Outlook
+# Anywhere channel, busy or idle, since a channel is one request and its answer, as long as the channel
+# lasts. Per limit: what it ends, why, and the fix (measured with Envoy 1.40).
+LIFETIME_LIMITS = {
+    "route timeout": (
+        "every RPC_OUT_DATA channel",
+        "it runs from the end of a request to the end of its answer, and an OUT channel's answer lasts as "
+        "long as the channel",
+        "set `timeout: 0s` on the route",
+    ),
+    "request_timeout": (
+        "every RPC_IN_DATA channel",
+        "it bounds the receipt of a whole request, and an IN channel's request lasts as long as the channel",
+        "remove it (Envoy sets none)",
+    ),
+    "max_stream_duration": (
+        "both channels of every Outlook Anywhere connection",
+        "it bounds a request and its answer together",
+        "remove it (Envoy sets none)",
+    ),
+}
+
+
 def timer_notes(driver: str, reading: Reading) -> tuple[str, ...]:
-    """What `reading`'s idle timeouts cut of what the CAS holds open; none when nothing (or the lab
-    cannot tell for this driver)."""
+    """What `reading`'s timeouts cut of what the CAS holds open; none when nothing (or the lab cannot tell
+    for this driver)."""
     if reading.pool is None:
         return ()
-    deadline = _out_channel_deadline(driver, reading)
-    return (deadline, *_idle_notes(driver, reading)) if deadline else _idle_notes(driver, reading)
+    return (*_channel_lifetimes(driver, reading), *_idle_notes(driver, reading))
 
 
-def _out_channel_deadline(driver: str, reading: Reading) -> str:
-    """Envoy's route timeout on Outlook Anywhere: the end of every OUT channel, whatever it carries."""
-    route = _by_name(reading).get("route timeout")
-    if driver != "envoy" or reading.service != "rpchttp" or reading.tcp or route is None or not route.seconds:
-        return ""
-    return (
-        f"{_said(route)} ends every RPC_OUT_DATA channel {format_duration(route.seconds)} after Outlook "
-        "opened it, busy or idle (a hard break, the virtual connection is lost): it runs from the end of a "
-        "request to the end of its answer, and an OUT channel's answer lasts as long as the channel; set "
-        "`timeout: 0s` on the route and leave idle channels to the stream idle timeout"
-    )
+def _channel_lifetimes(driver: str, reading: Reading) -> list[str]:
+    """Envoy's lifetime limits on Outlook Anywhere (LIFETIME_LIMITS): the end of channels, whatever they
+    carry."""
+    if driver != "envoy" or reading.service != "rpchttp" or reading.tcp:
+        return []
+    by_name, notes = _by_name(reading), []
+    for name, (ends, why, fix) in LIFETIME_LIMITS.items():
+        limit = by_name.get(name)
+        if limit is not None and limit.seconds > 0:
+            notes.append(
+                f"{_said(limit)} ends {ends} {format_duration(limit.seconds)} after it opened, busy or idle "
+                f"(a hard break, the virtual connection is lost): {why}; {fix} and leave idle channels to "
+                "the stream idle timeout"
+            )
+    return notes
 
 
 def _said(timeout: Timeout) -> str:
@@ -143,8 +171,8 @@ def _governing(driver: str, reading: Reading) -> list[Timeout]:
             held = [by_name.get("tcp_proxy idle_timeout")]
         else:  # the route's idle_timeout replaces the listener's on its route (see the module's words)
             held = [by_name.get("route idle_timeout") or by_name.get("stream_idle_timeout")]
-            if reading.service == "eas":
-                held.append(by_name.get("route timeout"))  # a Ping is silent until its answer
+            if reading.service == "eas":  # a Ping is silent until its answer: its whole life is idle
+                held += [by_name.get("route timeout"), by_name.get("max_stream_duration")]
         return [t for t in held if t is not None and t.seconds > 0]  # 0s: never
     if driver == "haproxy" and reading.tcp:
         # TCP mode (MAPI, TLS passthrough): `timeout tunnel` replaces both sides once the connection has no
