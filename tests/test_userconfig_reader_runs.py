@@ -73,6 +73,15 @@ def test_hash_on_the_source_address_for_everything_fails_for_the_reason_the_arti
     assert set(summary["balancer"]["methods"].values()) == {"source-ip"}
 
 
+def test_envoy_at_layer_4_on_the_source_address_holds_every_session_but_piles_the_tenant(tmp_path):
+    """TLS passed through on the client's address (tests/userconfig/envoy-l4.yaml): no session breaks,
+    and the NAT-ed tenant lands on one CAS, as explain predicts ("balance")."""
+    run, summary = run_changed(tmp_path, "envoy", (HERE / "envoy-l4.yaml").read_text())
+    assert run.failed_checks() == {"balance_max_over_mean"}
+    assert summary["totals"]["hard_breaks"] == 0 and summary["farm"]["tls"] == "passthrough"
+    assert top_share(summary, "tenant-nat") >= 0.99, summary["populations"]
+
+
 def test_nginx_s_default_client_body_timeout_cuts_outlook_anywhere_as_in_production(tmp_path):
     """The file without its client_body_timeout: nginx's default 60 s (Exchange time, so scaled in the
     lab like any time the file sets) closes every RPC_IN_DATA channel that Outlook leaves idle longer,

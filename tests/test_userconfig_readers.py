@@ -297,6 +297,23 @@ def test_traefik_s_response_header_timeout_against_direct_push(tmp_path):
     assert explanation.reading("rpchttp").timers == ()
 
 
+def test_envoy_at_layer_4_places_every_service_per_connection_by_its_tcp_proxy():
+    """TLS passing through a tcp_proxy on 443 (Microsoft's layer-4 source-IP advice for Exchange 2010):
+    every HTTP service is that proxy's, placed per connection; it was read as routed nowhere."""
+    explanation = reader_for("envoy").explain(HERE / "envoy-l4.yaml")
+    for service in SERVICES:
+        if service == "addressbook":
+            continue
+        r = explanation.reading(service)
+        assert (r.pool, str(r.persistence)) == ("cas_https" if service != "mapi" else "mapi", "source-ip")
+        assert r.tcp == (service != "mapi")
+    owa = explanation.reading("owa")
+    assert owa.route == "tcp_proxy cluster cas_https (line 14): the connection passes through"
+    assert [str(t) for t in owa.timeouts] == ["tcp_proxy idle_timeout 30m"]
+    assert {p.effect for p in owa.predictions} == {"balance"}  # the NAT-ed tenant on one CAS
+    assert explanation.reading("rpchttp").timers == ()  # 30 minutes: above the channels' keep-alives
+
+
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():
     explanation = reader_for("envoy").explain(HERE / FILES["envoy"])
     assert "ttl 3600s (Envoy sets it)" in explanation.reading("owa").words

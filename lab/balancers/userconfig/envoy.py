@@ -482,37 +482,44 @@ class EnvoyReader(Reader):
         out = []
         for service, path in CLIENT_PATHS.items():
             hcm = _filters(front, "HttpConnectionManager") if front is not None else []
-            if not hcm:
+            passed = _filters(front, "TcpProxy") if front is not None else []
+            if hcm:
+                out.append(self._http_reading(service, path, hcm[0], clusters, line))
+            elif passed:  # layer 4: TLS (or HTTP) passes through unread, each connection placed once
+                out.append(
+                    self._tcp_reading(service, passed, clusters, line, "the connection passes through")
+                )
+            else:
                 out.append(Reading(service, None, "no HTTP listener on an HTTP or HTTPS port", None, ""))
-                continue
-            out.append(self._http_reading(service, path, hcm[0], clusters, line))
         for service in ("mapi", "addressbook"):
             listener = by_role.get(service)
             proxies = _filters(listener, "TcpProxy") if listener is not None else []
             if not proxies:
                 out.append(Reading(service, None, f"no tcp_proxy listener on a {service} port", None, ""))
                 continue
-            proxy = proxies[0]
-            name = proxy.text("cluster")
-            source_ip = any(p.get("source_ip") is not None for p in proxy.many("hash_policy"))
-            keys = [("source_ip", Persistence("source-ip"), False)] if source_ip else []
-            timeouts = _timeout(
-                "tcp_proxy idle_timeout", proxy.get("idle_timeout"), CONNECTION_IDLE_TIMEOUT_S, line
-            )
-            persistence, words, rule, unread = self._balance(clusters.get(name), keys, [])
-            out.append(
-                Reading(
-                    service,
-                    name,
-                    f"tcp_proxy cluster {name} (line {line(proxy)})",
-                    persistence,
-                    words,
-                    tuple(timeouts),
-                    tuple(unread),
-                    rule,
-                )
-            )
+            out.append(self._tcp_reading(service, proxies, clusters, line))
         return out
+
+    def _tcp_reading(self, service: str, proxies: list[Node], clusters: dict, line, how: str = "") -> Reading:
+        """A service behind a tcp_proxy (MAPI, Address Book; any service of a listener that passes TLS
+        through, `how` saying so): placed per connection by its cluster and hash policy."""
+        proxy = proxies[0]
+        name = proxy.text("cluster")
+        source_ip = any(p.get("source_ip") is not None for p in proxy.many("hash_policy"))
+        keys = [("source_ip", Persistence("source-ip"), False)] if source_ip else []
+        timeouts = _timeout(
+            "tcp_proxy idle_timeout", proxy.get("idle_timeout"), CONNECTION_IDLE_TIMEOUT_S, line
+        )
+        more = (
+            ["several tcp_proxy filter chains (chosen by SNI?): the lab reads the first"]
+            if len(proxies) > 1
+            else []
+        )
+        persistence, words, rule, unread = self._balance(clusters.get(name), keys, more)
+        route = f"tcp_proxy cluster {name} (line {line(proxy)})" + (f": {how}" if how else "")
+        return Reading(
+            service, name, route, persistence, words, tuple(timeouts), tuple(unread), rule, tcp=bool(how)
+        )
 
     def _http_reading(self, service: str, path: str, hcm: Node, clusters: dict, line) -> Reading:
         timeouts = []
