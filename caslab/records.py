@@ -64,6 +64,9 @@ CUT_DETAILS: tuple[str, ...] = ("eof", "reset", "http 504", "http 408")
 # existed said "client-gone" (RPC/HTTP channels, a line-protocol client reset mid-line): same meaning.
 PEER_CLOSED = "peer-closed"
 PEER_CLOSED_OLD = "client-gone"
+# The ledger detail of a request or channel a CAS ended because it was stopping (the lab's stop, a
+# fault), not for anything the client or the balancer did.
+CAS_CLOSING = "cas-closing"
 
 # A detail may carry figures as `name=value` words after its text, e.g. the event of an EAS Ping:
 # "heartbeat=540" (answered), "eof heartbeat=840" (cut): the heartbeat the device asked for, in seconds

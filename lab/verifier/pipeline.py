@@ -30,7 +30,7 @@ from lab.verifier.held import held_in_lab, held_reason
 from lab.verifier.limits import lag_reason, limits_reason
 from lab.verifier.load import population_tables, server_table, timeline
 from lab.verifier.moves import Outage, Stickiness, move_causes
-from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs
+from lab.verifier.reconciliation import invalid_reasons, reconcile, rows_of_other_runs, unjudged_splits_reason
 from lab.verifier.timers import (
     cut_timeline,
     cuts_seen_by_cas,
@@ -124,6 +124,7 @@ def verify(
         invalid_reasons=[
             *facts.invalid_reasons,
             *invalid_reasons(reconciliation),
+            *unjudged_splits_reason(reconciliation, failed),
             *held_reason(held_in_lab(events, ledger, coded, breaks.hard), events, coded, scenario.time_scale),
             *limits_reason(facts.balancer_limits, totals, reconciliation["transport_failures"], failed),
             *lag_reason(facts.cas_lags, totals, reconciliation["transport_failures"]),

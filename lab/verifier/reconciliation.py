@@ -20,6 +20,14 @@ a balancer that retried the Ping on another CAS after its timeout, leaves the ph
 stop. Any other row the CAS answered well before the load ended (`not_logged_in_load`, more than
 LOGGING_GRACE_S before) is an event the lab lost: it may have been a break.
 
+An Outlook Anywhere virtual connection whose IN and OUT halves reached different CAS waits there for the
+CAS's pairing wait (10 s of real time, mockcas/services/rpchttp.py), after which each CAS records its
+half `foreign channel-split` and the client sees the hard break. A run that stops inside that wait ends
+both halves `cas-closing` while each is still the only half on its CAS (state `new`), and their client,
+still in its connect, logged nothing: the split is certain (one virtual-connection cookie, two CAS) but
+uncounted (`channel_splits_at_stop`). Where no hard-break check failed without them, the run's figure
+would be wrong, so the run is invalid.
+
 Reconciliation is also a check that the lab can vouch for the run: a client request answered by a CAS
 without its ledger row (`unmatched`), a request the CAS answered during the load that no client logged
 (`not_logged_in_load`), or a ledger row of another run (`foreign_run_rows`: its run id is not this
@@ -31,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from caslab.records import CAS_CLOSING
 from lab.verifier.coding import CodedEvents, first_row_values, ledger_column, numbers, request_id_keys
 
 # A client logs its request when it has read the answer: milliseconds after the CAS wrote the row, on a
@@ -95,7 +104,23 @@ def reconcile(
         "not_logged_in_load": int(not_logged_in_load.sum()),
         "ledger_duplicate_ids": int(ledger_has_id.sum() - np.count_nonzero(in_ledger)),
         "foreign_run_rows": foreign_run_rows,
+        "channel_splits_at_stop": channel_splits_at_stop(ledger),
     }
+
+
+def channel_splits_at_stop(ledger: pd.DataFrame) -> int:
+    """Outlook Anywhere virtual connections whose halves were each waiting alone on a different CAS when
+    the CAS stopped (see the module docstring): one session key (the virtual connection's cookie) on
+    `new` rows ended `cas-closing` on two or more CAS."""
+    if ledger.empty or "session_key" not in ledger.columns:
+        return 0
+    rows = ledger[
+        (ledger["service"] == "rpchttp")
+        & (ledger["state"] == "new")
+        & (ledger["detail"] == CAS_CLOSING)
+        & (ledger["session_key"].fillna("") != "")
+    ]
+    return int((rows.groupby("session_key")["server"].nunique() > 1).sum())
 
 
 def held_open(ledger: pd.DataFrame) -> np.ndarray:
@@ -137,3 +162,18 @@ def invalid_reasons(reconciliation: dict[str, int]) -> list[str]:
             f"(reconciliation: foreign_run_rows {foreign})"
         )
     return reasons
+
+
+def unjudged_splits_reason(reconciliation: dict[str, int], failed_checks: list[str]) -> list[str]:
+    """The invalid reason for split virtual connections the run ended before the CAS judged them, when no
+    hard-break check (`failed_checks`: the names of those that failed) failed without them; else none."""
+    splits = reconciliation.get("channel_splits_at_stop", 0)
+    if not splits or any(name.startswith("hard_breaks") for name in failed_checks):
+        return []
+    return [
+        f"{splits:,} Outlook Anywhere virtual connections had their IN and OUT halves waiting on different "
+        "CAS when the run ended, inside the CAS's 10 s pairing wait: each is a hard break (a split channel "
+        "pair) that no client had seen yet, so the run's hard breaks leave them out (reconciliation: "
+        f"channel_splits_at_stop {splits}); a load that lasts well beyond the pairing wait counts those "
+        "made before its last seconds"
+    ]

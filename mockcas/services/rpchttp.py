@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiohttp import StreamReader, hdrs, web
 
 from caslab import rts
-from caslab.records import KEEPALIVE_LATE_FIELD, KEEPALIVE_LATE_S, PEER_CLOSED, detail_with
+from caslab.records import CAS_CLOSING, KEEPALIVE_LATE_FIELD, KEEPALIVE_LATE_S, PEER_CLOSED, detail_with
 from mockcas import iis
 from mockcas.services import HttpService, RequestContext, register
 
@@ -163,7 +163,7 @@ class RpcHttpService(HttpService):
         if request.method == "RPC_IN_DATA" and not low <= length <= high:
             return _fail(ctx, 400, f"IN channel Content-Length {length}")
         if self._closed.is_set():
-            ctx.note("", "none", "cas-closing")
+            ctx.note("", "none", CAS_CLOSING)
             return web.Response(status=503, reason=UNAVAILABLE_REASON)
         return None
 
@@ -181,7 +181,7 @@ class RpcHttpService(HttpService):
             ctx.note("", "invalid", PEER_CLOSED)
             return None, _Unanswered(status=499)
         except _CasClosing:
-            ctx.note("", "none", "cas-closing")
+            ctx.note("", "none", CAS_CLOSING)
             return None, web.Response(status=503, reason=UNAVAILABLE_REASON)
         if first.vc_cookie == bytes(rts.COOKIE_LENGTH):
             return None, _fail(ctx, 400, "protocol-error: nil virtual-connection cookie")
@@ -409,7 +409,7 @@ class RpcHttpService(HttpService):
     async def close(self) -> None:
         self._closed.set()
         for vc in list(self._connections.values()):
-            self._finish(vc, out_detail="cas-closing", in_detail="cas-closing")
+            self._finish(vc, out_detail=CAS_CLOSING, in_detail=CAS_CLOSING)
 
 
 def _check_in_rts(pdu: rts.RtsPdu) -> None:

@@ -174,6 +174,8 @@ def _governing(driver: str, reading: Reading) -> list[Timeout]:
             if reading.service == "eas":  # a Ping is silent until its answer: its whole life is idle
                 held += [by_name.get("route timeout"), by_name.get("max_stream_duration")]
         return [t for t in held if t is not None and t.seconds > 0]  # 0s: never
+    if driver == "nginx" and reading.tcp:  # a stream server passing a web port through (layer 4)
+        return [by_name[name] for name in ("proxy_timeout",) if name in by_name]
     if driver == "haproxy" and reading.tcp:
         # TCP mode (MAPI, TLS passthrough): `timeout tunnel` replaces both sides once the connection has no
         # analyser left; without it, the shorter of the two sides.

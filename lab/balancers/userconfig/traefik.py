@@ -33,6 +33,7 @@ Traefik reports an error for (lab.balancers.drivers.traefik).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -545,9 +546,10 @@ class TraefikReader(Reader):
 
     def notes(self, source: Source, place: Place) -> list[str]:
         """The static config's read timeout, which the file under test cannot set: the lab's entry points
-        have none, and Traefik v3's default (60 s) would end Outlook Anywhere channels in production."""
+        have none, and Traefik v3's default (60 s) would end Outlook Anywhere channels in production. It
+        bounds an HTTP request only: a TCP router passing the port through is not read from (measured)."""
         rpc = next(r for r in self.readings(source, place) if r.service == "rpchttp")
-        if rpc.pool is None:
+        if rpc.pool is None or rpc.tcp:
             return []
         return [
             "Traefik's static config is not under test and the lab's entry points have readTimeout 0s: "
@@ -578,6 +580,10 @@ class TraefikReader(Reader):
                 f"router {n}: a rule the lab cannot read" for hit, _p, n, _r in candidates if hit is None
             ]
             hits = sorted([c for c in candidates if c[0]], key=lambda c: -c[1])
+            passed = self._passed_through(doc, entry_points, front_role) if not candidates else None
+            if passed is not None:  # layer 4: a TCP router takes the web port, each connection placed once
+                out.append(dataclasses.replace(passed, service=service))
+                continue
             if not hits:
                 out.append(
                     Reading(
@@ -616,6 +622,24 @@ class TraefikReader(Reader):
                 )
             )
         return out
+
+    def _passed_through(self, doc: _Doc, entry_points: dict, role: str) -> Reading | None:
+        """The TCP router on an entry point of `role` that no HTTP router uses (TLS passthrough, or plain TCP
+        forwarding), as the reading of every web service: Traefik's TCP services only round-robin."""
+        for name, router in _mapping(doc.get("tcp", "routers")).items():
+            eps = router.get("entryPoints") or list(entry_points)
+            if any(entry_points.get(e, ("",))[0] == role for e in eps):
+                sname = str(router.get("service", ""))
+                how = f"TCP router {name} (line {doc.line('tcp', 'routers', name, 'rule')}): service {sname}"
+                return Reading(
+                    "",
+                    sname,
+                    how + ": the connection passes through",
+                    Persistence("none"),
+                    "round robin (TCP services only round-robin)",
+                    tcp=True,
+                )
+        return None
 
     def _balance(self, doc: _Doc, name: str) -> tuple[Persistence | None, str, str, list[Timeout], list[str]]:
         service = _mapping(doc.get("http", "services", name))

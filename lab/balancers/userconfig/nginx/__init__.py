@@ -42,6 +42,7 @@ inside `events {}` and `http { }` the lab adds around it (said before the run an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -634,8 +635,13 @@ class NginxReader(Reader):
                 f"the lab's clients send the VIP's address as Host: they reach the default {role} "
                 f"server (line {line(front)}){shown}, whatever the other server_name lines say"
             )
+        # Layer 4: no http server on the web ports, a stream server there passes TLS (or HTTP) through.
+        passed = None if front is not None else _stream_server(tcp, "https") or _stream_server(tcp, "http")
         out = []
         for service, path in CLIENT_PATHS.items():
+            if passed is not None:
+                out.append(self._stream_reading(service, passed, upstreams, maps, line, passthrough=True))
+                continue
             if front is None:
                 out.append(Reading(service, None, f"no server listens on an {role.upper()} port", None, ""))
                 continue
@@ -647,20 +653,31 @@ class NginxReader(Reader):
                 )
             )
         for service in ("mapi", "addressbook"):
-            owners = _ports(tcp, service)
-            server = next((s for s in tcp if id(s) in owners), None)
+            server = _stream_server(tcp, service)
             if server is None:
                 out.append(Reading(service, None, f"no stream server listens on a {service} port", None, ""))
                 continue
-            proxy = server.first("proxy_pass")
-            name = proxy.args[0] if proxy and proxy.args else ""
-            t = routes.Target(
-                name if name in upstreams else None,
-                f"stream server (line {line(server)}): proxy_pass {name}",
-                server,
-            )
-            out.append(self._reading(service, t, upstreams, maps, server, [], line))
+            out.append(self._stream_reading(service, server, upstreams, maps, line))
         return out
+
+    def _stream_reading(
+        self,
+        service: str,
+        server: Directive,
+        upstreams: dict[str, Directive],
+        maps: dict[str, Directive],
+        line,
+        passthrough: bool = False,
+    ) -> Reading:
+        """A service behind a stream server (MAPI, Address Book; every web service when the web port's
+        server is a stream one: `passthrough`, placed per connection)."""
+        proxy = server.first("proxy_pass")
+        name = proxy.args[0] if proxy and proxy.args else ""
+        how = f"stream server (line {line(server)}): proxy_pass {name}"
+        how += ": the connection passes through" if passthrough else ""
+        t = routes.Target(name if name in upstreams else None, how, server)
+        reading = self._reading(service, t, upstreams, maps, server, [], line)
+        return dataclasses.replace(reading, tcp=True) if passthrough else reading
 
     def notes(self, source: Source, place: Place) -> list[str]:
         """Outlook Anywhere's location when it cannot carry RPC/HTTP channels: each channel is one request
@@ -783,6 +800,12 @@ def _ports(group: list[Directive], role: str) -> dict[int, int]:
             if address and PORT_ROLES.get(address[1]) == role:
                 out[id(s)] = address[1]
     return out
+
+
+def _stream_server(tcp: list[Directive], role: str) -> Directive | None:
+    """The first stream server block listening on a port of `role`."""
+    owners = _ports(tcp, role)
+    return next((s for s in tcp if id(s) in owners), None)
 
 
 def _web_front(web: list[Directive]) -> tuple[Directive | None, str, dict[int, int]]:
