@@ -294,6 +294,7 @@ def test_reconciliation_counts_every_event_and_every_ledger_row():
         "not_logged_in_load": 1,  # r9, answered at the start of the load
         "ledger_duplicate_ids": 1,
         "foreign_run_rows": 0,
+        "channel_splits_at_stop": 0,
     }
     not_matched_transport = r["transport_failures"] - r["transport_seen_by_cas"]
     not_matched_cuts = r["cuts"] - r["cuts_seen_by_cas"]
@@ -349,6 +350,34 @@ def test_a_request_answered_during_the_load_that_no_client_logged_makes_the_run_
     # A run that did not record when its load started cannot tell when it ended: not judged.
     d = run(ev, facts=RunFacts("test"), ledger=pd.concat([ledger_of(ev), extra], ignore_index=True))
     assert d.reconciliation["not_logged_in_load"] == 0
+
+
+def test_virtual_connections_split_when_the_run_stopped_are_counted_and_a_passing_run_is_invalid():
+    """Halves of one virtual connection (one cookie) each waiting alone on a different CAS when the CAS
+    stopped, inside its pairing wait: a split no client had logged yet."""
+    ev = events(*({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(6)))
+    half = {**ledger_of(ev).iloc[0].to_dict(), "service": "rpchttp", "state": "new", "detail": "cas-closing"}
+    halves = pd.DataFrame(
+        [{**half, "session_key": key, "server": server, "request_id": f"{key}-{server}"}
+         for key, server in [("vc1", "CAS01"), ("vc1", "CAS02"),  # split over two CAS
+                             ("vc2", "CAS03"),  # its partner was never sent: undecided
+                             ("vc3", "CAS01"), ("vc3", "CAS01")]]  # both on one CAS (no join yet): no split
+    )  # fmt: skip
+    ledger = pd.concat([ledger_of(ev), halves], ignore_index=True)
+    a = run(ev, scenario(Thresholds(hard_breaks=0)), ledger=ledger)
+    assert a.reconciliation["channel_splits_at_stop"] == 1
+    assert all(c.passed for c in a.checks) and a.verdict == "invalid"
+    assert a.verdict_reason.startswith(
+        "1 Outlook Anywhere virtual connections had their IN and OUT halves waiting on different CAS when "
+        "the run ended, inside the CAS's 10 s pairing wait"
+    )
+    # A run that failed a hard-break check already says its sessions broke: the count is a figure.
+    split = {"user": "u9", "session": "s9", "outcome": "foreign", "detail": "channel-split"}
+    broke = events(
+        *({"user": f"u{i}", "session": f"s{i}", "server": f"CAS0{i % 3 + 1}"} for i in range(6)), split
+    )
+    b = run(broke, scenario(Thresholds(hard_breaks=0)), ledger=pd.concat([ledger_of(broke), halves]))
+    assert (b.reconciliation["channel_splits_at_stop"], b.verdict) == (1, "fail")
 
 
 def test_ledger_rows_of_another_run_are_counted_left_out_and_make_the_run_invalid():
