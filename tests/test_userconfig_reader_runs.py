@@ -160,7 +160,7 @@ def test_traefik_s_response_header_timeout_cuts_direct_push_and_no_outlook_anywh
     changed = text.replace(transport, transport + "      forwardingTimeouts: { responseHeaderTimeout: 5m }\n")
     (tmp_path / "said.yml").write_text(changed)
     said = {r.service: r.timers for r in reader_for("traefik").explain(tmp_path / "said.yml").readings}
-    assert said["eas"][0].startswith("responseHeaderTimeout 5m (line 57) cuts Direct Push Pings")
+    assert said["eas"][0].startswith("responseHeaderTimeout 5m (line 70) cuts Direct Push Pings")
     assert said["rpchttp"] == ()
     _run, summary = run_changed(tmp_path, "traefik", changed)
     assert cut_services(summary) == {"eas"}, summary["services"]

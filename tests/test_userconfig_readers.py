@@ -39,8 +39,9 @@ READ = {
     "envoy": {"owa": "lb-cookie", "ecp": "lb-cookie", "ews": "none", "eas": "header Authorization",
               "rpchttp": COOKIE_HASH_FALLBACK, "oab": "none", "autodiscover": "none", "mapi": "source-ip",
               "addressbook": "(unknown)"},
-    "traefik": {"owa": "lb-cookie", "ecp": "lb-cookie", "ews": "lb-cookie", "eas": "none", "rpchttp": "none",
-                "oab": "none", "autodiscover": "none", "mapi": "none", "addressbook": "(unknown)"},
+    "traefik": {"owa": "lb-cookie", "ecp": "lb-cookie", "ews": "lb-cookie", "eas": "none",
+                "rpchttp": "source-ip", "oab": "none", "autodiscover": "none", "mapi": "none",
+                "addressbook": "(unknown)"},
 }  # fmt: skip
 PRODUCTION = re.compile(r"(?m)^[^#\n]*(\b10\.20\.|/etc/ssl)")  # addresses and TLS files of production
 
@@ -292,7 +293,7 @@ def test_traefik_s_response_header_timeout_against_direct_push(tmp_path):
     )
     explanation = reader_for("traefik").explain(path)
     (eas,) = explanation.reading("eas").timers
-    assert eas.startswith("responseHeaderTimeout 5m (line 57) cuts Direct Push Pings held longer")
+    assert eas.startswith("responseHeaderTimeout 5m (line 70) cuts Direct Push Pings held longer")
     assert "responseHeaderTimeout 5m" in [str(t) for t in explanation.reading("rpchttp").timeouts]
     assert explanation.reading("rpchttp").timers == ()
 
@@ -312,6 +313,26 @@ def test_envoy_at_layer_4_places_every_service_per_connection_by_its_tcp_proxy()
     assert [str(t) for t in owa.timeouts] == ["tcp_proxy idle_timeout 30m"]
     assert {p.effect for p in owa.predictions} == {"balance"}  # the NAT-ed tenant on one CAS
     assert explanation.reading("rpchttp").timers == ()  # 30 minutes: above the channels' keep-alives
+
+
+@pytest.mark.parametrize(
+    ("driver", "file", "method", "via"),
+    [
+        ("nginx", "nginx-l4.conf", "source-ip", "stream server (line 18): proxy_pass cas_https"),
+        ("traefik", "traefik-l4.yml", "none", "TCP router exchange (line 6): service cas"),
+    ],
+)
+def test_a_web_port_passed_through_at_layer_4_places_every_service_per_connection(driver, file, method, via):
+    """A stream server (nginx) or a TCP router (Traefik) on 443 instead of an HTTP one: every web service is
+    its, placed per connection; they were read as routed nowhere (every client 'hard')."""
+    explanation = reader_for(driver).explain(HERE / file)
+    for service in ("owa", "ecp", "ews", "eas", "rpchttp", "oab", "autodiscover"):
+        r = explanation.reading(service)
+        assert (r.route, r.method, r.tcp) == (f"{via}: the connection passes through", method, True)
+    assert explanation.notes == ()  # Traefik's readTimeout bounds HTTP requests, not a TCP router's
+    if driver == "nginx":  # its proxy_timeout watches each channel's connection
+        assert [str(t) for t in explanation.reading("rpchttp").timeouts] == ["proxy_timeout 30m"]
+        assert explanation.reading("rpchttp").timers == ()
 
 
 def test_envoy_reads_cookie_ttls_and_route_idle_timeouts():
