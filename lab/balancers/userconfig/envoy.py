@@ -16,9 +16,9 @@ How each rule reads in Envoy (README, "Your own balancer config"):
    run certificate's name.
 5. Time: `idle_timeout` (routes, HTTP connection managers, tcp_proxy), `stream_idle_timeout`,
    `request_timeout`, `max_stream_duration`, cookie `ttl`s and route `timeout`s are divided by the time
-   scale; where the file leaves one to Envoy, Envoy's
-   default is added, scaled (route timeout 15 s, stream_idle_timeout 5 min, connection and tcp_proxy
-   idle_timeout 1 h): left alone they would be real seconds, hours of Exchange time.
+   scale; where the file leaves one to Envoy, Envoy's default is added, scaled (route timeout 15 s,
+   stream_idle_timeout 5 min, connection and tcp_proxy idle_timeout 1 h): left alone they would be real
+   seconds, hours of Exchange time.
 6. Run folder: file access logs keep their file name, in the run folder.
    Host: the lab's clients send the VIP's address as Host; a route config with no virtual host that
    takes any host (`*`) gets `*` in the domains of its first virtual host, as nginx's default server.
