@@ -62,6 +62,20 @@ def cut_services(summary: dict) -> set[str]:
     return {service for service, figures in summary["services"].items() if figures["cut"]}
 
 
+def edited(driver: str, old: str, new: str) -> str:
+    """The driver's production file with its one `old` replaced by `new`."""
+    text = (HERE / FILES[driver]).read_text()
+    assert text.count(old) == 1
+    return text.replace(old, new)
+
+
+def timers_said(tmp_path: Path, driver: str, text: str, service: str) -> tuple[str, ...]:
+    """What `caslab balancer explain` says the timeouts of the file `text` cut of `service`."""
+    path = tmp_path / f"explained{Path(FILES[driver]).suffix}"
+    path.write_text(text)
+    return reader_for(driver).explain(path).reading(service).timers
+
+
 def test_hash_on_the_source_address_for_everything_fails_for_the_reason_the_article_gives(tmp_path):
     """nginx: `hash $remote_addr` in every upstream puts the NAT-ed tenant on one CAS."""
     text = (HERE / FILES["nginx"]).read_text()
@@ -101,13 +115,10 @@ def test_nginx_s_default_client_body_timeout_cuts_outlook_anywhere_as_in_product
 def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_path):
     """The file without its ActiveSync route's `timeout: 0s`: Envoy's default 15 s (Exchange time, so
     scaled in the lab like any time the file sets) ends every Ping a device holds longer (minutes)."""
-    text = (HERE / FILES["envoy"]).read_text()
     timeout = "                  timeout: 0s\n"
     eas_route = f"cluster: exchange_hash\n{timeout}                  hash_policy:\n                  - header"
-    assert text.count(eas_route) == 1
-    changed = text.replace(eas_route, eas_route.replace(timeout, ""))
-    (tmp_path / "said.yaml").write_text(changed)
-    (said,) = reader_for("envoy").explain(tmp_path / "said.yaml").reading("eas").timers
+    changed = edited("envoy", eas_route, eas_route.replace(timeout, ""))
+    (said,) = timers_said(tmp_path, "envoy", changed, "eas")
     assert said.startswith("route timeout (Envoy's default) 15s cuts Direct Push Pings held longer")
     assert "every Ping is cut" in said
     run, summary = run_changed(tmp_path, "envoy", changed)
@@ -117,34 +128,32 @@ def test_envoy_s_default_route_timeout_cuts_direct_push_as_in_production(tmp_pat
     assert "Envoy's default route timeout 15s, which the file does not set" in adoption
 
 
-def test_envoy_s_default_route_timeout_ends_outlook_anywhere_out_channels_busy_or_not(tmp_path):
-    """The file without its RPC route's `timeout: 0s`: Envoy's default 15 s runs from the end of the
-    request to the end of the answer, and an RPC_OUT_DATA channel's answer lasts as long as the channel,
-    so every OUT channel ends 15 s (Exchange time) after it opened, as `caslab balancer explain` says."""
-    text = (HERE / FILES["envoy"]).read_text()
-    rpc_route = "cluster: exchange_hash\n                  timeout: 0s\n                  idle_timeout: 1200s"
-    assert text.count(rpc_route) == 1
-    changed = text.replace(rpc_route, rpc_route.replace("                  timeout: 0s\n", ""))
-    (tmp_path / "said.yaml").write_text(changed)
-    (said,) = reader_for("envoy").explain(tmp_path / "said.yaml").reading("rpchttp").timers
-    assert said.startswith("route timeout (Envoy's default) 15s ends every RPC_OUT_DATA channel 15s after")
-    _run, summary = run_changed(tmp_path, "envoy", changed)
-    assert cut_services(summary) == {"rpchttp"}, summary["services"]
-    # The report advises from the file's timeout, not from keep-alives (busy channels were cut too).
-    assert summary["timers_advice"] == [f"Your file {FILES['envoy']}: {said}."]
+RPC_ROUTE = "cluster: exchange_hash\n                  timeout: 0s\n                  idle_timeout: 1200s"
+HCM_IDLE = "          stream_idle_timeout: 3600s\n"
 
 
-def test_envoy_s_edge_request_timeout_ends_outlook_anywhere_in_channels_busy_or_not(tmp_path):
-    """`request_timeout: 300s`, as Envoy's edge best practices set it: it bounds the receipt of a whole
-    request, and an RPC_IN_DATA channel's request lasts as long as the channel, so every IN channel ends
-    5 minutes (Exchange time) after it opened; nothing else is cut."""
-    hcm = "          stream_idle_timeout: 3600s\n"
-    text = (HERE / FILES["envoy"]).read_text()
-    assert text.count(hcm) == 1
-    changed = text.replace(hcm, hcm + "          request_timeout: 300s\n")
-    (tmp_path / "said.yaml").write_text(changed)
-    (said,) = reader_for("envoy").explain(tmp_path / "said.yaml").reading("rpchttp").timers
-    assert said.startswith("request_timeout 5m (line 27) ends every RPC_IN_DATA channel 5m after it opened")
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        # The RPC route without its `timeout: 0s`: Envoy's 15 s runs from the end of the request to the end
+        # of the answer, and an RPC_OUT_DATA channel's answer lasts as long as the channel.
+        (RPC_ROUTE, RPC_ROUTE.replace("                  timeout: 0s\n", ""),
+         "route timeout (Envoy's default) 15s ends every RPC_OUT_DATA channel 15s after it opened"),
+        # `request_timeout: 300s`, as Envoy's edge best practices set it: it bounds the receipt of a whole
+        # request, and an RPC_IN_DATA channel's request lasts as long as the channel.
+        (HCM_IDLE, HCM_IDLE + "          request_timeout: 300s\n",
+         "request_timeout 5m (line 27) ends every RPC_IN_DATA channel 5m after it opened"),
+    ],
+)  # fmt: skip
+def test_envoy_s_limits_on_a_whole_request_or_answer_end_outlook_anywhere_channels_busy_or_not(
+    tmp_path, old, new, says
+):
+    """Every channel of one direction ends that long (Exchange time) after it opened, whatever it carries,
+    as `caslab balancer explain` says; and the report advises from the file's timeout, not from
+    keep-alives."""
+    changed = edited("envoy", old, new)
+    (said,) = timers_said(tmp_path, "envoy", changed, "rpchttp")
+    assert said.startswith(says)
     _run, summary = run_changed(tmp_path, "envoy", changed)
     assert cut_services(summary) == {"rpchttp"}, summary["services"]
     assert summary["timers_advice"] == [f"Your file {FILES['envoy']}: {said}."]
@@ -155,16 +164,15 @@ def test_traefik_s_response_header_timeout_cuts_direct_push_and_no_outlook_anywh
     Pings held longer are cut, as `caslab balancer explain` says; Outlook Anywhere's channels, whose
     headers come at once or whose body is still streaming, are not."""
     transport = "      serverName: mail.contoso.com\n"
-    text = (HERE / FILES["traefik"]).read_text()
-    assert text.count(transport) == 1
-    changed = text.replace(transport, transport + "      forwardingTimeouts: { responseHeaderTimeout: 5m }\n")
-    (tmp_path / "said.yml").write_text(changed)
-    said = {r.service: r.timers for r in reader_for("traefik").explain(tmp_path / "said.yml").readings}
-    assert said["eas"][0].startswith("responseHeaderTimeout 5m (line 70) cuts Direct Push Pings")
-    assert said["rpchttp"] == ()
+    changed = edited(
+        "traefik", transport, transport + "      forwardingTimeouts: { responseHeaderTimeout: 5m }\n"
+    )
+    (said,) = timers_said(tmp_path, "traefik", changed, "eas")
+    assert said.startswith("responseHeaderTimeout 5m (line 70) cuts Direct Push Pings")
+    assert timers_said(tmp_path, "traefik", changed, "rpchttp") == ()
     _run, summary = run_changed(tmp_path, "traefik", changed)
     assert cut_services(summary) == {"eas"}, summary["services"]
-    assert summary["timers_advice"] == [f"Your file {FILES['traefik']}: {said['eas'][0]}."]
+    assert summary["timers_advice"] == [f"Your file {FILES['traefik']}: {said}."]
 
 
 # One run each: every preset's file reads back as its preset (tests/test_userconfig_readers.py), and
