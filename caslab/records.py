@@ -67,6 +67,10 @@ PEER_CLOSED_OLD = "client-gone"
 # The ledger detail of a request or channel a CAS ended because it was stopping (the lab's stop, a
 # fault), not for anything the client or the balancer did.
 CAS_CLOSING = "cas-closing"
+# How long a CAS holds one half of an Outlook Anywhere virtual connection for its partner before it records
+# the split (real seconds, not time-scaled): the CAS's default, and the verifier's words for a run that
+# stopped inside it.
+RPC_PAIRING_WAIT_S = 10.0
 
 # A detail may carry figures as `name=value` words after its text, e.g. the event of an EAS Ping:
 # "heartbeat=540" (answered), "eof heartbeat=840" (cut): the heartbeat the device asked for, in seconds

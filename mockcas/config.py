@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from caslab.records import RPC_PAIRING_WAIT_S
 from caslab.vocab import AB_PORT, ADMIN_PORT, HTTP_PORT, HTTPS_PORT, MAPI_PORT
 
 
@@ -32,7 +33,9 @@ class CasConfig:
     oab_skew: bool = False  # CAS differ in OAB version: a download spread over two CAS fails its checksum
     eas_cold_cost_ms: float = 40.0  # extra cost when a device is new to this CAS (assumed size)
     ab_referral_cost_ms: float = 20.0  # an Address Book bind referred to the user's CAS (assumed size)
-    rpc_pairing_wait_s: float = 10.0  # not time-scaled: a lone RPC/HTTP channel is closed after this
+    rpc_pairing_wait_s: float = (
+        RPC_PAIRING_WAIT_S  # not time-scaled: a lone RPC/HTTP channel is closed after this
+    )
     max_body_bytes: int = 1 << 20  # bodies above this are refused (RPC_IN_DATA streams, it is not read whole)
     # Exchange/Windows settings of the CAS (DESIGN.md section 13), in seconds of Exchange time (scaled):
     # the RPC proxy's MinimumConnectionTimeout (None: not set, so the defaults 720 s IN / 900 s OUT hold).

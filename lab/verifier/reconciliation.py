@@ -21,7 +21,7 @@ stop. Any other row the CAS answered well before the load ended (`not_logged_in_
 LOGGING_GRACE_S before) is an event the lab lost: it may have been a break.
 
 An Outlook Anywhere virtual connection whose IN and OUT halves reached different CAS waits there for the
-CAS's pairing wait (10 s of real time, mockcas/services/rpchttp.py), after which each CAS records its
+CAS's pairing wait (caslab.records.RPC_PAIRING_WAIT_S, real time), after which each CAS records its
 half `foreign channel-split` and the client sees the hard break. A run that stops inside that wait ends
 both halves `cas-closing` while each is still the only half on its CAS (state `new`), and their client,
 still in its connect, logged nothing: the split is certain (one virtual-connection cookie, two CAS) but
@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caslab.records import CAS_CLOSING
+from caslab.records import CAS_CLOSING, RPC_PAIRING_WAIT_S
 from lab.verifier.coding import CodedEvents, first_row_values, ledger_column, numbers, request_id_keys
 
 # A client logs its request when it has read the answer: milliseconds after the CAS wrote the row, on a
@@ -172,8 +172,9 @@ def unjudged_splits_reason(reconciliation: dict[str, int], failed_checks: list[s
         return []
     return [
         f"{splits:,} Outlook Anywhere virtual connections had their IN and OUT halves waiting on different "
-        "CAS when the run ended, inside the CAS's 10 s pairing wait: each is a hard break (a split channel "
-        "pair) that no client had seen yet, so the run's hard breaks leave them out (reconciliation: "
+        f"CAS when the run ended, inside the CAS's {RPC_PAIRING_WAIT_S:g} s pairing wait: each is a hard "
+        "break (a split channel pair) that no client had seen yet, so the run's hard breaks leave them out "
+        "(reconciliation: "
         f"channel_splits_at_stop {splits}); a load that lasts well beyond the pairing wait counts those "
         "made before its last seconds"
     ]

@@ -376,6 +376,10 @@ class Prediction:
         return f"{self.client_kind}: {self.why} ({self.effect})"
 
 
+# How a reading's route ends when its listener passes the web port through at layer 4 (Reading.tcp).
+PASSED_THROUGH = "the connection passes through"
+
+
 @dataclass(frozen=True)
 class Reading:
     """What the file does for one service, as the lab reads it."""

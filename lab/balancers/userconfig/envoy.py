@@ -35,6 +35,7 @@ import re
 from pathlib import Path
 
 from lab.balancers.userconfig import (
+    PASSED_THROUGH,
     PORT_ROLES,
     Address,
     Adopted,
@@ -486,9 +487,7 @@ class EnvoyReader(Reader):
             if hcm:
                 out.append(self._http_reading(service, path, hcm[0], clusters, line))
             elif passed:  # layer 4: TLS (or HTTP) passes through unread, each connection placed once
-                out.append(
-                    self._tcp_reading(service, passed, clusters, line, "the connection passes through")
-                )
+                out.append(self._tcp_reading(service, passed, clusters, line, PASSED_THROUGH))
             else:
                 out.append(Reading(service, None, "no HTTP listener on an HTTP or HTTPS port", None, ""))
         for service in ("mapi", "addressbook"):

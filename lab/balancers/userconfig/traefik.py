@@ -43,6 +43,7 @@ import yaml
 
 from lab.balancers.drivers.traefik import file_provider
 from lab.balancers.userconfig import (
+    PASSED_THROUGH,
     PORT_ROLES,
     Address,
     Adopted,
@@ -565,13 +566,22 @@ class TraefikReader(Reader):
         routers = _mapping(doc.get("http", "routers"))
         https = [e for e, (role, _a) in entry_points.items() if role == "https"]
         front_role = "https" if https else "http"
+        front = {  # the HTTP routers on the web entry points
+            name: router
+            for name, router in routers.items()
+            if any(
+                entry_points.get(e, ("",))[0] == front_role for e in router.get("entryPoints") or entry_points
+            )
+        }
+        # Layer 4: with none, a TCP router there takes the web port, each connection placed once.
+        passed = None if front else self._passed_through(doc, entry_points, front_role)
         out = []
         for service, path in CLIENT_PATHS.items():
+            if passed is not None:
+                out.append(dataclasses.replace(passed, service=service))
+                continue
             candidates = []
-            for name, router in routers.items():
-                eps = router.get("entryPoints") or list(entry_points)
-                if not any(entry_points.get(e, ("",))[0] == front_role for e in eps):
-                    continue
+            for name, router in front.items():
                 hit = _rule_matches(str(router.get("rule", "")), path)
                 rule = str(router.get("rule", ""))
                 priority = router.get("priority") or len(rule)
@@ -580,10 +590,6 @@ class TraefikReader(Reader):
                 f"router {n}: a rule the lab cannot read" for hit, _p, n, _r in candidates if hit is None
             ]
             hits = sorted([c for c in candidates if c[0]], key=lambda c: -c[1])
-            passed = self._passed_through(doc, entry_points, front_role) if not candidates else None
-            if passed is not None:  # layer 4: a TCP router takes the web port, each connection placed once
-                out.append(dataclasses.replace(passed, service=service))
-                continue
             if not hits:
                 out.append(
                     Reading(
@@ -634,7 +640,7 @@ class TraefikReader(Reader):
                 return Reading(
                     "",
                     sname,
-                    how + ": the connection passes through",
+                    f"{how}: {PASSED_THROUGH}",
                     Persistence("none"),
                     "round robin (TCP services only round-robin)",
                     tcp=True,

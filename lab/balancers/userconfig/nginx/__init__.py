@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.balancers.userconfig import (
+    PASSED_THROUGH,
     PORT_ROLES,
     Address,
     Adopted,
@@ -674,7 +675,7 @@ class NginxReader(Reader):
         proxy = server.first("proxy_pass")
         name = proxy.args[0] if proxy and proxy.args else ""
         how = f"stream server (line {line(server)}): proxy_pass {name}"
-        how += ": the connection passes through" if passthrough else ""
+        how += f": {PASSED_THROUGH}" if passthrough else ""
         t = routes.Target(name if name in upstreams else None, how, server)
         reading = self._reading(service, t, upstreams, maps, server, [], line)
         return dataclasses.replace(reading, tcp=True) if passthrough else reading
